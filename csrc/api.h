@@ -1,0 +1,76 @@
+// api.h — the C surface Python sees, mirrored declaration for declaration in spawnfd.cdef.
+// Handles are opaque; processes are named by pid so a stale Python object gets ESRCH, never
+// a dangling pointer. Every int/int64_t return is >= 0 on success or a negative errno.
+#ifndef SPAWNFD_API_H
+#define SPAWNFD_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct kernel;
+
+// Deterministic counters: incremented where the event happens, never derived afterwards.
+struct kstats {
+  uint64_t frames_total;       // simulated memory in frames
+  uint64_t frames_used;        // frames not free (all kinds)
+  uint64_t anon_frames;        // frames of kind anon
+  uint64_t pagecache_frames;   // frames of kind page cache
+  uint64_t pagetable_frames;   // frames holding page tables
+  uint64_t frames_allocated;   // allocations since boot
+  uint64_t frames_freed;       // frees since boot
+  uint64_t tables_allocated;   // page tables allocated since boot
+  uint64_t tables_freed;       // page tables freed since boot
+  uint64_t ptes_copied;        // entries copied by fork
+  uint64_t tables_shared;      // last-level tables shared instead of copied
+  uint64_t tables_copied;      // shared tables copied on break
+  uint64_t tables_reused;      // shared tables reused in place on break
+  uint64_t pages_copied;       // 4 KiB pages copied by COW faults
+  uint64_t zero_page_maps;     // read faults that mapped the shared zero page
+  uint64_t buffers;            // frames whose content is a real 4 KiB buffer
+  uint64_t faults[8];          // by kind: anon, zero, file, shared, cow, wp_reuse, wp_shared
+};
+
+struct mmstats {
+  uint64_t rss_anon;           // resident anonymous pages (MM_ANONPAGES)
+  uint64_t rss_file;           // resident file pages (MM_FILEPAGES)
+  uint64_t rss_shmem;          // resident shared-memory pages (MM_SHMEMPAGES)
+  uint64_t pagetable_bytes;    // page tables owned by this mm (pgd included)
+  uint64_t vma_count;          // mappings
+  uint64_t total_vm;           // mapped bytes
+};
+
+int sfd_kernel_new(uint64_t mem_bytes, struct kernel **out);
+void sfd_kernel_free(struct kernel *k);
+const char *sfd_panic_message(struct kernel *k);
+int sfd_kstats(struct kernel *k, struct kstats *out);
+int sfd_check(struct kernel *k, char *msg, size_t cap);
+int sfd_fail_alloc_after(struct kernel *k, uint64_t n);
+
+int sfd_mmap(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot, int flags,
+             int fd, uint64_t off, uint64_t *out);
+int sfd_munmap(struct kernel *k, int pid, uint64_t addr, uint64_t len);
+int sfd_mprotect(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot);
+int sfd_madvise(struct kernel *k, int pid, uint64_t addr, uint64_t len, int advice);
+int sfd_populate(struct kernel *k, int pid, uint64_t addr, uint64_t len, int write,
+                 int use_stamp, uint64_t stamp);
+int sfd_mem_read(struct kernel *k, int pid, uint64_t addr, uint8_t *buf, uint64_t len);
+int sfd_mem_write(struct kernel *k, int pid, uint64_t addr, const uint8_t *buf, uint64_t len);
+int64_t sfd_maps(struct kernel *k, int pid, char *buf, uint64_t cap);
+int sfd_mmstats(struct kernel *k, int pid, struct mmstats *out);
+int sfd_translate(struct kernel *k, int pid, uint64_t va, uint64_t *pte);
+int sfd_frame_info(struct kernel *k, uint64_t pfn, uint32_t *ref, uint32_t *kind);
+
+int sfd_open(struct kernel *k, int pid, const char *path, int flags, unsigned mode);
+int sfd_close(struct kernel *k, int pid, int fd);
+int64_t sfd_read(struct kernel *k, int pid, int fd, uint8_t *buf, uint64_t n);
+int64_t sfd_write(struct kernel *k, int pid, int fd, const uint8_t *buf, uint64_t n);
+int64_t sfd_pread(struct kernel *k, int pid, int fd, uint8_t *buf, uint64_t n, uint64_t off);
+int64_t sfd_lseek(struct kernel *k, int pid, int fd, int64_t off, int whence);
+int sfd_ftruncate(struct kernel *k, int pid, int fd, int64_t length);
+int sfd_dup(struct kernel *k, int pid, int fd);
+int sfd_dup2(struct kernel *k, int pid, int oldfd, int newfd);
+int sfd_dup3(struct kernel *k, int pid, int oldfd, int newfd, int flags);
+int sfd_unlink(struct kernel *k, int pid, const char *path);
+int sfd_fstat_size(struct kernel *k, int pid, int fd, uint64_t *size);
+
+#endif

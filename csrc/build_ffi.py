@@ -1,0 +1,43 @@
+"""cffi builder for ``spawnfd._kernel``: the simulated kernel in ``csrc/*.c``.
+
+API (out-of-line) mode: ``spawnfd.cdef`` is the only C surface Python sees. Set
+``SPAWNFD_SANITIZE=1`` at build time for an AddressSanitizer + UndefinedBehaviorSanitizer
+build (load it with ``LD_PRELOAD`` of gcc's libasan.so and libubsan.so; see the README).
+``SPAWNFD_DEBUG=1`` builds with ``-O0 -g``.
+"""
+import glob
+import os
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+ffibuilder = FFI()
+with open(os.path.join(HERE, "spawnfd.cdef")) as f:
+    ffibuilder.cdef(f.read())
+
+cflags = ["-std=gnu11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden"]
+ldflags = []
+if os.environ.get("SPAWNFD_DEBUG") == "1":
+    cflags += ["-O0", "-g"]
+else:
+    cflags += ["-O2"]
+if os.environ.get("SPAWNFD_SANITIZE") == "1":
+    san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+           "-fno-omit-frame-pointer", "-g"]
+    cflags += san
+    ldflags += san
+
+sources = sorted(glob.glob(os.path.join(HERE, "*.c")))
+ffibuilder.set_source(
+    "spawnfd._kernel",
+    '#include "api.h"\n',
+    sources=[os.path.relpath(s, os.getcwd()) if s.startswith(os.getcwd()) else s for s in sources],
+    include_dirs=[HERE],
+    extra_compile_args=cflags,
+    extra_link_args=ldflags,
+)
+
+if __name__ == "__main__":
+    # Build in place for development: python csrc/build_ffi.py
+    ffibuilder.compile(tmpdir=os.path.dirname(HERE), verbose=True)

@@ -1,0 +1,306 @@
+// check.c — recompute the kernel's truth from scratch and compare it with what the kernel
+// keeps incrementally: every frame's refcount (from page tables, page caches and the zero
+// page), every table's entry count and share count, every mm's rss and table count, the
+// buddy free lists, inode and open-file references, and the vma invariants.
+// The first mismatch is reported as "check: <what>"; the kernel is then marked panicked.
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "spawnfd.h"
+
+struct recount {
+  struct kernel *k;
+  uint32_t *ref;          // expected refcount per pfn (< fr.high)
+  uint64_t kinds[5];      // distinct frames found per kind
+  char *msg;              // first mismatch
+  size_t cap;
+  int bad;
+};
+
+static int fail(struct recount *r, const char *fmt, ...) {
+  if (r->bad)
+    return -KPANIC;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = snprintf(r->msg, r->cap, "check: ");
+  vsnprintf(r->msg + n, r->cap > (size_t)n ? r->cap - (size_t)n : 0, fmt, ap);
+  va_end(ap);
+  r->bad = 1;
+  return -KPANIC;
+}
+
+// Count one reference to pfn, which must be an allocated frame of an expected kind.
+static int ref_frame(struct recount *r, pfn_t pfn, const char *from) {
+  struct kernel *k = r->k;
+  if (pfn >= k->fr.high || k->fr.f[pfn].kind == FK_FREE)
+    return fail(r, "%s references free or unallocated pfn %u", from, pfn);
+  if (r->ref[pfn]++ == 0)
+    r->kinds[k->fr.f[pfn].kind]++;
+  return 0;
+}
+
+struct mm_count {
+  uint64_t anon, file, shmem, tables;
+};
+
+// Check one present pte of mm at va: inside a vma that allows its bits; count the frame.
+static int check_pte(struct recount *r, struct proc *p, uint64_t va, pte_t e,
+                     struct mm_count *c) {
+  struct kernel *k = r->k;
+  struct vma *v = vma_find(&p->mm->vmas, va);
+  pfn_t pfn = PTE_PFN(e);
+  if (!v)
+    return fail(r, "pid %d: pte at %#lx outside any vma", p->pid, (unsigned long)va);
+  if ((e & PTE_W) && !(v->flags & VM_WRITE))
+    return fail(r, "pid %d: writable pte at %#lx in a read-only vma", p->pid, (unsigned long)va);
+  if (pfn == k->fr.zero_pfn)
+    return (e & PTE_W) ? fail(r, "pid %d: zero page writable at %#lx", p->pid,
+                              (unsigned long)va) : 0;
+  int err = ref_frame(r, pfn, "pte");
+  if (err)
+    return err;
+  uint8_t kind = k->fr.f[pfn].kind;
+  if (kind == FK_ANON)
+    c->anon++;
+  else if (kind != FK_PAGECACHE)
+    return fail(r, "pid %d: pte at %#lx maps a frame of kind %u", p->pid, (unsigned long)va,
+                kind);
+  else if (v->ino && (v->ino->kind == IK_SHMEM || v->ino->kind == IK_TMPFS))
+    c->shmem++;
+  else
+    c->file++;
+  if (kind == FK_ANON && (e & PTE_W) && (v->flags & VM_SHARED))
+    return fail(r, "pid %d: anonymous frame in shared vma at %#lx", p->pid, (unsigned long)va);
+  return 0;
+}
+
+// Walk one table (level 3..0) of p's tree covering addresses from base.
+static int walk_table(struct recount *r, struct proc *p, pfn_t t, int level, uint64_t base,
+                      struct mm_count *c) {
+  struct kernel *k = r->k;
+  if (k->fr.f[t].kind != FK_PAGETABLE)
+    return fail(r, "pid %d: table pfn %u has kind %u", p->pid, t, k->fr.f[t].kind);
+  c->tables++;
+  pte_t *tab = pt_table(k, t);
+  unsigned used = 0;
+  int err = 0;
+  for (unsigned i = 0; i < PTRS_PER_TABLE && !err; i++) {
+    pte_t e = tab[i];
+    if (!e)
+      continue;
+    used++;
+    uint64_t va = base + ((uint64_t)i << (PAGE_SHIFT + 9 * level));
+    if (!(e & PTE_P))
+      return fail(r, "pid %d: non-present non-empty entry at %#lx", p->pid, (unsigned long)va);
+    if (level == 0) {
+      err = check_pte(r, p, va, e, c);
+    } else {
+      pfn_t child = PTE_PFN(e);
+      if ((err = ref_frame(r, child, "table entry")))
+        return err;
+      err = walk_table(r, p, child, level - 1, va, c);
+    }
+  }
+  if (!err && used != k->fr.f[t].aux)
+    return fail(r, "pid %d: table pfn %u has %u entries, counted %u", p->pid, t, used,
+                k->fr.f[t].aux);
+  return err;
+}
+
+// The vma array is sorted, aligned, non-empty, non-overlapping and inside user space.
+static int check_vmas(struct recount *r, struct proc *p) {
+  struct vma_list *l = &p->mm->vmas;
+  for (uint32_t i = 0; i < l->n; i++) {
+    struct vma *v = &l->v[i];
+    if (!PAGE_ALIGNED(v->start) || !PAGE_ALIGNED(v->end) || v->start >= v->end ||
+        v->end > TASK_SIZE || (i && l->v[i - 1].end > v->start))
+      return fail(r, "pid %d: bad vma %u [%#lx, %#lx)", p->pid, i, (unsigned long)v->start,
+                  (unsigned long)v->end);
+    if (v->ino)
+      v->ino->check_refs++;
+  }
+  return 0;
+}
+
+static int check_mm(struct recount *r, struct proc *p) {
+  struct mm_count c = {0};
+  int err = check_vmas(r, p);
+  if (!err)
+    err = ref_frame(r, p->mm->pgd, "mm");
+  if (!err)
+    err = walk_table(r, p, p->mm->pgd, 3, 0, &c);
+  if (err)
+    return err;
+  struct mm *mm = p->mm;
+  if (c.anon != mm->rss_anon || c.file != mm->rss_file || c.shmem != mm->rss_shmem)
+    return fail(r, "pid %d: rss anon/file/shmem %lu/%lu/%lu, counted %lu/%lu/%lu", p->pid,
+                (unsigned long)mm->rss_anon, (unsigned long)mm->rss_file,
+                (unsigned long)mm->rss_shmem, (unsigned long)c.anon, (unsigned long)c.file,
+                (unsigned long)c.shmem);
+  if (c.tables != mm->nr_tables)
+    return fail(r, "pid %d: %lu page tables, counted %lu", p->pid,
+                (unsigned long)mm->nr_tables, (unsigned long)c.tables);
+  for (int fd = 0; fd < p->fds.cap; fd++)
+    if (p->fds.fd[fd])
+      p->fds.fd[fd]->check_refs++;
+  return 0;
+}
+
+// Count an inode's page cache once (check_refs is used as the visited mark by the caller).
+static int check_pagecache(struct recount *r, struct inode *ino) {
+  uint64_t n = 0;
+  for (uint64_t i = 0; i < ino->cache_cap; i++) {
+    if (ino->cache[i] == NO_PFN)
+      continue;
+    n++;
+    if (r->k->fr.f[ino->cache[i]].kind != FK_PAGECACHE)
+      return fail(r, "inode %lu page %lu is not a page-cache frame", (unsigned long)ino->ino,
+                  (unsigned long)i);
+    int err = ref_frame(r, ino->cache[i], "page cache");
+    if (err)
+      return err;
+  }
+  if (n != ino->cached)
+    return fail(r, "inode %lu caches %lu pages, counted %lu", (unsigned long)ino->ino,
+                (unsigned long)ino->cached, (unsigned long)n);
+  return 0;
+}
+
+// Visit every inode reachable from the namespace, vmas and files exactly once.
+typedef int (*inode_fn)(struct recount *r, struct inode *ino);
+
+static int for_each_inode(struct recount *r, inode_fn fn) {
+  struct kernel *k = r->k;
+  int err = 0;
+  for (uint32_t b = 0; b < 4096 && !err; b++)
+    for (struct inode *i = k->itab[b]; i && !err; i = i->hnext)
+      err = fn(r, i);
+  for (int pid = 1; pid < k->pid_max && !err; pid++) {
+    struct proc *p = k->procs[pid];
+    if (!p)
+      continue;
+    for (uint32_t i = 0; i < p->mm->vmas.n && !err; i++)
+      if (p->mm->vmas.v[i].ino && !p->mm->vmas.v[i].ino->linked)
+        err = fn(r, p->mm->vmas.v[i].ino);
+    for (int fd = 0; fd < p->fds.cap && !err; fd++)
+      if (p->fds.fd[fd] && !p->fds.fd[fd]->ino->linked)
+        err = fn(r, p->fds.fd[fd]->ino);
+  }
+  return err;
+}
+
+static int inode_mark(struct recount *r, struct inode *ino) {
+  (void)r;
+  ino->check_refs = 0x80000000u;  // visited, nothing counted yet
+  return 0;
+}
+
+static int inode_cache_once(struct recount *r, struct inode *ino) {
+  if (ino->check_refs & 0x40000000u)
+    return 0;
+  ino->check_refs |= 0x40000000u;
+  return check_pagecache(r, ino);
+}
+
+static int inode_compare(struct recount *r, struct inode *ino) {
+  uint32_t counted = (ino->check_refs & 0x3fffffffu) + (uint32_t)(ino->linked ? 1 : 0);
+  if (ino == r->k->dev_null || ino == r->k->dev_zero)
+    counted++;  // the kernel's own reference
+  if (!(ino->check_refs & 0x20000000u) && counted != ino->refs)
+    return fail(r, "inode %lu (%s) has %u references, counted %u", (unsigned long)ino->ino,
+                ino->path ? ino->path : "shmem", ino->refs, counted);
+  ino->check_refs |= 0x20000000u;
+  return 0;
+}
+
+// Files: refs equal the descriptors pointing at them; each file references its inode once.
+static int check_files(struct recount *r) {
+  struct kernel *k = r->k;
+  for (int pid = 1; pid < k->pid_max; pid++) {
+    struct proc *p = k->procs[pid];
+    for (int fd = 0; p && fd < p->fds.cap; fd++) {
+      struct file *f = p->fds.fd[fd];
+      if (!f || !f->check_refs)
+        continue;
+      if (f->check_refs != f->refs)
+        return fail(r, "pid %d fd %d: file has %u references, counted %u", pid, fd, f->refs,
+                    f->check_refs);
+      f->check_refs = 0;
+      f->ino->check_refs++;
+    }
+  }
+  return 0;
+}
+
+// Walk the buddy free lists: heads are free, aligned, of the right order; the total adds up.
+static int check_buddy(struct recount *r) {
+  struct frames *fr = &r->k->fr;
+  uint64_t free_frames = 0;
+  for (unsigned o = 0; o <= MAX_ORDER; o++) {
+    uint64_t n = 0;
+    for (pfn_t p = fr->free_head[o]; p != NO_PFN; p = (pfn_t)(fr->f[p].data >> 32)) {
+      if (p >= fr->nframes || (p & ((1U << o) - 1)) || fr->f[p].kind != FK_FREE ||
+          fr->f[p].aux != (FF_BUDDY_HEAD | o) || ++n > fr->free_count[o])
+        return fail(r, "buddy list of order %u is corrupt at pfn %u", o, p);
+      if (p < fr->high && r->ref[p])
+        return fail(r, "pfn %u is both free and in use", p);
+    }
+    if (n != fr->free_count[o])
+      return fail(r, "buddy list of order %u holds %lu blocks, counted %lu", o,
+                  (unsigned long)fr->free_count[o], (unsigned long)n);
+    free_frames += n << o;
+  }
+  if (free_frames + fr->used != fr->nframes)
+    return fail(r, "%lu free + %u used frames != %u", (unsigned long)free_frames, fr->used,
+                fr->nframes);
+  return 0;
+}
+
+// Every counted frame's refcount and the per-kind totals agree with the recount.
+static int check_refs(struct recount *r) {
+  struct frames *fr = &r->k->fr;
+  uint64_t distinct = 0;
+  for (pfn_t p = 0; p < fr->high; p++) {
+    if (!r->ref[p])
+      continue;
+    distinct++;
+    if (fr->f[p].ref != r->ref[p])
+      return fail(r, "pfn %u (kind %u) has refcount %u, counted %u", p, fr->f[p].kind,
+                  fr->f[p].ref, r->ref[p]);
+  }
+  if (distinct != fr->used)
+    return fail(r, "%u frames in use, %lu reachable (leak)", fr->used, (unsigned long)distinct);
+  for (int kind = 1; kind < 5; kind++)
+    if (r->kinds[kind] != fr->by_kind[kind])
+      return fail(r, "%lu frames of kind %d, counted %lu", (unsigned long)fr->by_kind[kind],
+                  kind, (unsigned long)r->kinds[kind]);
+  return 0;
+}
+
+int check_kernel(struct kernel *k, char *msg, size_t cap) {
+  struct recount r = {.k = k, .msg = msg, .cap = cap};
+  msg[0] = 0;
+  r.ref = calloc(k->fr.high ? k->fr.high : 1, sizeof(uint32_t));
+  if (!r.ref)
+    return -ENOMEM;
+  int err = ref_frame(&r, k->fr.zero_pfn, "kernel");
+  if (!err)
+    err = for_each_inode(&r, inode_mark);
+  for (int pid = 1; pid < k->pid_max && !err; pid++)
+    if (k->procs[pid])
+      err = check_mm(&r, k->procs[pid]);
+  if (!err)
+    err = check_files(&r);
+  if (!err)
+    err = for_each_inode(&r, inode_cache_once);
+  if (!err)
+    err = for_each_inode(&r, inode_compare);
+  if (!err)
+    err = check_refs(&r);
+  if (!err)
+    err = check_buddy(&r);
+  free(r.ref);
+  return err;
+}

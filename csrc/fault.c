@@ -1,0 +1,168 @@
+// fault.c — the page-fault path. Every access (read, write, populate, the kernel's own
+// copy-out) that finds no usable pte comes here. compare Linux handle_pte_fault():
+//   pte empty, anonymous vma      -> do_anonymous_page: read maps the zero page, write allocates
+//   pte empty, file vma           -> do_read_fault / do_cow_fault / do_shared_fault
+//   pte present, write to !W pte  -> do_wp_page
+#include "spawnfd.h"
+
+// Whether the vma's protection allows the access (x86: any of r/w/x implies readable).
+int vma_allows(const struct vma *v, int write) {
+  return write ? !!(v->flags & VM_WRITE) : !!(v->flags & (VM_READ | VM_WRITE | VM_EXEC));
+}
+
+// The pte bits a mapping of this vma gets.
+static inline pte_t vma_pte_bits(const struct vma *v, int writable) {
+  pte_t e = PTE_P | PTE_U | PTE_A;
+  if (writable)
+    e |= PTE_W | PTE_D;
+  if (!(v->flags & VM_EXEC))
+    e |= PTE_NX;
+  return e;
+}
+
+// Account one resident page of pfn mapped by v (delta +1 or -1). compare Linux mm_counter().
+void mm_rss_add(struct mm *mm, const struct vma *v, pfn_t pfn, int64_t delta) {
+  if (mm->k->fr.f[pfn].kind == FK_ANON)
+    mm->rss_anon += (uint64_t)delta;
+  else if (v->ino && (v->ino->kind == IK_SHMEM || v->ino->kind == IK_TMPFS))
+    mm->rss_shmem += (uint64_t)delta;
+  else
+    mm->rss_file += (uint64_t)delta;
+}
+
+// Map pfn at the empty slot pte, taking a frame reference and accounting rss.
+static void map_page(struct mm *mm, const struct vma *v, pfn_t table, pte_t *pte, pfn_t pfn,
+                     int writable) {
+  pt_set(mm->k, table, pte, PTE_MK(pfn, vma_pte_bits(v, writable)));
+  mm_rss_add(mm, v, pfn, 1);
+}
+
+// compare Linux do_anonymous_page(): a read maps the shared zero page read-only, a write
+// allocates a zeroed frame.
+static int do_anonymous_page(struct mm *mm, const struct vma *v, pfn_t table, pte_t *pte,
+                             int write, pfn_t *out) {
+  struct kernel *k = mm->k;
+  if (!write) {
+    pt_set(k, table, pte, PTE_MK(k->fr.zero_pfn, vma_pte_bits(v, 0)));
+    k->st.zero_page_maps++;
+    k->st.faults[FAULT_ZERO]++;
+    *out = k->fr.zero_pfn;
+    return 0;
+  }
+  int err = frame_alloc(k, FK_ANON, out);
+  if (err)
+    return err;
+  map_page(mm, v, table, pte, *out, 1);
+  k->st.faults[FAULT_ANON]++;
+  return 0;
+}
+
+// Allocate an anonymous copy of src for a COW break. -ENOMEM when out of memory.
+static int copy_page(struct kernel *k, pfn_t src, pfn_t *out) {
+  int err = frame_alloc(k, FK_ANON, out);
+  if (err)
+    return err;
+  if ((err = frame_copy_content(&k->fr, &k->fr.f[*out], &k->fr.f[src]))) {
+    frame_put(k, *out);
+    return err;
+  }
+  k->st.pages_copied++;
+  k->st.faults[FAULT_COW]++;
+  return 0;
+}
+
+// compare Linux do_read_fault()/do_cow_fault()/do_shared_fault(): map the page-cache page,
+// or for a private write a private copy of it. Past end of file: -EFAULT (SIGBUS).
+static int do_file_fault(struct mm *mm, const struct vma *v, pfn_t table, pte_t *pte,
+                         uint64_t va, int write, pfn_t *out) {
+  struct kernel *k = mm->k;
+  uint64_t idx = v->pgoff + ((va - v->start) >> PAGE_SHIFT);
+  if (idx >= PAGE_ROUND_UP(v->ino->size) >> PAGE_SHIFT)
+    return -EFAULT;
+  pfn_t pc;
+  int err = pagecache_get(k, v->ino, idx, &pc);
+  if (err)
+    return err;
+  if (v->flags & VM_SHARED) {
+    frame_get(k, pc);
+    map_page(mm, v, table, pte, pc, !!(v->flags & VM_WRITE));
+    k->st.faults[FAULT_SHARED]++;
+    *out = pc;
+    return 0;
+  }
+  if (!write) {
+    frame_get(k, pc);
+    map_page(mm, v, table, pte, pc, 0);
+    k->st.faults[FAULT_FILE]++;
+    *out = pc;
+    return 0;
+  }
+  if ((err = copy_page(k, pc, out)))
+    return err;
+  map_page(mm, v, table, pte, *out, 1);
+  return 0;
+}
+
+// compare Linux do_wp_page(), in its order: a shared mapping just becomes writable; the
+// zero page is replaced by a fresh frame; an anonymous page with no other user is reused in
+// place; anything else is copied.
+static int do_wp_page(struct mm *mm, const struct vma *v, pfn_t table, pte_t *pte, pfn_t *out) {
+  struct kernel *k = mm->k;
+  pfn_t old = PTE_PFN(*pte);
+  struct frame *f = &k->fr.f[old];
+  if (v->flags & VM_SHARED) {
+    *pte |= PTE_W | PTE_D | PTE_A;
+    k->st.faults[FAULT_WP_SHARED]++;
+    *out = old;
+    return 0;
+  }
+  if (old != k->fr.zero_pfn && f->kind == FK_ANON && f->ref == 1) {
+    *pte |= PTE_W | PTE_D | PTE_A;
+    k->st.faults[FAULT_WP_REUSE]++;
+    *out = old;
+    return 0;
+  }
+  pfn_t n;
+  int err;
+  if (old == k->fr.zero_pfn) {
+    if ((err = frame_alloc(k, FK_ANON, &n)))
+      return err;
+    k->st.faults[FAULT_ANON]++;
+  } else if ((err = copy_page(k, old, &n))) {
+    return err;
+  }
+  pt_clear(k, table, pte);
+  if (old != k->fr.zero_pfn) {
+    mm_rss_add(mm, v, old, -1);
+    frame_put(k, old);
+  }
+  map_page(mm, v, table, pte, n, 1);
+  *out = n;
+  return 0;
+}
+
+// Resolve an access to va through the pte slot of its table (already walked). On success
+// *out is the frame now mapped there, writable if write. compare Linux handle_pte_fault().
+int fault_pte(struct mm *mm, const struct vma *v, pfn_t table, pte_t *pte, uint64_t va,
+              int write, pfn_t *out) {
+  if (!(*pte & PTE_P)) {
+    if (!v->ino)
+      return do_anonymous_page(mm, v, table, pte, write, out);
+    return do_file_fault(mm, v, table, pte, va, write, out);
+  }
+  if (write && !(*pte & PTE_W))
+    return do_wp_page(mm, v, table, pte, out);
+  *pte |= PTE_A | (write ? PTE_D : 0);
+  *out = PTE_PFN(*pte);
+  return 0;
+}
+
+// Fault va in for an access the vma allows; allocates missing tables.
+int handle_fault(struct mm *mm, const struct vma *v, uint64_t va, int write, pfn_t *out) {
+  int err = 0;
+  pfn_t table;
+  pte_t *pte = pt_walk(mm, va, 1, &table, &err);
+  if (!pte)
+    return err;
+  return fault_pte(mm, v, table, pte, va, write, out);
+}

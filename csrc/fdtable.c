@@ -1,0 +1,305 @@
+// fdtable.c — open file descriptions (struct file) and per-process descriptor tables, and
+// the descriptor system calls: open, close, read, write, pread, lseek, ftruncate, dup, dup3.
+// A struct file is shared by dup'ed descriptors (one offset, as POSIX requires).
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "spawnfd.h"
+
+// Grow t to hold at least n descriptors.
+static int fdt_grow(struct fdtable *t, int n) {
+  if (n <= t->cap)
+    return 0;
+  int cap = t->cap ? t->cap : 16;
+  while (cap < n)
+    cap *= 2;
+  struct file **fd = realloc(t->fd, (size_t)cap * sizeof(*fd));
+  if (!fd)
+    return -ENOMEM;
+  t->fd = fd;
+  uint8_t *ce = realloc(t->cloexec, (size_t)cap);
+  if (!ce)
+    return -ENOMEM;
+  t->cloexec = ce;
+  memset(t->fd + t->cap, 0, (size_t)(cap - t->cap) * sizeof(*fd));
+  memset(t->cloexec + t->cap, 0, (size_t)(cap - t->cap));
+  t->cap = cap;
+  return 0;
+}
+
+// Install f at the lowest free descriptor >= lowest; the table takes the caller's reference.
+// Returns the descriptor, -EMFILE when the table is full.
+int fdt_alloc(struct fdtable *t, int lowest, struct file *f, int cloexec) {
+  int fd = lowest;
+  while (fd < t->cap && t->fd[fd])
+    fd++;
+  if (fd >= FD_MAX)
+    return -EMFILE;
+  int err = fdt_grow(t, fd + 1);
+  if (err)
+    return err;
+  t->fd[fd] = f;
+  t->cloexec[fd] = (uint8_t)!!cloexec;
+  return fd;
+}
+
+// The file behind fd, or NULL.
+struct file *fdt_get(struct fdtable *t, int fd) {
+  return (fd >= 0 && fd < t->cap) ? t->fd[fd] : NULL;
+}
+
+// Drop a reference on an open file description.
+void file_put(struct kernel *k, struct file *f) {
+  if (--f->refs)
+    return;
+  inode_put(k, f->ino);
+  free(f);
+}
+
+// Close fd. -EBADF if it is not open.
+int fdt_close(struct kernel *k, struct fdtable *t, int fd) {
+  struct file *f = fdt_get(t, fd);
+  if (!f)
+    return -EBADF;
+  t->fd[fd] = NULL;
+  file_put(k, f);
+  return 0;
+}
+
+// Close everything and free the table.
+void fdt_fini(struct kernel *k, struct fdtable *t) {
+  for (int fd = 0; fd < t->cap; fd++)
+    if (t->fd[fd])
+      fdt_close(k, t, fd);
+  free(t->fd);
+  free(t->cloexec);
+  memset(t, 0, sizeof(*t));
+}
+
+#define OPEN_KNOWN (O_ACCMODE | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND | O_NONBLOCK | \
+                    O_DSYNC | O_SYNC | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_LARGEFILE |   \
+                    O_NOATIME | O_PATH | O_DIRECT | O_ASYNC)
+
+// open(2) in process p. Returns the new descriptor.
+static int do_open(struct kernel *k, struct proc *p, const char *path, int flags,
+                   unsigned mode) {
+  char norm[PATH_MAX];
+  struct inode *ino;
+  if ((flags & O_ACCMODE) == O_ACCMODE)
+    return -EINVAL;
+  int err = path_normalise(p->cwd, path, norm, sizeof(norm));
+  if (!err)
+    err = vfs_lookup(k, norm, flags, mode, &ino);
+  if (err)
+    return err;
+  if ((flags & O_TRUNC) && ino->kind == IK_TMPFS && (flags & O_ACCMODE) != O_RDONLY &&
+      (err = inode_truncate(k, ino, 0)))
+    return err;
+  struct file *f = calloc(1, sizeof(*f));
+  if (!f)
+    return -ENOMEM;
+  f->ino = ino;
+  f->flags = flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC);
+  f->refs = 1;
+  inode_get(ino);
+  int fd = fdt_alloc(&p->fds, 0, f, flags & O_CLOEXEC);
+  if (fd < 0)
+    file_put(k, f);
+  return fd;
+}
+
+int sfd_open(struct kernel *k, int pid, const char *path, int flags, unsigned mode) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  if (flags & ~OPEN_KNOWN)
+    flags &= OPEN_KNOWN;  // open(2) ignores unknown flags
+  return LEAVE(k, do_open(k, p, path, flags, mode));
+}
+
+int sfd_close(struct kernel *k, int pid, int fd) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  return LEAVE(k, fdt_close(k, &p->fds, fd));
+}
+
+// The file behind fd if it was opened for the access asked; -EBADF otherwise.
+static struct file *file_for(struct proc *p, int fd, int write, int *err) {
+  struct file *f = fdt_get(&p->fds, fd);
+  int acc = f ? (f->flags & O_ACCMODE) : 0;
+  if (!f || (f->flags & O_PATH) || (write ? acc == O_RDONLY : acc == O_WRONLY)) {
+    *err = -EBADF;
+    return NULL;
+  }
+  return f;
+}
+
+// Read from a file at off; devices and directories have their own rules.
+static int64_t file_pread(struct kernel *k, struct file *f, uint8_t *buf, uint64_t n,
+                          uint64_t off) {
+  switch (f->ino->kind) {
+  case IK_DEVNULL:
+    return 0;
+  case IK_DEVZERO:
+    if (n > INT32_MAX)
+      n = INT32_MAX;
+    memset(buf, 0, n);
+    return (int64_t)n;
+  case IK_DIR:
+    return -EISDIR;
+  default:
+    return inode_read(k, f->ino, off, buf, n);
+  }
+}
+
+int64_t sfd_read(struct kernel *k, int pid, int fd, uint8_t *buf, uint64_t n) {
+  struct proc *p;
+  int err = 0;
+  ENTER(k, pid, p);
+  struct file *f = file_for(p, fd, 0, &err);
+  if (!f)
+    return err;
+  int64_t r = file_pread(k, f, buf, n, f->pos);
+  if (r > 0)
+    f->pos += (uint64_t)r;
+  return LEAVE(k, r);
+}
+
+int64_t sfd_pread(struct kernel *k, int pid, int fd, uint8_t *buf, uint64_t n, uint64_t off) {
+  struct proc *p;
+  int err = 0;
+  ENTER(k, pid, p);
+  struct file *f = file_for(p, fd, 0, &err);
+  if (!f)
+    return err;
+  if ((int64_t)off < 0)
+    return -EINVAL;
+  return LEAVE(k, file_pread(k, f, buf, n, off));
+}
+
+int64_t sfd_write(struct kernel *k, int pid, int fd, const uint8_t *buf, uint64_t n) {
+  struct proc *p;
+  int err = 0;
+  ENTER(k, pid, p);
+  struct file *f = file_for(p, fd, 1, &err);
+  if (!f)
+    return err;
+  switch (f->ino->kind) {
+  case IK_DEVNULL:
+  case IK_DEVZERO:
+    return (int64_t)n;
+  case IK_TMPFS:
+    break;
+  default:
+    return -EBADF;
+  }
+  if (f->flags & O_APPEND)
+    f->pos = f->ino->size;
+  int64_t r = inode_write(k, f->ino, f->pos, buf, n);
+  if (r > 0)
+    f->pos += (uint64_t)r;
+  return LEAVE(k, r);
+}
+
+int64_t sfd_lseek(struct kernel *k, int pid, int fd, int64_t off, int whence) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  struct file *f = fdt_get(&p->fds, fd);
+  if (!f)
+    return -EBADF;
+  int64_t base;
+  switch (whence) {
+  case SEEK_SET: base = 0; break;
+  case SEEK_CUR: base = (int64_t)f->pos; break;
+  case SEEK_END: base = (int64_t)f->ino->size; break;
+  default: return -EINVAL;
+  }
+  if ((off > 0 && base > INT64_MAX - off) || base + off < 0)
+    return (off > 0 && base > INT64_MAX - off) ? -EOVERFLOW : -EINVAL;
+  f->pos = (uint64_t)(base + off);
+  return (int64_t)f->pos;
+}
+
+int sfd_ftruncate(struct kernel *k, int pid, int fd, int64_t length) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  struct file *f = fdt_get(&p->fds, fd);
+  if (!f)
+    return -EBADF;
+  if (length < 0)
+    return -EINVAL;
+  if ((f->flags & O_ACCMODE) == O_RDONLY)
+    return f->ino->kind == IK_DIR ? -EISDIR : -EINVAL;  // ftruncate(2): EBADF or EINVAL
+  if (f->ino->kind != IK_TMPFS)
+    return -EINVAL;
+  if ((uint64_t)length > (1ULL << 43))
+    return -EFBIG;
+  return LEAVE(k, inode_truncate(k, f->ino, (uint64_t)length));
+}
+
+int sfd_fstat_size(struct kernel *k, int pid, int fd, uint64_t *size) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  struct file *f = fdt_get(&p->fds, fd);
+  if (!f)
+    return -EBADF;
+  *size = f->ino->size;
+  return 0;
+}
+
+int sfd_dup(struct kernel *k, int pid, int fd) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  struct file *f = fdt_get(&p->fds, fd);
+  if (!f)
+    return -EBADF;
+  int nfd = fdt_alloc(&p->fds, 0, f, 0);
+  if (nfd >= 0)
+    f->refs++;
+  return nfd;
+}
+
+// Make newfd refer to oldfd's file (closing what newfd held). compare Linux do_dup2().
+static int do_dup3(struct kernel *k, struct proc *p, int oldfd, int newfd, int flags) {
+  struct file *f = fdt_get(&p->fds, oldfd);
+  if (!f || newfd < 0 || newfd >= FD_MAX)
+    return -EBADF;
+  int err = fdt_grow(&p->fds, newfd + 1);
+  if (err)
+    return err;
+  f->refs++;
+  if (p->fds.fd[newfd])
+    fdt_close(k, &p->fds, newfd);
+  p->fds.fd[newfd] = f;
+  p->fds.cloexec[newfd] = !!(flags & O_CLOEXEC);
+  return newfd;
+}
+
+int sfd_dup3(struct kernel *k, int pid, int oldfd, int newfd, int flags) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  if (flags & ~O_CLOEXEC)
+    return -EINVAL;
+  if (oldfd == newfd)
+    return fdt_get(&p->fds, oldfd) ? -EINVAL : -EBADF;
+  return LEAVE(k, do_dup3(k, p, oldfd, newfd, flags));
+}
+
+// dup2(2): like dup3 without flags, and dup2(fd, fd) returns fd when it is open.
+int sfd_dup2(struct kernel *k, int pid, int oldfd, int newfd) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  if (oldfd == newfd)
+    return fdt_get(&p->fds, oldfd) ? newfd : -EBADF;
+  return LEAVE(k, do_dup3(k, p, oldfd, newfd, 0));
+}
+
+int sfd_unlink(struct kernel *k, int pid, const char *path) {
+  struct proc *p;
+  char norm[PATH_MAX];
+  ENTER(k, pid, p);
+  int err = path_normalise(p->cwd, path, norm, sizeof(norm));
+  return LEAVE(k, err ? err : vfs_unlink(k, norm));
+}

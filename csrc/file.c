@@ -1,0 +1,403 @@
+// file.c — the VFS: inodes and their page cache.
+//   host files:  visible read-only under their own (canonical) paths, read lazily page by page
+//   tmpfs:       writable files in /tmp and /dev/shm, content only in the page cache
+//   shmem:       unnamed inodes behind MAP_SHARED|MAP_ANONYMOUS ("/dev/zero (deleted)")
+//   /dev/null, /dev/zero
+// The page cache of an inode is an array of pfns by page index; it holds one reference on each
+// frame. Host inodes stay cached for the kernel's life, as Linux keeps page cache warm.
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "spawnfd.h"
+
+#define ITAB_BUCKETS 4096
+#define TMPFS_DEV_MINOR 0x20
+
+static uint32_t path_hash(const char *s) {
+  uint32_t h = 5381;
+  while (*s)
+    h = h * 33 + (uint8_t)*s++;
+  return h & (ITAB_BUCKETS - 1);
+}
+
+static struct inode *itab_find(struct kernel *k, const char *path) {
+  for (struct inode *i = k->itab[path_hash(path)]; i; i = i->hnext)
+    if (strcmp(i->path, path) == 0)
+      return i;
+  return NULL;
+}
+
+static void itab_add(struct kernel *k, struct inode *ino) {
+  uint32_t h = path_hash(ino->path);
+  ino->hnext = k->itab[h];
+  k->itab[h] = ino;
+  k->inodes++;
+}
+
+static void itab_del(struct kernel *k, struct inode *ino) {
+  struct inode **pp = &k->itab[path_hash(ino->path)];
+  while (*pp != ino)
+    pp = &(*pp)->hnext;
+  *pp = ino->hnext;
+  k->inodes--;
+}
+
+// A new inode (refs 1) of the given kind, or NULL if the host is out of memory.
+static struct inode *inode_alloc(struct kernel *k, enum inode_kind kind, const char *path) {
+  struct inode *ino = calloc(1, sizeof(*ino));
+  if (!ino)
+    return NULL;
+  ino->kind = kind;
+  ino->host_fd = -1;
+  ino->refs = 1;
+  ino->ino = ++k->next_ino;
+  if (path && !(ino->path = strdup(path))) {
+    free(ino);
+    return NULL;
+  }
+  return ino;
+}
+
+// Drop every page-cache page at index >= from.
+static void pagecache_drop(struct kernel *k, struct inode *ino, uint64_t from) {
+  for (uint64_t i = from; i < ino->cache_cap; i++) {
+    if (ino->cache[i] != NO_PFN) {
+      frame_put(k, ino->cache[i]);
+      ino->cache[i] = NO_PFN;
+      ino->cached--;
+    }
+  }
+}
+
+static void inode_free(struct kernel *k, struct inode *ino) {
+  pagecache_drop(k, ino, 0);
+  if (ino->host_fd >= 0)
+    close(ino->host_fd);
+  free(ino->cache);
+  free(ino->path);
+  free(ino);
+}
+
+void inode_get(struct inode *ino) { ino->refs++; }
+
+// Drop a reference; an unlinked inode is freed with its page cache on the last one.
+void inode_put(struct kernel *k, struct inode *ino) {
+  if (ino->refs == 0) {
+    kpanic(k, "inode_put: inode %lu has no reference", (unsigned long)ino->ino);
+    return;
+  }
+  if (--ino->refs == 0)
+    inode_free(k, ino);
+}
+
+// The unnamed inode behind a shared anonymous mapping of size bytes (refs 1: the caller's).
+struct inode *inode_new_shmem(struct kernel *k, uint64_t size) {
+  struct inode *ino = inode_alloc(k, IK_SHMEM, NULL);
+  if (ino) {
+    ino->size = size;
+    ino->mode = S_IFREG | 0600;
+    ino->dev_minor = 1;
+  }
+  return ino;
+}
+
+int vfs_init(struct kernel *k) {
+  k->itab = calloc(ITAB_BUCKETS, sizeof(*k->itab));
+  if (!k->itab)
+    return -ENOMEM;
+  k->dev_null = inode_alloc(k, IK_DEVNULL, "/dev/null");
+  k->dev_zero = inode_alloc(k, IK_DEVZERO, "/dev/zero");
+  if (!k->dev_null || !k->dev_zero)
+    return -ENOMEM;
+  k->dev_null->mode = k->dev_zero->mode = S_IFCHR | 0666;
+  k->dev_null->dev_minor = k->dev_zero->dev_minor = 5;
+  itab_add(k, k->dev_null);
+  itab_add(k, k->dev_zero);
+  return 0;
+}
+
+// Free every inode still in the namespace (processes are gone by now).
+void vfs_fini(struct kernel *k) {
+  if (!k->itab)
+    return;
+  for (uint32_t b = 0; b < ITAB_BUCKETS; b++) {
+    struct inode *i = k->itab[b];
+    while (i) {
+      struct inode *next = i->hnext;
+      inode_free(k, i);
+      i = next;
+    }
+  }
+  free(k->itab);
+  k->itab = NULL;
+}
+
+// Join cwd and path and collapse ".", ".." and repeated slashes into out.
+// -ENOENT for an empty path, -ENAMETOOLONG past PATH_MAX.
+int path_normalise(const char *cwd, const char *path, char *out, size_t cap) {
+  char tmp[2 * PATH_MAX];
+  if (!path[0])
+    return -ENOENT;
+  if (strlen(path) >= PATH_MAX || strlen(cwd) >= PATH_MAX)
+    return -ENAMETOOLONG;
+  snprintf(tmp, sizeof(tmp), "%s/%s", path[0] == '/' ? "" : cwd, path);
+  size_t n = 0;
+  for (char *save, *c = strtok_r(tmp, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+    if (!strcmp(c, "."))
+      continue;
+    if (!strcmp(c, "..")) {
+      while (n > 0 && out[--n] != '/')
+        ;
+      continue;
+    }
+    size_t len = strlen(c);
+    if (n + len + 2 > cap)
+      return -ENAMETOOLONG;
+    out[n++] = '/';
+    memcpy(out + n, c, len);
+    n += len;
+  }
+  if (n == 0)
+    out[n++] = '/';
+  out[n] = 0;
+  return 0;
+}
+
+static int is_tmpfs_dir(const char *p) { return !strcmp(p, "/tmp") || !strcmp(p, "/dev/shm"); }
+
+// The tmpfs directory that holds path, if path is directly inside one.
+static int in_tmpfs(const char *p) {
+  const char *slash = strrchr(p, '/');
+  if (!slash || slash == p)
+    return 0;
+  char dir[PATH_MAX];
+  size_t n = (size_t)(slash - p);
+  memcpy(dir, p, n);
+  dir[n] = 0;
+  return is_tmpfs_dir(dir);
+}
+
+static int wants_write(int flags) {
+  return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+}
+
+// Look up (or with O_CREAT create) a tmpfs file.
+static int tmpfs_lookup(struct kernel *k, const char *p, int flags, unsigned mode,
+                        struct inode **out) {
+  struct inode *ino = itab_find(k, p);
+  if (ino && (flags & O_CREAT) && (flags & O_EXCL))
+    return -EEXIST;
+  if (!ino) {
+    if (!(flags & O_CREAT))
+      return -ENOENT;
+    if (!(ino = inode_alloc(k, IK_TMPFS, p)))
+      return -ENOMEM;
+    ino->mode = S_IFREG | (mode & 07777);
+    ino->dev_minor = TMPFS_DEV_MINOR;
+    ino->linked = 1;
+    itab_add(k, ino);
+  }
+  *out = ino;
+  return 0;
+}
+
+// Find or make the inode for a host path (resolved to its canonical path, like /proc maps).
+static int host_lookup(struct kernel *k, const char *p, int flags, struct inode **out) {
+  char real[PATH_MAX];
+  struct stat st;
+  if (!realpath(p, real) || stat(real, &st) < 0)
+    return (errno == ENOENT && (flags & O_CREAT)) ? -EROFS : -errno;
+  if ((flags & O_CREAT) && (flags & O_EXCL))
+    return -EEXIST;
+  if (S_ISDIR(st.st_mode) && wants_write(flags))
+    return -EISDIR;
+  if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+    return -ENXIO;
+  if (wants_write(flags))
+    return -EROFS;
+  struct inode *ino = itab_find(k, real);
+  if (!ino) {
+    if (!(ino = inode_alloc(k, S_ISDIR(st.st_mode) ? IK_DIR : IK_HOST, real)))
+      return -ENOMEM;
+    ino->ino = (uint64_t)st.st_ino;
+    ino->dev_major = major(st.st_dev);
+    ino->dev_minor = minor(st.st_dev);
+    ino->mode = st.st_mode;
+    ino->size = (uint64_t)st.st_size;
+    ino->linked = 1;
+    itab_add(k, ino);
+  }
+  *out = ino;
+  return 0;
+}
+
+// Resolve a normalised absolute path to an inode, honouring O_CREAT/O_EXCL/O_DIRECTORY.
+// The inode is returned without a new reference (the caller takes one).
+int vfs_lookup(struct kernel *k, const char *p, int flags, unsigned mode, struct inode **out) {
+  int err;
+  if (is_tmpfs_dir(p)) {
+    if (wants_write(flags))
+      return -EISDIR;
+    err = host_lookup(k, "/tmp", O_RDONLY, out);
+  } else if (in_tmpfs(p)) {
+    err = tmpfs_lookup(k, p, flags, mode, out);
+  } else if (!strcmp(p, "/dev/null") || !strcmp(p, "/dev/zero")) {
+    *out = p[5] == 'n' ? k->dev_null : k->dev_zero;
+    err = 0;
+  } else {
+    err = host_lookup(k, p, flags, out);
+  }
+  if (!err && (flags & O_DIRECTORY) && (*out)->kind != IK_DIR)
+    return -ENOTDIR;
+  return err;
+}
+
+// Remove a tmpfs name; the inode lives on while files or mappings still use it.
+int vfs_unlink(struct kernel *k, const char *p) {
+  struct inode *ino;
+  if (!in_tmpfs(p)) {
+    int err = vfs_lookup(k, p, O_RDONLY, 0, &ino);
+    if (err)
+      return err;
+    return ino->kind == IK_DIR ? -EISDIR : -EROFS;
+  }
+  if (!(ino = itab_find(k, p)))
+    return -ENOENT;
+  itab_del(k, ino);
+  ino->linked = 0;
+  inode_put(k, ino);
+  return 0;
+}
+
+// Grow the page-cache index to hold idx. -ENOMEM if the host is out of memory.
+static int pagecache_reserve(struct inode *ino, uint64_t idx) {
+  if (idx < ino->cache_cap)
+    return 0;
+  uint64_t cap = ino->cache_cap ? ino->cache_cap : 16;
+  while (cap <= idx)
+    cap *= 2;
+  uint32_t *c = realloc(ino->cache, cap * sizeof(*c));
+  if (!c)
+    return -ENOMEM;
+  for (uint64_t i = ino->cache_cap; i < cap; i++)
+    c[i] = NO_PFN;
+  ino->cache = c;
+  ino->cache_cap = cap;
+  return 0;
+}
+
+// Read page idx of a host file into a fresh frame's content.
+static int host_fill(struct kernel *k, struct inode *ino, uint64_t idx, struct frame *f) {
+  uint8_t buf[PAGE_SIZE];
+  if (ino->host_fd < 0 && (ino->host_fd = open(ino->path, O_RDONLY | O_CLOEXEC)) < 0)
+    return -EIO;
+  ssize_t n = pread(ino->host_fd, buf, PAGE_SIZE, (off_t)(idx << PAGE_SHIFT));
+  if (n < 0)
+    return -EIO;
+  memset(buf + n, 0, PAGE_SIZE - (size_t)n);
+  for (size_t i = 0; i < PAGE_SIZE; i += 8) {
+    uint64_t w;
+    memcpy(&w, buf + i, 8);
+    if (w)
+      return frame_write_bytes(&k->fr, f, 0, buf, PAGE_SIZE);
+  }
+  return 0;  // an all-zero page stays CT_ZERO
+}
+
+// The page-cache frame for page idx of ino, read in (host) or zero-filled (tmpfs, shmem) on
+// a miss. The cache keeps its own reference; the caller takes one per use.
+int pagecache_get(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t *out) {
+  if (idx < ino->cache_cap && ino->cache[idx] != NO_PFN) {
+    *out = ino->cache[idx];
+    return 0;
+  }
+  int err = pagecache_reserve(ino, idx);
+  if (err)
+    return err;
+  pfn_t pfn;
+  if ((err = frame_alloc(k, FK_PAGECACHE, &pfn)))
+    return err;
+  if (ino->kind == IK_HOST && (err = host_fill(k, ino, idx, &k->fr.f[pfn]))) {
+    frame_put(k, pfn);
+    return err;
+  }
+  ino->cache[idx] = pfn;
+  ino->cached++;
+  *out = pfn;
+  return 0;
+}
+
+// Set a tmpfs file's size. Shrinking unmaps and drops the pages past the end and zeroes the
+// tail of the last page, as Linux truncate_pagecache() does.
+int inode_truncate(struct kernel *k, struct inode *ino, uint64_t size) {
+  if (ino->kind != IK_TMPFS)
+    return ino->kind == IK_HOST ? -EROFS : -EINVAL;
+  if (size < ino->size) {
+    uint64_t keep = PAGE_ROUND_UP(size) >> PAGE_SHIFT;
+    inode_unmap_beyond(k, ino, keep);
+    pagecache_drop(k, ino, keep);
+    if ((size & (PAGE_SIZE - 1)) && keep - 1 < ino->cache_cap && ino->cache[keep - 1] != NO_PFN) {
+      uint8_t zero[PAGE_SIZE] = {0};
+      uint64_t off = size & (PAGE_SIZE - 1);
+      struct frame *f = &k->fr.f[ino->cache[keep - 1]];
+      if (frame_write_bytes(&k->fr, f, off, zero, PAGE_SIZE - off))
+        return -ENOMEM;
+    }
+  }
+  ino->size = size;
+  return 0;
+}
+
+// Read up to n bytes at off (short at end of file). Returns bytes read.
+int inode_read(struct kernel *k, struct inode *ino, uint64_t off, uint8_t *buf, uint64_t n) {
+  if (off >= ino->size)
+    return 0;
+  if (n > ino->size - off)
+    n = ino->size - off;
+  if (n > INT32_MAX)
+    n = INT32_MAX & PAGE_MASK;
+  for (uint64_t done = 0; done < n;) {
+    uint64_t pos = off + done, in = pos & (PAGE_SIZE - 1);
+    uint64_t chunk = PAGE_SIZE - in < n - done ? PAGE_SIZE - in : n - done;
+    pfn_t pfn;
+    int err = pagecache_get(k, ino, pos >> PAGE_SHIFT, &pfn);
+    if (err)
+      return done ? (int)done : err;
+    frame_read_bytes(&k->fr.f[pfn], in, buf + done, chunk);
+    done += chunk;
+  }
+  return (int)n;
+}
+
+// Write n bytes at off into a tmpfs file, extending it. Returns bytes written.
+int inode_write(struct kernel *k, struct inode *ino, uint64_t off, const uint8_t *buf,
+                uint64_t n) {
+  if (n > INT32_MAX)
+    n = INT32_MAX & PAGE_MASK;
+  if (off + n < off || off + n > (1ULL << 43))
+    return -EFBIG;
+  uint64_t done = 0;
+  while (done < n) {
+    uint64_t pos = off + done, in = pos & (PAGE_SIZE - 1);
+    uint64_t chunk = PAGE_SIZE - in < n - done ? PAGE_SIZE - in : n - done;
+    pfn_t pfn;
+    int err = pagecache_get(k, ino, pos >> PAGE_SHIFT, &pfn);
+    if (!err)
+      err = frame_write_bytes(&k->fr, &k->fr.f[pfn], in, buf + done, chunk);
+    if (err) {
+      if (!done)
+        return err;
+      break;
+    }
+    done += chunk;
+  }
+  if (off + done > ino->size)
+    ino->size = off + done;
+  return (int)done;
+}

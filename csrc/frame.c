@@ -1,0 +1,259 @@
+// frame.c — physical memory: frame metadata, a buddy allocator, and frame content.
+//
+// Metadata is one 16-byte struct frame per 4 KiB frame, in an array reserved with
+// MAP_NORESERVE: the host backs only the pages of it that are touched, so a terabyte of
+// simulated memory costs nothing until used. Untouched metadata reads as zero, which is a
+// free frame that is not the head of a buddy block.
+//
+// Content is materialised lazily: CT_ZERO (all zero), CT_STAMP (a 64-bit value repeated,
+// what populate writes) or CT_BUF (a real malloc'd 4 KiB buffer, once bytes are written).
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "spawnfd.h"
+
+static inline uint32_t link_next(const struct frame *f) { return (uint32_t)(f->data >> 32); }
+static inline uint32_t link_prev(const struct frame *f) { return (uint32_t)f->data; }
+
+static inline void link_set(struct frame *f, uint32_t next, uint32_t prev) {
+  f->data = ((uint64_t)next << 32) | prev;
+}
+
+// Push the free block at p of the given order on its list (LIFO).
+static void free_list_push(struct frames *fr, unsigned order, pfn_t p) {
+  struct frame *f = &fr->f[p];
+  uint32_t head = fr->free_head[order];
+  f->kind = FK_FREE;
+  f->ref = 0;
+  f->aux = (uint16_t)(FF_BUDDY_HEAD | order);
+  link_set(f, head, NO_PFN);
+  if (head != NO_PFN)
+    link_set(&fr->f[head], link_next(&fr->f[head]), p);
+  fr->free_head[order] = p;
+  fr->free_count[order]++;
+}
+
+// Unlink the free block at p from the list of its order.
+static void free_list_del(struct frames *fr, unsigned order, pfn_t p) {
+  struct frame *f = &fr->f[p];
+  uint32_t next = link_next(f), prev = link_prev(f);
+  if (prev != NO_PFN)
+    link_set(&fr->f[prev], next, link_prev(&fr->f[prev]));
+  else
+    fr->free_head[order] = next;
+  if (next != NO_PFN)
+    link_set(&fr->f[next], link_next(&fr->f[next]), prev);
+  f->aux = 0;
+  f->data = 0;
+  fr->free_count[order]--;
+}
+
+// Reserve metadata for mem_bytes of simulated memory and put it all on the free lists.
+// Returns -EINVAL for a size that is not a positive multiple of 4 KiB or above 16 TiB,
+// -ENOMEM if the host refuses the reservation.
+int frames_init(struct frames *fr, uint64_t mem_bytes) {
+  memset(fr, 0, sizeof(*fr));
+  if (mem_bytes < 64 * PAGE_SIZE || !PAGE_ALIGNED(mem_bytes) || mem_bytes > (1ULL << 44))
+    return -EINVAL;
+  fr->nframes = (uint32_t)(mem_bytes >> PAGE_SHIFT);
+  fr->map_bytes = (size_t)fr->nframes * sizeof(struct frame);
+  void *m = mmap(NULL, fr->map_bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED)
+    return -ENOMEM;
+  fr->f = m;
+  for (unsigned o = 0; o <= MAX_ORDER; o++)
+    fr->free_head[o] = NO_PFN;
+  // Carve [0, nframes) into maximal aligned blocks; push the highest first so that
+  // allocation starts at the bottom of memory.
+  pfn_t starts[64 + 4096];
+  unsigned orders[64 + 4096], n = 0;
+  for (uint64_t p = 0; p < fr->nframes;) {
+    unsigned o = MAX_ORDER;
+    while ((p & ((1ULL << o) - 1)) || p + (1ULL << o) > fr->nframes)
+      o--;
+    if (n == sizeof(starts) / sizeof(starts[0])) {
+      free_list_push(fr, o, (pfn_t)p);  // more blocks than the buffer: push directly
+    } else {
+      starts[n] = (pfn_t)p;
+      orders[n++] = o;
+    }
+    p += 1ULL << o;
+  }
+  while (n--)
+    free_list_push(fr, orders[n], starts[n]);
+  return 0;
+}
+
+// Release every content buffer and page-table buffer, then the metadata.
+void frames_fini(struct frames *fr) {
+  if (!fr->f)
+    return;
+  for (uint32_t p = 0; p < fr->high; p++) {
+    struct frame *f = &fr->f[p];
+    if ((f->kind == FK_PAGETABLE || f->ctype == CT_BUF) && f->kind != FK_FREE && f->data)
+      free((void *)(uintptr_t)f->data);
+  }
+  munmap(fr->f, fr->map_bytes);
+  fr->f = NULL;
+}
+
+// Allocate 2^order contiguous, aligned frames of the given kind, refcount 1, content zero.
+// Returns -ENOMEM when no block is large enough or fault injection says so.
+int frame_alloc_order(struct kernel *k, unsigned order, enum frame_kind kind, pfn_t *out) {
+  struct frames *fr = &k->fr;
+  if (fr->fail_after && ++fr->allocs >= fr->fail_after) {
+    fr->fail_after = 0;
+    return -ENOMEM;
+  }
+  unsigned o = order;
+  while (o <= MAX_ORDER && fr->free_head[o] == NO_PFN)
+    o++;
+  if (o > MAX_ORDER)
+    return -ENOMEM;
+  pfn_t p = fr->free_head[o];
+  free_list_del(fr, o, p);
+  while (o > order) {  // split, keeping the lower half
+    o--;
+    free_list_push(fr, o, p + (1U << o));
+  }
+  struct frame *f = &fr->f[p];
+  f->ref = 1;
+  f->kind = (uint8_t)kind;
+  f->ctype = CT_ZERO;
+  f->aux = 0;
+  f->data = 0;
+  fr->used += 1U << order;
+  fr->by_kind[kind] += 1U << order;
+  fr->allocated += 1U << order;
+  if (p + (1U << order) > fr->high)
+    fr->high = p + (1U << order);
+  *out = p;
+  return 0;
+}
+
+// Allocate one frame; see frame_alloc_order.
+int frame_alloc(struct kernel *k, enum frame_kind kind, pfn_t *out) {
+  return frame_alloc_order(k, 0, kind, out);
+}
+
+// Return a single frame to the buddy allocator, merging with free buddies.
+static void frame_free(struct frames *fr, pfn_t p) {
+  unsigned order = 0;
+  while (order < MAX_ORDER) {
+    pfn_t buddy = p ^ (1U << order);
+    if (buddy >= fr->nframes)
+      break;
+    struct frame *b = &fr->f[buddy];
+    if (b->kind != FK_FREE || b->aux != (FF_BUDDY_HEAD | order))
+      break;
+    free_list_del(fr, order, buddy);
+    p &= ~(1U << order);
+    order++;
+  }
+  free_list_push(fr, order, p);
+}
+
+// Take one more reference on a frame.
+void frame_get(struct kernel *k, pfn_t pfn) { k->fr.f[pfn].ref++; }
+
+// Drop a reference; the last one releases the content and frees the frame.
+void frame_put(struct kernel *k, pfn_t pfn) {
+  struct frames *fr = &k->fr;
+  struct frame *f = &fr->f[pfn];
+  if (f->ref == 0 || f->kind == FK_FREE) {
+    kpanic(k, "frame_put: pfn %u has no reference", pfn);
+    return;
+  }
+  if (--f->ref)
+    return;
+  if (f->kind == FK_PAGETABLE)
+    free((void *)(uintptr_t)f->data);
+  else
+    frame_release_content(fr, f);
+  fr->used--;
+  fr->by_kind[f->kind]--;
+  fr->freed++;
+  f->kind = FK_FREE;
+  f->ctype = 0;
+  f->aux = 0;
+  f->data = 0;
+  frame_free(fr, pfn);
+}
+
+// Drop the content of a data frame; it reads as zeroes afterwards.
+void frame_release_content(struct frames *fr, struct frame *f) {
+  if (f->ctype == CT_BUF) {
+    free((void *)(uintptr_t)f->data);
+    fr->buffers--;
+  }
+  f->ctype = CT_ZERO;
+  f->data = 0;
+}
+
+// Make the content a real buffer (keeping its bytes) and return it; NULL if out of host memory.
+uint8_t *frame_materialise(struct frames *fr, struct frame *f) {
+  if (f->ctype == CT_BUF)
+    return (uint8_t *)(uintptr_t)f->data;
+  uint8_t *b = malloc(PAGE_SIZE);
+  if (!b)
+    return NULL;
+  frame_read_bytes(f, 0, b, PAGE_SIZE);
+  f->ctype = CT_BUF;
+  f->data = (uint64_t)(uintptr_t)b;
+  fr->buffers++;
+  return b;
+}
+
+// Fill the page with a 64-bit value repeated (little-endian); 0 means all-zero content.
+void frame_set_stamp(struct frames *fr, struct frame *f, uint64_t stamp) {
+  frame_release_content(fr, f);
+  if (stamp) {
+    f->ctype = CT_STAMP;
+    f->data = stamp;
+  }
+}
+
+// Copy src's content into dst (dst's old content is released). -ENOMEM if the host is out.
+int frame_copy_content(struct frames *fr, struct frame *dst, const struct frame *src) {
+  if (src->ctype != CT_BUF) {
+    frame_release_content(fr, dst);
+    dst->ctype = src->ctype;
+    dst->data = src->data;
+    return 0;
+  }
+  uint8_t *b = frame_materialise(fr, dst);
+  if (!b)
+    return -ENOMEM;
+  memcpy(b, (const void *)(uintptr_t)src->data, PAGE_SIZE);
+  return 0;
+}
+
+// Copy n bytes at offset off of the frame's content into buf (off + n <= PAGE_SIZE).
+void frame_read_bytes(const struct frame *f, uint64_t off, uint8_t *buf, uint64_t n) {
+  if (f->ctype == CT_BUF) {
+    memcpy(buf, (const uint8_t *)(uintptr_t)f->data + off, n);
+  } else if (f->ctype == CT_ZERO) {
+    memset(buf, 0, n);
+  } else {
+    uint8_t pat[16];
+    for (int i = 0; i < 8; i++)
+      pat[i] = pat[i + 8] = (uint8_t)(f->data >> (8 * i));
+    uint64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      memcpy(buf + i, pat + ((off + i) & 7), 8);
+    for (; i < n; i++)
+      buf[i] = pat[(off + i) & 7];
+  }
+}
+
+// Write n bytes at offset off into the frame, materialising it. -ENOMEM if the host is out.
+int frame_write_bytes(struct frames *fr, struct frame *f, uint64_t off, const uint8_t *buf,
+                      uint64_t n) {
+  uint8_t *b = frame_materialise(fr, f);
+  if (!b)
+    return -ENOMEM;
+  memcpy(b + off, buf, n);
+  return 0;
+}

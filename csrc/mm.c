@@ -1,0 +1,586 @@
+// mm.c — address spaces and the memory system calls: mmap, munmap, mprotect, madvise, and
+// the access paths (read, write, populate) that go through the fault path page by page.
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "spawnfd.h"
+
+#define PROT_ALL (PROT_READ | PROT_WRITE | PROT_EXEC)
+#define MAP_TYPE_MASK 0x0f
+#define STACK_GUARD_GAP (256 * PAGE_SIZE)
+#define MAP_KNOWN (MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_DENYWRITE |    \
+                   MAP_EXECUTABLE | MAP_GROWSDOWN | MAP_LOCKED | MAP_NORESERVE | MAP_POPULATE | \
+                   MAP_NONBLOCK | MAP_STACK | MAP_HUGETLB | MAP_SYNC | MAP_FIXED_NOREPLACE |     \
+                   0x4000000 /* MAP_UNINITIALIZED */)
+
+// A new, empty address space. NULL with *err set when out of memory.
+struct mm *mm_create(struct kernel *k, int *err) {
+  struct mm *mm = calloc(1, sizeof(*mm));
+  if (!mm) {
+    *err = -ENOMEM;
+    return NULL;
+  }
+  mm->k = k;
+  mm->mmap_base = MMAP_BASE;
+  if ((*err = pt_alloc(k, &mm->pgd))) {
+    free(mm);
+    return NULL;
+  }
+  mm->nr_tables = 1;
+  return mm;
+}
+
+// Release every page, table and mapping. compare Linux exit_mmap().
+void mm_destroy(struct mm *mm) {
+  pt_teardown(mm);
+  vma_list_fini(mm->k, &mm->vmas);
+  free(mm);
+}
+
+// Split vmas so that addr is a boundary (nothing to do where addr is unmapped or already one).
+static int split_at(struct mm *mm, uint64_t addr) {
+  struct vma *v = vma_find(&mm->vmas, addr);
+  if (!v || v->start == addr)
+    return 0;
+  return vma_split(mm->k, &mm->vmas, (int)(v - mm->vmas.v), addr);
+}
+
+// Merge every mergeable pair touching [start, end). compare Linux vma_merge().
+static void merge_range(struct mm *mm, uint64_t start, uint64_t end) {
+  struct vma_list *l = &mm->vmas;
+  int i = vma_first_at_or_after(l, start);
+  if (i > 0)
+    i--;
+  while (i + 1 < (int)l->n && l->v[i].start <= end) {
+    if (vma_can_merge(&l->v[i], &l->v[i + 1]))
+      vma_try_merge(mm->k, l, i);
+    else
+      i++;
+  }
+}
+
+// Make start and end vma boundaries. Reserves room first, so it fails (-ENOMEM) before
+// changing anything. compare the map_count checks of Linux do_vmi_align_munmap().
+static int split_range(struct mm *mm, uint64_t start, uint64_t end) {
+  int err = vma_reserve(&mm->vmas, 2);
+  if (err)
+    return err;
+  if ((err = split_at(mm, start)))
+    return err;
+  return split_at(mm, end);
+}
+
+// Unmap [start, end): split, zap, drop the vmas, free emptied tables. compare do_munmap().
+static int unmap_range(struct mm *mm, uint64_t start, uint64_t end) {
+  int err = split_range(mm, start, end);
+  if (err)
+    return err;
+  pt_zap_range(mm, start, end);
+  struct vma_list *l = &mm->vmas;
+  int i = vma_first_at_or_after(l, start);
+  while (i < (int)l->n && l->v[i].start < end) {
+    if (l->v[i].ino)
+      inode_put(mm->k, l->v[i].ino);
+    vma_remove(l, i);
+  }
+  pt_free_range(mm, start, end);
+  return 0;
+}
+
+// Highest free [a, a + len) inside [low, high), or 0. A growsdown vma keeps a guard gap below.
+// compare Linux unmapped_area_topdown().
+static uint64_t unmapped_area_topdown(struct vma_list *l, uint64_t len, uint64_t low,
+                                      uint64_t high) {
+  uint64_t end = high;
+  for (int i = (int)l->n - 1; i >= 0 && end >= low + len; i--) {
+    const struct vma *v = &l->v[i];
+    if (v->start >= end)
+      continue;
+    if (v->end <= end && end - v->end >= len)
+      return end - len;
+    uint64_t top = v->start;
+    if (v->flags & VM_GROWSDOWN)
+      top = top > STACK_GUARD_GAP ? top - STACK_GUARD_GAP : 0;
+    if (top < end)
+      end = top;
+  }
+  return (end >= low + len) ? end - len : 0;
+}
+
+// Choose where a non-fixed mapping goes: the hint if free, else top-down below mmap_base,
+// else anywhere. Returns 0 when nothing fits.
+static uint64_t get_unmapped_area(struct mm *mm, uint64_t hint, uint64_t len) {
+  hint = PAGE_ROUND_UP(hint);
+  if (hint >= MMAP_MIN_ADDR && hint <= TASK_SIZE - len &&
+      vma_range_free(&mm->vmas, hint, hint + len))
+    return hint;
+  uint64_t a = unmapped_area_topdown(&mm->vmas, len, MMAP_MIN_ADDR, mm->mmap_base);
+  return a ? a : unmapped_area_topdown(&mm->vmas, len, MMAP_MIN_ADDR, TASK_SIZE);
+}
+
+// Check a file mapping against the open file, Linux's order. Returns the inode to map (NULL
+// for private /dev/zero, which is plain anonymous memory) through *ino.
+static int mmap_file_check(struct proc *p, int fd, int prot, int shared, struct inode **ino,
+                           int *maywrite) {
+  struct file *f = fdt_get(&p->fds, fd);
+  if (!f || (f->flags & O_PATH))
+    return -EBADF;
+  enum inode_kind kind = f->ino->kind;
+  if (kind == IK_DIR || kind == IK_DEVNULL)
+    return -ENODEV;
+  int acc = f->flags & O_ACCMODE;
+  if (acc == O_WRONLY)
+    return -EACCES;
+  *maywrite = !shared || acc == O_RDWR;
+  if (shared && (prot & PROT_WRITE) && (acc != O_RDWR || (f->flags & O_APPEND)))
+    return -EACCES;
+  *ino = (kind == IK_DEVZERO) ? NULL : f->ino;
+  return 0;
+}
+
+// Validate mmap's flags and sizes. compare the checks at the top of Linux do_mmap().
+static int mmap_args_check(uint64_t addr, uint64_t *len, int flags, uint64_t off) {
+  int type = flags & MAP_TYPE_MASK;
+  if (type == MAP_SHARED_VALIDATE && (flags & ~MAP_KNOWN & ~MAP_TYPE_MASK))
+    return -EOPNOTSUPP;
+  if (type != MAP_SHARED && type != MAP_PRIVATE && type != MAP_SHARED_VALIDATE)
+    return -EINVAL;
+  if (off & (PAGE_SIZE - 1))
+    return -EINVAL;
+  if (!*len)
+    return -EINVAL;
+  if ((flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && (addr & (PAGE_SIZE - 1)))
+    return -EINVAL;
+  *len = PAGE_ROUND_UP(*len);
+  if (!*len || *len > TASK_SIZE)
+    return -ENOMEM;
+  if ((off >> PAGE_SHIFT) + (*len >> PAGE_SHIFT) < (off >> PAGE_SHIFT))
+    return -EOVERFLOW;
+  return 0;
+}
+
+// Where a fixed mapping goes, or the placement error.
+static int mmap_fixed_check(struct mm *mm, uint64_t addr, uint64_t len, int flags) {
+  if (addr > TASK_SIZE - len)
+    return -ENOMEM;
+  if (addr < MMAP_MIN_ADDR)
+    return -EPERM;
+  if ((flags & MAP_FIXED_NOREPLACE) && !vma_range_free(&mm->vmas, addr, addr + len))
+    return -EEXIST;
+  return 0;
+}
+
+// Fault in [start, end) as MAP_POPULATE does; errors are ignored by mmap.
+static int populate_range(struct mm *mm, uint64_t start, uint64_t end, int write,
+                          int use_stamp, uint64_t stamp);
+
+// mmap(2). Returns the address through *out.
+static int do_mmap(struct proc *p, uint64_t addr, uint64_t len, int prot, int flags, int fd,
+                   uint64_t off, uint64_t *out) {
+  struct mm *mm = p->mm;
+  struct inode *ino = NULL;
+  int shared = (flags & MAP_TYPE_MASK) != MAP_PRIVATE, maywrite = 1;
+  int err = mmap_args_check(addr, &len, flags, off);
+  if (!err && !(flags & MAP_ANONYMOUS))
+    err = mmap_file_check(p, fd, prot, shared, &ino, &maywrite);
+  if (err)
+    return err;
+  if (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) {
+    if ((err = mmap_fixed_check(mm, addr, len, flags)))
+      return err;
+  } else if (!(addr = get_unmapped_area(mm, addr, len))) {
+    return -ENOMEM;
+  }
+  if ((err = vma_reserve(&mm->vmas, 3)))
+    return err;
+  struct vma v = {.start = addr, .end = addr + len, .ino = ino, .pgoff = off >> PAGE_SHIFT};
+  v.flags = (uint32_t)(prot & PROT_ALL) | (shared ? VM_SHARED : 0) |
+            (maywrite ? VM_MAYWRITE : 0) | ((flags & MAP_GROWSDOWN) ? VM_GROWSDOWN : 0);
+  if (shared && !ino) {  // MAP_SHARED|MAP_ANONYMOUS: shmem, compare shmem_zero_setup()
+    if (!(v.ino = inode_new_shmem(p->mm->k, len)))
+      return -ENOMEM;
+    v.pgoff = 0;
+  } else if (ino) {
+    inode_get(ino);
+  } else {
+    v.pgoff = 0;
+  }
+  if ((err = unmap_range(mm, addr, addr + len)) || (err = vma_insert(&mm->vmas, &v)) < 0) {
+    if (v.ino)
+      inode_put(mm->k, v.ino);
+    return err;
+  }
+  merge_range(mm, addr, addr + len);
+  if ((flags & MAP_POPULATE) && vma_allows(&v, 0))
+    populate_range(mm, addr, addr + len, (v.flags & VM_WRITE) && !shared, 0, 0);
+  *out = addr;
+  return 0;
+}
+
+int sfd_mmap(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot, int flags,
+             int fd, uint64_t off, uint64_t *out) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  return LEAVE(k, do_mmap(p, addr, len, prot, flags, fd, off, out));
+}
+
+// Validate a range argument as munmap/mprotect/madvise do. Returns the end via *end.
+static int range_check(uint64_t addr, uint64_t len, uint64_t *end) {
+  if (addr & (PAGE_SIZE - 1))
+    return -EINVAL;
+  uint64_t l = PAGE_ROUND_UP(len);
+  if ((len && !l) || addr > TASK_SIZE || l > TASK_SIZE - addr)
+    return -ENOMEM;
+  *end = addr + l;
+  return 0;
+}
+
+int sfd_munmap(struct kernel *k, int pid, uint64_t addr, uint64_t len) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  if ((addr & (PAGE_SIZE - 1)) || !len || addr > TASK_SIZE ||
+      PAGE_ROUND_UP(len) > TASK_SIZE - addr || !PAGE_ROUND_UP(len))
+    return -EINVAL;
+  return LEAVE(k, unmap_range(p->mm, addr, addr + PAGE_ROUND_UP(len)));
+}
+
+// 1 if vmas cover [start, end) without a hole.
+static int range_mapped(struct mm *mm, uint64_t start, uint64_t end) {
+  int i = vma_first_at_or_after(&mm->vmas, start);
+  for (uint64_t at = start; at < end; i++) {
+    if (i >= (int)mm->vmas.n || mm->vmas.v[i].start > at)
+      return 0;
+    at = mm->vmas.v[i].end;
+  }
+  return 1;
+}
+
+// Give every vma in [start, end) (already split there) new protection, and fix the ptes.
+// compare Linux mprotect_fixup() + change_protection().
+static void apply_prot(struct mm *mm, uint64_t start, uint64_t end, int prot) {
+  struct vma_list *l = &mm->vmas;
+  for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++) {
+    struct vma *v = &l->v[i];
+    int clear_w = (v->flags & VM_WRITE) && !(prot & PROT_WRITE);
+    int set_w = !(v->flags & VM_WRITE) && (prot & PROT_WRITE) && (v->flags & VM_SHARED);
+    int nx_change = !!(v->flags & VM_EXEC) != !!(prot & PROT_EXEC);
+    v->flags = (v->flags & ~(uint32_t)PROT_ALL) | (uint32_t)prot;
+    if (clear_w || set_w || nx_change)
+      pt_protect_range(mm, v->start, v->end, clear_w, set_w, !(prot & PROT_EXEC));
+  }
+}
+
+static int do_mprotect(struct mm *mm, uint64_t addr, uint64_t len, int prot) {
+  uint64_t end;
+  if (prot & ~(PROT_ALL | PROT_GROWSDOWN | PROT_GROWSUP))
+    return -EINVAL;
+  int err = range_check(addr, len, &end);
+  if (err || addr == end)
+    return err;
+  if (!range_mapped(mm, addr, end))
+    return -ENOMEM;
+  if (prot & PROT_WRITE) {
+    struct vma_list *l = &mm->vmas;
+    for (int i = vma_first_at_or_after(l, addr); i < (int)l->n && l->v[i].start < end; i++)
+      if (!(l->v[i].flags & VM_MAYWRITE))
+        return -EACCES;
+  }
+  if ((err = split_range(mm, addr, end)))
+    return err;
+  apply_prot(mm, addr, end, prot & PROT_ALL);
+  merge_range(mm, addr, end);
+  return 0;
+}
+
+int sfd_mprotect(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  return LEAVE(k, do_mprotect(p->mm, addr, len, prot));
+}
+
+// The vma flag an madvise sets and clears, or 0 for advice that changes no flag.
+static int madv_flags(int advice, uint32_t *set, uint32_t *clear) {
+  *set = *clear = 0;
+  switch (advice) {
+  case MADV_DONTFORK: *set = VM_DONTFORK; return 1;
+  case MADV_DOFORK: *clear = VM_DONTFORK; return 1;
+  case MADV_WIPEONFORK: *set = VM_WIPEONFORK; return 1;
+  case MADV_KEEPONFORK: *clear = VM_WIPEONFORK; return 1;
+  default: return 0;
+  }
+}
+
+static int madv_known(int advice) {
+  switch (advice) {
+  case MADV_NORMAL: case MADV_RANDOM: case MADV_SEQUENTIAL: case MADV_WILLNEED:
+  case MADV_DONTNEED: case MADV_FREE: case MADV_DONTFORK: case MADV_DOFORK:
+  case MADV_WIPEONFORK: case MADV_KEEPONFORK: case MADV_HUGEPAGE: case MADV_NOHUGEPAGE:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+// Check what advice requires of every vma in range. compare Linux madvise_behavior_valid().
+static int madv_vmas_check(struct mm *mm, uint64_t start, uint64_t end, int advice) {
+  struct vma_list *l = &mm->vmas;
+  for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++) {
+    const struct vma *v = &l->v[i];
+    if (advice == MADV_WIPEONFORK && (v->ino || (v->flags & VM_SHARED)))
+      return -EINVAL;
+    if (advice == MADV_FREE && (v->ino || (v->flags & VM_SHARED)))
+      return -EINVAL;
+  }
+  return 0;
+}
+
+// Set and clear vma flags over [start, end), splitting and merging.
+static int change_vma_flags(struct mm *mm, uint64_t start, uint64_t end, uint32_t set,
+                            uint32_t clear) {
+  int err = split_range(mm, start, end);
+  if (err)
+    return err;
+  struct vma_list *l = &mm->vmas;
+  for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++)
+    l->v[i].flags = (l->v[i].flags | set) & ~clear;
+  merge_range(mm, start, end);
+  return 0;
+}
+
+static int do_madvise(struct mm *mm, uint64_t addr, uint64_t len, int advice) {
+  uint64_t end;
+  uint32_t set, clear;
+  if (!madv_known(advice))
+    return -EINVAL;
+  int err = range_check(addr, len, &end);
+  if (err)
+    return err == -ENOMEM ? -EINVAL : err;
+  if (addr == end)
+    return 0;
+  if ((err = madv_vmas_check(mm, addr, end, advice)))
+    return err;
+  if (madv_flags(advice, &set, &clear))
+    err = change_vma_flags(mm, addr, end, set, clear);
+  else if (advice == MADV_DONTNEED || advice == MADV_FREE)
+    pt_zap_range(mm, addr, end);
+  if (err)
+    return err;
+  return range_mapped(mm, addr, end) ? 0 : -ENOMEM;
+}
+
+int sfd_madvise(struct kernel *k, int pid, uint64_t addr, uint64_t len, int advice) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  return LEAVE(k, do_madvise(p->mm, addr, len, advice));
+}
+
+// Fault in every page of [addr, next) within one pte table of vma v, walking down once.
+static int populate_table(struct mm *mm, const struct vma *v, uint64_t addr, uint64_t next,
+                          int write, int use_stamp, uint64_t stamp) {
+  struct frames *fr = &mm->k->fr;
+  pfn_t table, pfn;
+  int err = 0;
+  pte_t *pte = pt_walk(mm, addr, 1, &table, &err);
+  if (!pte)
+    return err;
+  for (; addr < next; addr += PAGE_SIZE, pte++) {
+    pte_t e = *pte;
+    if ((e & PTE_P) && (!write || (e & PTE_W)))
+      pfn = PTE_PFN(e);
+    else if ((err = fault_pte(mm, v, table, pte, addr, write, &pfn)))
+      return err;
+    if (use_stamp)
+      frame_set_stamp(fr, &fr->f[pfn], stamp);
+  }
+  return 0;
+}
+
+static int populate_range(struct mm *mm, uint64_t start, uint64_t end, int write,
+                          int use_stamp, uint64_t stamp) {
+  struct vma_list *l = &mm->vmas;
+  for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++) {
+    const struct vma v = l->v[i];  // a copy: faults do not change vmas
+    uint64_t addr = v.start > start ? v.start : start;
+    uint64_t stop = v.end < end ? v.end : end;
+    for (uint64_t next; addr < stop; addr = next) {
+      next = (addr + PMD_SIZE) & ~(PMD_SIZE - 1);
+      if (next > stop)
+        next = stop;
+      int err = populate_table(mm, &v, addr, next, write, use_stamp, stamp);
+      if (err)
+        return err;
+    }
+  }
+  return 0;
+}
+
+// Every vma of [start, end) must exist and allow the access. compare MADV_POPULATE_*.
+static int populate_check(struct mm *mm, uint64_t start, uint64_t end, int write) {
+  if (!range_mapped(mm, start, end))
+    return -ENOMEM;
+  struct vma_list *l = &mm->vmas;
+  for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++)
+    if (!vma_allows(&l->v[i], write))
+      return -EFAULT;
+  return 0;
+}
+
+int sfd_populate(struct kernel *k, int pid, uint64_t addr, uint64_t len, int write,
+                 int use_stamp, uint64_t stamp) {
+  struct proc *p;
+  uint64_t end;
+  ENTER(k, pid, p);
+  if (use_stamp && !write)
+    return -EINVAL;
+  int err = range_check(addr, len, &end);
+  if (err)
+    return err == -ENOMEM ? -EINVAL : err;
+  if ((err = populate_check(p->mm, addr, end, write)))
+    return err;
+  return LEAVE(k, populate_range(p->mm, addr, end, write, use_stamp, stamp));
+}
+
+// The frame backing va for an access, faulting it in. -EFAULT outside a vma or its rights.
+static int access_page(struct mm *mm, uint64_t va, int write, pfn_t *pfn) {
+  struct vma *v = vma_find(&mm->vmas, va);
+  if (!v || !vma_allows(v, write))
+    return -EFAULT;
+  pfn_t table;
+  pte_t *pte = pt_walk(mm, va, 0, &table, NULL);
+  if (pte && (*pte & PTE_P) && (!write || (*pte & PTE_W))) {
+    *pte |= PTE_A | (write ? PTE_D : 0);
+    *pfn = PTE_PFN(*pte);
+    return 0;
+  }
+  return handle_fault(mm, v, va, write, pfn);
+}
+
+// Copy between the caller's buffer and [addr, addr + len) of mm, a page at a time through
+// the fault path. compare Linux access_remote_vm(). Stops at the first failing page.
+static int mm_copy(struct mm *mm, uint64_t addr, uint8_t *rbuf, const uint8_t *wbuf,
+                   uint64_t len) {
+  struct frames *fr = &mm->k->fr;
+  if (addr + len < addr || addr + len > TASK_SIZE)
+    return -EFAULT;
+  for (uint64_t done = 0; done < len;) {
+    uint64_t va = addr + done, in = va & (PAGE_SIZE - 1);
+    uint64_t chunk = PAGE_SIZE - in < len - done ? PAGE_SIZE - in : len - done;
+    pfn_t pfn;
+    int err = access_page(mm, va & PAGE_MASK, wbuf != NULL, &pfn);
+    if (!err && wbuf)
+      err = frame_write_bytes(fr, &fr->f[pfn], in, wbuf + done, chunk);
+    if (err)
+      return err;
+    if (rbuf)
+      frame_read_bytes(&fr->f[pfn], in, rbuf + done, chunk);
+    done += chunk;
+  }
+  return 0;
+}
+
+int sfd_mem_read(struct kernel *k, int pid, uint64_t addr, uint8_t *buf, uint64_t len) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  return LEAVE(k, mm_copy(p->mm, addr, buf, NULL, len));
+}
+
+int sfd_mem_write(struct kernel *k, int pid, uint64_t addr, const uint8_t *buf, uint64_t len) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  return LEAVE(k, mm_copy(p->mm, addr, NULL, buf, len));
+}
+
+// The pte mapping va (0 if none), without faulting. For tests and introspection.
+int sfd_translate(struct kernel *k, int pid, uint64_t va, uint64_t *out) {
+  struct proc *p;
+  pfn_t table;
+  ENTER(k, pid, p);
+  pte_t *pte = pt_walk(p->mm, va & PAGE_MASK, 0, &table, NULL);
+  *out = pte ? *pte : 0;
+  return 0;
+}
+
+int sfd_mmstats(struct kernel *k, int pid, struct mmstats *out) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  struct mm *mm = p->mm;
+  memset(out, 0, sizeof(*out));
+  out->rss_anon = mm->rss_anon;
+  out->rss_file = mm->rss_file;
+  out->rss_shmem = mm->rss_shmem;
+  out->pagetable_bytes = mm->nr_tables * PAGE_SIZE;
+  out->vma_count = mm->vmas.n;
+  for (uint32_t i = 0; i < mm->vmas.n; i++)
+    out->total_vm += mm->vmas.v[i].end - mm->vmas.v[i].start;
+  return 0;
+}
+
+// The name column of a maps line, or NULL. compare Linux show_map_vma().
+static const char *vma_name(const struct mm *mm, const struct vma *v, char *buf, size_t cap) {
+  if (v->ino && v->ino->kind == IK_SHMEM)
+    return "/dev/zero (deleted)";
+  if (v->ino) {
+    snprintf(buf, cap, "%s%s", v->ino->path, v->ino->linked ? "" : " (deleted)");
+    return buf;
+  }
+  if (mm->start_stack && v->start <= mm->start_stack && v->end >= mm->start_stack)
+    return "[stack]";
+  return NULL;
+}
+
+// One /proc/PID/maps line for v into buf (at most cap bytes); returns its length.
+static int maps_line(const struct mm *mm, const struct vma *v, char *buf, size_t cap) {
+  char name[4200];
+  const char *nm = vma_name(mm, v, name, sizeof(name));
+  uint64_t off = v->ino ? v->pgoff << PAGE_SHIFT : 0;
+  unsigned maj = v->ino ? v->ino->dev_major : 0, min = v->ino ? v->ino->dev_minor : 0;
+  unsigned long ino = v->ino ? (unsigned long)v->ino->ino : 0;
+  char head[128];
+  snprintf(head, sizeof(head), "%08lx-%08lx %c%c%c%c %08lx %02x:%02x %lu",
+                   (unsigned long)v->start, (unsigned long)v->end,
+                   (v->flags & VM_READ) ? 'r' : '-', (v->flags & VM_WRITE) ? 'w' : '-',
+                   (v->flags & VM_EXEC) ? 'x' : '-', (v->flags & VM_SHARED) ? 's' : 'p',
+                   (unsigned long)off, maj, min, ino);
+  if (!nm)
+    return snprintf(buf, cap, "%s\n", head);
+  return snprintf(buf, cap, "%-72s %s\n", head, nm);
+}
+
+// Write the maps text into buf (NUL-terminated when it fits); returns the full length, so a
+// caller whose buffer was too small can retry.
+int64_t sfd_maps(struct kernel *k, int pid, char *buf, uint64_t cap) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  uint64_t total = 0;
+  char line[4400];
+  for (uint32_t i = 0; i < p->mm->vmas.n; i++) {
+    int n = maps_line(p->mm, &p->mm->vmas.v[i], line, sizeof(line));
+    if (total + (uint64_t)n < cap)
+      memcpy(buf + total, line, (size_t)n + 1);
+    total += (uint64_t)n;
+  }
+  if (cap && total < cap)
+    buf[total] = 0;
+  return (int64_t)total;
+}
+
+// Unmap every page at file index >= idx from every mapping of ino (truncate).
+// compare Linux unmap_mapping_range(), walking processes instead of an i_mmap tree.
+void inode_unmap_beyond(struct kernel *k, struct inode *ino, uint64_t idx) {
+  for (int pid = 1; pid < k->pid_max; pid++) {
+    struct proc *p = k->procs[pid];
+    if (!p || !p->mm)
+      continue;
+    for (uint32_t i = 0; i < p->mm->vmas.n; i++) {
+      struct vma *v = &p->mm->vmas.v[i];
+      uint64_t pages = (v->end - v->start) >> PAGE_SHIFT;
+      if (v->ino != ino || v->pgoff + pages <= idx)
+        continue;
+      uint64_t from = idx > v->pgoff ? v->start + ((idx - v->pgoff) << PAGE_SHIFT) : v->start;
+      pt_zap_range(p->mm, from, v->end);
+    }
+  }
+}

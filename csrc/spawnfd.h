@@ -1,0 +1,267 @@
+// spawnfd.h — the simulated kernel's internal header.
+// Each subsystem's functions are listed in one block, in the order of the layers:
+// frame -> pgtable -> vma -> file/fdtable -> fault -> mm -> proc -> kernel -> check.
+// Everything that can fail returns a negative errno; 0 or a positive value is success.
+#ifndef SPAWNFD_H
+#define SPAWNFD_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "api.h"
+
+#define PAGE_SHIFT 12
+#define PAGE_SIZE (1ULL << PAGE_SHIFT)
+#define PAGE_MASK (~(PAGE_SIZE - 1))
+#define PTRS_PER_TABLE 512
+#define PMD_SIZE (1ULL << 21)
+#define TASK_SIZE 0x7ffffffff000ULL       // x86-64 4-level user address limit
+#define MMAP_MIN_ADDR 0x10000ULL          // vm.mmap_min_addr
+#define MMAP_BASE 0x7ffff7fff000ULL       // top-down mmap base without ASLR
+#define STACK_TOP 0x7ffffffff000ULL
+#define MAX_MAP_COUNT 65530               // vm.max_map_count
+#define MAX_ORDER 18                      // largest buddy block: 2^18 frames = 1 GiB
+#define NO_PFN 0xffffffffU
+#define KPANIC 1000                       // -KPANIC: the kernel panicked
+
+#define PAGE_ALIGNED(x) (((x) & (PAGE_SIZE - 1)) == 0)
+#define PAGE_ROUND_UP(x) (((x) + PAGE_SIZE - 1) & PAGE_MASK)
+
+// ---- x86-64 page-table entry bits ----
+#define PTE_P (1ULL << 0)    // present
+#define PTE_W (1ULL << 1)    // writable
+#define PTE_U (1ULL << 2)    // user
+#define PTE_A (1ULL << 5)    // accessed
+#define PTE_D (1ULL << 6)    // dirty
+#define PTE_PS (1ULL << 7)   // huge (page size) at pmd/pud level
+#define PTE_NX (1ULL << 63)  // no execute
+#define PTE_PFN_MASK 0x000ffffffffff000ULL
+#define PTE_PFN(e) ((uint32_t)(((e) & PTE_PFN_MASK) >> PAGE_SHIFT))
+#define PTE_MK(pfn, bits) ((((uint64_t)(pfn)) << PAGE_SHIFT) | (bits))
+
+typedef uint64_t pte_t;
+typedef uint32_t pfn_t;
+
+struct kernel;
+struct inode;
+
+// ---- frame.c: physical frames, buddy allocator, lazily materialised content ----
+enum frame_kind { FK_FREE = 0, FK_ANON, FK_PAGECACHE, FK_PAGETABLE, FK_ZERO };
+enum content_type { CT_ZERO = 0, CT_STAMP, CT_BUF };
+#define FF_BUDDY_HEAD 0x8000  // aux flag: head of a free buddy block; low bits: order
+
+// One frame's metadata, 16 bytes. The array is reserved with MAP_NORESERVE and read as
+// zeroes where never touched, which is exactly a free, non-head frame.
+struct frame {
+  uint32_t ref;       // users: ptes, the page cache, a parent table entry, the kernel
+  uint8_t kind;       // enum frame_kind
+  uint8_t ctype;      // enum content_type (data frames)
+  uint16_t aux;       // page table: non-empty entries; free: FF_BUDDY_HEAD | order
+  uint64_t data;      // CT_STAMP: the stamp; CT_BUF / page table: buffer; free head: links
+};
+
+struct frames {
+  struct frame *f;            // metadata, indexed by pfn, nframes long
+  size_t map_bytes;           // bytes reserved for f
+  uint32_t nframes;           // simulated memory / 4 KiB
+  uint32_t used;              // frames not free
+  uint32_t high;              // one past the highest pfn ever allocated
+  uint32_t free_head[MAX_ORDER + 1];  // buddy free lists
+  uint64_t free_count[MAX_ORDER + 1]; // blocks on each list
+  uint64_t fail_after;        // fault injection: fail when allocations reach this (0: off)
+  uint64_t allocs;            // allocations so far, for fault injection
+  uint32_t zero_pfn;          // the shared zero page
+  uint64_t buffers;           // frames whose content is a real 4 KiB buffer
+  uint64_t by_kind[5];        // frames in use per enum frame_kind
+  uint64_t allocated, freed;  // since boot
+};
+
+int frames_init(struct frames *fr, uint64_t mem_bytes);
+void frames_fini(struct frames *fr);
+int frame_alloc(struct kernel *k, enum frame_kind kind, pfn_t *out);
+int frame_alloc_order(struct kernel *k, unsigned order, enum frame_kind kind, pfn_t *out);
+void frame_put(struct kernel *k, pfn_t pfn);
+void frame_get(struct kernel *k, pfn_t pfn);
+void frame_release_content(struct frames *fr, struct frame *f);
+int frame_copy_content(struct frames *fr, struct frame *dst, const struct frame *src);
+void frame_read_bytes(const struct frame *f, uint64_t off, uint8_t *buf, uint64_t n);
+int frame_write_bytes(struct frames *fr, struct frame *f, uint64_t off, const uint8_t *buf,
+                      uint64_t n);
+void frame_set_stamp(struct frames *fr, struct frame *f, uint64_t stamp);
+uint8_t *frame_materialise(struct frames *fr, struct frame *f);
+
+// ---- pgtable.c: 4-level tables, each a frame holding 512 entries ----
+pte_t *pt_table(struct kernel *k, pfn_t pfn);
+int pt_alloc(struct kernel *k, pfn_t *out);
+void pt_free(struct kernel *k, pfn_t pfn);
+struct mm;
+pte_t *pt_walk(struct mm *mm, uint64_t va, int alloc, pfn_t *table, int *err);
+void pt_set(struct kernel *k, pfn_t table, pte_t *slot, pte_t e);
+void pt_clear(struct kernel *k, pfn_t table, pte_t *slot);
+void pt_zap_range(struct mm *mm, uint64_t start, uint64_t end);
+void pt_free_range(struct mm *mm, uint64_t start, uint64_t end);
+void pt_teardown(struct mm *mm);
+void pt_protect_range(struct mm *mm, uint64_t start, uint64_t end, int clear_w, int set_w, int nx);
+
+// ---- vma.c: virtual memory areas, a sorted array searched in O(log n) ----
+#define VM_READ 0x1
+#define VM_WRITE 0x2
+#define VM_EXEC 0x4
+#define VM_SHARED 0x8
+#define VM_DONTFORK 0x10
+#define VM_WIPEONFORK 0x20
+#define VM_GROWSDOWN 0x40
+#define VM_MAYWRITE 0x80
+
+struct vma {
+  uint64_t start, end;       // [start, end), page aligned; Invariant: start < end
+  uint32_t flags;            // VM_* bits (prot in the low three)
+  struct inode *ino;         // backing file, NULL for private anonymous memory
+  uint64_t pgoff;            // file offset of start, in pages
+};
+
+struct vma_list {
+  struct vma *v;            // sorted by start; Invariant: v[i].end <= v[i+1].start
+  uint32_t n, cap;          // used and allocated entries
+  uint32_t cache;           // index of the last lookup hit
+};
+
+struct vma *vma_find(struct vma_list *l, uint64_t va);
+int vma_first_at_or_after(struct vma_list *l, uint64_t va);
+int vma_insert(struct vma_list *l, const struct vma *v);
+void vma_remove(struct vma_list *l, int i);
+int vma_split(struct kernel *k, struct vma_list *l, int i, uint64_t at);
+int vma_try_merge(struct kernel *k, struct vma_list *l, int i);
+int vma_can_merge(const struct vma *a, const struct vma *b);
+int vma_range_free(struct vma_list *l, uint64_t start, uint64_t end);
+void vma_list_fini(struct kernel *k, struct vma_list *l);
+int vma_reserve(struct vma_list *l, uint32_t extra);
+
+// ---- file.c: inodes, the page cache, host files read lazily, tmpfs, devices ----
+enum inode_kind { IK_HOST, IK_TMPFS, IK_SHMEM, IK_DEVNULL, IK_DEVZERO, IK_DIR };
+
+struct inode {
+  uint64_t ino;              // inode number shown in maps
+  uint32_t dev_major;        // device numbers shown in maps
+  uint32_t dev_minor;
+  enum inode_kind kind;      // what backs it
+  uint32_t mode;             // permission bits and type
+  uint64_t size;             // file size in bytes
+  char *path;                // absolute path (NULL for anonymous shmem)
+  int host_fd;               // IK_HOST: read-only host descriptor, -1 until needed
+  uint32_t *cache;           // page cache: pfn per page index, NO_PFN where absent
+  uint64_t cache_cap;        // entries in cache
+  uint64_t cached;           // pages present in the cache
+  uint32_t refs;             // open files + mappings + 1 while linked in the namespace
+  int linked;                // still reachable by path (tmpfs: not unlinked)
+  struct inode *hnext;       // hash chain
+  uint32_t check_refs;       // check.c: references found by the recount
+};
+
+int vfs_init(struct kernel *k);
+void vfs_fini(struct kernel *k);
+int vfs_lookup(struct kernel *k, const char *path, int flags, unsigned mode, struct inode **out);
+int vfs_unlink(struct kernel *k, const char *path);
+struct inode *inode_new_shmem(struct kernel *k, uint64_t size);
+void inode_get(struct inode *ino);
+void inode_put(struct kernel *k, struct inode *ino);
+void inode_unmap_beyond(struct kernel *k, struct inode *ino, uint64_t idx);
+int inode_truncate(struct kernel *k, struct inode *ino, uint64_t size);
+int pagecache_get(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t *out);
+int inode_read(struct kernel *k, struct inode *ino, uint64_t off, uint8_t *buf, uint64_t n);
+int inode_write(struct kernel *k, struct inode *ino, uint64_t off, const uint8_t *buf, uint64_t n);
+
+// ---- fdtable.c: open file descriptions and per-process descriptor tables ----
+struct file {
+  struct inode *ino;        // what it refers to
+  int flags;                // O_ACCMODE | O_APPEND ...
+  uint64_t pos;             // file offset, shared by dups
+  uint32_t refs;            // descriptors pointing here
+  uint32_t check_refs;      // check.c: descriptors found by the recount
+};
+
+struct fdtable {
+  struct file **fd;         // fd -> open file description, NULL when free
+  uint8_t *cloexec;         // close-on-exec flag per fd
+  int cap;                  // entries allocated
+};
+
+#define FD_MAX 1024         // RLIMIT_NOFILE soft limit
+int fdt_alloc(struct fdtable *t, int lowest, struct file *f, int cloexec);
+struct file *fdt_get(struct fdtable *t, int fd);
+int fdt_close(struct kernel *k, struct fdtable *t, int fd);
+void fdt_fini(struct kernel *k, struct fdtable *t);
+void file_put(struct kernel *k, struct file *f);
+
+// ---- fault.c: the page-fault path ----
+enum fault_kind {
+  FAULT_ANON, FAULT_ZERO, FAULT_FILE, FAULT_SHARED, FAULT_COW, FAULT_WP_REUSE,
+  FAULT_WP_SHARED, FAULT_NR
+};
+int handle_fault(struct mm *mm, const struct vma *v, uint64_t va, int write, pfn_t *out);
+int fault_pte(struct mm *mm, const struct vma *v, pfn_t table, pte_t *pte, uint64_t va,
+              int write, pfn_t *out);
+int vma_allows(const struct vma *v, int write);
+
+// ---- mm.c: address spaces ----
+struct mm {
+  struct kernel *k;         // owner
+  pfn_t pgd;                // top-level table
+  struct vma_list vmas;     // the mappings
+  uint64_t rss_anon;        // MM_ANONPAGES
+  uint64_t rss_file;        // MM_FILEPAGES
+  uint64_t rss_shmem;       // MM_SHMEMPAGES
+  uint64_t nr_tables;       // page-table frames owned (pgd included)
+  uint64_t mmap_base;       // top-down placement starts below this
+  uint64_t start_stack;     // maps shows [stack] for the vma holding it (0: none)
+};
+
+struct mm *mm_create(struct kernel *k, int *err);
+void mm_destroy(struct mm *mm);
+void mm_rss_add(struct mm *mm, const struct vma *v, pfn_t pfn, int64_t delta);
+
+// ---- proc.c: processes ----
+struct proc {
+  int pid;                  // process id
+  int ppid;                 // parent's pid
+  struct mm *mm;            // address space
+  struct fdtable fds;       // descriptor table
+  char cwd[4096];           // working directory
+};
+
+struct proc *proc_get(struct kernel *k, int pid);
+int proc_new(struct kernel *k, int ppid, struct proc **out);
+void proc_free(struct kernel *k, struct proc *p);
+
+// ---- kernel.c: the machine ----
+struct kernel {
+  struct frames fr;                  // physical memory
+  struct kstats st;                  // deterministic counters
+  struct proc **procs;               // pid -> process
+  int pid_max, last_pid;             // pid allocation
+  struct inode **itab;               // inode hash (by path)
+  uint32_t itab_cap, inodes;         // buckets, inodes in the table
+  struct inode *dev_null, *dev_zero; // the two devices
+  uint64_t next_ino;                 // inode numbers for tmpfs/shmem
+  int panicked;                      // set by kpanic; every later call fails
+  char panic_msg[256];               // why
+};
+
+void kpanic(struct kernel *k, const char *fmt, ...);
+int path_normalise(const char *cwd, const char *path, char *out, size_t cap);
+#define ENTER(k, pid, p)                 \
+  do {                                   \
+    if ((k)->panicked)                   \
+      return -KPANIC;                    \
+    (p) = proc_get((k), (pid));          \
+    if (!(p))                            \
+      return -ESRCH;                     \
+  } while (0)
+#define LEAVE(k, rc) ((k)->panicked ? -KPANIC : (rc))
+
+// ---- check.c: recompute truth ----
+int check_kernel(struct kernel *k, char *msg, size_t cap);
+
+#endif

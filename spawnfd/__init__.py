@@ -1,0 +1,27 @@
+"""spawnfd: fd-based process creation, COW and shared page tables, measured.
+
+Layout (data flows down, results flow up):
+    spawnfd (this module)   the public names, re-exported explicitly below
+    spawnfd._core           Kernel, Process, AddressSpace: the simulated kernel, synchronous
+    spawnfd._bindings       the only importer of the cffi module (errno -> OSError, lifetimes)
+    csrc/                   the simulated kernel in C: frame, pgtable, vma, fault, mm, file, ...
+    spawnfd.host            the real-Linux backend
+"""
+
+from ._bindings import KernelPanic as KernelPanic
+from ._constants import MADV_KEEPONFORK as MADV_KEEPONFORK
+from ._constants import MADV_WIPEONFORK as MADV_WIPEONFORK
+from ._constants import MAP_FIXED as MAP_FIXED
+from ._constants import MAP_FIXED_NOREPLACE as MAP_FIXED_NOREPLACE
+from ._constants import MAP_GROWSDOWN as MAP_GROWSDOWN
+from ._constants import MAP_SHARED_VALIDATE as MAP_SHARED_VALIDATE
+from ._constants import PAGE_SIZE as PAGE_SIZE
+from ._core import AddressSpace as AddressSpace
+from ._core import FaultStatistics as FaultStatistics
+from ._core import Kernel as Kernel
+from ._core import KernelStatistics as KernelStatistics
+from ._core import MMStatistics as MMStatistics
+from ._core import Process as Process
+from ._core import parse_size as parse_size
+
+__version__ = "0.1.0"

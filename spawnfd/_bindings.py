@@ -1,0 +1,190 @@
+"""The one module that imports the cffi extension ``spawnfd._kernel``.
+
+It owns the C kernel's lifetime (``ffi.gc``), turns every negative errno into the ``OSError``
+subclass the :mod:`os` module would raise, turns the kernel's panic into
+:class:`KernelPanic`, and copies bytes and records across the boundary. Nothing above this
+layer sees ``ffi`` or ``lib``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NoReturn
+
+from ._kernel import ffi, lib
+
+_KPANIC = 1000  # -_KPANIC: the kernel has panicked (csrc/spawnfd.h)
+
+FAULT_KINDS = ("anon", "zero", "file", "shared", "cow", "wp_reuse", "wp_shared")
+KSTAT_FIELDS = tuple(
+    name for name, _ in ffi.typeof("struct kstats").fields if name != "faults"
+)
+MMSTAT_FIELDS = tuple(name for name, _ in ffi.typeof("struct mmstats").fields)
+
+
+class KernelPanic(RuntimeError):
+    """The simulated kernel found a broken invariant; it refuses every later call."""
+
+
+def _raise(handle: "CKernel", rc: int, filename: object = None) -> NoReturn:
+    if -rc == _KPANIC:
+        raise KernelPanic(ffi.string(lib.sfd_panic_message(handle.ptr)).decode())
+    err = -rc
+    if filename is None:
+        raise OSError(err, os.strerror(err))
+    raise OSError(err, os.strerror(err), filename)
+
+
+def _path(path: str | bytes | os.PathLike[Any]) -> bytes:
+    p = os.fsencode(path)
+    if b"\0" in p:
+        raise ValueError("embedded null byte")
+    return p
+
+
+class CKernel:
+    """A booted C kernel. Methods mirror ``csrc/spawnfd.cdef`` with Python types."""
+
+    __slots__ = ("_ptr",)
+
+    def __init__(self, memory_bytes: int) -> None:
+        out = ffi.new("struct kernel **")
+        rc = lib.sfd_kernel_new(memory_bytes, out)
+        if rc < 0:
+            raise OSError(-rc, os.strerror(-rc))
+        self._ptr = ffi.gc(out[0], lib.sfd_kernel_free)
+
+    @property
+    def ptr(self) -> Any:
+        if self._ptr is None:
+            raise ValueError("the kernel is closed")
+        return self._ptr
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            ffi.release(self._ptr)
+            self._ptr = None
+
+    def _call(self, rc: int, filename: object = None) -> int:
+        if rc < 0:
+            _raise(self, rc, filename)
+        return rc
+
+    # ---- kernel ----
+    def kstats(self) -> dict[str, Any]:
+        s = ffi.new("struct kstats *")
+        self._call(lib.sfd_kstats(self.ptr, s))
+        out: dict[str, Any] = {name: getattr(s, name) for name in KSTAT_FIELDS}
+        out["faults"] = {kind: s.faults[i] for i, kind in enumerate(FAULT_KINDS)}
+        return out
+
+    def check(self) -> None:
+        msg = ffi.new("char[]", 512)
+        rc = lib.sfd_check(self.ptr, msg, 512)
+        if rc == -_KPANIC:
+            raise KernelPanic(ffi.string(msg).decode())
+        self._call(rc)
+
+    def fail_alloc_after(self, n: int) -> None:
+        self._call(lib.sfd_fail_alloc_after(self.ptr, n))
+
+    def frame_info(self, pfn: int) -> tuple[int, int]:
+        ref, kind = ffi.new("uint32_t *"), ffi.new("uint32_t *")
+        self._call(lib.sfd_frame_info(self.ptr, pfn, ref, kind))
+        return ref[0], kind[0]
+
+    # ---- memory ----
+    def mmap(self, pid: int, addr: int, length: int, prot: int, flags: int, fd: int,
+             offset: int) -> int:
+        out = ffi.new("uint64_t *")
+        self._call(lib.sfd_mmap(self.ptr, pid, addr, length, prot, flags, fd, offset, out))
+        return int(out[0])
+
+    def munmap(self, pid: int, addr: int, length: int) -> None:
+        self._call(lib.sfd_munmap(self.ptr, pid, addr, length))
+
+    def mprotect(self, pid: int, addr: int, length: int, prot: int) -> None:
+        self._call(lib.sfd_mprotect(self.ptr, pid, addr, length, prot))
+
+    def madvise(self, pid: int, addr: int, length: int, advice: int) -> None:
+        self._call(lib.sfd_madvise(self.ptr, pid, addr, length, advice))
+
+    def populate(self, pid: int, addr: int, length: int, write: bool,
+                 stamp: int | None) -> None:
+        self._call(lib.sfd_populate(self.ptr, pid, addr, length, int(write),
+                                    int(stamp is not None), stamp or 0))
+
+    def mem_read(self, pid: int, addr: int, length: int) -> bytes:
+        buf = ffi.new("uint8_t[]", length)
+        self._call(lib.sfd_mem_read(self.ptr, pid, addr, buf, length))
+        return ffi.buffer(buf, length)[:]
+
+    def mem_write(self, pid: int, addr: int, data: Any) -> None:
+        src = ffi.from_buffer("uint8_t[]", data)
+        self._call(lib.sfd_mem_write(self.ptr, pid, addr, src, len(src)))
+
+    def maps(self, pid: int) -> str:
+        cap = 4096
+        while True:
+            buf = ffi.new("char[]", cap)
+            n = self._call(lib.sfd_maps(self.ptr, pid, buf, cap))
+            if n < cap:
+                return ffi.buffer(buf, n)[:].decode()
+            cap = n + 1
+
+    def mmstats(self, pid: int) -> dict[str, int]:
+        s = ffi.new("struct mmstats *")
+        self._call(lib.sfd_mmstats(self.ptr, pid, s))
+        return {name: getattr(s, name) for name in MMSTAT_FIELDS}
+
+    def translate(self, pid: int, addr: int) -> int:
+        out = ffi.new("uint64_t *")
+        self._call(lib.sfd_translate(self.ptr, pid, addr, out))
+        return int(out[0])
+
+    # ---- files ----
+    def open(self, pid: int, path: str | bytes | os.PathLike[Any], flags: int,
+             mode: int) -> int:
+        return self._call(lib.sfd_open(self.ptr, pid, _path(path), flags, mode), path)
+
+    def close_fd(self, pid: int, fd: int) -> None:
+        self._call(lib.sfd_close(self.ptr, pid, fd))
+
+    def read(self, pid: int, fd: int, n: int, offset: int | None = None) -> bytes:
+        buf = ffi.new("uint8_t[]", max(n, 1))
+        if offset is None:
+            got = self._call(lib.sfd_read(self.ptr, pid, fd, buf, n))
+        else:
+            got = self._call(lib.sfd_pread(self.ptr, pid, fd, buf, n, offset))
+        return ffi.buffer(buf, got)[:]
+
+    def write(self, pid: int, fd: int, data: Any) -> int:
+        src = ffi.from_buffer("uint8_t[]", data)
+        return self._call(lib.sfd_write(self.ptr, pid, fd, src, len(src)))
+
+    def lseek(self, pid: int, fd: int, offset: int, whence: int) -> int:
+        return self._call(lib.sfd_lseek(self.ptr, pid, fd, offset, whence))
+
+    def ftruncate(self, pid: int, fd: int, length: int) -> None:
+        self._call(lib.sfd_ftruncate(self.ptr, pid, fd, length))
+
+    def fstat_size(self, pid: int, fd: int) -> int:
+        out = ffi.new("uint64_t *")
+        self._call(lib.sfd_fstat_size(self.ptr, pid, fd, out))
+        return int(out[0])
+
+    def dup(self, pid: int, fd: int) -> int:
+        return self._call(lib.sfd_dup(self.ptr, pid, fd))
+
+    def dup2(self, pid: int, fd: int, fd2: int) -> int:
+        return self._call(lib.sfd_dup2(self.ptr, pid, fd, fd2))
+
+    def dup3(self, pid: int, fd: int, fd2: int, flags: int) -> int:
+        return self._call(lib.sfd_dup3(self.ptr, pid, fd, fd2, flags))
+
+    def unlink(self, pid: int, path: str | bytes | os.PathLike[Any]) -> None:
+        self._call(lib.sfd_unlink(self.ptr, pid, _path(path)), path)

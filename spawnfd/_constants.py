@@ -1,0 +1,14 @@
+"""Linux constants the standard library's :mod:`mmap` module does not export (x86-64 values).
+
+Everything else is the standard library's: ``os.O_*``, ``mmap.PROT_*``, ``mmap.MAP_*``,
+``mmap.MADV_*``.
+"""
+
+MAP_SHARED_VALIDATE = 0x03
+MAP_FIXED = 0x10
+MAP_GROWSDOWN = 0x100
+MAP_FIXED_NOREPLACE = 0x100000
+MADV_WIPEONFORK = 18
+MADV_KEEPONFORK = 19
+
+PAGE_SIZE = 4096

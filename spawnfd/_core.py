@@ -1,0 +1,376 @@
+"""The simulated kernel, synchronous: :class:`Kernel`, :class:`Process`, :class:`AddressSpace`.
+
+A :class:`Kernel` is one simulated machine whose memory manager lives in C (``csrc/``); this
+module is the typed, documented face of it. Every call is one C call: populating a gigabyte
+is a single call that walks the page tables in C, never a Python loop per page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import re
+import weakref
+from typing import Any, Final, final
+
+from ._bindings import FAULT_KINDS, CKernel, KernelPanic
+
+__all__ = ["Kernel", "Process", "AddressSpace", "KernelStatistics", "MMStatistics",
+           "FaultStatistics", "KernelPanic", "FORK_MODES", "parse_size"]
+
+FORK_MODES: Final = ("copy", "cow-pt", "cow-pt-eager")
+_U64 = 1 << 64
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+# Every kernel not yet collected: the test suite checks each one after every test.
+_live_kernels: weakref.WeakSet[Kernel] = weakref.WeakSet()
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes from an int or a string like ``"512M"``, ``"64G"``, ``"1T"`` (binary units).
+
+    Raises:
+        ValueError: for anything else.
+    """
+    if isinstance(size, bool):
+        raise TypeError("size must be an int or a string like '16G'")
+    if isinstance(size, int):
+        return size
+    m = _SIZE_RE.match(size)
+    if not m:
+        raise ValueError(f"cannot parse size {size!r}; use bytes or e.g. '512M', '64G', '1T'")
+    return int(m.group(1)) * _UNITS[m.group(2).upper()]
+
+
+def _u64(value: int, what: str) -> int:
+    # The C calls take unsigned 64-bit values; out of range is EINVAL, as the kernel says.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not 0 <= value < _U64:
+        raise OSError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: {what} out of range")
+    return value
+
+
+@final
+@dataclasses.dataclass(frozen=True)
+class FaultStatistics:
+    """Page faults since boot, by how they were resolved."""
+
+    anon: int       #: anonymous write fault: a zeroed frame allocated
+    zero: int       #: anonymous read fault: the shared zero page mapped
+    file: int       #: private file read fault: the page-cache page mapped read-only
+    shared: int     #: shared mapping fault: the page-cache page mapped
+    cow: int        #: a page copied (private file write, write to a shared anon page)
+    wp_reuse: int   #: write to a write-protected page its only user: reused in place
+    wp_shared: int  #: write to a write-protected page of a shared mapping
+
+
+@final
+@dataclasses.dataclass(frozen=True)
+class KernelStatistics:
+    """Deterministic counters of a :class:`Kernel`, from ``Kernel.statistics()``."""
+
+    frames_total: int
+    frames_used: int
+    anon_frames: int
+    pagecache_frames: int
+    pagetable_frames: int
+    frames_allocated: int
+    frames_freed: int
+    tables_allocated: int
+    tables_freed: int
+    ptes_copied: int
+    tables_shared: int
+    tables_copied: int
+    tables_reused: int
+    pages_copied: int
+    zero_page_maps: int
+    buffers: int      #: frames whose content is a real 4 KiB host buffer
+    faults: FaultStatistics
+
+    @property
+    def memory_used_bytes(self) -> int:
+        return self.frames_used * 4096
+
+
+@final
+@dataclasses.dataclass(frozen=True)
+class MMStatistics:
+    """Accounting of one address space, from ``AddressSpace.statistics()``."""
+
+    rss_anon_bytes: int
+    rss_file_bytes: int
+    rss_shmem_bytes: int
+    pagetable_bytes: int
+    vma_count: int
+    total_vm_bytes: int
+
+    @property
+    def rss_bytes(self) -> int:
+        return self.rss_anon_bytes + self.rss_file_bytes + self.rss_shmem_bytes
+
+
+@final
+class Kernel:
+    """A simulated machine: frames, page tables, VMAs, page cache, processes.
+
+    ``Kernel(memory="64G")`` boots one; ``k.init`` is pid 1, a process the caller drives.
+    Use it as a context manager (or call :meth:`close`) to give the host memory back at once.
+
+    Args:
+        memory: simulated physical memory, bytes or a string like ``"512M"``, ``"1T"``.
+        fork_mode: default fork policy, one of ``"copy"``, ``"cow-pt"``, ``"cow-pt-eager"``.
+        share_pagetables: share last-level tables of big ``MAP_SHARED`` file mappings.
+
+    Raises:
+        ValueError: an unparsable size or unknown fork mode.
+        OSError: ``EINVAL`` for a size that is not a multiple of 4 KiB between 256 KiB and
+            16 TiB; ``ENOMEM`` if the host cannot reserve the frame metadata.
+    """
+
+    def __init__(self, memory: int | str = "16G", *, fork_mode: str = "copy",
+                 share_pagetables: bool = False) -> None:
+        if fork_mode not in FORK_MODES:
+            raise ValueError(f"fork_mode must be one of {FORK_MODES}, not {fork_mode!r}")
+        self.memory_bytes: Final = parse_size(memory)
+        self.fork_mode: Final = fork_mode
+        self.share_pagetables: Final = bool(share_pagetables)
+        self._c = CKernel(_u64(self.memory_bytes, "memory"))
+        self._procs: dict[int, Process] = {}
+        self.init: Final = self._process(1)
+        _live_kernels.add(self)
+
+    def _process(self, pid: int) -> Process:
+        p = self._procs.get(pid)
+        if p is None:
+            p = self._procs[pid] = Process._new(self, pid)
+        return p
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Tear the machine down now; every later call raises ``ValueError``."""
+        self._c.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._c.closed
+
+    def statistics(self) -> KernelStatistics:
+        """The kernel's deterministic counters, as one frozen record."""
+        raw = self._c.kstats()
+        faults = FaultStatistics(**{k: raw["faults"][k] for k in FAULT_KINDS})
+        raw["faults"] = faults
+        return KernelStatistics(**raw)
+
+    def check(self) -> None:
+        """Recompute refcounts and accounting from scratch and compare.
+
+        Walks every page table of every address space and every page cache, recounting each
+        frame's references, each table's entries, each mm's rss and page-table bytes, inode
+        and file references, and the buddy allocator's free lists.
+
+        Raises:
+            KernelPanic: naming the first mismatch; the kernel then refuses every call.
+        """
+        self._c.check()
+
+    def fail_nth_allocation(self, n: int) -> None:
+        """Fault injection: the ``n``-th frame allocation from now fails with ``ENOMEM``.
+
+        ``n = 0`` turns it off. It fires once.
+        """
+        self._c.fail_alloc_after(_u64(n, "n"))
+
+    def frame_info(self, pfn: int) -> tuple[int, str]:
+        """Refcount and kind (``free``, ``anon``, ``pagecache``, ``pagetable``, ``zero``)."""
+        ref, kind = self._c.frame_info(_u64(pfn, "pfn"))
+        return ref, ("free", "anon", "pagecache", "pagetable", "zero")[kind]
+
+    def __repr__(self) -> str:
+        return f"<spawnfd.Kernel memory={self.memory_bytes} fork_mode={self.fork_mode!r}>"
+
+
+@final
+class Process:
+    """A simulated process. Get one from ``Kernel.init`` (later: fork and spawn).
+
+    Its methods are the system calls a caller-driven process makes; each raises the
+    ``OSError`` subclass the :mod:`os` module would raise for the same errno.
+    """
+
+    pid: int
+    mm: AddressSpace
+
+    def __init__(self) -> None:
+        raise TypeError("get a Process from Kernel.init, fork or spawn")
+
+    @classmethod
+    def _new(cls, kernel: Kernel, pid: int) -> Process:
+        self = object.__new__(cls)
+        self.kernel = kernel
+        self.pid = pid
+        self.mm = AddressSpace._new(self)
+        return self
+
+    @property
+    def _c(self) -> CKernel:
+        return self.kernel._c
+
+    def open(self, path: str | bytes | os.PathLike[Any], flags: int, mode: int = 0o666) -> int:
+        """Open a file into this process's descriptor table; returns the descriptor.
+
+        Host files are visible read-only under their own paths; ``/tmp`` and ``/dev/shm`` are
+        writable tmpfs; ``/dev/null`` and ``/dev/zero`` exist.
+        """
+        return self._c.open(self.pid, path, flags, mode)
+
+    def close(self, fd: int) -> None:
+        """Close a descriptor."""
+        self._c.close_fd(self.pid, fd)
+
+    def read(self, fd: int, n: int) -> bytes:
+        """Read up to ``n`` bytes at the file offset."""
+        return self._c.read(self.pid, fd, _u64(n, "n"))
+
+    def pread(self, fd: int, n: int, offset: int) -> bytes:
+        """Read up to ``n`` bytes at ``offset`` without moving the file offset."""
+        return self._c.read(self.pid, fd, _u64(n, "n"), _u64(offset, "offset"))
+
+    def write(self, fd: int, data: bytes | bytearray | memoryview) -> int:
+        """Write ``data`` at the file offset; returns bytes written."""
+        return self._c.write(self.pid, fd, data)
+
+    def lseek(self, fd: int, offset: int, whence: int) -> int:
+        """Move the file offset (``os.SEEK_SET``/``SEEK_CUR``/``SEEK_END``)."""
+        return self._c.lseek(self.pid, fd, offset, whence)
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        """Set a tmpfs file's size; shrinking unmaps the pages past the end everywhere."""
+        self._c.ftruncate(self.pid, fd, length)
+
+    def fstat_size(self, fd: int) -> int:
+        """The size of the file behind ``fd``."""
+        return self._c.fstat_size(self.pid, fd)
+
+    def dup(self, fd: int) -> int:
+        """Duplicate ``fd`` onto the lowest free descriptor (sharing the file offset)."""
+        return self._c.dup(self.pid, fd)
+
+    def dup2(self, fd: int, fd2: int, inheritable: bool = True) -> int:
+        """Make ``fd2`` refer to ``fd``'s open file; ``inheritable=False`` sets close-on-exec."""
+        if inheritable:
+            return self._c.dup2(self.pid, fd, fd2)
+        return self._c.dup3(self.pid, fd, fd2, os.O_CLOEXEC)
+
+    def unlink(self, path: str | bytes | os.PathLike[Any]) -> None:
+        """Remove a tmpfs name; the file lives on while it is open or mapped."""
+        self._c.unlink(self.pid, path)
+
+    def __repr__(self) -> str:
+        return f"<spawnfd.Process pid={self.pid}>"
+
+
+@final
+class AddressSpace:
+    """A process's memory: ``process.mm``.
+
+    Every access goes through the simulated fault path in C. Addresses and lengths are ints;
+    constants are the :mod:`mmap` module's, plus ``spawnfd.MAP_FIXED``,
+    ``spawnfd.MAP_FIXED_NOREPLACE``, ``spawnfd.MADV_WIPEONFORK`` and ``MADV_KEEPONFORK``.
+    """
+
+    def __init__(self) -> None:
+        raise TypeError("get an AddressSpace from Process.mm")
+
+    @classmethod
+    def _new(cls, proc: Process) -> AddressSpace:
+        self = object.__new__(cls)
+        self._proc = proc
+        return self
+
+    @property
+    def _c(self) -> CKernel:
+        return self._proc.kernel._c
+
+    @property
+    def _pid(self) -> int:
+        return self._proc.pid
+
+    def mmap(self, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0,
+             addr: int = 0) -> int:
+        """Map memory, as mmap(2); returns the address.
+
+        Args:
+            length: bytes (rounded up to pages).
+            prot: ``mmap.PROT_*``.
+            flags: ``mmap.MAP_SHARED``/``MAP_PRIVATE``/``MAP_ANONYMOUS``/``MAP_POPULATE``,
+                ``spawnfd.MAP_FIXED``/``MAP_FIXED_NOREPLACE``.
+            fd: a descriptor of this process for a file mapping.
+            offset: file offset, page aligned.
+            addr: a hint, or the address for ``MAP_FIXED``.
+
+        Raises:
+            OSError: the errno Linux gives (``EINVAL``, ``EBADF``, ``EACCES``, ``EEXIST``,
+                ``ENOMEM``, ``ENODEV``, ``EOVERFLOW``, ``EPERM``, ``EOPNOTSUPP``).
+        """
+        return self._c.mmap(self._pid, _u64(addr, "addr"), _u64(length, "length"), prot,
+                            flags, fd, _u64(offset, "offset"))
+
+    def munmap(self, addr: int, length: int) -> None:
+        """Unmap ``[addr, addr + length)``; emptied page tables are freed."""
+        self._c.munmap(self._pid, _u64(addr, "addr"), _u64(length, "length"))
+
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
+        """Change protection, splitting and merging mappings as Linux does."""
+        self._c.mprotect(self._pid, _u64(addr, "addr"), _u64(length, "length"), prot)
+
+    def madvise(self, addr: int, length: int, advice: int) -> None:
+        """``MADV_DONTNEED``/``FREE``/``DONTFORK``/``DOFORK``/``WIPEONFORK``/``KEEPONFORK``
+        (and the hints ``NORMAL``/``RANDOM``/``SEQUENTIAL``/``WILLNEED``/``(NO)HUGEPAGE``)."""
+        self._c.madvise(self._pid, _u64(addr, "addr"), _u64(length, "length"), advice)
+
+    def populate(self, addr: int, length: int, write: bool = False,
+                 stamp: int | None = None) -> None:
+        """Fault every page of the range in, as ``MADV_POPULATE_READ``/``_WRITE`` does.
+
+        With ``stamp`` (requires ``write``), every page is also filled with that 64-bit value
+        repeated (little-endian): a cheap way to give gigabytes distinct, checkable content.
+
+        Raises:
+            OSError: ``EINVAL`` (unaligned), ``ENOMEM`` (unmapped part or out of simulated
+                memory; pages populated so far stay), ``EFAULT`` (protection).
+        """
+        if stamp is not None:
+            _u64(stamp, "stamp")
+        self._c.populate(self._pid, _u64(addr, "addr"), _u64(length, "length"), write, stamp)
+
+    def read(self, addr: int, length: int) -> bytes:
+        """Read bytes through the fault path (``EFAULT`` outside a mapping or its rights)."""
+        return self._c.mem_read(self._pid, _u64(addr, "addr"), _u64(length, "length"))
+
+    def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        """Write bytes through the fault path (copy-on-write where it applies)."""
+        self._c.mem_write(self._pid, _u64(addr, "addr"), data)
+
+    def maps(self) -> str:
+        """The mappings in ``/proc/PID/maps`` format."""
+        return self._c.maps(self._pid)
+
+    def statistics(self) -> MMStatistics:
+        """rss by kind, page-table bytes, mapping count and size, as one frozen record."""
+        raw = self._c.mmstats(self._pid)
+        return MMStatistics(rss_anon_bytes=raw["rss_anon"] * 4096,
+                            rss_file_bytes=raw["rss_file"] * 4096,
+                            rss_shmem_bytes=raw["rss_shmem"] * 4096,
+                            pagetable_bytes=raw["pagetable_bytes"],
+                            vma_count=raw["vma_count"], total_vm_bytes=raw["total_vm"])
+
+    def translate(self, addr: int) -> int:
+        """The raw x86-64 pte mapping ``addr`` (0 if none), without faulting."""
+        return self._c.translate(self._pid, _u64(addr, "addr"))
