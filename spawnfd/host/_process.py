@@ -1,0 +1,228 @@
+"""A real child process held by a pidfd and awaited by trio, without threads or polling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from typing import Any, NoReturn, TypeVar, final
+
+import trio
+
+T = TypeVar("T")
+
+
+class NoPublicConstructor(type):
+    """Metaclass for handle classes: ``Cls(...)`` raises; the library calls ``Cls._create``."""
+
+    def __call__(cls, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError(f"{cls.__module__}.{cls.__qualname__} has no public constructor")
+
+    def _create(cls: type[T], *args: Any, **kwargs: Any) -> T:
+        return super().__call__(*args, **kwargs)  # type: ignore[misc,no-any-return]
+
+
+def status_from_siginfo(info: os.waitid_result) -> int:
+    """The ``os.waitpid``-style wait status for a ``waitid`` result of an exited child."""
+    if info.si_code == os.CLD_EXITED:
+        return (info.si_status & 0xFF) << 8
+    if info.si_code == os.CLD_DUMPED:
+        return info.si_status | 0x80
+    return info.si_status  # CLD_KILLED
+
+
+# Process objects dropped without being waited for: their pidfds, reaped at the next spawn
+# (what subprocess does with its _active list), so no zombie outlives them for long.
+_orphans: list[int] = []
+
+
+def reap_orphans() -> None:
+    """Reap the children of collected, never-waited-for Process objects that have exited."""
+    for pidfd in list(_orphans):
+        try:
+            if os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG) is None:
+                continue
+        except ChildProcessError:
+            pass
+        _orphans.remove(pidfd)
+        os.close(pidfd)
+
+
+@final
+class Process(metaclass=NoPublicConstructor):
+    r"""A child process on the real kernel, held by a pidfd. Like `trio.Process`.
+
+    There is no public constructor: get one from `spawnfd.host.open_process`, from
+    ``await nursery.start(spawnfd.host.run_process, ...)``, or as ``builder.process`` after a
+    `spawnfd.host.create_process` block launched.
+
+    The pidfd names exactly this child, so signals never reach a recycled pid, and waiting is
+    ``trio.lowlevel.wait_readable(pidfd)`` followed by ``waitid(P_PIDFD)``: no worker thread,
+    no SIGCHLD handler, no polling. The child is reaped as soon as its exit is seen.
+
+    Attributes:
+        args: The command as given.
+        pid: The child's process id.
+        stdin: A `trio.abc.SendStream` to the child's stdin if it was a pipe, else None.
+        stdout: A `trio.abc.ReceiveStream` from the child's stdout if it was a pipe, else None.
+        stderr: A `trio.abc.ReceiveStream` from the child's stderr if it was a pipe, else None.
+        stdio: stdin and stdout stapled into one `trio.StapledStream`, if both are pipes.
+    """
+
+    universal_newlines = False
+    encoding = None
+    errors = None
+
+    def __init__(
+        self,
+        args: object,
+        pid: int,
+        pidfd: int,
+        stdin: trio.abc.SendStream | None = None,
+        stdout: trio.abc.ReceiveStream | None = None,
+        stderr: trio.abc.ReceiveStream | None = None,
+    ) -> None:
+        self.args = args
+        self.pid = pid
+        self._pidfd: int | None = pidfd
+        self._status: int | None = None
+        self._wait_lock = trio.Lock()
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.stdio: trio.StapledStream | None = None
+        if stdin is not None and stdout is not None:
+            self.stdio = trio.StapledStream(stdin, stdout)
+
+    def __repr__(self) -> str:
+        rc = self.returncode
+        if rc is None:
+            state = f"running with PID {self.pid}"
+        elif rc < 0:
+            state = f"exited with signal {-rc}"
+        else:
+            state = f"exited with status {rc}"
+        return f"<spawnfd.host.Process {self.args!r}: {state}>"
+
+    def __del__(self) -> None:
+        pidfd = getattr(self, "_pidfd", None)
+        if pidfd is not None and self._reap(block=False) is None:
+            _orphans.append(pidfd)
+            self._pidfd = None
+
+    @property
+    def pidfd(self) -> int | None:
+        """The pidfd holding the child, or None once the child has been reaped."""
+        return self._pidfd
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status, ``-signum`` if a signal killed the child, or None while it runs.
+
+        As in trio, reading it checks the child (without blocking) and reaps it if it exited.
+        """
+        status = self._reap(block=False)
+        return None if status is None else os.waitstatus_to_exitcode(status)
+
+    @property
+    def wait_status(self) -> int | None:
+        """The raw wait status (as `os.waitpid` and `os.system` return it), or None."""
+        return self._reap(block=False)
+
+    def poll(self) -> int | None:
+        """The same as `returncode`, for code ported from `subprocess`."""
+        return self.returncode
+
+    async def wait(self) -> int:
+        """Block until the child exits, reap it, and return `returncode`.
+
+        Returns:
+            The exit status, or ``-signum`` if a signal killed the child.
+        """
+        await self._wait_status()
+        rc = self.returncode
+        assert rc is not None
+        return rc
+
+    async def _wait_status(self) -> int:
+        async with self._wait_lock:
+            if self._reap(block=False) is None:
+                assert self._pidfd is not None
+                try:
+                    await trio.lowlevel.wait_readable(self._pidfd)
+                except trio.ClosedResourceError:
+                    pass  # poll() in another task reaped it and closed the pidfd
+                self._reap(block=True)
+        assert self._status is not None
+        return self._status
+
+    def send_signal(self, sig: int) -> None:
+        """Send sig to the child through its pidfd; nothing if it has already been reaped.
+
+        Args:
+            sig: A signal number, e.g. ``signal.SIGINT``.
+        """
+        if self.poll() is not None:
+            return
+        assert self._pidfd is not None
+        try:
+            signal.pidfd_send_signal(self._pidfd, sig)
+        except ProcessLookupError:
+            pass
+
+    def terminate(self) -> None:
+        """Send ``SIGTERM``."""
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Send ``SIGKILL``."""
+        self.send_signal(signal.SIGKILL)
+
+    async def aclose(self) -> None:
+        """Close the pipes to the child and wait for it to exit.
+
+        If cancelled, kill the child and wait for it to finish exiting before propagating the
+        cancellation, so no zombie is left behind.
+        """
+        with trio.CancelScope(shield=True):
+            for stream in (self.stdin, self.stdout, self.stderr):
+                if stream is not None:
+                    await stream.aclose()
+        try:
+            await self.wait()
+        finally:
+            if self._status is None:
+                self.kill()
+                with trio.CancelScope(shield=True):
+                    await self.wait()
+
+    def _reap(self, *, block: bool) -> int | None:
+        if self._status is not None or self._pidfd is None:
+            return self._status
+        try:
+            info = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | (0 if block else os.WNOHANG))
+        except ChildProcessError:
+            status = 0  # reaped behind our back (waitpid(-1) elsewhere): as subprocess does
+        else:
+            if info is None:
+                return None
+            status = status_from_siginfo(info)
+        self._status = status
+        self._close_pidfd()
+        return status
+
+    def _close_pidfd(self) -> None:
+        fd, self._pidfd = self._pidfd, None
+        if fd is None:
+            return
+        try:
+            trio.lowlevel.notify_closing(fd)
+        except RuntimeError:
+            pass  # not inside trio.run: nobody can be waiting on it
+        os.close(fd)
+
+
+def check_returncode(proc: Process, stdout: bytes | None, stderr: bytes | None) -> None:
+    """Raise `subprocess.CalledProcessError` if proc exited nonzero (as trio.run_process)."""
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, proc.args, output=stdout, stderr=stderr)

@@ -1,0 +1,503 @@
+"""Drop-ins for `trio.run_process` and `trio.lowlevel.open_process`, plus `system`.
+
+Same signatures, same results, same exceptions; the difference is underneath. trio hands
+`subprocess.Popen` to a worker thread and waits on a pidfd opened after the fact; these launch
+from the trio thread with one C call (a ``clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`` child
+that never copies the parent), get the pidfd atomically, and wait on it with
+`trio.lowlevel.wait_readable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import warnings
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Union
+
+import trio
+
+from . import _libc_bindings as _libc
+from ._process import Process, check_returncode, reap_orphans
+
+StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+Command = Union[StrOrBytesPath, Sequence[StrOrBytesPath]]
+Redirect = Union[int, Any, None]  # an fd, an object with fileno(), PIPE, DEVNULL, STDOUT or None
+
+_SHELL = "/bin/sh"
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+# Dispositions subprocess's restore_signals=True puts back: Python ignores these in the parent.
+RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+RESTORED_MASK = sum(1 << (s - 1) for s in RESTORED_SIGNALS)
+
+_UNSUPPORTED = {
+    "preexec_fn": "it runs Python in the child between fork and exec, which needs a copy of the "
+    "parent; use the steps of spawnfd.host.create_process() instead",
+    "user": "changing credentials before exec is not implemented by spawnfd.host",
+    "group": "changing credentials before exec is not implemented by spawnfd.host",
+    "extra_groups": "changing credentials before exec is not implemented by spawnfd.host",
+}
+_POSIX_ONLY_IGNORED = ("startupinfo", "creationflags")
+_KNOWN = {
+    "cwd",
+    "env",
+    "shell",
+    "executable",
+    "close_fds",
+    "pass_fds",
+    "start_new_session",
+    "process_group",
+    "restore_signals",
+    "umask",
+    "pipesize",
+    "text",
+    "universal_newlines",
+    "encoding",
+    "errors",
+    "bufsize",
+    *_UNSUPPORTED,
+    *_POSIX_ONLY_IGNORED,
+}
+
+
+def fsencode_arg(arg: StrOrBytesPath) -> bytes:
+    """An argv/env item as bytes; ValueError on an embedded NUL, as `os.execv` raises."""
+    b = os.fsencode(arg)
+    if b"\0" in b:
+        raise ValueError("embedded null byte")
+    return b
+
+
+def env_items(env: Mapping[Any, Any]) -> list[bytes]:
+    """``KEY=value`` items for envp, checked as subprocess checks them."""
+    items = []
+    for k, v in env.items():
+        kb, vb = fsencode_arg(k), fsencode_arg(v)
+        if b"=" in kb:
+            raise ValueError("illegal environment variable name")
+        items.append(kb + b"=" + vb)
+    return items
+
+
+def exec_candidates(executable: bytes, env: Mapping[Any, Any] | None) -> list[bytes]:
+    """The paths execve tries, in order: executable itself, or each PATH entry (as Popen)."""
+    if os.path.dirname(executable):
+        return [executable]
+    return [os.path.join(os.fsencode(d), executable) for d in os.get_exec_path(env)]
+
+
+def first_existing(paths: list[bytes]) -> list[bytes]:
+    """For posix_spawn, which tries one path: the first candidate that exists, else the last."""
+    for p in paths:
+        try:
+            os.stat(p)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:
+            pass
+        return [p]
+    return paths[-1:]
+
+
+def _fileno(obj: Any) -> int:
+    return obj if isinstance(obj, int) else int(obj.fileno())
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    for key in ("universal_newlines", "text", "encoding", "errors", "bufsize"):
+        if options.get(key):
+            raise TypeError(
+                "spawnfd.host.Process only supports communicating over unbuffered byte streams; "
+                f"the '{key}' option is not supported"
+            )
+    for key in options:
+        if key not in _KNOWN:
+            raise TypeError(f"open_process() got an unexpected keyword argument {key!r}")
+        if key in _UNSUPPORTED and options[key] is not None:
+            raise NotImplementedError(f"{key}= is not supported: {_UNSUPPORTED[key]}")
+    for key in _POSIX_ONLY_IGNORED:
+        if options.get(key):
+            raise ValueError(f"{key} is only supported on Windows platforms")
+
+
+def _argv(command: Command, shell: bool, executable: StrOrBytesPath | None) -> tuple[list[Any], Any]:
+    """argv and the name errors report (Popen's orig_executable), as Popen builds them."""
+    if isinstance(command, (str, bytes)):
+        args: list[Any] = [command]
+    elif isinstance(command, os.PathLike):
+        if shell:
+            raise TypeError("path-like args is not allowed when shell is true")
+        args = [command]
+    else:
+        args = list(command)
+    if shell:
+        args = [_SHELL, "-c", *args]
+        if executable:
+            args[0] = executable
+    if not args:
+        raise IndexError("list index out of range")  # what Popen raises for []
+    return args, (executable if executable is not None else args[0])
+
+
+async def open_process(
+    command: Command,
+    *,
+    stdin: Redirect = None,
+    stdout: Redirect = None,
+    stderr: Redirect = None,
+    method: str = "spawnfd",
+    **options: Any,
+) -> Process:
+    r"""Start a child program on the real kernel; the host twin of `trio.lowlevel.open_process`.
+
+    Takes the same arguments and the `subprocess` options trio passes on (``cwd``, ``env``,
+    ``shell``, ``executable``, ``close_fds``, ``pass_fds``, ``start_new_session``,
+    ``process_group``, ``restore_signals``, ``umask``, ``pipesize``). The child never shares a
+    copy of the parent's memory (unless ``method="fork-exec"``), is held by a pidfd from the
+    moment it exists, and inherits no descriptor of the parent beyond 0, 1, 2 and ``pass_fds``.
+
+    Args:
+        command: A sequence of arguments, or a string with ``shell=True``.
+        stdin: ``subprocess.PIPE`` (then `Process.stdin` is a stream), ``subprocess.DEVNULL``,
+            an fd or an object with ``fileno()``, or None to share the parent's.
+        stdout: Like stdin, for the child's standard output.
+        stderr: Like stdout; ``subprocess.STDOUT`` sends it wherever stdout goes.
+        method: ``"spawnfd"`` (default: the vfork-style clone with a pidfd and precise
+            errors), ``"fork-exec"`` (the same child after a copying fork, for comparison) or
+            ``"posix_spawn"`` (glibc posix_spawn, then pidfd_open).
+        **options: subprocess options, as above.
+
+    Returns:
+        A running `Process`.
+
+    Raises:
+        OSError: The child could not be started: the exact subclass, with the program (or the
+            ``cwd``) as filename, as `subprocess.Popen` raises it.
+        TypeError: A string command without ``shell=True``, a sequence with it, a text-mode
+            option, or an unknown option.
+        NotImplementedError: ``preexec_fn``, ``user``, ``group`` or ``extra_groups``.
+    """
+    _check_options(options)
+    shell = bool(options.get("shell", False))
+    if isinstance(command, str) and not shell:
+        raise TypeError("command must be a sequence (not a string) if shell=False on UNIX systems")
+    if not isinstance(command, str) and shell:
+        raise TypeError("command must be a string (not a sequence) if shell=True on UNIX systems")
+    await trio.lowlevel.checkpoint_if_cancelled()
+    reap_orphans()
+
+    args, orig_executable = _argv(command, shell, options.get("executable"))
+    env = options.get("env")
+    argv = [fsencode_arg(a) for a in args]
+    envp = None if env is None else env_items(env)
+    paths = exec_candidates(fsencode_arg(orig_executable), env)
+    if method == "posix_spawn":
+        paths = first_existing(paths)
+
+    actions: list[_libc.Action] = []
+    names: list[object] = []
+    trio_stdin: trio.lowlevel.FdStream | None = None
+    trio_stdout: trio.lowlevel.FdStream | None = None
+    trio_stderr: trio.lowlevel.FdStream | None = None
+    pipesize = options.get("pipesize", -1)
+
+    with contextlib.ExitStack() as always, contextlib.ExitStack() as on_fail:
+        devnull = -1
+
+        def child_end(spec: Redirect, target: int) -> int | None:
+            nonlocal devnull, trio_stdin, trio_stdout, trio_stderr
+            if spec is None:
+                return None
+            if spec == subprocess.PIPE:
+                r, w = os.pipe()
+                ours, theirs = (w, r) if target == 0 else (r, w)
+                always.callback(os.close, theirs)
+                if pipesize > 0:
+                    fcntl.fcntl(ours, _F_SETPIPE_SZ, pipesize)
+                stream = trio.lowlevel.FdStream(ours)
+                on_fail.callback(stream.close)
+                if target == 0:
+                    trio_stdin = stream
+                elif target == 1:
+                    trio_stdout = stream
+                else:
+                    trio_stderr = stream
+                return theirs
+            if spec == subprocess.DEVNULL:
+                if devnull < 0:
+                    devnull = os.open(os.devnull, os.O_RDWR)
+                    always.callback(os.close, devnull)
+                return devnull
+            return _fileno(spec)
+
+        fd0 = child_end(stdin, 0)
+        fd1 = child_end(stdout, 1)
+        if stderr == subprocess.STDOUT:
+            fd2: int | None = fd1 if fd1 is not None else 1
+        else:
+            fd2 = child_end(stderr, 2)
+        for fd, target in ((fd0, 0), (fd1, 1), (fd2, 2)):
+            if fd is not None:
+                actions.append(_libc.Action(_libc.DUP2, fd, target))
+                names.append(None)
+        for fd in sorted(set(map(int, options.get("pass_fds", ())))):
+            actions.append(_libc.Action(_libc.DUP2, fd, fd))
+            names.append(None)
+        cwd = options.get("cwd")
+        if cwd is not None:
+            actions.append(_libc.Action(_libc.CHDIR, path=fsencode_arg(cwd)))
+            names.append(cwd)
+        umask = options.get("umask", -1)
+        if umask is not None and umask >= 0:
+            if method == "posix_spawn":
+                raise NotImplementedError("glibc posix_spawn cannot set a umask; use method='spawnfd'")
+            actions.append(_libc.Action(_libc.UMASK, arg=umask))
+            names.append(None)
+        if options.get("start_new_session"):
+            actions.append(_libc.Action(_libc.SETSID))
+            names.append(None)
+        pgid = options.get("process_group")
+        if pgid is not None and pgid >= 0:
+            actions.append(_libc.Action(_libc.SETPGID, arg=pgid))
+            names.append(None)
+        names.append(orig_executable)
+        pid, pidfd = _libc.launch(
+            paths,
+            argv,
+            envp,
+            actions,
+            names,
+            method=method,
+            cloexec_from=3 if options.get("close_fds", True) else -1,
+            sigdefault=RESTORED_MASK if options.get("restore_signals", True) else 0,
+        )
+        on_fail.pop_all()
+    proc = Process._create(command, pid, pidfd, trio_stdin, trio_stdout, trio_stderr)
+    await trio.lowlevel.cancel_shielded_checkpoint()
+    return proc
+
+
+async def _posix_deliver_cancel(p: Process) -> None:
+    try:
+        p.terminate()
+        await trio.sleep(5)
+        warnings.warn(
+            RuntimeWarning(
+                f"process {p!r} ignored SIGTERM for 5 seconds. "
+                "(Maybe you should pass a custom deliver_cancel?) "
+                "Trying SIGKILL."
+            ),
+            stacklevel=1,
+        )
+        p.kill()
+    except OSError as exc:
+        warnings.warn(
+            RuntimeWarning(f"tried to kill process {p!r}, but failed with: {exc!r}"), stacklevel=1
+        )
+
+
+async def _supervise(
+    command: Command,
+    *,
+    stdin: bytes | bytearray | memoryview | Redirect,
+    capture_stdout: bool,
+    capture_stderr: bool,
+    deliver_cancel: Callable[[Process], Awaitable[object]] | None,
+    task_status: trio.TaskStatus[Process],
+    options: dict[str, Any],
+) -> tuple[Process, bytes | None, bytes | None]:
+    """trio.run_process's body: start, feed, collect, wait, and kill if cancelled."""
+    if isinstance(stdin, str):
+        raise UnicodeError("process stdin must be bytes, not str")
+    if task_status is trio.TASK_STATUS_IGNORED:
+        if stdin is subprocess.PIPE:
+            raise ValueError(
+                "stdout=subprocess.PIPE is only valid with nursery.start, "
+                "since that's the only way to access the pipe; use nursery.start "
+                "or pass the data you want to write directly"
+            )
+        for name in ("stdout", "stderr"):
+            if options.get(name) is subprocess.PIPE:
+                raise ValueError(
+                    f"{name}=subprocess.PIPE is only valid with nursery.start, "
+                    "since that's the only way to access the pipe"
+                )
+    data: bytes | bytearray | memoryview | None = None
+    if isinstance(stdin, (bytes, bytearray, memoryview)):
+        data = stdin
+        options["stdin"] = subprocess.PIPE
+    else:
+        options["stdin"] = stdin
+    if capture_stdout:
+        if "stdout" in options:
+            raise ValueError("can't specify both stdout and capture_stdout")
+        options["stdout"] = subprocess.PIPE
+    if capture_stderr:
+        if "stderr" in options:
+            raise ValueError("can't specify both stderr and capture_stderr")
+        options["stderr"] = subprocess.PIPE
+    if deliver_cancel is None:
+        deliver_cancel = _posix_deliver_cancel
+
+    stdout_chunks: list[bytes] = []
+    stderr_chunks: list[bytes] = []
+
+    async def feed_input(stream: trio.abc.SendStream, data: bytes | bytearray | memoryview) -> None:
+        async with stream:
+            try:
+                await stream.send_all(data)
+            except trio.BrokenResourceError:
+                pass
+
+    async def read_output(stream: trio.abc.ReceiveStream, chunks: list[bytes]) -> None:
+        async with stream:
+            async for chunk in stream:
+                chunks.append(chunk)
+
+    async with trio.open_nursery() as nursery:
+        proc = await open_process(command, **options)
+        try:
+            if data is not None:
+                assert proc.stdin is not None
+                if len(data):
+                    nursery.start_soon(feed_input, proc.stdin, data)
+                else:  # nothing to feed: end-of-file now, without a task
+                    await proc.stdin.aclose()
+                proc.stdin = None
+                proc.stdio = None
+            if capture_stdout:
+                assert proc.stdout is not None
+                nursery.start_soon(read_output, proc.stdout, stdout_chunks)
+                proc.stdout = None
+                proc.stdio = None
+            if capture_stderr:
+                assert proc.stderr is not None
+                nursery.start_soon(read_output, proc.stderr, stderr_chunks)
+                proc.stderr = None
+            task_status.started(proc)
+            await proc.wait()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                killer_cscope = trio.CancelScope(shield=True)
+
+                async def killer() -> None:
+                    with killer_cscope:
+                        await deliver_cancel(proc)  # type: ignore[misc]
+
+                nursery.start_soon(killer)
+                await proc.wait()
+                killer_cscope.cancel()
+                raise
+
+    stdout = b"".join(stdout_chunks) if capture_stdout else None
+    stderr = b"".join(stderr_chunks) if capture_stderr else None
+    return proc, stdout, stderr
+
+
+async def run_process(
+    command: Command,
+    *,
+    stdin: bytes | bytearray | memoryview | Redirect = b"",
+    capture_stdout: bool = False,
+    capture_stderr: bool = False,
+    check: bool = True,
+    deliver_cancel: Callable[[Process], Awaitable[object]] | None = None,
+    task_status: trio.TaskStatus[Process] = trio.TASK_STATUS_IGNORED,
+    method: str = "spawnfd",
+    **options: Any,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run command to completion on the real kernel; the host twin of `trio.run_process`.
+
+    Same arguments, defaults and behaviour as trio's: ``stdin`` as bytes (fed, then EOF; the
+    default ``b""`` gives an empty stdin) or anything `open_process` takes, ``capture_stdout``
+    and ``capture_stderr``, ``check`` raising `subprocess.CalledProcessError` with the captured
+    output, ``deliver_cancel`` (default: SIGTERM, then SIGKILL after 5 s), and ``task_status``
+    for ``await nursery.start(run_process, ...)``, which returns the `Process`. The function
+    always waits for the child to exit, cancelled or not.
+
+    Args:
+        command: A sequence of arguments, or a string with ``shell=True``.
+        stdin: Bytes to feed, or a redirection as for `open_process`.
+        capture_stdout: Collect stdout into the result.
+        capture_stderr: Collect stderr into the result.
+        check: Raise `subprocess.CalledProcessError` if the child exits nonzero.
+        deliver_cancel: ``async def f(process)`` that makes the child exit when cancelled.
+        task_status: For `trio.Nursery.start`.
+        method: ``"spawnfd"``, ``"fork-exec"`` or ``"posix_spawn"`` (see `open_process`).
+        **options: `open_process` options, including ``stdout`` and ``stderr``.
+
+    Returns:
+        A `subprocess.CompletedProcess` (with ``stdout``/``stderr`` bytes if captured).
+
+    Raises:
+        subprocess.CalledProcessError: check is true and the child exited nonzero.
+        OSError: The child could not be started.
+        ValueError: Conflicting redirections, or a pipe that nobody could read.
+        UnicodeError: stdin is a str.
+    """
+    options["method"] = method
+    proc, stdout, stderr = await _supervise(
+        command,
+        stdin=stdin,
+        capture_stdout=capture_stdout,
+        capture_stderr=capture_stderr,
+        deliver_cancel=deliver_cancel,
+        task_status=task_status,
+        options=options,
+    )
+    if check:
+        check_returncode(proc, stdout, stderr)
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+async def system(
+    command: str | bytes,
+    *,
+    method: str = "spawnfd",
+    deliver_cancel: Callable[[Process], Awaitable[object]] | None = None,
+) -> int:
+    """Run ``/bin/sh -c command`` and return its wait status, as `os.system` does.
+
+    The shell shares the parent's stdin, stdout and stderr. Decode the result with
+    `os.waitstatus_to_exitcode` or ``os.WIFEXITED`` and friends. If cancelled, the shell is
+    stopped as `run_process` stops a child (``deliver_cancel``) and waited for.
+
+    Args:
+        command: The shell command line.
+        method: ``"spawnfd"``, ``"fork-exec"`` or ``"posix_spawn"`` (see `open_process`).
+        deliver_cancel: As for `run_process`.
+
+    Returns:
+        The wait status: ``exit_code << 8``, or the signal number (``| 0x80`` with a core dump).
+
+    Raises:
+        OSError: The shell could not be started.
+    """
+    proc, _, _ = await _supervise(
+        os.fsdecode(command),
+        stdin=None,
+        capture_stdout=False,
+        capture_stderr=False,
+        deliver_cancel=deliver_cancel,
+        task_status=trio.TASK_STATUS_IGNORED,
+        options={"shell": True, "method": method},
+    )
+    status = proc.wait_status
+    assert status is not None
+    return status
+
+
+def signal_mask(signals: Iterable[int]) -> int:
+    """Signals as the bit mask the launcher takes (bit ``sig - 1``); ValueError if out of range."""
+    bits = 0
+    for sig in signals:
+        sig = int(sig)
+        if not 1 <= sig <= 64:
+            raise ValueError(f"signal number {sig} out of range [1; 64]")
+        bits |= 1 << (sig - 1)
+    return bits
