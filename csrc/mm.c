@@ -62,10 +62,17 @@ static void merge_range(struct mm *mm, uint64_t start, uint64_t end) {
   }
 }
 
-// Make start and end vma boundaries. Reserves room first, so it fails (-ENOMEM) before
-// changing anything. compare the map_count checks of Linux do_vmi_align_munmap().
+// Whether a split at addr is needed (addr lies strictly inside a vma).
+static int needs_split(struct mm *mm, uint64_t addr) {
+  struct vma *v = vma_find(&mm->vmas, addr);
+  return v && v->start != addr;
+}
+
+// Make start and end vma boundaries. Reserves room for the splits first, so it fails
+// (-ENOMEM: vm.max_map_count) before changing anything. compare Linux do_vmi_align_munmap().
 static int split_range(struct mm *mm, uint64_t start, uint64_t end) {
-  int err = vma_reserve(&mm->vmas, 2);
+  uint32_t need = (uint32_t)needs_split(mm, start) + (uint32_t)needs_split(mm, end);
+  int err = need ? vma_reserve(&mm->vmas, need) : 0;
   if (err)
     return err;
   if ((err = split_at(mm, start)))

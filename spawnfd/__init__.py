@@ -16,6 +16,7 @@ from ._constants import MAP_FIXED_NOREPLACE as MAP_FIXED_NOREPLACE
 from ._constants import MAP_GROWSDOWN as MAP_GROWSDOWN
 from ._constants import MAP_SHARED_VALIDATE as MAP_SHARED_VALIDATE
 from ._constants import PAGE_SIZE as PAGE_SIZE
+from ._constants import PROT_NONE as PROT_NONE
 from ._core import AddressSpace as AddressSpace
 from ._core import FaultStatistics as FaultStatistics
 from ._core import Kernel as Kernel

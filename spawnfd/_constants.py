@@ -4,6 +4,7 @@ Everything else is the standard library's: ``os.O_*``, ``mmap.PROT_*``, ``mmap.M
 ``mmap.MADV_*``.
 """
 
+PROT_NONE = 0  # not in the mmap module
 MAP_SHARED_VALIDATE = 0x03
 MAP_FIXED = 0x10
 MAP_GROWSDOWN = 0x100
