@@ -240,7 +240,7 @@ static int check_buddy(struct recount *r) {
   uint64_t free_frames = 0;
   for (unsigned o = 0; o <= MAX_ORDER; o++) {
     uint64_t n = 0;
-    for (pfn_t p = fr->free_head[o]; p != NO_PFN; p = (pfn_t)(fr->f[p].data >> 32)) {
+    for (pfn_t p = fr->free_head[o]; p != NO_PFN; p = (pfn_t)(fr->data[p] >> 32)) {
       if (p >= fr->nframes || (p & ((1U << o) - 1)) || fr->f[p].kind != FK_FREE ||
           fr->f[p].aux != (FF_BUDDY_HEAD | o) || ++n > fr->free_count[o])
         return fail(r, "buddy list of order %u is corrupt at pfn %u", o, p);
@@ -251,6 +251,12 @@ static int check_buddy(struct recount *r) {
       return fail(r, "buddy list of order %u holds %lu blocks, counted %lu", o,
                   (unsigned long)fr->free_count[o], (unsigned long)n);
     free_frames += n << o;
+  }
+  for (int run = 0; run < 2; run++) {
+    for (pfn_t p = fr->run_next[run]; p < fr->run_end[run]; p++)
+      if (fr->f[p].kind != FK_FREE || (p < fr->high && r->ref[p]))
+        return fail(r, "pfn %u of allocation run %d is in use", p, run);
+    free_frames += fr->run_end[run] - fr->run_next[run];
   }
   if (free_frames + fr->used != fr->nframes)
     return fail(r, "%lu free + %u used frames != %u", (unsigned long)free_frames, fr->used,

@@ -62,7 +62,7 @@ static int copy_page(struct kernel *k, pfn_t src, pfn_t *out) {
   int err = frame_alloc(k, FK_ANON, out);
   if (err)
     return err;
-  if ((err = frame_copy_content(&k->fr, &k->fr.f[*out], &k->fr.f[src]))) {
+  if ((err = frame_copy_content(&k->fr, *out, src))) {
     frame_put(k, *out);
     return err;
   }

@@ -293,7 +293,7 @@ static int pagecache_reserve(struct inode *ino, uint64_t idx) {
 }
 
 // Read page idx of a host file into a fresh frame's content.
-static int host_fill(struct kernel *k, struct inode *ino, uint64_t idx, struct frame *f) {
+static int host_fill(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t pfn) {
   uint8_t buf[PAGE_SIZE];
   if (ino->host_fd < 0 && (ino->host_fd = open(ino->path, O_RDONLY | O_CLOEXEC)) < 0)
     return -EIO;
@@ -305,7 +305,7 @@ static int host_fill(struct kernel *k, struct inode *ino, uint64_t idx, struct f
     uint64_t w;
     memcpy(&w, buf + i, 8);
     if (w)
-      return frame_write_bytes(&k->fr, f, 0, buf, PAGE_SIZE);
+      return frame_write_bytes(&k->fr, pfn, 0, buf, PAGE_SIZE);
   }
   return 0;  // an all-zero page stays CT_ZERO
 }
@@ -323,7 +323,7 @@ int pagecache_get(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t *out)
   pfn_t pfn;
   if ((err = frame_alloc(k, FK_PAGECACHE, &pfn)))
     return err;
-  if (ino->kind == IK_HOST && (err = host_fill(k, ino, idx, &k->fr.f[pfn]))) {
+  if (ino->kind == IK_HOST && (err = host_fill(k, ino, idx, pfn))) {
     frame_put(k, pfn);
     return err;
   }
@@ -345,8 +345,7 @@ int inode_truncate(struct kernel *k, struct inode *ino, uint64_t size) {
     if ((size & (PAGE_SIZE - 1)) && keep - 1 < ino->cache_cap && ino->cache[keep - 1] != NO_PFN) {
       uint8_t zero[PAGE_SIZE] = {0};
       uint64_t off = size & (PAGE_SIZE - 1);
-      struct frame *f = &k->fr.f[ino->cache[keep - 1]];
-      if (frame_write_bytes(&k->fr, f, off, zero, PAGE_SIZE - off))
+      if (frame_write_bytes(&k->fr, ino->cache[keep - 1], off, zero, PAGE_SIZE - off))
         return -ENOMEM;
     }
   }
@@ -369,7 +368,7 @@ int inode_read(struct kernel *k, struct inode *ino, uint64_t off, uint8_t *buf, 
     int err = pagecache_get(k, ino, pos >> PAGE_SHIFT, &pfn);
     if (err)
       return done ? (int)done : err;
-    frame_read_bytes(&k->fr.f[pfn], in, buf + done, chunk);
+    frame_read_bytes(&k->fr, pfn, in, buf + done, chunk);
     done += chunk;
   }
   return (int)n;
@@ -389,7 +388,7 @@ int inode_write(struct kernel *k, struct inode *ino, uint64_t off, const uint8_t
     pfn_t pfn;
     int err = pagecache_get(k, ino, pos >> PAGE_SHIFT, &pfn);
     if (!err)
-      err = frame_write_bytes(&k->fr, &k->fr.f[pfn], in, buf + done, chunk);
+      err = frame_write_bytes(&k->fr, pfn, in, buf + done, chunk);
     if (err) {
       if (!done)
         return err;

@@ -1,9 +1,9 @@
 // frame.c — physical memory: frame metadata, a buddy allocator, and frame content.
 //
-// Metadata is one 16-byte struct frame per 4 KiB frame, in an array reserved with
-// MAP_NORESERVE: the host backs only the pages of it that are touched, so a terabyte of
-// simulated memory costs nothing until used. Untouched metadata reads as zero, which is a
-// free frame that is not the head of a buddy block.
+// Metadata is one 8-byte struct frame per 4 KiB frame plus a 64-bit data word in a parallel
+// array, both reserved with MAP_NORESERVE: the host backs only the pages that are touched,
+// so a terabyte of simulated memory costs nothing until used. Untouched metadata reads as
+// zero, which is a free frame that is not the head of a buddy block.
 //
 // Content is materialised lazily: CT_ZERO (all zero), CT_STAMP (a 64-bit value repeated,
 // what populate writes) or CT_BUF (a real malloc'd 4 KiB buffer, once bytes are written).
@@ -13,11 +13,13 @@
 
 #include "spawnfd.h"
 
-static inline uint32_t link_next(const struct frame *f) { return (uint32_t)(f->data >> 32); }
-static inline uint32_t link_prev(const struct frame *f) { return (uint32_t)f->data; }
+static inline uint32_t link_next(const struct frames *fr, pfn_t p) {
+  return (uint32_t)(fr->data[p] >> 32);
+}
+static inline uint32_t link_prev(const struct frames *fr, pfn_t p) { return (uint32_t)fr->data[p]; }
 
-static inline void link_set(struct frame *f, uint32_t next, uint32_t prev) {
-  f->data = ((uint64_t)next << 32) | prev;
+static inline void link_set(struct frames *fr, pfn_t p, uint32_t next, uint32_t prev) {
+  fr->data[p] = ((uint64_t)next << 32) | prev;
 }
 
 // Push the free block at p of the given order on its list (LIFO).
@@ -27,25 +29,24 @@ static void free_list_push(struct frames *fr, unsigned order, pfn_t p) {
   f->kind = FK_FREE;
   f->ref = 0;
   f->aux = (uint16_t)(FF_BUDDY_HEAD | order);
-  link_set(f, head, NO_PFN);
+  link_set(fr, p, head, NO_PFN);
   if (head != NO_PFN)
-    link_set(&fr->f[head], link_next(&fr->f[head]), p);
+    link_set(fr, head, link_next(fr, head), p);
   fr->free_head[order] = p;
   fr->free_count[order]++;
 }
 
 // Unlink the free block at p from the list of its order.
 static void free_list_del(struct frames *fr, unsigned order, pfn_t p) {
-  struct frame *f = &fr->f[p];
-  uint32_t next = link_next(f), prev = link_prev(f);
+  uint32_t next = link_next(fr, p), prev = link_prev(fr, p);
   if (prev != NO_PFN)
-    link_set(&fr->f[prev], next, link_prev(&fr->f[prev]));
+    link_set(fr, prev, next, link_prev(fr, prev));
   else
     fr->free_head[order] = next;
   if (next != NO_PFN)
-    link_set(&fr->f[next], link_next(&fr->f[next]), prev);
-  f->aux = 0;
-  f->data = 0;
+    link_set(fr, next, link_next(fr, next), prev);
+  fr->f[p].aux = 0;
+  fr->data[p] = 0;
   fr->free_count[order]--;
 }
 
@@ -58,11 +59,20 @@ int frames_init(struct frames *fr, uint64_t mem_bytes) {
     return -EINVAL;
   fr->nframes = (uint32_t)(mem_bytes >> PAGE_SHIFT);
   fr->map_bytes = (size_t)fr->nframes * sizeof(struct frame);
+  fr->data_bytes = (size_t)fr->nframes * sizeof(uint64_t);
   void *m = mmap(NULL, fr->map_bytes, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (m == MAP_FAILED)
     return -ENOMEM;
   fr->f = m;
+  m = mmap(NULL, fr->data_bytes, PROT_READ | PROT_WRITE,
+           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) {
+    munmap(fr->f, fr->map_bytes);
+    fr->f = NULL;
+    return -ENOMEM;
+  }
+  fr->data = m;
   for (unsigned o = 0; o <= MAX_ORDER; o++)
     fr->free_head[o] = NO_PFN;
   // Carve [0, nframes) into maximal aligned blocks; push the highest first so that
@@ -92,11 +102,68 @@ void frames_fini(struct frames *fr) {
     return;
   for (uint32_t p = 0; p < fr->high; p++) {
     struct frame *f = &fr->f[p];
-    if ((f->kind == FK_PAGETABLE || f->ctype == CT_BUF) && f->kind != FK_FREE && f->data)
-      free((void *)(uintptr_t)f->data);
+    if ((f->kind == FK_PAGETABLE || f->ctype == CT_BUF) && f->kind != FK_FREE && fr->data[p])
+      free((void *)(uintptr_t)fr->data[p]);
   }
   munmap(fr->f, fr->map_bytes);
+  munmap(fr->data, fr->data_bytes);
   fr->f = NULL;
+}
+
+// Take a free block of at least the given order off the lists, splitting it down to
+// exactly that order (compare Linux __rmqueue_smallest()). NO_PFN if none is large enough.
+static pfn_t buddy_take(struct frames *fr, unsigned order) {
+  unsigned o = order;
+  while (o <= MAX_ORDER && fr->free_head[o] == NO_PFN)
+    o++;
+  if (o > MAX_ORDER)
+    return NO_PFN;
+  pfn_t p = fr->free_head[o];
+  free_list_del(fr, o, p);
+  while (o > order) {  // split, keeping the lower half
+    o--;
+    free_list_push(fr, o, p + (1U << o));
+  }
+  return p;
+}
+
+// Give the unused rest of a run back to the free lists as aligned blocks.
+static void run_release(struct frames *fr, int r) {
+  while (fr->run_next[r] < fr->run_end[r]) {
+    pfn_t p = fr->run_next[r];
+    unsigned o = 0;
+    while (o < RUN_ORDER && !(p & (1U << o)) && p + (2U << o) <= fr->run_end[r])
+      o++;
+    free_list_push(fr, o, p);
+    fr->run_next[r] = p + (1U << o);
+  }
+}
+
+// Whether either run still holds frames.
+static int runs_hold_frames(const struct frames *fr) {
+  return fr->run_next[0] < fr->run_end[0] || fr->run_next[1] < fr->run_end[1];
+}
+
+// One frame: a recently freed one first, else the next of run r, else a new run carved from
+// the buddy lists. Sequential allocation touches only struct frame; page tables have their
+// own run so that their data words (buffer pointers) sit together.
+static pfn_t single_take(struct frames *fr, int r) {
+  if (fr->free_head[0] != NO_PFN) {
+    pfn_t p = fr->free_head[0];
+    free_list_del(fr, 0, p);
+    return p;
+  }
+  if (fr->run_next[r] == fr->run_end[r]) {
+    unsigned o = RUN_ORDER;
+    pfn_t p = buddy_take(fr, o);
+    while (p == NO_PFN && o > 0)
+      p = buddy_take(fr, --o);
+    if (p == NO_PFN)
+      return NO_PFN;
+    fr->run_next[r] = p;
+    fr->run_end[r] = p + (1U << o);
+  }
+  return fr->run_next[r]++;
 }
 
 // Allocate 2^order contiguous, aligned frames of the given kind, refcount 1, content zero.
@@ -107,23 +174,21 @@ int frame_alloc_order(struct kernel *k, unsigned order, enum frame_kind kind, pf
     fr->fail_after = 0;
     return -ENOMEM;
   }
-  unsigned o = order;
-  while (o <= MAX_ORDER && fr->free_head[o] == NO_PFN)
-    o++;
-  if (o > MAX_ORDER)
-    return -ENOMEM;
-  pfn_t p = fr->free_head[o];
-  free_list_del(fr, o, p);
-  while (o > order) {  // split, keeping the lower half
-    o--;
-    free_list_push(fr, o, p + (1U << o));
+  pfn_t p = order ? buddy_take(fr, order) : single_take(fr, kind == FK_PAGETABLE);
+  if (p == NO_PFN && runs_hold_frames(fr)) {  // the other run, or a larger block, has some
+    run_release(fr, 0);
+    run_release(fr, 1);
+    p = order ? buddy_take(fr, order) : single_take(fr, kind == FK_PAGETABLE);
   }
+  if (p == NO_PFN)
+    return -ENOMEM;
   struct frame *f = &fr->f[p];
   f->ref = 1;
   f->kind = (uint8_t)kind;
   f->ctype = CT_ZERO;
   f->aux = 0;
-  f->data = 0;
+  // data[p] is already 0: free_list_del cleared the head's links, and a free non-head frame
+  // never has data (Invariant), so plain allocations leave the data array untouched.
   fr->used += 1U << order;
   fr->by_kind[kind] += 1U << order;
   fr->allocated += 1U << order;
@@ -168,78 +233,84 @@ void frame_put(struct kernel *k, pfn_t pfn) {
   }
   if (--f->ref)
     return;
-  if (f->kind == FK_PAGETABLE)
-    free((void *)(uintptr_t)f->data);
-  else
-    frame_release_content(fr, f);
+  if (f->kind == FK_PAGETABLE) {
+    free((void *)(uintptr_t)fr->data[pfn]);
+    fr->data[pfn] = 0;
+  } else {
+    frame_release_content(fr, pfn);
+  }
   fr->used--;
   fr->by_kind[f->kind]--;
   fr->freed++;
   f->kind = FK_FREE;
   f->ctype = 0;
   f->aux = 0;
-  f->data = 0;
   frame_free(fr, pfn);
 }
 
 // Drop the content of a data frame; it reads as zeroes afterwards.
-void frame_release_content(struct frames *fr, struct frame *f) {
+void frame_release_content(struct frames *fr, pfn_t p) {
+  struct frame *f = &fr->f[p];
   if (f->ctype == CT_BUF) {
-    free((void *)(uintptr_t)f->data);
+    free((void *)(uintptr_t)fr->data[p]);
     fr->buffers--;
   }
+  if (f->ctype != CT_ZERO)
+    fr->data[p] = 0;
   f->ctype = CT_ZERO;
-  f->data = 0;
 }
 
 // Make the content a real buffer (keeping its bytes) and return it; NULL if out of host memory.
-uint8_t *frame_materialise(struct frames *fr, struct frame *f) {
-  if (f->ctype == CT_BUF)
-    return (uint8_t *)(uintptr_t)f->data;
+uint8_t *frame_materialise(struct frames *fr, pfn_t p) {
+  if (fr->f[p].ctype == CT_BUF)
+    return (uint8_t *)(uintptr_t)fr->data[p];
   uint8_t *b = malloc(PAGE_SIZE);
   if (!b)
     return NULL;
-  frame_read_bytes(f, 0, b, PAGE_SIZE);
-  f->ctype = CT_BUF;
-  f->data = (uint64_t)(uintptr_t)b;
+  frame_read_bytes(fr, p, 0, b, PAGE_SIZE);
+  fr->f[p].ctype = CT_BUF;
+  fr->data[p] = (uint64_t)(uintptr_t)b;
   fr->buffers++;
   return b;
 }
 
 // Fill the page with a 64-bit value repeated (little-endian); 0 means all-zero content.
-void frame_set_stamp(struct frames *fr, struct frame *f, uint64_t stamp) {
-  frame_release_content(fr, f);
+void frame_set_stamp(struct frames *fr, pfn_t p, uint64_t stamp) {
+  frame_release_content(fr, p);
   if (stamp) {
-    f->ctype = CT_STAMP;
-    f->data = stamp;
+    fr->f[p].ctype = CT_STAMP;
+    fr->data[p] = stamp;
   }
 }
 
 // Copy src's content into dst (dst's old content is released). -ENOMEM if the host is out.
-int frame_copy_content(struct frames *fr, struct frame *dst, const struct frame *src) {
-  if (src->ctype != CT_BUF) {
+int frame_copy_content(struct frames *fr, pfn_t dst, pfn_t src) {
+  if (fr->f[src].ctype != CT_BUF) {
     frame_release_content(fr, dst);
-    dst->ctype = src->ctype;
-    dst->data = src->data;
+    fr->f[dst].ctype = fr->f[src].ctype;
+    if (fr->f[src].ctype != CT_ZERO)
+      fr->data[dst] = fr->data[src];
     return 0;
   }
   uint8_t *b = frame_materialise(fr, dst);
   if (!b)
     return -ENOMEM;
-  memcpy(b, (const void *)(uintptr_t)src->data, PAGE_SIZE);
+  memcpy(b, (const void *)(uintptr_t)fr->data[src], PAGE_SIZE);
   return 0;
 }
 
 // Copy n bytes at offset off of the frame's content into buf (off + n <= PAGE_SIZE).
-void frame_read_bytes(const struct frame *f, uint64_t off, uint8_t *buf, uint64_t n) {
-  if (f->ctype == CT_BUF) {
-    memcpy(buf, (const uint8_t *)(uintptr_t)f->data + off, n);
-  } else if (f->ctype == CT_ZERO) {
+void frame_read_bytes(const struct frames *fr, pfn_t p, uint64_t off, uint8_t *buf,
+                      uint64_t n) {
+  uint8_t ctype = fr->f[p].ctype;
+  if (ctype == CT_BUF) {
+    memcpy(buf, (const uint8_t *)(uintptr_t)fr->data[p] + off, n);
+  } else if (ctype == CT_ZERO) {
     memset(buf, 0, n);
   } else {
     uint8_t pat[16];
     for (int i = 0; i < 8; i++)
-      pat[i] = pat[i + 8] = (uint8_t)(f->data >> (8 * i));
+      pat[i] = pat[i + 8] = (uint8_t)(fr->data[p] >> (8 * i));
     uint64_t i = 0;
     for (; i + 8 <= n; i += 8)
       memcpy(buf + i, pat + ((off + i) & 7), 8);
@@ -249,9 +320,8 @@ void frame_read_bytes(const struct frame *f, uint64_t off, uint8_t *buf, uint64_
 }
 
 // Write n bytes at offset off into the frame, materialising it. -ENOMEM if the host is out.
-int frame_write_bytes(struct frames *fr, struct frame *f, uint64_t off, const uint8_t *buf,
-                      uint64_t n) {
-  uint8_t *b = frame_materialise(fr, f);
+int frame_write_bytes(struct frames *fr, pfn_t p, uint64_t off, const uint8_t *buf, uint64_t n) {
+  uint8_t *b = frame_materialise(fr, p);
   if (!b)
     return -ENOMEM;
   memcpy(b + off, buf, n);

@@ -400,7 +400,7 @@ static int populate_table(struct mm *mm, const struct vma *v, uint64_t addr, uin
     else if ((err = fault_pte(mm, v, table, pte, addr, write, &pfn)))
       return err;
     if (use_stamp)
-      frame_set_stamp(fr, &fr->f[pfn], stamp);
+      frame_set_stamp(fr, pfn, stamp);
   }
   return 0;
 }
@@ -478,11 +478,11 @@ static int mm_copy(struct mm *mm, uint64_t addr, uint8_t *rbuf, const uint8_t *w
     pfn_t pfn;
     int err = access_page(mm, va & PAGE_MASK, wbuf != NULL, &pfn);
     if (!err && wbuf)
-      err = frame_write_bytes(fr, &fr->f[pfn], in, wbuf + done, chunk);
+      err = frame_write_bytes(fr, pfn, in, wbuf + done, chunk);
     if (err)
       return err;
     if (rbuf)
-      frame_read_bytes(&fr->f[pfn], in, rbuf + done, chunk);
+      frame_read_bytes(fr, pfn, in, rbuf + done, chunk);
     done += chunk;
   }
   return 0;

@@ -20,7 +20,7 @@ static inline uint64_t level_end(uint64_t addr, uint64_t end, int level) {
 }
 
 // The entries of a table frame.
-pte_t *pt_table(struct kernel *k, pfn_t pfn) { return (pte_t *)(uintptr_t)k->fr.f[pfn].data; }
+pte_t *pt_table(struct kernel *k, pfn_t pfn) { return (pte_t *)(uintptr_t)k->fr.data[pfn]; }
 
 // Allocate an empty table frame. -ENOMEM when simulated (or host) memory is exhausted.
 int pt_alloc(struct kernel *k, pfn_t *out) {
@@ -32,7 +32,7 @@ int pt_alloc(struct kernel *k, pfn_t *out) {
     frame_put(k, *out);
     return -ENOMEM;
   }
-  k->fr.f[*out].data = (uint64_t)(uintptr_t)b;
+  k->fr.data[*out] = (uint64_t)(uintptr_t)b;
   k->st.tables_allocated++;
   return 0;
 }

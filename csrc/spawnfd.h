@@ -23,6 +23,7 @@
 #define STACK_TOP 0x7ffffffff000ULL
 #define MAX_MAP_COUNT 65530               // vm.max_map_count
 #define MAX_ORDER 18                      // largest buddy block: 2^18 frames = 1 GiB
+#define RUN_ORDER 14                      // single frames are bumped out of 64 MiB runs
 #define NO_PFN 0xffffffffU
 #define KPANIC 1000                       // -KPANIC: the kernel panicked
 
@@ -52,23 +53,28 @@ enum frame_kind { FK_FREE = 0, FK_ANON, FK_PAGECACHE, FK_PAGETABLE, FK_ZERO };
 enum content_type { CT_ZERO = 0, CT_STAMP, CT_BUF };
 #define FF_BUDDY_HEAD 0x8000  // aux flag: head of a free buddy block; low bits: order
 
-// One frame's metadata, 16 bytes. The array is reserved with MAP_NORESERVE and read as
-// zeroes where never touched, which is exactly a free, non-head frame.
+// One frame's metadata, 8 bytes. The array is reserved with MAP_NORESERVE and reads as
+// zeroes where never touched, which is exactly a free, non-head frame. The 64-bit data word
+// lives in a parallel array, touched only by frames that need it (stamps, buffers, tables,
+// free-list heads), so populating plain memory costs the host 8 bytes a frame, not 16.
 struct frame {
   uint32_t ref;       // users: ptes, the page cache, a parent table entry, the kernel
   uint8_t kind;       // enum frame_kind
   uint8_t ctype;      // enum content_type (data frames)
   uint16_t aux;       // page table: non-empty entries; free: FF_BUDDY_HEAD | order
-  uint64_t data;      // CT_STAMP: the stamp; CT_BUF / page table: buffer; free head: links
 };
 
 struct frames {
   struct frame *f;            // metadata, indexed by pfn, nframes long
+  uint64_t *data;             // per pfn: CT_STAMP stamp; CT_BUF/table buffer; free links
   size_t map_bytes;           // bytes reserved for f
+  size_t data_bytes;          // bytes reserved for data
   uint32_t nframes;           // simulated memory / 4 KiB
   uint32_t used;              // frames not free
   uint32_t high;              // one past the highest pfn ever allocated
   uint32_t free_head[MAX_ORDER + 1];  // buddy free lists
+  uint32_t run_next[2];        // free frames [run_next, run_end) handed out by bumping:
+  uint32_t run_end[2];         // [0] data frames, [1] page tables (kept dense in data[])
   uint64_t free_count[MAX_ORDER + 1]; // blocks on each list
   uint64_t fail_after;        // fault injection: fail when allocations reach this (0: off)
   uint64_t allocs;            // allocations so far, for fault injection
@@ -84,13 +90,12 @@ int frame_alloc(struct kernel *k, enum frame_kind kind, pfn_t *out);
 int frame_alloc_order(struct kernel *k, unsigned order, enum frame_kind kind, pfn_t *out);
 void frame_put(struct kernel *k, pfn_t pfn);
 void frame_get(struct kernel *k, pfn_t pfn);
-void frame_release_content(struct frames *fr, struct frame *f);
-int frame_copy_content(struct frames *fr, struct frame *dst, const struct frame *src);
-void frame_read_bytes(const struct frame *f, uint64_t off, uint8_t *buf, uint64_t n);
-int frame_write_bytes(struct frames *fr, struct frame *f, uint64_t off, const uint8_t *buf,
-                      uint64_t n);
-void frame_set_stamp(struct frames *fr, struct frame *f, uint64_t stamp);
-uint8_t *frame_materialise(struct frames *fr, struct frame *f);
+void frame_release_content(struct frames *fr, pfn_t p);
+int frame_copy_content(struct frames *fr, pfn_t dst, pfn_t src);
+void frame_read_bytes(const struct frames *fr, pfn_t p, uint64_t off, uint8_t *buf, uint64_t n);
+int frame_write_bytes(struct frames *fr, pfn_t p, uint64_t off, const uint8_t *buf, uint64_t n);
+void frame_set_stamp(struct frames *fr, pfn_t p, uint64_t stamp);
+uint8_t *frame_materialise(struct frames *fr, pfn_t p);
 
 // ---- pgtable.c: 4-level tables, each a frame holding 512 entries ----
 pte_t *pt_table(struct kernel *k, pfn_t pfn);
