@@ -3,9 +3,9 @@
 Each size runs in a fresh subprocess so host RSS is measured cleanly. Figures are wall time
 of single C calls (populate of the whole range is one call). Usage:
 
-    python benchmarks/bench_mm.py                 # 1, 8 and 64 GiB
-    python benchmarks/bench_mm.py --sizes 1 8     # GiB
-    python benchmarks/bench_mm.py --json out.json
+    spawnfd bench mm                      # 1, 8 and 64 GiB
+    spawnfd bench mm --sizes 1 8          # GiB
+    spawnfd bench mm --json out.json
 """
 
 from __future__ import annotations
@@ -81,13 +81,13 @@ def boot_terabyte() -> dict[str, float]:
     return {"boot_1t_s": boot, "boot_1t_host_rss_mib": (rss1 - rss0) / 1024}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="spawnfd bench mm", description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="*", default=[1, 8, 64], help="GiB")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--boot", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.child is not None:
         print(json.dumps(one_size(args.child)))
         return
@@ -96,7 +96,7 @@ def main() -> None:
         return
 
     def run(*extra: str) -> dict[str, float]:
-        out = subprocess.run([sys.executable, __file__, *extra], check=True,
+        out = subprocess.run([sys.executable, "-m", "spawnfd.bench.mm", *extra], check=True,
                              capture_output=True, text=True).stdout
         return json.loads(out)
 

@@ -1,0 +1,32 @@
+"""The ``spawnfd`` command line (also ``python -m spawnfd``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="spawnfd",
+        description="fd-based process creation, COW and shared page tables, measured.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="a short tour of the simulated kernel")
+    bench = sub.add_parser("bench", help="benchmarks", add_help=False)
+    bench.add_argument("scenario", choices=["mm"], help="mm: the memory manager")
+    args, rest = ap.parse_known_args(argv)
+    if args.command == "demo":
+        from . import demo
+
+        demo.run()
+        return 0
+    if args.command == "bench":
+        from .bench import mm
+
+        mm.main(rest)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
