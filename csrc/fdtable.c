@@ -217,7 +217,7 @@ int64_t sfd_lseek(struct kernel *k, int pid, int fd, int64_t off, int whence) {
   default: return -EINVAL;
   }
   if ((off > 0 && base > INT64_MAX - off) || base + off < 0)
-    return (off > 0 && base > INT64_MAX - off) ? -EOVERFLOW : -EINVAL;
+    return -EINVAL;  // compare vfs_setpos(): past MAX_LFS_FILESIZE or negative
   f->pos = (uint64_t)(base + off);
   return (int64_t)f->pos;
 }
@@ -230,10 +230,8 @@ int sfd_ftruncate(struct kernel *k, int pid, int fd, int64_t length) {
     return -EBADF;
   if (length < 0)
     return -EINVAL;
-  if ((f->flags & O_ACCMODE) == O_RDONLY)
-    return f->ino->kind == IK_DIR ? -EISDIR : -EINVAL;  // ftruncate(2): EBADF or EINVAL
-  if (f->ino->kind != IK_TMPFS)
-    return -EINVAL;
+  if ((f->flags & O_ACCMODE) == O_RDONLY || f->ino->kind != IK_TMPFS)
+    return -EINVAL;  // compare do_sys_ftruncate(): not a regular file opened for writing
   if ((uint64_t)length > (1ULL << 43))
     return -EFBIG;
   return LEAVE(k, inode_truncate(k, f->ino, (uint64_t)length));

@@ -207,12 +207,28 @@ static int tmpfs_lookup(struct kernel *k, const char *p, int flags, unsigned mod
   return 0;
 }
 
+// The errno open(O_CREAT) of a missing host path gives: the parent's lookup error, or EROFS
+// (the host is mounted read-only in the simulator).
+static int host_create_error(const char *p) {
+  char parent[PATH_MAX], real[PATH_MAX];
+  struct stat st;
+  snprintf(parent, sizeof(parent), "%s", p);
+  char *slash = strrchr(parent, '/');
+  if (slash == parent)
+    slash[1] = 0;
+  else if (slash)
+    *slash = 0;
+  if (!realpath(parent, real) || stat(real, &st) < 0)
+    return -errno;
+  return S_ISDIR(st.st_mode) ? -EROFS : -ENOTDIR;
+}
+
 // Find or make the inode for a host path (resolved to its canonical path, like /proc maps).
 static int host_lookup(struct kernel *k, const char *p, int flags, struct inode **out) {
   char real[PATH_MAX];
   struct stat st;
   if (!realpath(p, real) || stat(real, &st) < 0)
-    return (errno == ENOENT && (flags & O_CREAT)) ? -EROFS : -errno;
+    return (errno == ENOENT && (flags & O_CREAT)) ? host_create_error(p) : -errno;
   if ((flags & O_CREAT) && (flags & O_EXCL))
     return -EEXIST;
   if (S_ISDIR(st.st_mode) && wants_write(flags))

@@ -9,12 +9,17 @@
 #include "spawnfd.h"
 
 #define PROT_ALL (PROT_READ | PROT_WRITE | PROT_EXEC)
+#ifndef PROT_SEM
+#define PROT_SEM 0x8
+#endif
 #define MAP_TYPE_MASK 0x0f
 #define STACK_GUARD_GAP (256 * PAGE_SIZE)
-#define MAP_KNOWN (MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_DENYWRITE |    \
-                   MAP_EXECUTABLE | MAP_GROWSDOWN | MAP_LOCKED | MAP_NORESERVE | MAP_POPULATE | \
-                   MAP_NONBLOCK | MAP_STACK | MAP_HUGETLB | MAP_SYNC | MAP_FIXED_NOREPLACE |     \
-                   0x4000000 /* MAP_UNINITIALIZED */)
+// compare Linux LEGACY_MAP_MASK: what MAP_SHARED_VALIDATE accepts for a non-DAX file
+#define LEGACY_MAP_MASK (MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_DENYWRITE | \
+                         MAP_EXECUTABLE | 0x4000000 /* MAP_UNINITIALIZED */ | MAP_GROWSDOWN |  \
+                         MAP_LOCKED | MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | MAP_STACK | \
+                         MAP_HUGETLB)
+#define MAX_LFS_FILESIZE ((uint64_t)INT64_MAX)
 
 // A new, empty address space. NULL with *err set when out of memory.
 struct mm *mm_create(struct kernel *k, int *err) {
@@ -128,54 +133,46 @@ static uint64_t get_unmapped_area(struct mm *mm, uint64_t hint, uint64_t len) {
   return a ? a : unmapped_area_topdown(&mm->vmas, len, MMAP_MIN_ADDR, TASK_SIZE);
 }
 
-// Check a file mapping against the open file, Linux's order. Returns the inode to map (NULL
-// for private /dev/zero, which is plain anonymous memory) through *ino.
-static int mmap_file_check(struct proc *p, int fd, int prot, int shared, struct inode **ino,
-                           int *maywrite) {
-  struct file *f = fdt_get(&p->fds, fd);
-  if (!f || (f->flags & O_PATH))
-    return -EBADF;
+// Check a file mapping against the open file f, in the order of the file switch of Linux
+// do_mmap(). Sets *ino to the inode to map (NULL for private /dev/zero: plain anonymous
+// memory) and *maywrite (VM_MAYWRITE).
+static int mmap_file_check(struct file *f, uint64_t len, uint64_t pgoff, int prot, int flags,
+                           struct inode **ino, int *maywrite) {
   enum inode_kind kind = f->ino->kind;
-  if (kind == IK_DIR || kind == IK_DEVNULL)
-    return -ENODEV;
-  int acc = f->flags & O_ACCMODE;
+  int acc = f->flags & O_ACCMODE, type = flags & MAP_TYPE_MASK;
+  if (len > MAX_LFS_FILESIZE || pgoff > (MAX_LFS_FILESIZE - len) >> PAGE_SHIFT)
+    return -EOVERFLOW;  // compare file_mmap_ok()
+  if (type != MAP_SHARED && type != MAP_SHARED_VALIDATE && type != MAP_PRIVATE)
+    return -EINVAL;
+  if (type == MAP_SHARED_VALIDATE && (flags & ~LEGACY_MAP_MASK))
+    return -EOPNOTSUPP;  // MAP_SYNC needs a DAX file; none here
+  if (type != MAP_PRIVATE && (prot & PROT_WRITE) && acc != O_RDWR)
+    return -EACCES;
   if (acc == O_WRONLY)
     return -EACCES;
-  *maywrite = !shared || acc == O_RDWR;
-  if (shared && (prot & PROT_WRITE) && (acc != O_RDWR || (f->flags & O_APPEND)))
-    return -EACCES;
+  if (kind == IK_DIR || kind == IK_DEVNULL)
+    return -ENODEV;
+  *maywrite = type == MAP_PRIVATE || acc == O_RDWR;
   *ino = (kind == IK_DEVZERO) ? NULL : f->ino;
   return 0;
 }
 
-// Validate mmap's flags and sizes. compare the checks at the top of Linux do_mmap().
-static int mmap_args_check(uint64_t addr, uint64_t *len, int flags, uint64_t off) {
-  int type = flags & MAP_TYPE_MASK;
-  if (type == MAP_SHARED_VALIDATE && (flags & ~MAP_KNOWN & ~MAP_TYPE_MASK))
-    return -EOPNOTSUPP;
-  if (type != MAP_SHARED && type != MAP_PRIVATE && type != MAP_SHARED_VALIDATE)
-    return -EINVAL;
-  if (off & (PAGE_SIZE - 1))
-    return -EINVAL;
-  if (!*len)
-    return -EINVAL;
-  if ((flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && (addr & (PAGE_SIZE - 1)))
-    return -EINVAL;
-  *len = PAGE_ROUND_UP(*len);
-  if (!*len || *len > TASK_SIZE)
+// Where the mapping goes: the fixed address after its checks, or a free area. compare the
+// MAP_FIXED paths of Linux __get_unmapped_area() and the MAP_FIXED_NOREPLACE check.
+static int mmap_place(struct mm *mm, uint64_t *addr, uint64_t len, int flags) {
+  if (!(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))) {
+    if (len > TASK_SIZE - MMAP_MIN_ADDR)
+      return -ENOMEM;
+    *addr = get_unmapped_area(mm, *addr, len);
+    return *addr ? 0 : -ENOMEM;
+  }
+  if (len > TASK_SIZE || *addr > TASK_SIZE - len)
     return -ENOMEM;
-  if ((off >> PAGE_SHIFT) + (*len >> PAGE_SHIFT) < (off >> PAGE_SHIFT))
-    return -EOVERFLOW;
-  return 0;
-}
-
-// Where a fixed mapping goes, or the placement error.
-static int mmap_fixed_check(struct mm *mm, uint64_t addr, uint64_t len, int flags) {
-  if (addr > TASK_SIZE - len)
-    return -ENOMEM;
-  if (addr < MMAP_MIN_ADDR)
-    return -EPERM;
-  if ((flags & MAP_FIXED_NOREPLACE) && !vma_range_free(&mm->vmas, addr, addr + len))
+  if (*addr & (PAGE_SIZE - 1))
+    return -EINVAL;
+  if (*addr < MMAP_MIN_ADDR)
+    return -EPERM;  // no CAP_SYS_RAWIO in the simulator
+  if ((flags & MAP_FIXED_NOREPLACE) && !vma_range_free(&mm->vmas, *addr, *addr + len))
     return -EEXIST;
   return 0;
 }
@@ -184,46 +181,67 @@ static int mmap_fixed_check(struct mm *mm, uint64_t addr, uint64_t len, int flag
 static int populate_range(struct mm *mm, uint64_t start, uint64_t end, int write,
                           int use_stamp, uint64_t stamp);
 
+// Validate mmap's arguments in Linux's order (sys_mmap, ksys_mmap_pgoff, do_mmap) and
+// describe the new vma in *v (without its file reference).
+static int mmap_check(struct proc *p, uint64_t *addr, uint64_t len, int prot, int flags,
+                      int fd, uint64_t off, struct vma *v) {
+  struct mm *mm = p->mm;
+  struct file *f = NULL;
+  int type = flags & MAP_TYPE_MASK, maywrite = 1, err;
+  if (off & (PAGE_SIZE - 1))
+    return -EINVAL;
+  if (!(flags & MAP_ANONYMOUS) && (!(f = fdt_get(&p->fds, fd)) || (f->flags & O_PATH)))
+    return -EBADF;
+  if (!len)
+    return -EINVAL;
+  uint64_t pages = PAGE_ROUND_UP(len) >> PAGE_SHIFT, pgoff = off >> PAGE_SHIFT;
+  len = pages << PAGE_SHIFT;
+  if (!len)
+    return -ENOMEM;
+  if (pgoff + pages < pgoff)
+    return -EOVERFLOW;
+  if (mm->vmas.n + 1 > MAX_MAP_COUNT)
+    return -ENOMEM;
+  if ((err = mmap_place(mm, addr, len, flags)))
+    return err;
+  memset(v, 0, sizeof(*v));
+  if (f) {
+    if ((err = mmap_file_check(f, len, pgoff, prot, flags, &v->ino, &maywrite)))
+      return err;
+  } else if (type != MAP_SHARED && type != MAP_PRIVATE) {
+    return -EINVAL;
+  }
+  v->start = *addr;
+  v->end = *addr + len;
+  v->pgoff = v->ino ? pgoff : 0;
+  v->flags = (uint32_t)(prot & PROT_ALL) | (type != MAP_PRIVATE ? VM_SHARED : 0) |
+             (maywrite ? VM_MAYWRITE : 0) | ((flags & MAP_GROWSDOWN) ? VM_GROWSDOWN : 0);
+  return 0;
+}
+
 // mmap(2). Returns the address through *out.
 static int do_mmap(struct proc *p, uint64_t addr, uint64_t len, int prot, int flags, int fd,
                    uint64_t off, uint64_t *out) {
   struct mm *mm = p->mm;
-  struct inode *ino = NULL;
-  int shared = (flags & MAP_TYPE_MASK) != MAP_PRIVATE, maywrite = 1;
-  int err = mmap_args_check(addr, &len, flags, off);
-  if (!err && !(flags & MAP_ANONYMOUS))
-    err = mmap_file_check(p, fd, prot, shared, &ino, &maywrite);
-  if (err)
+  struct vma v;
+  int err = mmap_check(p, &addr, len, prot, flags, fd, off, &v);
+  if (err || (err = vma_reserve(&mm->vmas, 3)))
     return err;
-  if (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) {
-    if ((err = mmap_fixed_check(mm, addr, len, flags)))
-      return err;
-  } else if (!(addr = get_unmapped_area(mm, addr, len))) {
-    return -ENOMEM;
-  }
-  if ((err = vma_reserve(&mm->vmas, 3)))
-    return err;
-  struct vma v = {.start = addr, .end = addr + len, .ino = ino, .pgoff = off >> PAGE_SHIFT};
-  v.flags = (uint32_t)(prot & PROT_ALL) | (shared ? VM_SHARED : 0) |
-            (maywrite ? VM_MAYWRITE : 0) | ((flags & MAP_GROWSDOWN) ? VM_GROWSDOWN : 0);
-  if (shared && !ino) {  // MAP_SHARED|MAP_ANONYMOUS: shmem, compare shmem_zero_setup()
-    if (!(v.ino = inode_new_shmem(p->mm->k, len)))
+  if ((v.flags & VM_SHARED) && !v.ino) {  // MAP_SHARED|MAP_ANONYMOUS: shmem_zero_setup()
+    if (!(v.ino = inode_new_shmem(mm->k, v.end - v.start)))
       return -ENOMEM;
-    v.pgoff = 0;
-  } else if (ino) {
-    inode_get(ino);
-  } else {
-    v.pgoff = 0;
+  } else if (v.ino) {
+    inode_get(v.ino);
   }
-  if ((err = unmap_range(mm, addr, addr + len)) || (err = vma_insert(&mm->vmas, &v)) < 0) {
+  if ((err = unmap_range(mm, v.start, v.end)) || (err = vma_insert(&mm->vmas, &v)) < 0) {
     if (v.ino)
       inode_put(mm->k, v.ino);
     return err;
   }
-  merge_range(mm, addr, addr + len);
+  merge_range(mm, v.start, v.end);
   if ((flags & MAP_POPULATE) && vma_allows(&v, 0))
-    populate_range(mm, addr, addr + len, (v.flags & VM_WRITE) && !shared, 0, 0);
-  *out = addr;
+    populate_range(mm, v.start, v.end, (v.flags & VM_WRITE) && !(v.flags & VM_SHARED), 0, 0);
+  *out = v.start;
   return 0;
 }
 
@@ -234,12 +252,13 @@ int sfd_mmap(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot, i
   return LEAVE(k, do_mmap(p, addr, len, prot, flags, fd, off, out));
 }
 
-// Validate a range argument as munmap/mprotect/madvise do. Returns the end via *end.
+// Validate a range argument: unaligned start is -EINVAL; a length or end that wraps is
+// -ENOMEM (mprotect's answer; madvise says -EINVAL). Returns the end via *end.
 static int range_check(uint64_t addr, uint64_t len, uint64_t *end) {
   if (addr & (PAGE_SIZE - 1))
     return -EINVAL;
   uint64_t l = PAGE_ROUND_UP(len);
-  if ((len && !l) || addr > TASK_SIZE || l > TASK_SIZE - addr)
+  if ((len && !l) || addr + l < addr)
     return -ENOMEM;
   *end = addr + l;
   return 0;
@@ -280,13 +299,25 @@ static void apply_prot(struct mm *mm, uint64_t start, uint64_t end, int prot) {
   }
 }
 
+// compare Linux do_mprotect_pkey(): PROT_SEM is accepted (x86), PROT_GROWSDOWN extends the
+// start to the beginning of a grows-down vma, PROT_GROWSUP has no vma to apply to on x86.
 static int do_mprotect(struct mm *mm, uint64_t addr, uint64_t len, int prot) {
   uint64_t end;
-  if (prot & ~(PROT_ALL | PROT_GROWSDOWN | PROT_GROWSUP))
+  int grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP);
+  if (prot & ~(PROT_ALL | PROT_SEM | PROT_GROWSDOWN | PROT_GROWSUP) ||
+      grows == (PROT_GROWSDOWN | PROT_GROWSUP))
     return -EINVAL;
   int err = range_check(addr, len, &end);
   if (err || addr == end)
     return err;
+  if (grows) {
+    struct vma *v = vma_find(&mm->vmas, addr);
+    if (!v)
+      return -ENOMEM;
+    if ((grows & PROT_GROWSUP) || !(v->flags & VM_GROWSDOWN))
+      return -EINVAL;
+    addr = v->start;
+  }
   if (!range_mapped(mm, addr, end))
     return -ENOMEM;
   if (prot & PROT_WRITE) {
@@ -364,7 +395,7 @@ static int do_madvise(struct mm *mm, uint64_t addr, uint64_t len, int advice) {
     return -EINVAL;
   int err = range_check(addr, len, &end);
   if (err)
-    return err == -ENOMEM ? -EINVAL : err;
+    return -EINVAL;
   if (addr == end)
     return 0;
   if ((err = madv_vmas_check(mm, addr, end, advice)))
@@ -444,7 +475,9 @@ int sfd_populate(struct kernel *k, int pid, uint64_t addr, uint64_t len, int wri
     return -EINVAL;
   int err = range_check(addr, len, &end);
   if (err)
-    return err == -ENOMEM ? -EINVAL : err;
+    return -EINVAL;
+  if (addr == end)
+    return 0;
   if ((err = populate_check(p->mm, addr, end, write)))
     return err;
   return LEAVE(k, populate_range(p->mm, addr, end, write, use_stamp, stamp));

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, NoReturn
 
-from ._kernel import ffi, lib
+from ._kernel import ffi, lib  # type: ignore[import-not-found]
 
 _KPANIC = 1000  # -_KPANIC: the kernel has panicked (csrc/spawnfd.h)
 
@@ -121,7 +121,7 @@ class CKernel:
     def mem_read(self, pid: int, addr: int, length: int) -> bytes:
         buf = ffi.new("uint8_t[]", length)
         self._call(lib.sfd_mem_read(self.ptr, pid, addr, buf, length))
-        return ffi.buffer(buf, length)[:]
+        return bytes(ffi.buffer(buf, length))
 
     def mem_write(self, pid: int, addr: int, data: Any) -> None:
         src = ffi.from_buffer("uint8_t[]", data)
@@ -133,7 +133,7 @@ class CKernel:
             buf = ffi.new("char[]", cap)
             n = self._call(lib.sfd_maps(self.ptr, pid, buf, cap))
             if n < cap:
-                return ffi.buffer(buf, n)[:].decode()
+                return bytes(ffi.buffer(buf, n)).decode()
             cap = n + 1
 
     def mmstats(self, pid: int) -> dict[str, int]:
@@ -160,7 +160,7 @@ class CKernel:
             got = self._call(lib.sfd_read(self.ptr, pid, fd, buf, n))
         else:
             got = self._call(lib.sfd_pread(self.ptr, pid, fd, buf, n, offset))
-        return ffi.buffer(buf, got)[:]
+        return bytes(ffi.buffer(buf, got))
 
     def write(self, pid: int, fd: int, data: Any) -> int:
         src = ffi.from_buffer("uint8_t[]", data)

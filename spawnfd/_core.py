@@ -206,6 +206,7 @@ class Process:
 
     pid: int
     mm: AddressSpace
+    kernel: Kernel
 
     def __init__(self) -> None:
         raise TypeError("get a Process from Kernel.init, fork or spawn")
@@ -284,6 +285,8 @@ class AddressSpace:
     constants are the :mod:`mmap` module's, plus ``spawnfd.MAP_FIXED``,
     ``spawnfd.MAP_FIXED_NOREPLACE``, ``spawnfd.MADV_WIPEONFORK`` and ``MADV_KEEPONFORK``.
     """
+
+    _proc: Process
 
     def __init__(self) -> None:
         raise TypeError("get an AddressSpace from Process.mm")

@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     def run(*extra: str) -> dict[str, float]:
         out = subprocess.run([sys.executable, "-m", "spawnfd.bench.mm", *extra], check=True,
                              capture_output=True, text=True).stdout
-        return json.loads(out)
+        result: dict[str, float] = json.loads(out)
+        return result
 
     boot = run("--boot")
     rows = [run("--child", str(g)) for g in args.sizes]
