@@ -34,7 +34,8 @@ struct mmstats {
   uint64_t rss_anon;           // resident anonymous pages (MM_ANONPAGES)
   uint64_t rss_file;           // resident file pages (MM_FILEPAGES)
   uint64_t rss_shmem;          // resident shared-memory pages (MM_SHMEMPAGES)
-  uint64_t pagetable_bytes;    // page tables owned by this mm (pgd included)
+  uint64_t pagetable_bytes;    // page tables this mm uses (pgd included, shared ones too)
+  uint64_t shared_pagetable_bytes;  // of which shared with other mms (refcount > 1)
   uint64_t vma_count;          // mappings
   uint64_t total_vm;           // mapped bytes
 };
@@ -45,6 +46,11 @@ const char *sfd_panic_message(struct kernel *k);
 int sfd_kstats(struct kernel *k, struct kstats *out);
 int sfd_check(struct kernel *k, char *msg, size_t cap);
 int sfd_fail_alloc_after(struct kernel *k, uint64_t n);
+int sfd_set_share_pagetables(struct kernel *k, int on);
+
+int sfd_fork(struct kernel *k, int pid, int mode, int *child_pid);
+int sfd_exit(struct kernel *k, int pid, int code);
+int sfd_wait(struct kernel *k, int pid, int child, int nohang, int *wstatus);
 
 int sfd_mmap(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot, int flags,
              int fd, uint64_t off, uint64_t *out);

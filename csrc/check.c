@@ -42,12 +42,14 @@ static int ref_frame(struct recount *r, pfn_t pfn, const char *from) {
 }
 
 struct mm_count {
-  uint64_t anon, file, shmem, tables;
+  uint64_t tables;        // tables reached from this mm
+  uint32_t rss[3];        // pages counted in the current last-level table
 };
 
-// Check one present pte of mm at va: inside a vma that allows its bits; count the frame.
+// Check one present pte of mm at va: inside a vma that allows its bits; count the frame
+// reference when this visit of the table holds one (see pgtable.c on sharing).
 static int check_pte(struct recount *r, struct proc *p, uint64_t va, pte_t e,
-                     struct mm_count *c) {
+                     struct mm_count *c, int count_ref) {
   struct kernel *k = r->k;
   struct vma *v = vma_find(&p->mm->vmas, va);
   pfn_t pfn = PTE_PFN(e);
@@ -58,25 +60,72 @@ static int check_pte(struct recount *r, struct proc *p, uint64_t va, pte_t e,
   if (pfn == k->fr.zero_pfn)
     return (e & PTE_W) ? fail(r, "pid %d: zero page writable at %#lx", p->pid,
                               (unsigned long)va) : 0;
-  int err = ref_frame(r, pfn, "pte");
-  if (err)
-    return err;
+  if (pfn >= k->fr.high || k->fr.f[pfn].kind == FK_FREE)
+    return fail(r, "pid %d: pte at %#lx maps free pfn %u", p->pid, (unsigned long)va, pfn);
   uint8_t kind = k->fr.f[pfn].kind;
   if (kind == FK_ANON)
-    c->anon++;
+    c->rss[RSS_ANON]++;
   else if (kind != FK_PAGECACHE)
     return fail(r, "pid %d: pte at %#lx maps a frame of kind %u", p->pid, (unsigned long)va,
                 kind);
   else if (v->ino && (v->ino->kind == IK_SHMEM || v->ino->kind == IK_TMPFS))
-    c->shmem++;
+    c->rss[RSS_SHMEM]++;
   else
-    c->file++;
-  if (kind == FK_ANON && (e & PTE_W) && (v->flags & VM_SHARED))
+    c->rss[RSS_FILE]++;
+  if (kind == FK_ANON && (v->flags & VM_SHARED))
     return fail(r, "pid %d: anonymous frame in shared vma at %#lx", p->pid, (unsigned long)va);
+  return count_ref ? ref_frame(r, pfn, "pte") : 0;
+}
+
+// How a last-level table is shared must agree with its refcount and the pmd entry.
+static int check_sharing(struct recount *r, struct proc *p, pfn_t t, pte_t pmd) {
+  struct kernel *k = r->k;
+  struct ptpage *pg = pt_page(k, t);
+  if (pg->share == PT_PRIVATE && k->fr.f[t].ref != 1)
+    return fail(r, "pid %d: private table pfn %u has refcount %u", p->pid, t, k->fr.f[t].ref);
+  if (pg->share == PT_PRIVATE && !(pmd & PTE_W))
+    return fail(r, "pid %d: private table pfn %u under a read-only pmd", p->pid, t);
+  if (pg->share == PT_COW && (pmd & PTE_W))
+    return fail(r, "pid %d: COW-shared table pfn %u under a writable pmd", p->pid, t);
+  if (pg->share == PT_FILE && (pg->chunk >= pg->ino->ptshare_cap ||
+                               pg->ino->ptshare[pg->chunk].table != t))
+    return fail(r, "pid %d: file-shared table pfn %u missing from its registry", p->pid, t);
   return 0;
 }
 
-// Walk one table (level 3..0) of p's tree covering addresses from base.
+// Walk one last-level table reached from p's pmd entry pmd covering base.
+static int walk_pte_table(struct recount *r, struct proc *p, pfn_t t, pte_t pmd, uint64_t base,
+                          struct mm_count *c) {
+  struct kernel *k = r->k;
+  struct ptpage *pg = pt_page(k, t);
+  int first = r->ref[t] == 1;  // the pmd entry that led here was just counted
+  int count_ref = first || (pg->share == PT_COW && pg->eager);
+  unsigned used = 0;
+  int err = check_sharing(r, p, t, pmd);
+  memset(c->rss, 0, sizeof(c->rss));
+  for (unsigned i = 0; i < PTRS_PER_TABLE && !err; i++) {
+    pte_t e = pg->e[i];
+    if (!e)
+      continue;
+    used++;
+    uint64_t va = base + ((uint64_t)i << PAGE_SHIFT);
+    if (!(e & PTE_P))
+      return fail(r, "pid %d: non-present non-empty pte at %#lx", p->pid, (unsigned long)va);
+    err = check_pte(r, p, va, e, c, count_ref);
+  }
+  if (err)
+    return err;
+  if (used != k->fr.f[t].aux)
+    return fail(r, "pid %d: table pfn %u has %u entries, counted %u", p->pid, t,
+                k->fr.f[t].aux, used);
+  for (int i = 0; i < 3; i++)
+    if (c->rss[i] != pg->rss[i])
+      return fail(r, "pid %d: table pfn %u rss[%d] is %u, counted %u", p->pid, t, i,
+                  pg->rss[i], c->rss[i]);
+  return 0;
+}
+
+// Walk one upper-level table (level 3..1) of p's tree covering addresses from base.
 static int walk_table(struct recount *r, struct proc *p, pfn_t t, int level, uint64_t base,
                       struct mm_count *c) {
   struct kernel *k = r->k;
@@ -92,20 +141,24 @@ static int walk_table(struct recount *r, struct proc *p, pfn_t t, int level, uin
       continue;
     used++;
     uint64_t va = base + ((uint64_t)i << (PAGE_SHIFT + 9 * level));
+    pfn_t child = PTE_PFN(e);
     if (!(e & PTE_P))
       return fail(r, "pid %d: non-present non-empty entry at %#lx", p->pid, (unsigned long)va);
-    if (level == 0) {
-      err = check_pte(r, p, va, e, c);
-    } else {
-      pfn_t child = PTE_PFN(e);
-      if ((err = ref_frame(r, child, "table entry")))
-        return err;
+    if ((err = ref_frame(r, child, "table entry")))
+      return err;
+    if (k->fr.f[child].kind != FK_PAGETABLE)
+      return fail(r, "pid %d: entry at %#lx points at pfn %u of kind %u", p->pid,
+                  (unsigned long)va, child, k->fr.f[child].kind);
+    if (level > 1) {
       err = walk_table(r, p, child, level - 1, va, c);
+    } else {
+      c->tables++;
+      err = walk_pte_table(r, p, child, e, va, c);
     }
   }
   if (!err && used != k->fr.f[t].aux)
-    return fail(r, "pid %d: table pfn %u has %u entries, counted %u", p->pid, t, used,
-                k->fr.f[t].aux);
+    return fail(r, "pid %d: table pfn %u has %u entries, counted %u", p->pid, t,
+                k->fr.f[t].aux, used);
   return err;
 }
 
@@ -126,6 +179,8 @@ static int check_vmas(struct recount *r, struct proc *p) {
 
 static int check_mm(struct recount *r, struct proc *p) {
   struct mm_count c = {0};
+  if (p->state == PS_ZOMBIE)
+    return (p->mm || p->fds.cap) ? fail(r, "zombie %d still holds memory or files", p->pid) : 0;
   int err = check_vmas(r, p);
   if (!err)
     err = ref_frame(r, p->mm->pgd, "mm");
@@ -134,11 +189,6 @@ static int check_mm(struct recount *r, struct proc *p) {
   if (err)
     return err;
   struct mm *mm = p->mm;
-  if (c.anon != mm->rss_anon || c.file != mm->rss_file || c.shmem != mm->rss_shmem)
-    return fail(r, "pid %d: rss anon/file/shmem %lu/%lu/%lu, counted %lu/%lu/%lu", p->pid,
-                (unsigned long)mm->rss_anon, (unsigned long)mm->rss_file,
-                (unsigned long)mm->rss_shmem, (unsigned long)c.anon, (unsigned long)c.file,
-                (unsigned long)c.shmem);
   if (c.tables != mm->nr_tables)
     return fail(r, "pid %d: %lu page tables, counted %lu", p->pid,
                 (unsigned long)mm->nr_tables, (unsigned long)c.tables);
@@ -179,7 +229,7 @@ static int for_each_inode(struct recount *r, inode_fn fn) {
       err = fn(r, i);
   for (int pid = 1; pid < k->pid_max && !err; pid++) {
     struct proc *p = k->procs[pid];
-    if (!p)
+    if (!p || !p->mm)
       continue;
     for (uint32_t i = 0; i < p->mm->vmas.n && !err; i++)
       if (p->mm->vmas.v[i].ino && !p->mm->vmas.v[i].ino->linked)

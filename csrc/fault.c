@@ -20,26 +20,18 @@ static inline pte_t vma_pte_bits(const struct vma *v, int writable) {
   return e;
 }
 
-// Account one resident page of pfn mapped by v (delta +1 or -1). compare Linux mm_counter().
-void mm_rss_add(struct mm *mm, const struct vma *v, pfn_t pfn, int64_t delta) {
-  if (mm->k->fr.f[pfn].kind == FK_ANON)
-    mm->rss_anon += (uint64_t)delta;
-  else if (v->ino && (v->ino->kind == IK_SHMEM || v->ino->kind == IK_TMPFS))
-    mm->rss_shmem += (uint64_t)delta;
-  else
-    mm->rss_file += (uint64_t)delta;
-}
-
-// Map pfn at the empty slot pte, taking a frame reference and accounting rss.
-static void map_page(struct mm *mm, const struct vma *v, pfn_t table, pte_t *pte, pfn_t pfn,
+// Map pfn at the empty slot pte, accounting rss in the table.
+static void map_page(struct mm *mm, struct vma *v, pfn_t table, pte_t *pte, pfn_t pfn,
                      int writable) {
   pt_set(mm->k, table, pte, PTE_MK(pfn, vma_pte_bits(v, writable)));
-  mm_rss_add(mm, v, pfn, 1);
+  pt_rss_add(mm->k, table, v, pfn, 1);
+  if (mm->k->fr.f[pfn].kind == FK_ANON)
+    v->flags |= VM_ANON_VMA;  // compare anon_vma_prepare(): fork must copy this vma
 }
 
 // compare Linux do_anonymous_page(): a read maps the shared zero page read-only, a write
 // allocates a zeroed frame.
-static int do_anonymous_page(struct mm *mm, const struct vma *v, pfn_t table, pte_t *pte,
+static int do_anonymous_page(struct mm *mm, struct vma *v, pfn_t table, pte_t *pte,
                              int write, pfn_t *out) {
   struct kernel *k = mm->k;
   if (!write) {
@@ -73,7 +65,7 @@ static int copy_page(struct kernel *k, pfn_t src, pfn_t *out) {
 
 // compare Linux do_read_fault()/do_cow_fault()/do_shared_fault(): map the page-cache page,
 // or for a private write a private copy of it. Past end of file: -EFAULT (SIGBUS).
-static int do_file_fault(struct mm *mm, const struct vma *v, pfn_t table, pte_t *pte,
+static int do_file_fault(struct mm *mm, struct vma *v, pfn_t table, pte_t *pte,
                          uint64_t va, int write, pfn_t *out) {
   struct kernel *k = mm->k;
   uint64_t idx = v->pgoff + ((va - v->start) >> PAGE_SHIFT);
@@ -106,7 +98,7 @@ static int do_file_fault(struct mm *mm, const struct vma *v, pfn_t table, pte_t 
 // compare Linux do_wp_page(), in its order: a shared mapping just becomes writable; the
 // zero page is replaced by a fresh frame; an anonymous page with no other user is reused in
 // place; anything else is copied.
-static int do_wp_page(struct mm *mm, const struct vma *v, pfn_t table, pte_t *pte, pfn_t *out) {
+static int do_wp_page(struct mm *mm, struct vma *v, pfn_t table, pte_t *pte, pfn_t *out) {
   struct kernel *k = mm->k;
   pfn_t old = PTE_PFN(*pte);
   struct frame *f = &k->fr.f[old];
@@ -133,7 +125,7 @@ static int do_wp_page(struct mm *mm, const struct vma *v, pfn_t table, pte_t *pt
   }
   pt_clear(k, table, pte);
   if (old != k->fr.zero_pfn) {
-    mm_rss_add(mm, v, old, -1);
+    pt_rss_add(k, table, v, old, -1);
     frame_put(k, old);
   }
   map_page(mm, v, table, pte, n, 1);
@@ -141,9 +133,9 @@ static int do_wp_page(struct mm *mm, const struct vma *v, pfn_t table, pte_t *pt
   return 0;
 }
 
-// Resolve an access to va through the pte slot of its table (already walked). On success
-// *out is the frame now mapped there, writable if write. compare Linux handle_pte_fault().
-int fault_pte(struct mm *mm, const struct vma *v, pfn_t table, pte_t *pte, uint64_t va,
+// Resolve an access to va through the pte slot of its (private or file-shared) table. On
+// success *out is the frame now mapped there, writable if write. compare handle_pte_fault().
+int fault_pte(struct mm *mm, struct vma *v, pfn_t table, pte_t *pte, uint64_t va,
               int write, pfn_t *out) {
   if (!(*pte & PTE_P)) {
     if (!v->ino)
@@ -157,12 +149,32 @@ int fault_pte(struct mm *mm, const struct vma *v, pfn_t table, pte_t *pte, uint6
   return 0;
 }
 
-// Fault va in for an access the vma allows; allocates missing tables.
-int handle_fault(struct mm *mm, const struct vma *v, uint64_t va, int write, pfn_t *out) {
+// The last-level table for va, ready to be changed by a fault: an empty pmd entry gets a
+// table (the file's shared one where share_pagetables allows), a COW-shared table is broken
+// first. compare Linux __handle_mm_fault() down to the pmd, plus the RFC's break_cow_pte().
+int fault_table(struct mm *mm, struct vma *v, uint64_t va, pfn_t *table) {
   int err = 0;
-  pfn_t table;
-  pte_t *pte = pt_walk(mm, va, 1, &table, &err);
-  if (!pte)
+  pfn_t pmdt;
+  pte_t *pmd = pt_walk_pmd(mm, va, 1, &pmdt, &err);
+  if (!pmd)
     return err;
+  if (!(*pmd & PTE_P)) {
+    if (!(err = ptshare_attach(mm, v, va, pmdt, pmd)) && !(*pmd & PTE_P))
+      err = pt_fill_pmd(mm, pmdt, pmd);
+  } else if (pt_page(mm->k, PTE_PFN(*pmd))->share == PT_COW) {
+    err = pt_break_cow(mm, pmd);
+  }
+  if (!err)
+    *table = PTE_PFN(*pmd);
+  return err;
+}
+
+// Fault va in for an access the vma allows.
+int handle_fault(struct mm *mm, struct vma *v, uint64_t va, int write, pfn_t *out) {
+  pfn_t table;
+  int err = fault_table(mm, v, va, &table);
+  if (err)
+    return err;
+  pte_t *pte = &pt_table(mm->k, table)[(va >> PAGE_SHIFT) & 511];
   return fault_pte(mm, v, table, pte, va, write, out);
 }

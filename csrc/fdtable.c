@@ -301,3 +301,17 @@ int sfd_unlink(struct kernel *k, int pid, const char *path) {
   int err = path_normalise(p->cwd, path, norm, sizeof(norm));
   return LEAVE(k, err ? err : vfs_unlink(k, norm));
 }
+
+// Copy a descriptor table for fork: the same open file descriptions, one more reference each.
+int fdt_dup_table(struct fdtable *dst, const struct fdtable *src) {
+  int err = fdt_grow(dst, src->cap);
+  if (err)
+    return err;
+  for (int fd = 0; fd < src->cap; fd++) {
+    dst->fd[fd] = src->fd[fd];
+    dst->cloexec[fd] = src->cloexec[fd];
+    if (dst->fd[fd])
+      dst->fd[fd]->refs++;
+  }
+  return 0;
+}

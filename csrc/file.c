@@ -80,6 +80,7 @@ static void inode_free(struct kernel *k, struct inode *ino) {
   if (ino->host_fd >= 0)
     close(ino->host_fd);
   free(ino->cache);
+  free(ino->ptshare);
   free(ino->path);
   free(ino);
 }
@@ -356,7 +357,9 @@ int inode_truncate(struct kernel *k, struct inode *ino, uint64_t size) {
     return ino->kind == IK_HOST ? -EROFS : -EINVAL;
   if (size < ino->size) {
     uint64_t keep = PAGE_ROUND_UP(size) >> PAGE_SHIFT;
-    inode_unmap_beyond(k, ino, keep);
+    int err = inode_unmap_beyond(k, ino, keep);
+    if (err)
+      return err;
     pagecache_drop(k, ino, keep);
     if ((size & (PAGE_SIZE - 1)) && keep - 1 < ino->cache_cap && ino->cache[keep - 1] != NO_PFN) {
       uint8_t zero[PAGE_SIZE] = {0};

@@ -106,3 +106,12 @@ int sfd_check(struct kernel *k, char *msg, size_t cap) {
     kpanic(k, "%s", msg);
   return err;
 }
+
+// Share last-level tables of big MAP_SHARED file mappings from now on (0 turns it off for
+// new attachments; tables already shared stay shared).
+int sfd_set_share_pagetables(struct kernel *k, int on) {
+  if (k->panicked)
+    return -KPANIC;
+  k->share_pagetables = !!on;
+  return 0;
+}

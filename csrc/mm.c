@@ -87,10 +87,11 @@ static int split_range(struct mm *mm, uint64_t start, uint64_t end) {
 
 // Unmap [start, end): split, zap, drop the vmas, free emptied tables. compare do_munmap().
 static int unmap_range(struct mm *mm, uint64_t start, uint64_t end) {
-  int err = split_range(mm, start, end);
-  if (err)
+  int err = pt_unshare_range(mm, start, end, 1);
+  if (err || (err = split_range(mm, start, end)))
     return err;
-  pt_zap_range(mm, start, end);
+  if ((err = pt_zap_range(mm, start, end)))
+    return err;
   struct vma_list *l = &mm->vmas;
   int i = vma_first_at_or_after(l, start);
   while (i < (int)l->n && l->v[i].start < end) {
@@ -326,7 +327,7 @@ static int do_mprotect(struct mm *mm, uint64_t addr, uint64_t len, int prot) {
       if (!(l->v[i].flags & VM_MAYWRITE))
         return -EACCES;
   }
-  if ((err = split_range(mm, addr, end)))
+  if ((err = pt_unshare_range(mm, addr, end, 0)) || (err = split_range(mm, addr, end)))
     return err;
   apply_prot(mm, addr, end, prot & PROT_ALL);
   merge_range(mm, addr, end);
@@ -400,10 +401,12 @@ static int do_madvise(struct mm *mm, uint64_t addr, uint64_t len, int advice) {
     return 0;
   if ((err = madv_vmas_check(mm, addr, end, advice)))
     return err;
-  if (madv_flags(advice, &set, &clear))
-    err = change_vma_flags(mm, addr, end, set, clear);
-  else if (advice == MADV_DONTNEED || advice == MADV_FREE)
-    pt_zap_range(mm, addr, end);
+  if (madv_flags(advice, &set, &clear)) {
+    if (!(err = pt_unshare_range(mm, addr, end, 0)))
+      err = change_vma_flags(mm, addr, end, set, clear);
+  } else if (advice == MADV_DONTNEED || advice == MADV_FREE) {
+    err = pt_zap_range(mm, addr, end);
+  }
   if (err)
     return err;
   return range_mapped(mm, addr, end) ? 0 : -ENOMEM;
@@ -415,15 +418,30 @@ int sfd_madvise(struct kernel *k, int pid, uint64_t addr, uint64_t len, int advi
   return LEAVE(k, do_madvise(p->mm, addr, len, advice));
 }
 
+// Whether any page of [addr, next) in the table behind *pmd needs a fault for the access.
+static int range_needs_fault(struct kernel *k, pte_t pmd, uint64_t addr, uint64_t next,
+                             int write) {
+  if (!(pmd & PTE_P) || (write && !(pmd & PTE_W)))
+    return 1;
+  pte_t *pte = &pt_table(k, PTE_PFN(pmd))[(addr >> PAGE_SHIFT) & 511];
+  for (; addr < next; addr += PAGE_SIZE, pte++)
+    if (!(*pte & PTE_P) || (write && !(*pte & PTE_W)))
+      return 1;
+  return 0;
+}
+
 // Fault in every page of [addr, next) within one pte table of vma v, walking down once.
-static int populate_table(struct mm *mm, const struct vma *v, uint64_t addr, uint64_t next,
+static int populate_table(struct mm *mm, struct vma *v, uint64_t addr, uint64_t next,
                           int write, int use_stamp, uint64_t stamp) {
   struct frames *fr = &mm->k->fr;
-  pfn_t table, pfn;
+  pfn_t table, pmdt, pfn;
   int err = 0;
-  pte_t *pte = pt_walk(mm, addr, 1, &table, &err);
-  if (!pte)
+  pte_t *pmd = pt_walk_pmd(mm, addr, 0, &pmdt, NULL);
+  if ((!use_stamp && pmd && !range_needs_fault(mm->k, *pmd, addr, next, write)))
+    return 0;
+  if ((err = fault_table(mm, v, addr, &table)))
     return err;
+  pte_t *pte = &pt_table(mm->k, table)[(addr >> PAGE_SHIFT) & 511];
   for (; addr < next; addr += PAGE_SIZE, pte++) {
     pte_t e = *pte;
     if ((e & PTE_P) && (!write || (e & PTE_W)))
@@ -440,14 +458,12 @@ static int populate_range(struct mm *mm, uint64_t start, uint64_t end, int write
                           int use_stamp, uint64_t stamp) {
   struct vma_list *l = &mm->vmas;
   for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++) {
-    const struct vma v = l->v[i];  // a copy: faults do not change vmas
-    uint64_t addr = v.start > start ? v.start : start;
-    uint64_t stop = v.end < end ? v.end : end;
+    struct vma *v = &l->v[i];  // faults never add or remove vmas
+    uint64_t addr = v->start > start ? v->start : start;
+    uint64_t stop = v->end < end ? v->end : end;
     for (uint64_t next; addr < stop; addr = next) {
-      next = (addr + PMD_SIZE) & ~(PMD_SIZE - 1);
-      if (next > stop)
-        next = stop;
-      int err = populate_table(mm, &v, addr, next, write, use_stamp, stamp);
+      next = level_end(addr, stop, 1);
+      int err = populate_table(mm, v, addr, next, write, use_stamp, stamp);
       if (err)
         return err;
     }
@@ -489,10 +505,10 @@ static int access_page(struct mm *mm, uint64_t va, int write, pfn_t *pfn) {
   if (!v || !vma_allows(v, write))
     return -EFAULT;
   pfn_t table;
-  pte_t *pte = pt_walk(mm, va, 0, &table, NULL);
-  if (pte && (*pte & PTE_P) && (!write || (*pte & PTE_W))) {
-    *pte |= PTE_A | (write ? PTE_D : 0);
-    *pfn = PTE_PFN(*pte);
+  int writable;
+  pte_t *pte = pt_lookup(mm, va, &table, &writable);
+  if (pte && (*pte & PTE_P) && (!write || ((*pte & PTE_W) && writable))) {
+    *pfn = PTE_PFN(*pte);  // a hit changes nothing: a shared table stays untouched
     return 0;
   }
   return handle_fault(mm, v, va, write, pfn);
@@ -537,10 +553,39 @@ int sfd_mem_write(struct kernel *k, int pid, uint64_t addr, const uint8_t *buf, 
 int sfd_translate(struct kernel *k, int pid, uint64_t va, uint64_t *out) {
   struct proc *p;
   pfn_t table;
+  int writable;
   ENTER(k, pid, p);
-  pte_t *pte = pt_walk(p->mm, va & PAGE_MASK, 0, &table, NULL);
+  pte_t *pte = pt_lookup(p->mm, va & PAGE_MASK, &table, &writable);
   *out = pte ? *pte : 0;
   return 0;
+}
+
+// Sum the rss counters of mm's last-level tables and count the shared ones: one step per
+// table, never per page.
+static void mm_table_stats(struct mm *mm, struct mmstats *out) {
+  struct kernel *k = mm->k;
+  pte_t *pgd = pt_table(k, mm->pgd);
+  for (unsigned i = 0; i < PTRS_PER_TABLE; i++) {
+    if (!(pgd[i] & PTE_P))
+      continue;
+    pte_t *pud = pt_table(k, PTE_PFN(pgd[i]));
+    for (unsigned j = 0; j < PTRS_PER_TABLE; j++) {
+      if (!(pud[j] & PTE_P))
+        continue;
+      pte_t *pmd = pt_table(k, PTE_PFN(pud[j]));
+      for (unsigned m = 0; m < PTRS_PER_TABLE; m++) {
+        if (!(pmd[m] & PTE_P))
+          continue;
+        pfn_t t = PTE_PFN(pmd[m]);
+        struct ptpage *pg = pt_page(k, t);
+        out->rss_anon += pg->rss[RSS_ANON];
+        out->rss_file += pg->rss[RSS_FILE];
+        out->rss_shmem += pg->rss[RSS_SHMEM];
+        if (k->fr.f[t].ref > 1)
+          out->shared_pagetable_bytes += PAGE_SIZE;
+      }
+    }
+  }
 }
 
 int sfd_mmstats(struct kernel *k, int pid, struct mmstats *out) {
@@ -548,9 +593,7 @@ int sfd_mmstats(struct kernel *k, int pid, struct mmstats *out) {
   ENTER(k, pid, p);
   struct mm *mm = p->mm;
   memset(out, 0, sizeof(*out));
-  out->rss_anon = mm->rss_anon;
-  out->rss_file = mm->rss_file;
-  out->rss_shmem = mm->rss_shmem;
+  mm_table_stats(mm, out);
   out->pagetable_bytes = mm->nr_tables * PAGE_SIZE;
   out->vma_count = mm->vmas.n;
   for (uint32_t i = 0; i < mm->vmas.n; i++)
@@ -609,7 +652,7 @@ int64_t sfd_maps(struct kernel *k, int pid, char *buf, uint64_t cap) {
 
 // Unmap every page at file index >= idx from every mapping of ino (truncate).
 // compare Linux unmap_mapping_range(), walking processes instead of an i_mmap tree.
-void inode_unmap_beyond(struct kernel *k, struct inode *ino, uint64_t idx) {
+int inode_unmap_beyond(struct kernel *k, struct inode *ino, uint64_t idx) {
   for (int pid = 1; pid < k->pid_max; pid++) {
     struct proc *p = k->procs[pid];
     if (!p || !p->mm)
@@ -620,7 +663,10 @@ void inode_unmap_beyond(struct kernel *k, struct inode *ino, uint64_t idx) {
       if (v->ino != ino || v->pgoff + pages <= idx)
         continue;
       uint64_t from = idx > v->pgoff ? v->start + ((idx - v->pgoff) << PAGE_SHIFT) : v->start;
-      pt_zap_range(p->mm, from, v->end);
+      int err = pt_zap_range(p->mm, from, v->end);
+      if (err)
+        return err;
     }
   }
+  return 0;
 }

@@ -1,10 +1,21 @@
 // pgtable.c — x86-64 4-level page tables. Every table is a frame of kind FK_PAGETABLE whose
-// buffer holds 512 64-bit entries; the frame's refcount is its share count and its aux field
-// counts the non-empty entries, so a table that empties on munmap is found and freed at once.
+// data word points at a struct ptpage: 512 64-bit entries plus, for last-level tables, the
+// resident-page counters and how the table is shared. The frame's refcount is its share
+// count (pmd entries pointing at it) and its aux field counts non-empty entries, so a table
+// that empties on munmap is found and freed at once.
 //
 // Levels: 3 = pgd, 2 = pud, 1 = pmd, 0 = pte table. The walkers mirror Linux mm/memory.c:
 // one function per level with the addr/next/end skeleton.
+//
+// Sharing of last-level tables (a pte table referenced by several pmd entries):
+//   PT_COW   shared at fork (cow-pt). The pmd entries are write-protected; any change to the
+//            table first breaks the share: the sole owner reuses it, others copy it.
+//   PT_FILE  attached through a file's chunk registry (share_pagetables). Faults fill it for
+//            every sharer; munmap/mprotect/madvise detach the caller first.
+// Frame references from a table's entries are held once per table, except for PT_COW tables
+// shared eagerly (cow-pt-eager), whose entries hold one reference per sharer.
 #include <stdlib.h>
+#include <string.h>
 
 #include "spawnfd.h"
 
@@ -13,21 +24,26 @@ static inline unsigned pt_index(uint64_t va, int level) {
 }
 
 // End of the level-sized block containing addr, clamped to end (Linux pXd_addr_end()).
-static inline uint64_t level_end(uint64_t addr, uint64_t end, int level) {
+uint64_t level_end(uint64_t addr, uint64_t end, int level) {
   uint64_t size = 1ULL << (PAGE_SHIFT + 9 * level);
   uint64_t next = (addr + size) & ~(size - 1);
   return (next - 1 < end - 1) ? next : end;
 }
 
-// The entries of a table frame.
-pte_t *pt_table(struct kernel *k, pfn_t pfn) { return (pte_t *)(uintptr_t)k->fr.data[pfn]; }
+// The table page (entries + header) of a table frame.
+struct ptpage *pt_page(struct kernel *k, pfn_t pfn) {
+  return (struct ptpage *)(uintptr_t)k->fr.data[pfn];
+}
 
-// Allocate an empty table frame. -ENOMEM when simulated (or host) memory is exhausted.
+// The entries of a table frame.
+pte_t *pt_table(struct kernel *k, pfn_t pfn) { return pt_page(k, pfn)->e; }
+
+// Allocate an empty, private table frame. -ENOMEM when simulated (or host) memory is out.
 int pt_alloc(struct kernel *k, pfn_t *out) {
   int err = frame_alloc(k, FK_PAGETABLE, out);
   if (err)
     return err;
-  void *b = calloc(PTRS_PER_TABLE, sizeof(pte_t));
+  void *b = calloc(1, sizeof(struct ptpage));
   if (!b) {
     frame_put(k, *out);
     return -ENOMEM;
@@ -37,10 +53,15 @@ int pt_alloc(struct kernel *k, pfn_t *out) {
   return 0;
 }
 
-// Drop a reference on a table frame; the last reference frees it.
+// Drop a reference on a table frame; the last reference frees it (and takes a file-shared
+// table out of its file's registry).
 void pt_free(struct kernel *k, pfn_t pfn) {
-  if (k->fr.f[pfn].ref == 1)
+  if (k->fr.f[pfn].ref == 1) {
+    struct ptpage *pg = pt_page(k, pfn);
+    if (pg->share == PT_FILE)
+      inode_ptshare_forget(pg->ino, pg->chunk, pfn);
     k->st.tables_freed++;
+  }
   frame_put(k, pfn);
 }
 
@@ -54,13 +75,27 @@ void pt_set(struct kernel *k, pfn_t table, pte_t *slot, pte_t e) {
 // Empty an entry.
 void pt_clear(struct kernel *k, pfn_t table, pte_t *slot) { pt_set(k, table, slot, 0); }
 
-// Walk to the last-level entry for va. With alloc, missing tables are allocated (counted in
+// The rss counter a page of pfn mapped by v belongs to. compare Linux mm_counter().
+static int rss_kind(struct kernel *k, const struct vma *v, pfn_t pfn) {
+  if (k->fr.f[pfn].kind == FK_ANON)
+    return RSS_ANON;
+  if (v->ino && (v->ino->kind == IK_SHMEM || v->ino->kind == IK_TMPFS))
+    return RSS_SHMEM;
+  return RSS_FILE;
+}
+
+// Account one page of pfn mapped by v in table (delta +1 or -1); the zero page is not rss.
+void pt_rss_add(struct kernel *k, pfn_t table, const struct vma *v, pfn_t pfn, int delta) {
+  if (pfn != k->fr.zero_pfn)
+    pt_page(k, table)->rss[rss_kind(k, v, pfn)] += (uint16_t)delta;
+}
+
+// Walk to the pmd entry for va. With alloc, missing pud/pmd tables are allocated (counted in
 // mm->nr_tables) and *err is set to -ENOMEM on failure; without, NULL means "not mapped".
-// *table receives the pte table holding the returned slot.
-pte_t *pt_walk(struct mm *mm, uint64_t va, int alloc, pfn_t *table, int *err) {
+pte_t *pt_walk_pmd(struct mm *mm, uint64_t va, int alloc, pfn_t *pmd_table, int *err) {
   struct kernel *k = mm->k;
   pfn_t t = mm->pgd;
-  for (int level = 3; level > 0; level--) {
+  for (int level = 3; level > 1; level--) {
     pte_t *slot = &pt_table(k, t)[pt_index(va, level)];
     if (!(*slot & PTE_P)) {
       pfn_t n;
@@ -76,13 +111,79 @@ pte_t *pt_walk(struct mm *mm, uint64_t va, int alloc, pfn_t *table, int *err) {
     }
     t = PTE_PFN(*slot);
   }
-  *table = t;
-  return &pt_table(k, t)[pt_index(va, 0)];
+  *pmd_table = t;
+  return &pt_table(k, t)[pt_index(va, 1)];
 }
 
-// ---- zap: remove the mappings of [addr, end) within one vma ----
+// Give an empty pmd entry a new private pte table. -ENOMEM when out of memory.
+int pt_fill_pmd(struct mm *mm, pfn_t pmd_table, pte_t *pmd) {
+  pfn_t n;
+  int err = pt_alloc(mm->k, &n);
+  if (err)
+    return err;
+  mm->nr_tables++;
+  pt_set(mm->k, pmd_table, pmd, PTE_MK(n, PTE_P | PTE_W | PTE_U));
+  return 0;
+}
 
-// compare Linux zap_pte_range()
+// Walk to the last-level entry for va, for reading: NULL if not mapped. *table receives the
+// pte table; *writable whether every level above allows writes (a COW-shared table does not).
+pte_t *pt_lookup(struct mm *mm, uint64_t va, pfn_t *table, int *writable) {
+  pfn_t pmdt;
+  pte_t *pmd = pt_walk_pmd(mm, va, 0, &pmdt, NULL);
+  if (!pmd || !(*pmd & PTE_P))
+    return NULL;
+  *table = PTE_PFN(*pmd);
+  *writable = !!(*pmd & PTE_W);
+  return &pt_table(mm->k, *table)[pt_index(va, 0)];
+}
+
+// ---- sharing: break, drop ----
+
+// Copy a COW-shared table for mm: every entry, write-protected in both copies (compare
+// copy_pte_range() for a COW mapping); page references are raised unless the share was eager
+// (they were raised at fork). The pmd entry then points at the private copy.
+static int pt_copy_shared(struct mm *mm, pte_t *pmd, pfn_t t) {
+  struct kernel *k = mm->k;
+  pfn_t n;
+  int err = pt_alloc(k, &n);
+  if (err)
+    return err;
+  struct ptpage *src = pt_page(k, t), *dst = pt_page(k, n);
+  for (unsigned i = 0; i < PTRS_PER_TABLE; i++) {
+    pte_t e = src->e[i];
+    if (!e)
+      continue;
+    if (!src->eager && PTE_PFN(e) != k->fr.zero_pfn)
+      frame_get(k, PTE_PFN(e));
+    src->e[i] = e & ~PTE_W;
+    dst->e[i] = e & ~PTE_W;
+  }
+  k->st.ptes_copied += k->fr.f[t].aux;
+  k->fr.f[n].aux = k->fr.f[t].aux;
+  memcpy(dst->rss, src->rss, sizeof(dst->rss));
+  *pmd = PTE_MK(n, PTE_P | PTE_W | PTE_U);
+  frame_put(k, t);  // the other sharers keep it
+  k->st.tables_copied++;
+  return 0;
+}
+
+// Break the COW share of the table at *pmd before mm changes it. compare the RFC's
+// break_cow_pte(): the sole owner reuses the table in place, anyone else copies it.
+int pt_break_cow(struct mm *mm, pte_t *pmd) {
+  struct kernel *k = mm->k;
+  pfn_t t = PTE_PFN(*pmd);
+  struct ptpage *pg = pt_page(k, t);
+  if (k->fr.f[t].ref > 1)
+    return pt_copy_shared(mm, pmd, t);
+  pg->share = PT_PRIVATE;
+  pg->eager = 0;
+  *pmd |= PTE_W;
+  k->st.tables_reused++;
+  return 0;
+}
+
+// compare Linux zap_pte_range(): unmap [addr, end) of one vma within a private table.
 static void zap_pte_range(struct mm *mm, const struct vma *v, pfn_t table, uint64_t addr,
                           uint64_t end) {
   struct kernel *k = mm->k;
@@ -94,12 +195,70 @@ static void zap_pte_range(struct mm *mm, const struct vma *v, pfn_t table, uint6
     pt_clear(k, table, pte);
     if (pfn == k->fr.zero_pfn)
       continue;
-    mm_rss_add(mm, v, pfn, -1);
+    pt_rss_add(k, table, v, pfn, -1);
     frame_put(k, pfn);
   }
 }
 
-// compare Linux zap_pmd_range()
+// Empty a table that is about to be freed: drop every page reference its entries hold.
+static void pt_release_entries(struct kernel *k, pfn_t t) {
+  struct ptpage *pg = pt_page(k, t);
+  for (unsigned i = 0; i < PTRS_PER_TABLE; i++) {
+    pte_t e = pg->e[i];
+    if (!e)
+      continue;
+    pg->e[i] = 0;
+    if (PTE_PFN(e) != k->fr.zero_pfn)
+      frame_put(k, PTE_PFN(e));
+  }
+  k->fr.f[t].aux = 0;
+  memset(pg->rss, 0, sizeof(pg->rss));
+}
+
+// Detach mm from the shared table at *pmd (exit, munmap of the whole chunk, or any change to
+// a file-shared chunk): drop the pmd entry and the table reference. An eager COW share also
+// drops the page references this sharer held; the last sharer releases everything.
+void pt_drop_shared(struct mm *mm, pfn_t pmd_table, pte_t *pmd) {
+  struct kernel *k = mm->k;
+  pfn_t t = PTE_PFN(*pmd);
+  struct ptpage *pg = pt_page(k, t);
+  if (k->fr.f[t].ref == 1) {
+    pt_release_entries(k, t);
+  } else if (pg->share == PT_COW && pg->eager) {
+    for (unsigned i = 0; i < PTRS_PER_TABLE; i++)
+      if (pg->e[i] && PTE_PFN(pg->e[i]) != k->fr.zero_pfn)
+        frame_put(k, PTE_PFN(pg->e[i]));
+  }
+  pt_clear(k, pmd_table, pmd);
+  mm->nr_tables--;
+  pt_free(k, t);
+}
+
+// Make every last-level table of [start, end) private to mm before it changes them: file-
+// shared tables are detached; COW-shared tables are dropped when drop is set and the chunk
+// lies wholly inside the range (munmap, exit), otherwise broken. -ENOMEM if a copy fails.
+int pt_unshare_range(struct mm *mm, uint64_t start, uint64_t end, int drop) {
+  struct kernel *k = mm->k;
+  for (uint64_t addr = start, next; addr < end; addr = next) {
+    next = level_end(addr, end, 1);
+    pfn_t pmdt;
+    pte_t *pmd = pt_walk_pmd(mm, addr, 0, &pmdt, NULL);
+    if (!pmd || !(*pmd & PTE_P))
+      continue;
+    struct ptpage *pg = pt_page(k, PTE_PFN(*pmd));
+    int whole = !(addr & (PMD_SIZE - 1)) && next - addr == PMD_SIZE;
+    if (pg->share == PT_FILE || (pg->share == PT_COW && drop && whole)) {
+      pt_drop_shared(mm, pmdt, pmd);
+    } else if (pg->share == PT_COW) {
+      int err = pt_break_cow(mm, pmd);
+      if (err)
+        return err;
+    }
+  }
+  return 0;
+}
+
+// compare Linux zap_pmd_range(). Tables shared with others were unshared by the caller.
 static void zap_pmd_range(struct mm *mm, const struct vma *v, pfn_t table, uint64_t addr,
                           uint64_t end) {
   pte_t *pmd = &pt_table(mm->k, table)[pt_index(addr, 1)];
@@ -121,9 +280,13 @@ static void zap_pud_range(struct mm *mm, const struct vma *v, pfn_t table, uint6
   }
 }
 
-// Unmap every page of [start, end) ∩ each vma, dropping frame references and rss.
-// Tables stay; pt_free_range frees those left empty. compare Linux unmap_page_range()
-void pt_zap_range(struct mm *mm, uint64_t start, uint64_t end) {
+// Unmap every page of [start, end) ∩ each vma, dropping frame references and rss. Shared
+// tables are detached, dropped or broken first. Tables stay; pt_free_range frees the empty
+// ones. compare Linux unmap_page_range(). -ENOMEM only if breaking a share needs a copy.
+int pt_zap_range(struct mm *mm, uint64_t start, uint64_t end) {
+  int err = pt_unshare_range(mm, start, end, 1);
+  if (err)
+    return err;
   for (int i = vma_first_at_or_after(&mm->vmas, start); i < (int)mm->vmas.n; i++) {
     const struct vma *v = &mm->vmas.v[i];
     if (v->start >= end)
@@ -137,6 +300,7 @@ void pt_zap_range(struct mm *mm, uint64_t start, uint64_t end) {
         zap_pud_range(mm, v, PTE_PFN(*pgd), addr, next);
     }
   }
+  return 0;
 }
 
 // ---- free: release tables of [addr, end) that are empty ----
@@ -167,9 +331,11 @@ void pt_free_range(struct mm *mm, uint64_t start, uint64_t end) {
     free_level(mm, mm->pgd, 3, start, end);
 }
 
-// Tear an address space's tables down: zap everything, free all tables and the pgd.
+// Tear an address space's tables down: leave every shared table, zap everything, free all
+// tables and the pgd. Dropping a share never fails, so neither does teardown.
 void pt_teardown(struct mm *mm) {
-  pt_zap_range(mm, 0, TASK_SIZE);
+  if (pt_zap_range(mm, 0, TASK_SIZE))
+    kpanic(mm->k, "pt_teardown: unshare failed");
   pt_free_range(mm, 0, 1ULL << 47);
   if (mm->k->fr.f[mm->pgd].aux)
     kpanic(mm->k, "pt_teardown: pgd still has %u entries", mm->k->fr.f[mm->pgd].aux);
@@ -196,14 +362,16 @@ static void protect_pte_range(struct kernel *k, pfn_t table, uint64_t addr, uint
   }
 }
 
-// Apply protection changes to every present pte of [start, end). No table is allocated.
+// Apply protection changes to every present pte of [start, end) (private tables: the caller
+// unshared the range). No table is allocated.
 void pt_protect_range(struct mm *mm, uint64_t start, uint64_t end, int clear_w, int set_w,
                       int nx) {
   struct kernel *k = mm->k;
   for (uint64_t addr = start, next; addr < end; addr = next) {
     next = level_end(addr, end, 1);
-    pfn_t table;
-    if (pt_walk(mm, addr, 0, &table, NULL))
-      protect_pte_range(k, table, addr, next, clear_w, set_w, nx);
+    pfn_t pmdt;
+    pte_t *pmd = pt_walk_pmd(mm, addr, 0, &pmdt, NULL);
+    if (pmd && (*pmd & PTE_P))
+      protect_pte_range(k, PTE_PFN(*pmd), addr, next, clear_w, set_w, nx);
   }
 }

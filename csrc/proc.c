@@ -5,9 +5,15 @@
 
 #include "spawnfd.h"
 
-// The live process with this pid, or NULL.
-struct proc *proc_get(struct kernel *k, int pid) {
+// The process (live or zombie) with this pid, or NULL.
+struct proc *proc_get_any(struct kernel *k, int pid) {
   return (pid > 0 && pid < k->pid_max) ? k->procs[pid] : NULL;
+}
+
+// The live (not exited) process with this pid, or NULL.
+struct proc *proc_get(struct kernel *k, int pid) {
+  struct proc *p = proc_get_any(k, pid);
+  return (p && p->state == PS_RUNNING) ? p : NULL;
 }
 
 // Next free pid after the last one handed out, wrapping like Linux alloc_pid().
@@ -42,11 +48,86 @@ int proc_new(struct kernel *k, int ppid, struct proc **out) {
   return 0;
 }
 
-// Release a process's memory and descriptors and its pid.
+// Release a process's memory and descriptors and its pid (reaping, or kernel teardown).
 void proc_free(struct kernel *k, struct proc *p) {
   k->procs[p->pid] = NULL;
   fdt_fini(k, &p->fds);
   if (p->mm)
     mm_destroy(p->mm);
   free(p);
+}
+
+// fork(2) for a caller-driven process: the child gets a copy of the address space under the
+// given policy (FORK_*) and of the descriptor table (sharing open file descriptions).
+// -ENOMEM rolls back completely. compare Linux kernel_clone() / copy_process().
+static int do_fork(struct kernel *k, struct proc *parent, int mode, int *child_pid) {
+  struct proc *c;
+  int err = 0;
+  struct mm *mm = mm_dup(parent->mm, mode, &err);
+  if (!mm)
+    return err;
+  if ((err = proc_new(k, parent->pid, &c))) {
+    mm_destroy(mm);
+    return err;
+  }
+  mm_destroy(c->mm);
+  c->mm = mm;
+  if ((err = fdt_dup_table(&c->fds, &parent->fds))) {
+    proc_free(k, c);
+    return err;
+  }
+  memcpy(c->cwd, parent->cwd, sizeof(c->cwd));
+  *child_pid = c->pid;
+  return 0;
+}
+
+int sfd_fork(struct kernel *k, int pid, int mode, int *child_pid) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  if (mode < 0 || mode > FORK_COW_PT_EAGER)
+    return -EINVAL;
+  return LEAVE(k, do_fork(k, p, mode, child_pid));
+}
+
+// exit(2): release memory and descriptors at once, hand children to init, become a zombie
+// until the parent waits. init may not exit (Linux would panic).
+int sfd_exit(struct kernel *k, int pid, int code) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  if (pid == 1)
+    return -EPERM;
+  fdt_fini(k, &p->fds);
+  mm_destroy(p->mm);
+  p->mm = NULL;
+  p->state = PS_ZOMBIE;
+  p->wstatus = (code & 0xff) << 8;
+  for (int i = 1; i < k->pid_max; i++)
+    if (k->procs[i] && k->procs[i]->ppid == pid)
+      k->procs[i]->ppid = 1;  // compare forget_original_parent(): reparent to init
+  return LEAVE(k, 0);
+}
+
+// wait4(2) for caller-driven processes: reap an exited child (child > 0: that one, -1: any).
+// Returns the reaped pid with *wstatus set, 0 if nothing has exited and nohang is set,
+// -EAGAIN if nothing has exited (the synchronous API cannot block), -ECHILD if no such child.
+int sfd_wait(struct kernel *k, int pid, int child, int nohang, int *wstatus) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  int any = 0;
+  for (int i = (child > 0 ? child : 1); i < k->pid_max; i++) {
+    struct proc *c = k->procs[i];
+    if (c && c->ppid == pid) {
+      any = 1;
+      if (c->state == PS_ZOMBIE) {
+        *wstatus = c->wstatus;
+        proc_free(k, c);
+        return i;
+      }
+    }
+    if (child > 0)
+      break;
+  }
+  if (!any)
+    return -ECHILD;
+  return nohang ? 0 : -EAGAIN;
 }

@@ -97,15 +97,38 @@ int frame_write_bytes(struct frames *fr, pfn_t p, uint64_t off, const uint8_t *b
 void frame_set_stamp(struct frames *fr, pfn_t p, uint64_t stamp);
 uint8_t *frame_materialise(struct frames *fr, pfn_t p);
 
-// ---- pgtable.c: 4-level tables, each a frame holding 512 entries ----
+// ---- pgtable.c: 4-level tables, each a frame holding a struct ptpage ----
+enum { PT_PRIVATE = 0, PT_COW, PT_FILE };  // how a last-level table is shared
+enum { RSS_ANON = 0, RSS_FILE, RSS_SHMEM };
+
+// A table frame's buffer: the entries, then (last level only) its accounting and sharing.
+struct ptpage {
+  pte_t e[PTRS_PER_TABLE];  // the entries
+  uint16_t rss[3];          // present pages by rss counter (zero page excluded)
+  uint8_t share;            // PT_PRIVATE, PT_COW (shared at fork), PT_FILE (via its file)
+  uint8_t eager;            // PT_COW: every sharer holds its own page references
+  uint32_t pad;             // (alignment)
+  struct inode *ino;        // PT_FILE: the file whose registry lists this table
+  uint64_t chunk;           // PT_FILE: its 2 MiB chunk index in that file
+};
+
+struct mm;
+struct vma;
+uint64_t level_end(uint64_t addr, uint64_t end, int level);
+struct ptpage *pt_page(struct kernel *k, pfn_t pfn);
 pte_t *pt_table(struct kernel *k, pfn_t pfn);
 int pt_alloc(struct kernel *k, pfn_t *out);
 void pt_free(struct kernel *k, pfn_t pfn);
-struct mm;
-pte_t *pt_walk(struct mm *mm, uint64_t va, int alloc, pfn_t *table, int *err);
 void pt_set(struct kernel *k, pfn_t table, pte_t *slot, pte_t e);
 void pt_clear(struct kernel *k, pfn_t table, pte_t *slot);
-void pt_zap_range(struct mm *mm, uint64_t start, uint64_t end);
+void pt_rss_add(struct kernel *k, pfn_t table, const struct vma *v, pfn_t pfn, int delta);
+pte_t *pt_walk_pmd(struct mm *mm, uint64_t va, int alloc, pfn_t *pmd_table, int *err);
+int pt_fill_pmd(struct mm *mm, pfn_t pmd_table, pte_t *pmd);
+pte_t *pt_lookup(struct mm *mm, uint64_t va, pfn_t *table, int *writable);
+int pt_break_cow(struct mm *mm, pte_t *pmd);
+void pt_drop_shared(struct mm *mm, pfn_t pmd_table, pte_t *pmd);
+int pt_unshare_range(struct mm *mm, uint64_t start, uint64_t end, int drop);
+int pt_zap_range(struct mm *mm, uint64_t start, uint64_t end);
 void pt_free_range(struct mm *mm, uint64_t start, uint64_t end);
 void pt_teardown(struct mm *mm);
 void pt_protect_range(struct mm *mm, uint64_t start, uint64_t end, int clear_w, int set_w, int nx);
@@ -119,6 +142,7 @@ void pt_protect_range(struct mm *mm, uint64_t start, uint64_t end, int clear_w, 
 #define VM_WIPEONFORK 0x20
 #define VM_GROWSDOWN 0x40
 #define VM_MAYWRITE 0x80
+#define VM_ANON_VMA 0x100   // holds anonymous pages (Linux: vma->anon_vma is set)
 
 struct vma {
   uint64_t start, end;       // [start, end), page aligned; Invariant: start < end
@@ -147,6 +171,11 @@ int vma_reserve(struct vma_list *l, uint32_t extra);
 // ---- file.c: inodes, the page cache, host files read lazily, tmpfs, devices ----
 enum inode_kind { IK_HOST, IK_TMPFS, IK_SHMEM, IK_DEVNULL, IK_DEVZERO, IK_DIR };
 
+struct ptshare_ent {
+  uint32_t table;            // the chunk's shared pte table, NO_PFN when none
+  uint32_t flags;            // the vma protection it was built for
+};
+
 struct inode {
   uint64_t ino;              // inode number shown in maps
   uint32_t dev_major;        // device numbers shown in maps
@@ -161,6 +190,8 @@ struct inode {
   uint64_t cached;           // pages present in the cache
   uint32_t refs;             // open files + mappings + 1 while linked in the namespace
   int linked;                // still reachable by path (tmpfs: not unlinked)
+  struct ptshare_ent *ptshare; // shared page tables by 2 MiB chunk (share_pagetables)
+  uint64_t ptshare_cap;      // entries in ptshare
   struct inode *hnext;       // hash chain
   uint32_t check_refs;       // check.c: references found by the recount
 };
@@ -172,7 +203,7 @@ int vfs_unlink(struct kernel *k, const char *path);
 struct inode *inode_new_shmem(struct kernel *k, uint64_t size);
 void inode_get(struct inode *ino);
 void inode_put(struct kernel *k, struct inode *ino);
-void inode_unmap_beyond(struct kernel *k, struct inode *ino, uint64_t idx);
+int inode_unmap_beyond(struct kernel *k, struct inode *ino, uint64_t idx);
 int inode_truncate(struct kernel *k, struct inode *ino, uint64_t size);
 int pagecache_get(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t *out);
 int inode_read(struct kernel *k, struct inode *ino, uint64_t off, uint8_t *buf, uint64_t n);
@@ -205,9 +236,16 @@ enum fault_kind {
   FAULT_ANON, FAULT_ZERO, FAULT_FILE, FAULT_SHARED, FAULT_COW, FAULT_WP_REUSE,
   FAULT_WP_SHARED, FAULT_NR
 };
-int handle_fault(struct mm *mm, const struct vma *v, uint64_t va, int write, pfn_t *out);
-int fault_pte(struct mm *mm, const struct vma *v, pfn_t table, pte_t *pte, uint64_t va,
+int handle_fault(struct mm *mm, struct vma *v, uint64_t va, int write, pfn_t *out);
+int fault_table(struct mm *mm, struct vma *v, uint64_t va, pfn_t *table);
+int fault_pte(struct mm *mm, struct vma *v, pfn_t table, pte_t *pte, uint64_t va,
               int write, pfn_t *out);
+
+// ---- fork.c: fork policies and shared file page tables ----
+enum { FORK_COPY = 0, FORK_COW_PT = 1, FORK_COW_PT_EAGER = 2 };
+struct mm *mm_dup(struct mm *src, int mode, int *err);
+int ptshare_attach(struct mm *mm, const struct vma *v, uint64_t va, pfn_t pmdt, pte_t *pmd);
+void inode_ptshare_forget(struct inode *ino, uint64_t chunk, pfn_t table);
 int vma_allows(const struct vma *v, int write);
 
 // ---- mm.c: address spaces ----
@@ -215,30 +253,32 @@ struct mm {
   struct kernel *k;         // owner
   pfn_t pgd;                // top-level table
   struct vma_list vmas;     // the mappings
-  uint64_t rss_anon;        // MM_ANONPAGES
-  uint64_t rss_file;        // MM_FILEPAGES
-  uint64_t rss_shmem;       // MM_SHMEMPAGES
-  uint64_t nr_tables;       // page-table frames owned (pgd included)
+  uint64_t nr_tables;       // page tables it references, shared ones included (pgd too)
   uint64_t mmap_base;       // top-down placement starts below this
   uint64_t start_stack;     // maps shows [stack] for the vma holding it (0: none)
 };
 
 struct mm *mm_create(struct kernel *k, int *err);
 void mm_destroy(struct mm *mm);
-void mm_rss_add(struct mm *mm, const struct vma *v, pfn_t pfn, int64_t delta);
 
 // ---- proc.c: processes ----
+enum proc_state { PS_RUNNING = 0, PS_ZOMBIE };
+
 struct proc {
   int pid;                  // process id
   int ppid;                 // parent's pid
+  enum proc_state state;    // Invariant: a zombie has no mm and an empty fd table
+  int wstatus;              // zombie: the wait status (exit code << 8, or the signal)
   struct mm *mm;            // address space
   struct fdtable fds;       // descriptor table
   char cwd[4096];           // working directory
 };
 
 struct proc *proc_get(struct kernel *k, int pid);
+struct proc *proc_get_any(struct kernel *k, int pid);
 int proc_new(struct kernel *k, int ppid, struct proc **out);
 void proc_free(struct kernel *k, struct proc *p);
+int fdt_dup_table(struct fdtable *dst, const struct fdtable *src);
 
 // ---- kernel.c: the machine ----
 struct kernel {
@@ -250,6 +290,7 @@ struct kernel {
   uint32_t itab_cap, inodes;         // buckets, inodes in the table
   struct inode *dev_null, *dev_zero; // the two devices
   uint64_t next_ino;                 // inode numbers for tmpfs/shmem
+  int share_pagetables;              // big MAP_SHARED file mappings share last-level tables
   int panicked;                      // set by kpanic; every later call fails
   char panic_msg[256];               // why
 };

@@ -92,7 +92,8 @@ int vma_split(struct kernel *k, struct vma_list *l, int i, uint64_t at) {
 // Whether b can extend a (adjacent, same flags and file, contiguous file offset).
 // compare Linux is_mergeable_vma() and can_vma_merge_after().
 int vma_can_merge(const struct vma *a, const struct vma *b) {
-  if (a->end != b->start || a->flags != b->flags || a->ino != b->ino)
+  uint32_t mask = ~(uint32_t)VM_ANON_VMA;  // compare is_mergeable_anon_vma(): one may lack it
+  if (a->end != b->start || (a->flags & mask) != (b->flags & mask) || a->ino != b->ino)
     return 0;
   if (a->ino && a->pgoff + ((a->end - a->start) >> PAGE_SHIFT) != b->pgoff)
     return 0;
@@ -103,12 +104,14 @@ int vma_can_merge(const struct vma *a, const struct vma *b) {
 int vma_try_merge(struct kernel *k, struct vma_list *l, int i) {
   if (i + 1 < (int)l->n && vma_can_merge(&l->v[i], &l->v[i + 1])) {
     l->v[i].end = l->v[i + 1].end;
+    l->v[i].flags |= l->v[i + 1].flags & VM_ANON_VMA;
     if (l->v[i + 1].ino)
       inode_put(k, l->v[i + 1].ino);
     vma_remove(l, i + 1);
   }
   if (i > 0 && vma_can_merge(&l->v[i - 1], &l->v[i])) {
     l->v[i - 1].end = l->v[i].end;
+    l->v[i - 1].flags |= l->v[i].flags & VM_ANON_VMA;
     if (l->v[i].ino)
       inode_put(k, l->v[i].ino);
     vma_remove(l, i);

@@ -92,6 +92,23 @@ class CKernel:
     def fail_alloc_after(self, n: int) -> None:
         self._call(lib.sfd_fail_alloc_after(self.ptr, n))
 
+    def set_share_pagetables(self, on: bool) -> None:
+        self._call(lib.sfd_set_share_pagetables(self.ptr, int(on)))
+
+    # ---- processes ----
+    def fork(self, pid: int, mode: int) -> int:
+        out = ffi.new("int *")
+        self._call(lib.sfd_fork(self.ptr, pid, mode, out))
+        return int(out[0])
+
+    def exit(self, pid: int, code: int) -> None:
+        self._call(lib.sfd_exit(self.ptr, pid, code))
+
+    def wait(self, pid: int, child: int, nohang: bool) -> tuple[int, int]:
+        status = ffi.new("int *")
+        got = self._call(lib.sfd_wait(self.ptr, pid, child, int(nohang), status))
+        return got, int(status[0])
+
     def frame_info(self, pfn: int) -> tuple[int, int]:
         ref, kind = ffi.new("uint32_t *"), ffi.new("uint32_t *")
         self._call(lib.sfd_frame_info(self.ptr, pfn, ref, kind))

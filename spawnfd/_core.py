@@ -102,7 +102,8 @@ class MMStatistics:
     rss_anon_bytes: int
     rss_file_bytes: int
     rss_shmem_bytes: int
-    pagetable_bytes: int
+    pagetable_bytes: int          #: tables this mm uses, shared ones included
+    shared_pagetable_bytes: int   #: of which shared with other address spaces
     vma_count: int
     total_vm_bytes: int
 
@@ -137,6 +138,8 @@ class Kernel:
         self.fork_mode: Final = fork_mode
         self.share_pagetables: Final = bool(share_pagetables)
         self._c = CKernel(_u64(self.memory_bytes, "memory"))
+        if share_pagetables:
+            self._c.set_share_pagetables(True)
         self._procs: dict[int, Process] = {}
         self.init: Final = self._process(1)
         _live_kernels.add(self)
@@ -222,6 +225,44 @@ class Process:
     @property
     def _c(self) -> CKernel:
         return self.kernel._c
+
+    def fork(self, mode: str | None = None) -> Process:
+        """Duplicate this process; returns the child, which the caller drives too.
+
+        Args:
+            mode: the fork policy, ``"copy"`` (classic), ``"cow-pt"`` (copy-on-write page
+                tables, deferred page refcounts) or ``"cow-pt-eager"``; default: the
+                kernel's ``fork_mode``.
+
+        Raises:
+            OSError: ``ENOMEM`` when simulated memory runs out part-way; the fork is then
+                rolled back completely.
+        """
+        mode = self.kernel.fork_mode if mode is None else mode
+        if mode not in FORK_MODES:
+            raise ValueError(f"mode must be one of {FORK_MODES}, not {mode!r}")
+        pid = self._c.fork(self.pid, FORK_MODES.index(mode))
+        return self.kernel._process(pid)
+
+    def exit(self, code: int = 0) -> None:
+        """Exit: memory and descriptors are released at once; the parent reaps the zombie."""
+        self._c.exit(self.pid, code)
+
+    def wait(self, pid: int = -1, *, nohang: bool = False) -> int | None:
+        """Reap an exited child (``pid``, or any with -1); returns its wait status.
+
+        The status decodes with ``os.WIFEXITED``/``os.WEXITSTATUS``. Caller-driven processes
+        never exit on their own, so waiting for one still running cannot block: it returns
+        ``None`` with ``nohang``, else raises ``BlockingIOError``.
+
+        Raises:
+            ChildProcessError: no such child.
+        """
+        got, status = self._c.wait(self.pid, pid, nohang)
+        if got == 0:
+            return None
+        self.kernel._procs.pop(got, None)
+        return status
 
     def open(self, path: str | bytes | os.PathLike[Any], flags: int, mode: int = 0o666) -> int:
         """Open a file into this process's descriptor table; returns the descriptor.
@@ -372,6 +413,7 @@ class AddressSpace:
                             rss_file_bytes=raw["rss_file"] * 4096,
                             rss_shmem_bytes=raw["rss_shmem"] * 4096,
                             pagetable_bytes=raw["pagetable_bytes"],
+                            shared_pagetable_bytes=raw["shared_pagetable_bytes"],
                             vma_count=raw["vma_count"], total_vm_bytes=raw["total_vm"])
 
     def translate(self, addr: int) -> int:

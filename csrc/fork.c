@@ -1,0 +1,279 @@
+// fork.c — duplicating an address space under three policies, and shared page tables for
+// big MAP_SHARED file mappings.
+//
+//   FORK_COPY        classic fork, compare Linux dup_mmap() + copy_page_range(): every pte of
+//                    a vma that needs copying is copied, COW pages write-protected on both
+//                    sides and their refcounts raised.
+//   FORK_COW_PT      copy-on-write page tables (the 2022 RFC, On-demand-fork): upper levels
+//                    are copied, each last-level table of private COW memory is shared (its
+//                    refcount raised, both pmd entries write-protected); page refcounts are
+//                    untouched ("deferred").
+//   FORK_COW_PT_EAGER  the same, raising every page's refcount at fork (later RFC versions).
+//
+// A table spanned by several vmas is shared once, when every vma over its 2 MiB can be
+// shared, or not at all (then its ptes are copied vma by vma).
+#include <stdlib.h>
+#include <string.h>
+
+#include "spawnfd.h"
+
+static inline unsigned pt_index(uint64_t va, int level) {
+  return (unsigned)(va >> (PAGE_SHIFT + 9 * level)) & 511;
+}
+
+// A private mapping that may become writable: its pages are copied on write.
+// compare Linux is_cow_mapping().
+static int vma_is_cow(const struct vma *v) {
+  return !(v->flags & VM_SHARED) && (v->flags & VM_MAYWRITE);
+}
+
+// Whether fork must copy the vma's ptes, or the child can refault them lazily.
+// compare Linux vma_needs_copy(): only vmas that hold anonymous pages.
+static int vma_needs_copy(const struct vma *v) {
+  return (v->flags & VM_ANON_VMA) && !(v->flags & VM_WIPEONFORK);
+}
+
+// Whether the 2 MiB chunk at addr may be shared at fork: every vma over it is private memory
+// that fork copies, and the table is not a file-shared one.
+static int pt_is_shareable(struct mm *mm, uint64_t addr) {
+  uint64_t lo = addr & ~(PMD_SIZE - 1), hi = lo + PMD_SIZE;
+  struct vma_list *l = &mm->vmas;
+  for (int i = vma_first_at_or_after(l, lo); i < (int)l->n && l->v[i].start < hi; i++) {
+    const struct vma *v = &l->v[i];
+    if ((v->flags & (VM_SHARED | VM_DONTFORK)) || !vma_needs_copy(v))
+      return 0;
+  }
+  return 1;
+}
+
+// compare Linux copy_present_pte(): copy one pte into the child, write-protecting a COW page
+// on both sides and taking a reference for the child's mapping.
+static void copy_present_pte(struct kernel *k, const struct vma *v, pfn_t dst_t, pte_t *dst,
+                             pte_t *src) {
+  pte_t e = *src;
+  pfn_t pfn = PTE_PFN(e);
+  if (pfn != k->fr.zero_pfn)
+    frame_get(k, pfn);
+  if (vma_is_cow(v) && (e & PTE_W)) {
+    e &= ~PTE_W;
+    *src = e;
+  }
+  pt_set(k, dst_t, dst, e & ~PTE_A);
+  pt_rss_add(k, dst_t, v, pfn, 1);
+}
+
+// compare Linux copy_pte_range(): copy the ptes of [addr, end) of vma v.
+static void copy_pte_range(struct kernel *k, const struct vma *v, pfn_t dst_t, pfn_t src_t,
+                           uint64_t addr, uint64_t end) {
+  pte_t *src = &pt_table(k, src_t)[pt_index(addr, 0)];
+  pte_t *dst = &pt_table(k, dst_t)[pt_index(addr, 0)];
+  uint64_t n = 0;
+  for (; addr < end; addr += PAGE_SIZE, src++, dst++) {
+    if (*src & PTE_P) {
+      copy_present_pte(k, v, dst_t, dst, src);
+      n++;
+    }
+  }
+  k->st.ptes_copied += n;
+}
+
+// Share the parent's table at *src_pmd with the child's empty *dst_pmd: raise its refcount,
+// write-protect both pmd entries; eager raises every page's refcount too.
+static void share_table(struct mm *dst_mm, pfn_t dst_pmdt, pte_t *dst_pmd, pte_t *src_pmd,
+                        int eager) {
+  struct kernel *k = dst_mm->k;
+  pfn_t t = PTE_PFN(*src_pmd);
+  struct ptpage *pg = pt_page(k, t);
+  if (eager)
+    for (unsigned i = 0; i < PTRS_PER_TABLE; i++)
+      if (pg->e[i] && PTE_PFN(pg->e[i]) != k->fr.zero_pfn)
+        frame_get(k, PTE_PFN(pg->e[i]));
+  pg->share = PT_COW;
+  pg->eager = (uint8_t)eager;
+  frame_get(k, t);
+  *src_pmd &= ~PTE_W;
+  pt_set(k, dst_pmdt, dst_pmd, PTE_MK(t, PTE_P | PTE_U));
+  dst_mm->nr_tables++;
+  k->st.tables_shared++;
+}
+
+// Whether the table at *src_pmd can be shared under this fork's accounting: a private table,
+// or one already COW-shared with the same accounting.
+static int table_accepts_share(struct kernel *k, pte_t *src_pmd, int eager) {
+  struct ptpage *pg = pt_page(k, PTE_PFN(*src_pmd));
+  return pg->share == PT_PRIVATE || (pg->share == PT_COW && pg->eager == eager);
+}
+
+struct fork_ctx {
+  struct mm *dst, *src;     // child and parent
+  const struct vma *v;      // the parent's vma being copied
+  int mode;                 // FORK_*
+};
+
+// compare Linux copy_pmd_range(), with the cow-pt choice per pmd entry.
+static int copy_pmd_range(struct fork_ctx *c, uint64_t addr, uint64_t end) {
+  struct kernel *k = c->src->k;
+  for (uint64_t next; addr < end; addr = next) {
+    next = level_end(addr, end, 1);
+    pfn_t src_pmdt, dst_pmdt;
+    int err = 0;
+    pte_t *src_pmd = pt_walk_pmd(c->src, addr, 0, &src_pmdt, NULL);
+    if (!src_pmd || !(*src_pmd & PTE_P))
+      continue;
+    pte_t *dst_pmd = pt_walk_pmd(c->dst, addr, 1, &dst_pmdt, &err);
+    if (!dst_pmd)
+      return err;
+    int eager = c->mode == FORK_COW_PT_EAGER;
+    if (c->mode != FORK_COPY && pt_is_shareable(c->src, addr) &&
+        table_accepts_share(k, src_pmd, eager)) {
+      if (!(*dst_pmd & PTE_P))  // an earlier vma over this chunk may have shared it already
+        share_table(c->dst, dst_pmdt, dst_pmd, src_pmd, eager);
+      continue;
+    }
+    if (pt_page(k, PTE_PFN(*src_pmd))->share == PT_COW && (err = pt_break_cow(c->src, src_pmd)))
+      return err;  // copying ptes write-protects the parent's: its table must be its own
+    if (!(*dst_pmd & PTE_P) && (err = pt_fill_pmd(c->dst, dst_pmdt, dst_pmd)))
+      return err;
+    copy_pte_range(k, c->v, PTE_PFN(*dst_pmd), PTE_PFN(*src_pmd), addr, next);
+  }
+  return 0;
+}
+
+// Attach the child to the file-shared tables the parent uses in a shared vma.
+static int attach_shared_range(struct fork_ctx *c) {
+  struct kernel *k = c->src->k;
+  for (uint64_t addr = c->v->start, next; addr < c->v->end; addr = next) {
+    next = level_end(addr, c->v->end, 1);
+    pfn_t src_pmdt, dst_pmdt;
+    int err = 0;
+    pte_t *src_pmd = pt_walk_pmd(c->src, addr, 0, &src_pmdt, NULL);
+    if (!src_pmd || !(*src_pmd & PTE_P) || pt_page(k, PTE_PFN(*src_pmd))->share != PT_FILE)
+      continue;
+    pte_t *dst_pmd = pt_walk_pmd(c->dst, addr, 1, &dst_pmdt, &err);
+    if (!dst_pmd)
+      return err;
+    frame_get(k, PTE_PFN(*src_pmd));
+    pt_set(k, dst_pmdt, dst_pmd, *src_pmd);
+    c->dst->nr_tables++;
+  }
+  return 0;
+}
+
+// Copy one vma's page tables into the child. compare Linux copy_page_range().
+static int copy_page_range(struct fork_ctx *c) {
+  if (c->v->flags & VM_SHARED)
+    return attach_shared_range(c);
+  if (!vma_needs_copy(c->v))
+    return 0;  // refaulted lazily by the child
+  return copy_pmd_range(c, c->v->start, c->v->end);
+}
+
+// Give the child its copy of vma v (a file reference; WIPEONFORK memory starts empty).
+static int dup_vma(struct mm *dst, const struct vma *v) {
+  struct vma n = *v;
+  if (n.flags & VM_WIPEONFORK)
+    n.flags &= ~(uint32_t)VM_ANON_VMA;
+  int err = vma_insert(&dst->vmas, &n);
+  if (err < 0)
+    return err;
+  if (n.ino)
+    inode_get(n.ino);
+  return 0;
+}
+
+// A copy of src under the given policy. On failure (-ENOMEM) everything the child got is
+// released and the parent keeps its memory (some of its ptes may be left write-protected, as
+// after a failed Linux fork; the next write reuses the page). compare Linux dup_mmap().
+struct mm *mm_dup(struct mm *src, int mode, int *err) {
+  struct mm *dst = mm_create(src->k, err);
+  if (!dst)
+    return NULL;
+  dst->mmap_base = src->mmap_base;
+  dst->start_stack = src->start_stack;
+  if ((*err = vma_reserve(&dst->vmas, src->vmas.n)))
+    goto fail;
+  for (uint32_t i = 0; i < src->vmas.n; i++) {
+    const struct vma *v = &src->vmas.v[i];
+    if (v->flags & VM_DONTFORK)
+      continue;
+    struct fork_ctx c = {.dst = dst, .src = src, .v = v, .mode = mode};
+    if ((*err = dup_vma(dst, v)) || (*err = copy_page_range(&c)))
+      goto fail;
+  }
+  return dst;
+fail:
+  mm_destroy(dst);
+  return NULL;
+}
+
+// ---- shared page tables for MAP_SHARED file mappings ----
+
+// The chunk index of va if vma v may use the file's shared table for it: a shared file
+// mapping covering the whole 2 MiB chunk, at an address congruent to its file offset.
+static int ptshare_chunk(const struct vma *v, uint64_t va, uint64_t *chunk) {
+  uint64_t lo = va & ~(PMD_SIZE - 1);
+  if (!v->ino || !(v->flags & VM_SHARED) || lo < v->start || lo + PMD_SIZE > v->end)
+    return 0;
+  uint64_t idx = v->pgoff + ((lo - v->start) >> PAGE_SHIFT);
+  if (idx & (PTRS_PER_TABLE - 1))
+    return 0;
+  *chunk = idx / PTRS_PER_TABLE;
+  return 1;
+}
+
+// The registry entry of a file chunk, growing the registry. NULL if the host is out of memory.
+static struct ptshare_ent *ptshare_slot(struct inode *ino, uint64_t chunk) {
+  if (chunk >= ino->ptshare_cap) {
+    uint64_t cap = ino->ptshare_cap ? ino->ptshare_cap : 8;
+    while (cap <= chunk)
+      cap *= 2;
+    struct ptshare_ent *r = realloc(ino->ptshare, cap * sizeof(*r));
+    if (!r)
+      return NULL;
+    for (uint64_t i = ino->ptshare_cap; i < cap; i++)
+      r[i].table = NO_PFN;
+    ino->ptshare = r;
+    ino->ptshare_cap = cap;
+  }
+  return &ino->ptshare[chunk];
+}
+
+// Fill an empty pmd entry of a shared file mapping with the file's table for the chunk:
+// attach to the existing one when its protection matches, or create and register it.
+// Leaves the entry empty when sharing does not apply (the caller builds a private table).
+// compare Linux huge_pmd_share() and the mshare proposal.
+int ptshare_attach(struct mm *mm, const struct vma *v, uint64_t va, pfn_t pmdt, pte_t *pmd) {
+  struct kernel *k = mm->k;
+  uint64_t chunk;
+  uint32_t want = v->flags & (VM_READ | VM_WRITE | VM_EXEC | VM_SHARED);
+  if (!k->share_pagetables || !ptshare_chunk(v, va, &chunk))
+    return 0;
+  struct ptshare_ent *e = ptshare_slot(v->ino, chunk);
+  if (!e)
+    return -ENOMEM;
+  if (e->table != NO_PFN) {
+    if (e->flags != want)
+      return 0;
+    frame_get(k, e->table);
+    pt_set(k, pmdt, pmd, PTE_MK(e->table, PTE_P | PTE_W | PTE_U));
+    mm->nr_tables++;
+    k->st.tables_shared++;
+    return 0;
+  }
+  int err = pt_fill_pmd(mm, pmdt, pmd);
+  if (err)
+    return err;
+  struct ptpage *pg = pt_page(k, PTE_PFN(*pmd));
+  pg->share = PT_FILE;
+  pg->ino = v->ino;
+  pg->chunk = chunk;
+  e->table = PTE_PFN(*pmd);
+  e->flags = want;
+  return 0;
+}
+
+// Take a freed table out of its file's registry.
+void inode_ptshare_forget(struct inode *ino, uint64_t chunk, pfn_t table) {
+  if (chunk < ino->ptshare_cap && ino->ptshare[chunk].table == table)
+    ino->ptshare[chunk].table = NO_PFN;
+}
