@@ -113,13 +113,11 @@ struct fork_ctx {
 // compare Linux copy_pmd_range(), with the cow-pt choice per pmd entry.
 static int copy_pmd_range(struct fork_ctx *c, uint64_t addr, uint64_t end) {
   struct kernel *k = c->src->k;
-  for (uint64_t next; addr < end; addr = next) {
+  pfn_t src_pmdt, dst_pmdt;
+  pte_t *src_pmd;
+  for (uint64_t next; (src_pmd = pt_next_pmd(c->src, &addr, end, &src_pmdt)); addr = next) {
     next = level_end(addr, end, 1);
-    pfn_t src_pmdt, dst_pmdt;
     int err = 0;
-    pte_t *src_pmd = pt_walk_pmd(c->src, addr, 0, &src_pmdt, NULL);
-    if (!src_pmd || !(*src_pmd & PTE_P))
-      continue;
     pte_t *dst_pmd = pt_walk_pmd(c->dst, addr, 1, &dst_pmdt, &err);
     if (!dst_pmd)
       return err;
@@ -142,12 +140,14 @@ static int copy_pmd_range(struct fork_ctx *c, uint64_t addr, uint64_t end) {
 // Attach the child to the file-shared tables the parent uses in a shared vma.
 static int attach_shared_range(struct fork_ctx *c) {
   struct kernel *k = c->src->k;
-  for (uint64_t addr = c->v->start, next; addr < c->v->end; addr = next) {
-    next = level_end(addr, c->v->end, 1);
-    pfn_t src_pmdt, dst_pmdt;
+  pfn_t src_pmdt, dst_pmdt;
+  pte_t *src_pmd;
+  uint64_t end = c->v->end;
+  for (uint64_t addr = c->v->start, next; (src_pmd = pt_next_pmd(c->src, &addr, end, &src_pmdt));
+       addr = next) {
+    next = level_end(addr, end, 1);
     int err = 0;
-    pte_t *src_pmd = pt_walk_pmd(c->src, addr, 0, &src_pmdt, NULL);
-    if (!src_pmd || !(*src_pmd & PTE_P) || pt_page(k, PTE_PFN(*src_pmd))->share != PT_FILE)
+    if (pt_page(k, PTE_PFN(*src_pmd))->share != PT_FILE)
       continue;
     pte_t *dst_pmd = pt_walk_pmd(c->dst, addr, 1, &dst_pmdt, &err);
     if (!dst_pmd)

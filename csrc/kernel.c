@@ -32,7 +32,7 @@ static int kernel_boot(struct kernel *k, uint64_t mem_bytes) {
   if ((err = vfs_init(k)))
     return err;
   struct proc *init;
-  return proc_new(k, 0, &init);
+  return proc_new(k, 0, NULL, &init);
 }
 
 // Boot a kernel with mem_bytes of simulated memory; init is pid 1.

@@ -103,35 +103,52 @@ static int unmap_range(struct mm *mm, uint64_t start, uint64_t end) {
   return 0;
 }
 
-// Highest free [a, a + len) inside [low, high), or 0. A growsdown vma keeps a guard gap below.
-// compare Linux unmapped_area_topdown().
+// The highest a <= top with a % align == off (align a power of two, or 0 for any), if a >= low.
+static uint64_t align_down_to(uint64_t top, uint64_t low, uint64_t align, uint64_t off) {
+  if (!align)
+    return top;
+  uint64_t a = ((top - off) & ~(align - 1)) + off;
+  if (a > top)
+    a -= align;
+  return (a >= low && a <= top) ? a : 0;
+}
+
+// Highest free [a, a + len) inside [low, high) with a % align == off, or 0. A growsdown vma
+// keeps a guard gap below it. compare Linux unmapped_area_topdown().
 static uint64_t unmapped_area_topdown(struct vma_list *l, uint64_t len, uint64_t low,
-                                      uint64_t high) {
+                                      uint64_t high, uint64_t align, uint64_t off) {
   uint64_t end = high;
   for (int i = (int)l->n - 1; i >= 0 && end >= low + len; i--) {
     const struct vma *v = &l->v[i];
     if (v->start >= end)
       continue;
-    if (v->end <= end && end - v->end >= len)
-      return end - len;
+    if (v->end <= end && end - v->end >= len) {
+      uint64_t a = align_down_to(end - len, v->end, align, off);
+      if (a)
+        return a;
+    }
     uint64_t top = v->start;
     if (v->flags & VM_GROWSDOWN)
       top = top > STACK_GUARD_GAP ? top - STACK_GUARD_GAP : 0;
     if (top < end)
       end = top;
   }
-  return (end >= low + len) ? end - len : 0;
+  return (end >= low + len) ? align_down_to(end - len, low, align, off) : 0;
 }
 
 // Choose where a non-fixed mapping goes: the hint if free, else top-down below mmap_base,
-// else anywhere. Returns 0 when nothing fits.
-static uint64_t get_unmapped_area(struct mm *mm, uint64_t hint, uint64_t len) {
+// else anywhere. A shared file mapping of 2 MiB or more is placed at an address congruent to
+// its file offset modulo 2 MiB when page tables are shared, so its chunks can share (as
+// Linux aligns mappings that may use huge pages). Returns 0 when nothing fits.
+static uint64_t get_unmapped_area(struct mm *mm, uint64_t hint, uint64_t len, uint64_t align,
+                                  uint64_t off) {
   hint = PAGE_ROUND_UP(hint);
   if (hint >= MMAP_MIN_ADDR && hint <= TASK_SIZE - len &&
-      vma_range_free(&mm->vmas, hint, hint + len))
+      vma_range_free(&mm->vmas, hint, hint + len) &&
+      (!align || (hint & (align - 1)) == off))
     return hint;
-  uint64_t a = unmapped_area_topdown(&mm->vmas, len, MMAP_MIN_ADDR, mm->mmap_base);
-  return a ? a : unmapped_area_topdown(&mm->vmas, len, MMAP_MIN_ADDR, TASK_SIZE);
+  uint64_t a = unmapped_area_topdown(&mm->vmas, len, MMAP_MIN_ADDR, mm->mmap_base, align, off);
+  return a ? a : unmapped_area_topdown(&mm->vmas, len, MMAP_MIN_ADDR, TASK_SIZE, align, off);
 }
 
 // Check a file mapping against the open file f, in the order of the file switch of Linux
@@ -160,11 +177,15 @@ static int mmap_file_check(struct file *f, uint64_t len, uint64_t pgoff, int pro
 
 // Where the mapping goes: the fixed address after its checks, or a free area. compare the
 // MAP_FIXED paths of Linux __get_unmapped_area() and the MAP_FIXED_NOREPLACE check.
-static int mmap_place(struct mm *mm, uint64_t *addr, uint64_t len, int flags) {
+static int mmap_place(struct mm *mm, uint64_t *addr, uint64_t len, int flags, int file,
+                      uint64_t off) {
   if (!(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))) {
+    int share = file && (flags & MAP_TYPE_MASK) != MAP_PRIVATE && len >= PMD_SIZE &&
+                mm->k->share_pagetables;
     if (len > TASK_SIZE - MMAP_MIN_ADDR)
       return -ENOMEM;
-    *addr = get_unmapped_area(mm, *addr, len);
+    *addr = get_unmapped_area(mm, *addr, len, share ? PMD_SIZE : 0,
+                              share ? off & (PMD_SIZE - 1) : 0);
     return *addr ? 0 : -ENOMEM;
   }
   if (len > TASK_SIZE || *addr > TASK_SIZE - len)
@@ -203,7 +224,7 @@ static int mmap_check(struct proc *p, uint64_t *addr, uint64_t len, int prot, in
     return -EOVERFLOW;
   if (mm->vmas.n + 1 > MAX_MAP_COUNT)
     return -ENOMEM;
-  if ((err = mmap_place(mm, addr, len, flags)))
+  if ((err = mmap_place(mm, addr, len, flags, f != NULL, off)))
     return err;
   memset(v, 0, sizeof(*v));
   if (f) {

@@ -126,6 +126,31 @@ int pt_fill_pmd(struct mm *mm, pfn_t pmd_table, pte_t *pmd) {
   return 0;
 }
 
+// The next present pmd entry of mm in [*addr, end), skipping absent upper levels in one step
+// each; *addr is moved to the address it covers and *pmd_table to its table. NULL at the end.
+pte_t *pt_next_pmd(struct mm *mm, uint64_t *addr, uint64_t end, pfn_t *pmd_table) {
+  struct kernel *k = mm->k;
+  while (*addr < end) {
+    pte_t pgd = pt_table(k, mm->pgd)[pt_index(*addr, 3)];
+    if (!(pgd & PTE_P)) {
+      *addr = level_end(*addr, end, 3);
+      continue;
+    }
+    pte_t pud = pt_table(k, PTE_PFN(pgd))[pt_index(*addr, 2)];
+    if (!(pud & PTE_P)) {
+      *addr = level_end(*addr, end, 2);
+      continue;
+    }
+    pte_t *pmd = &pt_table(k, PTE_PFN(pud))[pt_index(*addr, 1)];
+    if (*pmd & PTE_P) {
+      *pmd_table = PTE_PFN(pud);
+      return pmd;
+    }
+    *addr = level_end(*addr, end, 1);
+  }
+  return NULL;
+}
+
 // Walk to the last-level entry for va, for reading: NULL if not mapped. *table receives the
 // pte table; *writable whether every level above allows writes (a COW-shared table does not).
 pte_t *pt_lookup(struct mm *mm, uint64_t va, pfn_t *table, int *writable) {
@@ -239,12 +264,10 @@ void pt_drop_shared(struct mm *mm, pfn_t pmd_table, pte_t *pmd) {
 // lies wholly inside the range (munmap, exit), otherwise broken. -ENOMEM if a copy fails.
 int pt_unshare_range(struct mm *mm, uint64_t start, uint64_t end, int drop) {
   struct kernel *k = mm->k;
-  for (uint64_t addr = start, next; addr < end; addr = next) {
+  pfn_t pmdt;
+  pte_t *pmd;
+  for (uint64_t addr = start, next; (pmd = pt_next_pmd(mm, &addr, end, &pmdt)); addr = next) {
     next = level_end(addr, end, 1);
-    pfn_t pmdt;
-    pte_t *pmd = pt_walk_pmd(mm, addr, 0, &pmdt, NULL);
-    if (!pmd || !(*pmd & PTE_P))
-      continue;
     struct ptpage *pg = pt_page(k, PTE_PFN(*pmd));
     int whole = !(addr & (PMD_SIZE - 1)) && next - addr == PMD_SIZE;
     if (pg->share == PT_FILE || (pg->share == PT_COW && drop && whole)) {
@@ -367,11 +390,10 @@ static void protect_pte_range(struct kernel *k, pfn_t table, uint64_t addr, uint
 void pt_protect_range(struct mm *mm, uint64_t start, uint64_t end, int clear_w, int set_w,
                       int nx) {
   struct kernel *k = mm->k;
-  for (uint64_t addr = start, next; addr < end; addr = next) {
+  pfn_t pmdt;
+  pte_t *pmd;
+  for (uint64_t addr = start, next; (pmd = pt_next_pmd(mm, &addr, end, &pmdt)); addr = next) {
     next = level_end(addr, end, 1);
-    pfn_t pmdt;
-    pte_t *pmd = pt_walk_pmd(mm, addr, 0, &pmdt, NULL);
-    if (pmd && (*pmd & PTE_P))
-      protect_pte_range(k, PTE_PFN(*pmd), addr, next, clear_w, set_w, nx);
+    protect_pte_range(k, PTE_PFN(*pmd), addr, next, clear_w, set_w, nx);
   }
 }

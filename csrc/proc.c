@@ -28,15 +28,16 @@ static int pid_alloc(struct kernel *k) {
   return -EAGAIN;
 }
 
-// A new process with an empty address space and descriptor table, cwd "/".
-int proc_new(struct kernel *k, int ppid, struct proc **out) {
+// A new process with the given address space (a new empty one if mm is NULL), an empty
+// descriptor table and cwd "/". On failure the caller still owns mm.
+int proc_new(struct kernel *k, int ppid, struct mm *mm, struct proc **out) {
   int err = 0, pid = pid_alloc(k);
   if (pid < 0)
     return pid;
   struct proc *p = calloc(1, sizeof(*p));
   if (!p)
     return -ENOMEM;
-  if (!(p->mm = mm_create(k, &err))) {
+  if (!(p->mm = mm ? mm : mm_create(k, &err))) {
     free(p);
     return err;
   }
@@ -66,12 +67,10 @@ static int do_fork(struct kernel *k, struct proc *parent, int mode, int *child_p
   struct mm *mm = mm_dup(parent->mm, mode, &err);
   if (!mm)
     return err;
-  if ((err = proc_new(k, parent->pid, &c))) {
+  if ((err = proc_new(k, parent->pid, mm, &c))) {
     mm_destroy(mm);
     return err;
   }
-  mm_destroy(c->mm);
-  c->mm = mm;
   if ((err = fdt_dup_table(&c->fds, &parent->fds))) {
     proc_free(k, c);
     return err;

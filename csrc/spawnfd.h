@@ -124,6 +124,7 @@ void pt_clear(struct kernel *k, pfn_t table, pte_t *slot);
 void pt_rss_add(struct kernel *k, pfn_t table, const struct vma *v, pfn_t pfn, int delta);
 pte_t *pt_walk_pmd(struct mm *mm, uint64_t va, int alloc, pfn_t *pmd_table, int *err);
 int pt_fill_pmd(struct mm *mm, pfn_t pmd_table, pte_t *pmd);
+pte_t *pt_next_pmd(struct mm *mm, uint64_t *addr, uint64_t end, pfn_t *pmd_table);
 pte_t *pt_lookup(struct mm *mm, uint64_t va, pfn_t *table, int *writable);
 int pt_break_cow(struct mm *mm, pte_t *pmd);
 void pt_drop_shared(struct mm *mm, pfn_t pmd_table, pte_t *pmd);
@@ -276,7 +277,7 @@ struct proc {
 
 struct proc *proc_get(struct kernel *k, int pid);
 struct proc *proc_get_any(struct kernel *k, int pid);
-int proc_new(struct kernel *k, int ppid, struct proc **out);
+int proc_new(struct kernel *k, int ppid, struct mm *mm, struct proc **out);
 void proc_free(struct kernel *k, struct proc *p);
 int fdt_dup_table(struct fdtable *dst, const struct fdtable *src);
 
