@@ -278,6 +278,26 @@ static void spawn_fork(struct sfd_child *c)
         s->err = errno;
         return;
     }
+    // Keep the pipe clear of every fd a step names: a stale number the caller passes must
+    // still be EBADF in the child, not silently our pipe.
+    int top = 2;
+    for (int i = 0; i < s->nactions; i++)
+        if (s->actions[i].fd > top)
+            top = s->actions[i].fd;
+    for (int i = 0; i < 2; i++) {
+        if (ep[i] > top)
+            continue;
+        int fd = fcntl(ep[i], F_DUPFD_CLOEXEC, top + 1);
+        if (fd < 0) {
+            s->step = SFD_STEP_PARENT;
+            s->err = errno;
+            close(ep[0]);
+            close(ep[1]);
+            return;
+        }
+        close(ep[i]);
+        ep[i] = fd;
+    }
     c->errfd = ep[1];
     int pidfd = -1;
     long pid = syscall(SYS_clone, CLONE_PIDFD | SIGCHLD, 0, &pidfd, 0, 0);
@@ -336,13 +356,15 @@ int sfd_spawn(struct sfd_spawn *s)
     return s->err;
 }
 
-// Fill set from a bit mask (bit sig-1 for sig).
+// Fill set from a bit mask (bit sig-1 for sig). sigaddset() refuses glibc's internal signals
+// (32 and 33), so their bits are set by hand: posix_spawn must see them in the sigdefault set.
 static void mask_to_set(uint64_t bits, sigset_t *set)
 {
+    const unsigned word = 8 * sizeof set->__val[0];
     sigemptyset(set);
-    for (int sig = 1; sig < 65; sig++)
+    for (unsigned sig = 1; sig < 65; sig++)
         if ((bits >> (sig - 1)) & 1)
-            sigaddset(set, sig);
+            set->__val[(sig - 1) / word] |= 1UL << ((sig - 1) % word);
 }
 
 // Is fd the target of a SFD_DUP2 step before step end?
@@ -438,9 +460,12 @@ int sfd_posix_spawn(struct sfd_spawn *s)
         mask_to_set(s->sigmask, &set);
         posix_spawnattr_setsigmask(&at, &set);
     }
-    if (s->sigdefault) {
+    // glibc's child sets its internal signals (32, 33) to SIG_IGN, which exec keeps, unless
+    // they are in the sigdefault set: put them back to SIG_DFL as sfd_spawn() leaves them.
+    uint64_t sigdefault = s->sigdefault | (1ULL << 31) | (1ULL << 32);
+    {
         flags |= POSIX_SPAWN_SETSIGDEF;
-        mask_to_set(s->sigdefault, &set);
+        mask_to_set(sigdefault, &set);
         posix_spawnattr_setsigdefault(&at, &set);
     }
     if ((s->err = posix_spawnattr_setflags(&at, flags)) != 0)

@@ -145,7 +145,17 @@ class Process(metaclass=NoPublicConstructor):
         return rc
 
     async def _wait_status(self) -> int:
-        async with self._wait_lock:
+        if self._reap(block=False) is not None:
+            await trio.lowlevel.checkpoint()
+            assert self._status is not None
+            return self._status
+        # One task at a time sleeps on the pidfd (trio allows one waiter per fd); the lock is
+        # taken without a schedule point when free, so wait_readable is the only checkpoint.
+        try:
+            self._wait_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._wait_lock.acquire()
+        try:
             if self._reap(block=False) is None:
                 assert self._pidfd is not None
                 try:
@@ -153,6 +163,8 @@ class Process(metaclass=NoPublicConstructor):
                 except trio.ClosedResourceError:
                     pass  # poll() in another task reaped it and closed the pidfd
                 self._reap(block=True)
+        finally:
+            self._wait_lock.release()
         assert self._status is not None
         return self._status
 

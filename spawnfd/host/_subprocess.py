@@ -28,6 +28,9 @@ Command = Union[StrOrBytesPath, Sequence[StrOrBytesPath]]
 Redirect = Union[int, Any, None]  # an fd, an object with fileno(), PIPE, DEVNULL, STDOUT or None
 
 _SHELL = "/bin/sh"
+
+#: stdin= value for a pipe already at end-of-file (run_process's default b"").
+EMPTY_INPUT: Any = object()
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 # Dispositions subprocess's restore_signals=True puts back: Python ignores these in the parent.
@@ -62,6 +65,36 @@ _KNOWN = {
     *_UNSUPPORTED,
     *_POSIX_ONLY_IGNORED,
 }
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)`` where Python has it (3.11+)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+
+
+def posix_spawn_culprit(exc: OSError, fds: Iterable[int], cwd: StrOrBytesPath | None) -> OSError:
+    """posix_spawn returns one errno for every file action and exec alike: find the culprit.
+
+    A source fd that is not open is blamed first, then an unusable cwd, then the program.
+    """
+    for fd in fds:
+        try:
+            os.fstat(fd)
+        except OSError as e:
+            return e
+    if cwd is None:
+        return exc
+    try:
+        dirfd = os.open(cwd, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        return e
+    try:
+        if not os.access(".", os.X_OK, dir_fd=dirfd, effective_ids=True):
+            return PermissionError(13, os.strerror(13), cwd)
+    finally:
+        os.close(dirfd)
+    return exc
 
 
 def fsencode_arg(arg: StrOrBytesPath) -> bytes:
@@ -227,6 +260,11 @@ async def open_process(
                 else:
                     trio_stderr = stream
                 return theirs
+            if spec is EMPTY_INPUT:
+                r, w = os.pipe()
+                always.callback(os.close, r)
+                always.callback(os.close, w)
+                return r
             if spec == subprocess.DEVNULL:
                 if devnull < 0:
                     devnull = os.open(os.devnull, os.O_RDWR)
@@ -265,16 +303,24 @@ async def open_process(
             actions.append(_libc.Action(_libc.SETPGID, arg=pgid))
             names.append(None)
         names.append(orig_executable)
-        pid, pidfd = _libc.launch(
-            paths,
-            argv,
-            envp,
-            actions,
-            names,
-            method=method,
-            cloexec_from=3 if options.get("close_fds", True) else -1,
-            sigdefault=RESTORED_MASK if options.get("restore_signals", True) else 0,
-        )
+        try:
+            pid, pidfd = _libc.launch(
+                paths,
+                argv,
+                envp,
+                actions,
+                names,
+                method=method,
+                cloexec_from=3 if options.get("close_fds", True) else -1,
+                sigdefault=RESTORED_MASK if options.get("restore_signals", True) else 0,
+            )
+        except OSError as exc:
+            if method != "posix_spawn":
+                raise
+            culprit = posix_spawn_culprit(exc, (a.fd for a in actions if a.fd >= 0), cwd)
+            if culprit is exc:
+                raise
+            raise culprit from None
         on_fail.pop_all()
     proc = Process._create(command, pid, pidfd, trio_stdin, trio_stdout, trio_stderr)
     await trio.lowlevel.cancel_shielded_checkpoint()
@@ -358,15 +404,40 @@ async def _supervise(
             async for chunk in stream:
                 chunks.append(chunk)
 
+    async def stop(proc: Process, nursery: trio.Nursery) -> None:
+        # Run deliver_cancel beside a wait for the exit, then cancel it: call under a shield.
+        killer_cscope = trio.CancelScope(shield=True)
+
+        async def killer() -> None:
+            with killer_cscope:
+                await deliver_cancel(proc)  # type: ignore[misc]
+
+        nursery.start_soon(killer)
+        await proc.wait()
+        killer_cscope.cancel()
+
+    if data is not None and not len(data):
+        options["stdin"] = EMPTY_INPUT  # a pipe already at end-of-file: no feeding task
+        data = None
+    if data is None and not capture_stdout and not capture_stderr:
+        # Nothing runs beside the wait: a nursery is opened only if the child must be stopped.
+        proc = await open_process(command, **options)
+        try:
+            task_status.started(proc)
+            await proc.wait()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                async with trio.open_nursery() as nursery:
+                    await stop(proc, nursery)
+            raise
+        return proc, None, None
+
     async with trio.open_nursery() as nursery:
         proc = await open_process(command, **options)
         try:
             if data is not None:
                 assert proc.stdin is not None
-                if len(data):
-                    nursery.start_soon(feed_input, proc.stdin, data)
-                else:  # nothing to feed: end-of-file now, without a task
-                    await proc.stdin.aclose()
+                nursery.start_soon(feed_input, proc.stdin, data)
                 proc.stdin = None
                 proc.stdio = None
             if capture_stdout:
@@ -382,16 +453,8 @@ async def _supervise(
             await proc.wait()
         except BaseException:
             with trio.CancelScope(shield=True):
-                killer_cscope = trio.CancelScope(shield=True)
-
-                async def killer() -> None:
-                    with killer_cscope:
-                        await deliver_cancel(proc)  # type: ignore[misc]
-
-                nursery.start_soon(killer)
-                await proc.wait()
-                killer_cscope.cancel()
-                raise
+                await stop(proc, nursery)
+            raise
 
     stdout = b"".join(stdout_chunks) if capture_stdout else None
     stderr = b"".join(stderr_chunks) if capture_stderr else None
