@@ -17,10 +17,6 @@
 
 #include "spawnfd.h"
 
-static inline unsigned pt_index(uint64_t va, int level) {
-  return (unsigned)(va >> (PAGE_SHIFT + 9 * level)) & 511;
-}
-
 // A private mapping that may become writable: its pages are copied on write.
 // compare Linux is_cow_mapping().
 static int vma_is_cow(const struct vma *v) {
@@ -46,34 +42,41 @@ static int pt_is_shareable(struct mm *mm, uint64_t addr) {
   return 1;
 }
 
-// compare Linux copy_present_pte(): copy one pte into the child, write-protecting a COW page
-// on both sides and taking a reference for the child's mapping.
-static void copy_present_pte(struct kernel *k, const struct vma *v, pfn_t dst_t, pte_t *dst,
-                             pte_t *src) {
-  pte_t e = *src;
-  pfn_t pfn = PTE_PFN(e);
-  if (pfn != k->fr.zero_pfn)
-    frame_get(k, pfn);
-  if (vma_is_cow(v) && (e & PTE_W)) {
-    e &= ~PTE_W;
-    *src = e;
-  }
-  pt_set(k, dst_t, dst, e & ~PTE_A);
-  pt_rss_add(k, dst_t, v, pfn, 1);
-}
-
-// compare Linux copy_pte_range(): copy the ptes of [addr, end) of vma v.
+// compare Linux copy_pte_range() + copy_present_pte(): copy the ptes of [addr, end) of vma v
+// into the child's table (empty there: vmas do not overlap), write-protecting COW pages on
+// both sides and taking a reference per copied page. Counts are summed once per table.
 static void copy_pte_range(struct kernel *k, const struct vma *v, pfn_t dst_t, pfn_t src_t,
                            uint64_t addr, uint64_t end) {
-  pte_t *src = &pt_table(k, src_t)[pt_index(addr, 0)];
-  pte_t *dst = &pt_table(k, dst_t)[pt_index(addr, 0)];
-  uint64_t n = 0;
+  pte_t *src = &pt_table(k, src_t)[(addr >> PAGE_SHIFT) & 511];
+  pte_t *dst = &pt_table(k, dst_t)[(addr >> PAGE_SHIFT) & 511];
+  struct frame *frames = k->fr.f;
+  const pfn_t zero = k->fr.zero_pfn;
+  const pte_t wp = vma_is_cow(v) ? PTE_W : 0;
+  uint32_t n = 0, anon = 0, other = 0;
   for (; addr < end; addr += PAGE_SIZE, src++, dst++) {
-    if (*src & PTE_P) {
-      copy_present_pte(k, v, dst_t, dst, src);
-      n++;
+    pte_t e = *src;
+    if (!(e & PTE_P))
+      continue;
+    pfn_t pfn = PTE_PFN(e);
+    if (pfn != zero) {
+      struct frame *f = &frames[pfn];
+      f->ref++;
+      if (f->kind == FK_ANON)
+        anon++;
+      else
+        other++;
     }
+    if (e & wp)
+      *src = e &= ~wp;
+    *dst = e & ~PTE_A;
+    n++;
   }
+  struct ptpage *pg = pt_page(k, dst_t);
+  int file_kind = v->ino && (v->ino->kind == IK_SHMEM || v->ino->kind == IK_TMPFS) ? RSS_SHMEM
+                                                                                   : RSS_FILE;
+  frames[dst_t].aux = (uint16_t)(frames[dst_t].aux + n);
+  pg->rss[RSS_ANON] = (uint16_t)(pg->rss[RSS_ANON] + anon);
+  pg->rss[file_kind] = (uint16_t)(pg->rss[file_kind] + other);
   k->st.ptes_copied += n;
 }
 

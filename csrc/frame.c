@@ -234,7 +234,7 @@ void frame_put(struct kernel *k, pfn_t pfn) {
   if (--f->ref)
     return;
   if (f->kind == FK_PAGETABLE) {
-    free((void *)(uintptr_t)fr->data[pfn]);
+    pt_buffer_release(k, (void *)(uintptr_t)fr->data[pfn]);
     fr->data[pfn] = 0;
   } else {
     frame_release_content(fr, pfn);

@@ -61,6 +61,7 @@ void sfd_kernel_free(struct kernel *k) {
   }
   vfs_fini(k);
   frames_fini(&k->fr);
+  pt_pool_fini(k);
   free(k);
 }
 

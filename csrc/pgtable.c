@@ -38,12 +38,41 @@ struct ptpage *pt_page(struct kernel *k, pfn_t pfn) {
 // The entries of a table frame.
 pte_t *pt_table(struct kernel *k, pfn_t pfn) { return pt_page(k, pfn)->e; }
 
+// A zeroed table buffer: a recycled one (host memory stays warm, the heap is not trimmed
+// and refaulted on every fork/exit cycle), else a fresh one. NULL if the host is out.
+static struct ptpage *pt_buffer_get(struct kernel *k) {
+  struct ptpage *pg = k->pt_pool;
+  if (!pg)
+    return calloc(1, sizeof(struct ptpage));
+  k->pt_pool = *(struct ptpage **)pg;
+  k->pt_pooled--;
+  memset(pg, 0, sizeof(*pg));
+  return pg;
+}
+
+// Keep a freed table buffer for reuse.
+void pt_buffer_release(struct kernel *k, void *buf) {
+  *(struct ptpage **)buf = k->pt_pool;
+  k->pt_pool = buf;
+  k->pt_pooled++;
+}
+
+// Free the recycled buffers (kernel teardown).
+void pt_pool_fini(struct kernel *k) {
+  while (k->pt_pool) {
+    struct ptpage *next = *(struct ptpage **)k->pt_pool;
+    free(k->pt_pool);
+    k->pt_pool = next;
+  }
+  k->pt_pooled = 0;
+}
+
 // Allocate an empty, private table frame. -ENOMEM when simulated (or host) memory is out.
 int pt_alloc(struct kernel *k, pfn_t *out) {
   int err = frame_alloc(k, FK_PAGETABLE, out);
   if (err)
     return err;
-  void *b = calloc(1, sizeof(struct ptpage));
+  void *b = pt_buffer_get(k);
   if (!b) {
     frame_put(k, *out);
     return -ENOMEM;

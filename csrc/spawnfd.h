@@ -118,6 +118,8 @@ uint64_t level_end(uint64_t addr, uint64_t end, int level);
 struct ptpage *pt_page(struct kernel *k, pfn_t pfn);
 pte_t *pt_table(struct kernel *k, pfn_t pfn);
 int pt_alloc(struct kernel *k, pfn_t *out);
+void pt_buffer_release(struct kernel *k, void *buf);
+void pt_pool_fini(struct kernel *k);
 void pt_free(struct kernel *k, pfn_t pfn);
 void pt_set(struct kernel *k, pfn_t table, pte_t *slot, pte_t e);
 void pt_clear(struct kernel *k, pfn_t table, pte_t *slot);
@@ -292,6 +294,8 @@ struct kernel {
   struct inode *dev_null, *dev_zero; // the two devices
   uint64_t next_ino;                 // inode numbers for tmpfs/shmem
   int share_pagetables;              // big MAP_SHARED file mappings share last-level tables
+  struct ptpage *pt_pool;            // freed table buffers kept for reuse (linked through e[0])
+  uint64_t pt_pooled;                // buffers in the pool
   int panicked;                      // set by kpanic; every later call fails
   char panic_msg[256];               // why
 };
