@@ -125,10 +125,12 @@ static int copy_pmd_range(struct fork_ctx *c, uint64_t addr, uint64_t end) {
     if (!dst_pmd)
       return err;
     int eager = c->mode == FORK_COW_PT_EAGER;
-    if (c->mode != FORK_COPY && pt_is_shareable(c->src, addr) &&
-        table_accepts_share(k, src_pmd, eager)) {
-      if (!(*dst_pmd & PTE_P))  // an earlier vma over this chunk may have shared it already
-        share_table(c->dst, dst_pmdt, dst_pmd, src_pmd, eager);
+    if (*dst_pmd & PTE_P) {  // an earlier vma over this chunk decided: shared, or copied
+      if (PTE_PFN(*dst_pmd) == PTE_PFN(*src_pmd))
+        continue;
+    } else if (c->mode != FORK_COPY && pt_is_shareable(c->src, addr) &&
+               table_accepts_share(k, src_pmd, eager)) {
+      share_table(c->dst, dst_pmdt, dst_pmd, src_pmd, eager);
       continue;
     }
     if (pt_page(k, PTE_PFN(*src_pmd))->share == PT_COW && (err = pt_break_cow(c->src, src_pmd)))
