@@ -519,8 +519,8 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
                 sigdefault=self._sigdefault,
             )
         except OSError as exc:
-            step = getattr(exc, "spawnfd_step", None)
-            if step is not None and 0 <= step < len(self._steps):
+            step: int = getattr(exc, "spawnfd_step", _libc.STEP_PARENT)
+            if 0 <= step < len(self._steps):
                 what = self._steps[step].what
             elif step == len(self._steps):
                 what = f"execve({os.fsdecode(paths[0])!r})"
@@ -528,7 +528,7 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
                 what = {
                     _libc.STEP_CLOEXEC: "closing the parent's descriptors",
                     _libc.STEP_SIGNALS: "resetting signals",
-                }.get(step, "starting the child")  # type: ignore[call-overload]
+                }.get(step, "starting the child")
             add_note(exc, f"spawnfd.host: {what} failed (method={self._method!r})")
             raise
         self._process = Process._create(args, pid, pidfd)

@@ -75,14 +75,14 @@ class Process(metaclass=NoPublicConstructor):
 
     def __init__(
         self,
-        args: object,
+        args: Any,
         pid: int,
         pidfd: int,
         stdin: trio.abc.SendStream | None = None,
         stdout: trio.abc.ReceiveStream | None = None,
         stderr: trio.abc.ReceiveStream | None = None,
     ) -> None:
-        self.args = args
+        self.args: Any = args
         self.pid = pid
         self._pidfd: int | None = pidfd
         self._status: int | None = None

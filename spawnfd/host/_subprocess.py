@@ -410,7 +410,7 @@ async def _supervise(
 
         async def killer() -> None:
             with killer_cscope:
-                await deliver_cancel(proc)  # type: ignore[misc]
+                await deliver_cancel(proc)
 
         nursery.start_soon(killer)
         await proc.wait()
