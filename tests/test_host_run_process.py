@@ -188,6 +188,20 @@ async def test_stderr_to_our_fd1_while_stdout_is_a_pipe(capfd: pytest.CaptureFix
         assert capfd.readouterr().out == "to-our-stdout\n", name
 
 
+async def test_close_fds_false_with_a_moved_source(capfd: pytest.CaptureFixture[str]) -> None:
+    # What if a source must be moved out of the way (our 1 -> its 2 after its 1 became a
+    # pipe) while close_fds=False: are our other inheritable fds still inherited?
+    fd = os.open("/dev/null", os.O_RDONLY)
+    os.set_inheritable(fd, True)
+    try:
+        for name, run in RUNNERS.items():
+            check = f"ls /proc/self/fd | grep -qx {fd} && echo kept >&2 || echo lost >&2"
+            await run([SH, "-c", check], capture_stdout=True, stderr=1, close_fds=False)
+            assert capfd.readouterr().out == "kept\n", name
+    finally:
+        os.close(fd)
+
+
 async def test_pass_fds_and_close_fds() -> None:
     # What if the parent has inheritable fds: are they passed only when asked for?
     r, w = os.pipe()

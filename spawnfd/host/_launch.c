@@ -428,8 +428,9 @@ static int build_actions(struct sfd_spawn *s, posix_spawn_file_actions_t *fa,
                 rc = posix_spawn_file_actions_addclose(fa, fd);
         if (rc == 0)
             rc = posix_spawn_file_actions_addclosefrom_np(fa, lo > top ? lo : top + 1);
-    } else if (temp > first_temp) {
-        rc = posix_spawn_file_actions_addclosefrom_np(fa, first_temp);
+    } else {
+        for (int fd = first_temp; fd < temp && rc == 0; fd++) // only our copies
+            rc = posix_spawn_file_actions_addclose(fa, fd);
     }
     return rc;
 }

@@ -106,9 +106,12 @@ class Process(metaclass=NoPublicConstructor):
 
     def __del__(self) -> None:
         pidfd = getattr(self, "_pidfd", None)
-        if pidfd is not None and self._reap(block=False) is None:
-            _orphans.append(pidfd)
-            self._pidfd = None
+        try:
+            if pidfd is not None and self._reap(block=False) is None:
+                _orphans.append(pidfd)
+                self._pidfd = None
+        except Exception:  # interpreter shutdown: the kernel reaps for us when we exit
+            pass
 
     @property
     def pidfd(self) -> int | None:
