@@ -215,6 +215,8 @@ async def open_process(
         NotImplementedError: ``preexec_fn``, ``user``, ``group`` or ``extra_groups``.
     """
     _check_options(options)
+    if method not in _libc.METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(_libc.METHODS)}")
     shell = bool(options.get("shell", False))
     if isinstance(command, str) and not shell:
         raise TypeError("command must be a sequence (not a string) if shell=False on UNIX systems")
@@ -231,85 +233,17 @@ async def open_process(
     if method == "posix_spawn":
         paths = first_existing(paths)
 
-    actions: list[_libc.Action] = []
-    names: list[object] = []
-    trio_stdin: trio.lowlevel.FdStream | None = None
-    trio_stdout: trio.lowlevel.FdStream | None = None
-    trio_stderr: trio.lowlevel.FdStream | None = None
-    pipesize = options.get("pipesize", -1)
-
-    with contextlib.ExitStack() as always, contextlib.ExitStack() as on_fail:
-        devnull = -1
-
-        def child_end(spec: Redirect, target: int) -> int | None:
-            nonlocal devnull, trio_stdin, trio_stdout, trio_stderr
-            if spec is None:
-                return None
-            if spec == subprocess.PIPE:
-                r, w = os.pipe()
-                ours, theirs = (w, r) if target == 0 else (r, w)
-                always.callback(os.close, theirs)
-                if pipesize > 0:
-                    fcntl.fcntl(ours, _F_SETPIPE_SZ, pipesize)
-                stream = trio.lowlevel.FdStream(ours)
-                on_fail.callback(stream.close)
-                if target == 0:
-                    trio_stdin = stream
-                elif target == 1:
-                    trio_stdout = stream
-                else:
-                    trio_stderr = stream
-                return theirs
-            if spec is EMPTY_INPUT:
-                r, w = os.pipe()
-                always.callback(os.close, r)
-                always.callback(os.close, w)
-                return r
-            if spec == subprocess.DEVNULL:
-                if devnull < 0:
-                    devnull = os.open(os.devnull, os.O_RDWR)
-                    always.callback(os.close, devnull)
-                return devnull
-            return _fileno(spec)
-
-        fd0 = child_end(stdin, 0)
-        fd1 = child_end(stdout, 1)
-        if stderr == subprocess.STDOUT:
-            fd2: int | None = fd1 if fd1 is not None else 1
-        else:
-            fd2 = child_end(stderr, 2)
-        for fd, target in ((fd0, 0), (fd1, 1), (fd2, 2)):
-            if fd is not None:
-                actions.append(_libc.Action(_libc.DUP2, fd, target))
-                names.append(None)
-        for fd in sorted(set(map(int, options.get("pass_fds", ())))):
-            actions.append(_libc.Action(_libc.DUP2, fd, fd))
-            names.append(None)
+    with _Stdio(options.get("pipesize", -1)) as stdio:
+        steps = stdio.steps(stdin, stdout, stderr) + _option_steps(options, method)
+        actions = [a for a, _ in steps]
         cwd = options.get("cwd")
-        if cwd is not None:
-            actions.append(_libc.Action(_libc.CHDIR, path=fsencode_arg(cwd)))
-            names.append(cwd)
-        umask = options.get("umask", -1)
-        if umask is not None and umask >= 0:
-            if method == "posix_spawn":
-                raise NotImplementedError("glibc posix_spawn cannot set a umask; use method='spawnfd'")
-            actions.append(_libc.Action(_libc.UMASK, arg=umask))
-            names.append(None)
-        if options.get("start_new_session"):
-            actions.append(_libc.Action(_libc.SETSID))
-            names.append(None)
-        pgid = options.get("process_group")
-        if pgid is not None and pgid >= 0:
-            actions.append(_libc.Action(_libc.SETPGID, arg=pgid))
-            names.append(None)
-        names.append(orig_executable)
         try:
             pid, pidfd = _libc.launch(
                 paths,
                 argv,
                 envp,
                 actions,
-                names,
+                [name for _, name in steps] + [orig_executable],
                 method=method,
                 cloexec_from=3 if options.get("close_fds", True) else -1,
                 sigdefault=RESTORED_MASK if options.get("restore_signals", True) else 0,
@@ -321,10 +255,93 @@ async def open_process(
             if culprit is exc:
                 raise
             raise culprit from None
-        on_fail.pop_all()
-    proc = Process._create(command, pid, pidfd, trio_stdin, trio_stdout, trio_stderr)
+        streams = stdio.keep_streams()
+    proc = Process._create(command, pid, pidfd, *streams)
     await trio.lowlevel.cancel_shielded_checkpoint()
     return proc
+
+
+class _Stdio:
+    """The child's ends of stdin/stdout/stderr, as dup2 steps, and our trio ends of pipes.
+
+    Leaving the ``with`` closes the child's ends (it has its own copies, or it never started)
+    and, unless `keep_streams` was called, our ends too.
+    """
+
+    def __init__(self, pipesize: int) -> None:
+        self._pipesize = pipesize
+        self._always = contextlib.ExitStack()
+        self._on_fail = contextlib.ExitStack()
+        self._devnull = -1
+        self._streams: list[trio.lowlevel.FdStream | None] = [None, None, None]
+
+    def __enter__(self) -> _Stdio:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self._on_fail.close()
+        finally:
+            self._always.close()
+
+    def steps(self, stdin: Redirect, stdout: Redirect, stderr: Redirect) -> list[tuple[_libc.Action, object]]:
+        fd0 = self._child_end(stdin, 0)
+        fd1 = self._child_end(stdout, 1)
+        if stderr == subprocess.STDOUT:  # wherever stdout goes; our own stdout if shared
+            fd2: int | None = fd1 if fd1 is not None else 1
+        else:
+            fd2 = self._child_end(stderr, 2)
+        return [(_libc.Action(_libc.DUP2, fd, target), None) for fd, target in ((fd0, 0), (fd1, 1), (fd2, 2)) if fd is not None]
+
+    def keep_streams(self) -> list[trio.lowlevel.FdStream | None]:
+        self._on_fail.pop_all()
+        return self._streams
+
+    def _child_end(self, spec: Redirect, target: int) -> int | None:
+        if spec is None:
+            return None
+        if spec is EMPTY_INPUT:
+            r, w = os.pipe()
+            self._always.callback(os.close, r)
+            self._always.callback(os.close, w)
+            return r
+        if spec == subprocess.PIPE:
+            r, w = os.pipe()
+            ours, theirs = (w, r) if target == 0 else (r, w)
+            self._always.callback(os.close, theirs)
+            if self._pipesize > 0:
+                fcntl.fcntl(ours, _F_SETPIPE_SZ, self._pipesize)
+            stream = trio.lowlevel.FdStream(ours)
+            self._on_fail.callback(stream.close)
+            self._streams[target] = stream
+            return theirs
+        if spec == subprocess.DEVNULL:
+            if self._devnull < 0:
+                self._devnull = os.open(os.devnull, os.O_RDWR)
+                self._always.callback(os.close, self._devnull)
+            return self._devnull
+        return _fileno(spec)
+
+
+def _option_steps(options: dict[str, Any], method: str) -> list[tuple[_libc.Action, object]]:
+    """Steps for pass_fds, cwd, umask, start_new_session and process_group, in Popen's order."""
+    steps: list[tuple[_libc.Action, object]] = [
+        (_libc.Action(_libc.DUP2, fd, fd), None) for fd in sorted(set(map(int, options.get("pass_fds", ()))))
+    ]
+    cwd = options.get("cwd")
+    if cwd is not None:
+        steps.append((_libc.Action(_libc.CHDIR, path=fsencode_arg(cwd)), cwd))
+    umask = options.get("umask", -1)
+    if umask is not None and umask >= 0:
+        if method == "posix_spawn":
+            raise NotImplementedError("glibc posix_spawn cannot set a umask; use method='spawnfd'")
+        steps.append((_libc.Action(_libc.UMASK, arg=umask), None))
+    if options.get("start_new_session"):
+        steps.append((_libc.Action(_libc.SETSID), None))
+    pgid = options.get("process_group")
+    if pgid is not None and pgid >= 0:
+        steps.append((_libc.Action(_libc.SETPGID, arg=pgid), None))
+    return steps
 
 
 async def _posix_deliver_cancel(p: Process) -> None:
