@@ -480,9 +480,9 @@ async def test_no_public_constructors() -> None:
         host.create_process(method="fork-only")
 
 
-async def test_cgroup_where_permitted(method: str) -> None:
-    if method == "posix_spawn":
-        pytest.skip("posix_spawn has no cgroup attribute")
+@pytest.mark.parametrize("launch", ["spawnfd", "fork-exec"])  # posix_spawn: refused, see above
+async def test_cgroup_where_permitted(launch: str) -> None:
+    method = launch
     root = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") else "/sys/fs/cgroup"
     group = os.path.join(root, f"spawnfd-test-{os.getpid()}")
     try:

@@ -43,6 +43,8 @@ def outcome(result: Any) -> tuple[Any, ...]:
         return ("CalledProcessError", result.returncode, result.cmd, result.stdout, result.stderr)
     if isinstance(result, OSError):
         return (type(result), result.errno, result.filename)
+    if isinstance(result, TypeError):  # trio's wording changes between versions
+        return (TypeError,)
     if isinstance(result, BaseException):
         return (type(result), str(result).replace("spawnfd.host.Process", "trio.Process"))
     return ("ok", result.args, result.returncode, result.stdout, result.stderr)

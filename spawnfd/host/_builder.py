@@ -11,6 +11,7 @@ reaches the child: its descriptor table starts empty, as the embryo's does.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -79,7 +80,7 @@ def _read_elf(fd: int, name: object) -> _Header:
     """Parse a 64-bit little-endian ELF header and its PT_INTERP; ENOEXEC if it is not one."""
     head = os.pread(fd, 64, 0)
     if len(head) < 64 or head[:4] != _ELF_MAGIC or head[4] != 2 or head[5] != 1:
-        raise OSError(_ENOEXEC, os.strerror(_ENOEXEC), name)
+        raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), name)
     machine, _, entry, phoff = struct.unpack_from("<HIQQ", head, 18)
     phentsize, phnum = struct.unpack_from("<HH", head, 54)
     interp = None
@@ -91,7 +92,6 @@ def _read_elf(fd: int, name: object) -> _Header:
     return _Header(machine, entry, phoff, interp)
 
 
-_ENOEXEC: Final = 8
 _host_machine: int | None = None
 
 
@@ -254,7 +254,7 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
         dirfd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._dirfd)
         self._hold(dirfd)
         if not os.access(".", os.X_OK, dir_fd=dirfd, effective_ids=True):
-            raise PermissionError(13, os.strerror(13), path)
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
         self._add(_libc.Action(_libc.FCHDIR, dirfd), path, f"chdir({path!r})")
         self._dirfd = dirfd
 
@@ -282,7 +282,7 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
             if not stat.S_ISREG(os.fstat(fd).st_mode) or not os.access(
                 path, os.X_OK, dir_fd=self._dirfd, effective_ids=True
             ):
-                raise PermissionError(13, os.strerror(13), path)
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
         finally:
             os.close(fd)
         interp = os.fsdecode(head.interp) if head.interp is not None else None
@@ -325,7 +325,7 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
         fd = os.open(program, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._dirfd)
         try:
             if self._check_elf(fd, name).interp is None:
-                exc = OSError(_ENOEXEC, os.strerror(_ENOEXEC), name)
+                exc = OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), name)
                 add_note(exc, "a static program cannot be run through the dynamic loader")
                 raise exc
         finally:
@@ -456,7 +456,7 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
     async def _step(self) -> None:
         await trio.lowlevel.checkpoint()
         if self._state == "launched":
-            raise ProcessLookupError(3, "the child is already running: builder steps are over")
+            raise ProcessLookupError(errno.ESRCH, "the child is already running: builder steps are over")
         if self._state != "open":
             raise RuntimeError("use the builder inside `async with spawnfd.host.create_process() as child:`")
 
@@ -476,12 +476,12 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
     def _check_target(self, child_fd: int) -> None:
         limit = os.sysconf("SC_OPEN_MAX")
         if not isinstance(child_fd, int) or not 0 <= child_fd < limit:
-            raise OSError(9, os.strerror(9))
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
 
     def _check_elf(self, fd: int, name: object) -> _Header:
         head = _read_elf(fd, name)
         if head.machine != _machine_of_this_host():
-            raise OSError(_ENOEXEC, os.strerror(_ENOEXEC), name)
+            raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), name)
         return head
 
     def _find_program(self, name: bytes, env: Mapping[Any, Any] | None, shown: object) -> bytes:
@@ -497,8 +497,8 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
                 continue
             if stat.S_ISREG(st.st_mode) and os.access(path, os.X_OK, dir_fd=self._dirfd, effective_ids=True):
                 return path
-            denied = denied or 13
-        err = denied or 2
+            denied = denied or errno.EACCES
+        err = denied or errno.ENOENT
         raise OSError(err, os.strerror(err), shown)
 
     def _launch(self) -> None:

@@ -10,6 +10,7 @@ that never copies the parent), get the pidfd atomically, and wait on it with
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import signal
@@ -91,7 +92,7 @@ def posix_spawn_culprit(exc: OSError, fds: Iterable[int], cwd: StrOrBytesPath | 
         return e
     try:
         if not os.access(".", os.X_OK, dir_fd=dirfd, effective_ids=True):
-            return PermissionError(13, os.strerror(13), cwd)
+            return PermissionError(errno.EACCES, os.strerror(errno.EACCES), cwd)
     finally:
         os.close(dirfd)
     return exc
@@ -194,7 +195,7 @@ async def open_process(
     moment it exists, and inherits no descriptor of the parent beyond 0, 1, 2 and ``pass_fds``.
 
     Args:
-        command: A sequence of arguments, or a string with ``shell=True``.
+        command: A sequence of arguments, or a string (or bytes) with ``shell=True``.
         stdin: ``subprocess.PIPE`` (then `Process.stdin` is a stream), ``subprocess.DEVNULL``,
             an fd or an object with ``fileno()``, or None to share the parent's.
         stdout: Like stdin, for the child's standard output.
@@ -218,10 +219,10 @@ async def open_process(
     if method not in _libc.METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(_libc.METHODS)}")
     shell = bool(options.get("shell", False))
-    if isinstance(command, str) and not shell:
-        raise TypeError("command must be a sequence (not a string) if shell=False on UNIX systems")
-    if not isinstance(command, str) and shell:
-        raise TypeError("command must be a string (not a sequence) if shell=True on UNIX systems")
+    if isinstance(command, (str, bytes)) and not shell:
+        raise TypeError("command must be a sequence (not a string or bytes) if shell=False on UNIX systems")
+    if not isinstance(command, (str, bytes)) and shell:
+        raise TypeError("command must be a string or bytes (not a sequence) if shell=True on UNIX systems")
     await trio.lowlevel.checkpoint_if_cancelled()
     reap_orphans()
 
@@ -449,8 +450,8 @@ async def _supervise(
             raise
         return proc, None, None
 
+    proc = await open_process(command, **options)  # outside the nursery, as trio >= 0.25
     async with trio.open_nursery() as nursery:
-        proc = await open_process(command, **options)
         try:
             if data is not None:
                 assert proc.stdin is not None
@@ -559,7 +560,7 @@ async def system(
         OSError: The shell could not be started.
     """
     proc, _, _ = await _supervise(
-        os.fsdecode(command),
+        command,
         stdin=None,
         capture_stdout=False,
         capture_stderr=False,
