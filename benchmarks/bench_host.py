@@ -15,7 +15,11 @@ The memory is an anonymous mapping with MADV_NOHUGEPAGE (4 KiB pages, as most Py
 are), one byte written per page. Then 1,000 concurrent /bin/true children run under one
 nursery; the check reports the wall time, descriptors and zombies left over.
 
-Usage: python benchmarks/bench_host.py [--sizes 0,1,4,8] [--repeats 30] [--quick] [--json F]
+Usage: python benchmarks/bench_host.py [--sizes 0,1,4,8] [--repeats 30] [--cpu N] [--quick] [--json F]
+
+--cpu pins the parent (and so every child) to one CPU: on a machine shared with other work it
+keeps the scheduler from parking the vfork child behind a busy CPU, which otherwise adds
+millisecond outliers to whichever method it happens to hit.
 """
 
 from __future__ import annotations
@@ -197,12 +201,15 @@ def table(results: dict[float, dict[str, list[float]]], names: list[str]) -> str
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
     names = [n for n in METHODS if n in args.methods]
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})  # children inherit it
     results: dict[float, dict[str, list[float]]] = {}
     for gib in args.sizes:
         results[gib] = await measure_size(gib, args.repeats, args.thp, names)
     load = os.getloadavg()[0]
     print(f"\nmedian latency of spawning and reaping {TRUE}, ms ({args.repeats} interleaved runs per method;"
-          f" forking methods {max(5, args.repeats // 3)} runs; load average {load:.2f} on {os.cpu_count()} CPUs)")
+          f" forking methods {max(5, args.repeats // 3)} runs; load average {load:.2f} on {os.cpu_count()} CPUs"
+          + (f"; pinned to CPU {args.cpu})" if args.cpu is not None else ")"))
     print(table(results, names))
     out: dict[str, object] = {
         "machine": {
@@ -210,6 +217,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             "kernel": platform.release(),
             "python": platform.python_version(),
             "loadavg": os.getloadavg(),
+            "pinned_cpu": args.cpu,
         },
         "repeats": args.repeats,
         "median_ms": {
@@ -234,6 +242,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=30, help="timed runs per method and size")
     p.add_argument("--children", type=int, default=1000, help="concurrent children for the leak check (0: skip)")
     p.add_argument("--methods", default=",".join(METHODS), help="comma list of: " + ", ".join(METHODS))
+    p.add_argument("--cpu", type=int, default=None, help="pin the parent and its children to this CPU (steadier on a busy machine)")
     p.add_argument("--thp", action="store_true", help="allow transparent huge pages in the held memory")
     p.add_argument("--quick", action="store_true", help="small sizes and few runs (0 and 0.25 GiB, 10 runs, 200 children)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
