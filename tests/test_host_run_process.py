@@ -284,17 +284,16 @@ async def test_cancel_with_custom_deliver_cancel() -> None:
 
 async def test_default_deliver_cancel_escalates_to_sigkill() -> None:
     # What if the child ignores SIGTERM? After 5 s: a RuntimeWarning and SIGKILL, as in trio.
+    script = "trap '' TERM; echo ready; exec >/dev/null; while :; do sleep 0.05; done"
     with pytest.warns(RuntimeWarning, match="ignored SIGTERM"):
         with trio.fail_after(30):
-            with trio.move_on_after(0.3):
-                async with trio.open_nursery() as nursery:
-                    proc = await nursery.start(
-                        lambda task_status: host.run_process(
-                            [SH, "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"],
-                            stdout=subprocess.DEVNULL,
-                            task_status=task_status,
-                        )
-                    )
+            async with trio.open_nursery() as nursery:
+                proc = await nursery.start(
+                    lambda task_status: host.run_process([SH, "-c", script], stdout=subprocess.PIPE, task_status=task_status)
+                )
+                async with proc.stdout:
+                    assert await proc.stdout.receive_some() == b"ready\n"  # the trap is set
+                nursery.cancel_scope.cancel()
     assert proc.returncode == -signal.SIGKILL
 
 
