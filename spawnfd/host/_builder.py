@@ -112,6 +112,14 @@ class _Step(NamedTuple):
     what: str  # for the exception note
 
 
+class _Program(NamedTuple):
+    paths: list[bytes]  # what execve is given (one path, found at setup_stack)
+    argv: list[bytes]  # as execve gets it (ld.so's argv when run through it)
+    envp: list[bytes] | None  # None: our environment at launch
+    name: object  # filename for an execve error
+    args: list[Any]  # argv as the caller gave it, for Process.args
+
+
 def create_process(*, method: str = "spawnfd") -> ProcessBuilder:
     """A builder for one real child process, used as ``async with ... as child:``.
 
@@ -161,7 +169,7 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
         self._held: list[int] = []  # our duplicates and opened files, closed at launch
         self._targets: set[int] = set()
         self._dirfd: int | None = None  # the child's cwd so far, for relative paths
-        self._program: tuple[list[bytes], list[bytes], list[bytes] | None, object, Any] | None = None
+        self._program: _Program | None = None
         self._sigmask: int | None = None
         self._sigdefault = RESTORED_MASK
         self._session: str | None = None
@@ -318,7 +326,7 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
         name = executable if executable is not None else argv[0]
         program = self._find_program(fsencode_arg(name), env, name)
         if interpreter is None:
-            self._program = ([program], args, envp, name, list(argv))
+            self._program = _Program([program], args, envp, name, list(argv))
             return
         if interpreter.interpreter is not None:
             raise ValueError(f"{interpreter.path} is a dynamically linked program, not an interpreter")
@@ -331,7 +339,8 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
         finally:
             os.close(fd)
         ld = fsencode_arg(interpreter.path)
-        self._program = ([ld], [ld, b"--argv0", args[0], program, *args[1:]], envp, interpreter.path, list(argv))
+        argv_ld = [ld, b"--argv0", args[0], program, *args[1:]]
+        self._program = _Program([ld], argv_ld, envp, interpreter.path, list(argv))
 
     async def setpgroup(self, pgid: int = 0) -> None:
         """Put the child in process group pgid (0: a new group led by the child)."""
@@ -504,15 +513,15 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
     def _launch(self) -> None:
         if self._program is None:
             raise RuntimeError("setup_stack() was not called: the child has no program to run")
-        paths, argv, envp, name, args = self._program
+        prog = self._program
         reap_orphans()
         try:
             pid, pidfd = _libc.launch(
-                paths,
-                argv,
-                envp,
+                prog.paths,
+                prog.argv,
+                prog.envp,
                 [s.action for s in self._steps],
-                [*(s.name for s in self._steps), name],
+                [*(s.name for s in self._steps), prog.name],
                 method=self._method,
                 cloexec_from=0,
                 sigmask=self._sigmask,
@@ -523,7 +532,7 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
             if 0 <= step < len(self._steps):
                 what = self._steps[step].what
             elif step == len(self._steps):
-                what = f"execve({os.fsdecode(paths[0])!r})"
+                what = f"execve({os.fsdecode(prog.paths[0])!r})"
             else:
                 what = {
                     _libc.STEP_CLOEXEC: "closing the parent's descriptors",
@@ -531,7 +540,7 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
                 }.get(step, "starting the child")
             add_note(exc, f"spawnfd.host: {what} failed (method={self._method!r})")
             raise
-        self._process = Process._create(args, pid, pidfd)
+        self._process = Process._create(prog.args, pid, pidfd)
         self._state = "launched"
 
     def _release(self) -> None:
