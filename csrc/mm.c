@@ -143,6 +143,8 @@ static uint64_t unmapped_area_topdown(struct vma_list *l, uint64_t len, uint64_t
 static uint64_t get_unmapped_area(struct mm *mm, uint64_t hint, uint64_t len, uint64_t align,
                                   uint64_t off) {
   hint = PAGE_ROUND_UP(hint);
+  if (hint && hint < MMAP_MIN_ADDR)
+    hint = MMAP_MIN_ADDR;  // compare round_hint_to_min()
   if (hint >= MMAP_MIN_ADDR && hint <= TASK_SIZE - len &&
       vma_range_free(&mm->vmas, hint, hint + len) &&
       (!align || (hint & (align - 1)) == off))
@@ -492,14 +494,15 @@ static int populate_range(struct mm *mm, uint64_t start, uint64_t end, int write
   return 0;
 }
 
-// Every vma of [start, end) must exist and allow the access. compare MADV_POPULATE_*.
+// Every vma of [start, end) must exist (-ENOMEM) and have the right, VM_READ or VM_WRITE
+// (-EINVAL). compare madvise_populate() and check_vma_flags() of MADV_POPULATE_READ/WRITE.
 static int populate_check(struct mm *mm, uint64_t start, uint64_t end, int write) {
   if (!range_mapped(mm, start, end))
     return -ENOMEM;
   struct vma_list *l = &mm->vmas;
   for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++)
-    if (!vma_allows(&l->v[i], write))
-      return -EFAULT;
+    if (!(l->v[i].flags & (write ? VM_WRITE : VM_READ)))
+      return -EINVAL;
   return 0;
 }
 

@@ -387,8 +387,9 @@ class AddressSpace:
         repeated (little-endian): a cheap way to give gigabytes distinct, checkable content.
 
         Raises:
-            OSError: ``EINVAL`` (unaligned), ``ENOMEM`` (unmapped part or out of simulated
-                memory; pages populated so far stay), ``EFAULT`` (protection).
+            OSError: ``EINVAL`` (unaligned, or a mapping without ``PROT_READ``/``PROT_WRITE``
+                for the access), ``ENOMEM`` (unmapped part or out of simulated memory; pages
+                populated so far stay), ``EFAULT`` (past the end of a file: SIGBUS).
         """
         if stamp is not None:
             _u64(stamp, "stamp")

@@ -533,19 +533,15 @@ CASES = [
     C("madvise-free-file", lambda w: w.madvise(w.page(10), PAGE, mmap.MADV_FREE), errno.EINVAL,
       host=True),
     # ---- populate (the host runs MADV_POPULATE_READ / _WRITE) ----
-    # Protection: the host says EINVAL ("incompatible permissions"), populate() documents
-    # EFAULT; both are recorded (host_err) and reported.
+    # Protection: EINVAL ("incompatible permissions"), as MADV_POPULATE_READ/WRITE say.
     C("populate-unaligned", lambda w: w.populate(w.page(0) + 1, PAGE), errno.EINVAL, host=True),
     C("populate-hole", lambda w: w.populate(w.page(3), 2 * PAGE), errno.ENOMEM, host=True),
     C("populate-write-readonly", lambda w: w.populate(w.page(5), PAGE, write=True),
-      errno.EFAULT, host=True,
-      host_err=errno.EINVAL),
-    C("populate-read-prot-none", lambda w: w.populate(w.page(6), PAGE), errno.EFAULT,
-      host=True,
-      host_err=errno.EINVAL),
+      errno.EINVAL, host=True),
+    C("populate-read-prot-none", lambda w: w.populate(w.page(6), PAGE), errno.EINVAL,
+      host=True),
     C("populate-write-shared-readonly-file", lambda w: w.populate(w.page(8), PAGE, write=True),
-      errno.EFAULT, host=True,
-      host_err=errno.EINVAL),
+      errno.EINVAL, host=True),
     # Past the end of the file: the fault would be SIGBUS.
     C("populate-past-eof", lambda w: w.populate(w.page(13), 3 * PAGE), errno.EFAULT, host=True),
     C("populate-above-task-size", lambda w: w.populate(ABOVE_TASK, PAGE), errno.ENOMEM,

@@ -200,7 +200,11 @@ def test_populate_errors(proc: spawnfd.Process) -> None:
     a = proc.mm.mmap(4 * PAGE, mmap.PROT_READ, ANON)
     with pytest.raises(OSError) as ei:
         proc.mm.populate(a, 4 * PAGE, write=True)
-    assert ei.value.errno == errno.EFAULT
+    assert ei.value.errno == errno.EINVAL  # as MADV_POPULATE_WRITE says
+    w = proc.mm.mmap(PAGE, mmap.PROT_WRITE, ANON)
+    with pytest.raises(OSError) as ei:
+        proc.mm.populate(w, PAGE)  # no PROT_READ: MADV_POPULATE_READ refuses
+    assert ei.value.errno == errno.EINVAL
     with pytest.raises(OSError) as ei:
         proc.mm.populate(a, 8 * PAGE)
     assert ei.value.errno == errno.ENOMEM

@@ -10,8 +10,8 @@ truth (``check()``) and ``maps()`` must equal the model's mappings, merged as Li
 Where Linux and the simulator legitimately differ, the model follows the simulator's documented
 choice: a failing ``mprotect``/``WIPEONFORK`` changes nothing (Linux may change the part of the
 range before the bad area), and a hole takes precedence over ``EACCES`` in ``mprotect``;
-``populate`` reports a protection failure as ``EFAULT`` (Linux's MADV_POPULATE_* says
-``EINVAL``).
+``populate`` follows ``MADV_POPULATE_READ``/``_WRITE``: a mapping without ``PROT_READ`` (read)
+or ``PROT_WRITE`` (write) fails the whole call with ``EINVAL`` before anything is done.
 """
 
 from __future__ import annotations
@@ -348,8 +348,8 @@ class MemoryModel(RuleBasedStateMachine):
         err = None
         if not all(pg in self.pages for pg in rng):
             err = errno.ENOMEM
-        elif any(self.denied(pg, write) for pg in rng):
-            err = errno.EFAULT   # protection (even past EOF): checked before anything is done
+        elif any(not self.pages[pg].prot & (W if write else R) for pg in rng):
+            err = errno.EINVAL   # VM_READ / VM_WRITE, checked before anything is done
         if err is not None:
             self.expect(err, lambda: self.mm.populate(start * PAGE, n * PAGE, write, stamp))
             return
