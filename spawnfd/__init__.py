@@ -5,7 +5,8 @@ Layout (data flows down, results flow up):
     spawnfd._core           Kernel, Process, AddressSpace: the simulated kernel, synchronous
     spawnfd._bindings       the only importer of the cffi module (errno -> OSError, lifetimes)
     csrc/                   the simulated kernel in C: frame, pgtable, vma, fault, mm, file, ...
-    spawnfd.host            the real-Linux backend
+    spawnfd.host            the real-Linux backend: run_process, open_process, system and
+                            create_process on the host kernel (pidfds, posix_spawn / clone)
 """
 
 from ._bindings import KernelPanic as KernelPanic
@@ -24,5 +25,9 @@ from ._core import KernelStatistics as KernelStatistics
 from ._core import MMStatistics as MMStatistics
 from ._core import Process as Process
 from ._core import parse_size as parse_size
+from . import host as host
+from .host import open_process as open_process
+from .host import run_process as run_process
+from .host import system as system
 
 __version__ = "0.1.0"

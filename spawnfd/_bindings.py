@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, NoReturn
 
-from ._kernel import ffi, lib  # type: ignore[import-not-found]
+from ._kernel import ffi, lib
 
 _KPANIC = 1000  # -_KPANIC: the kernel has panicked (csrc/spawnfd.h)
 
