@@ -81,13 +81,14 @@ static int check_pte(struct recount *r, struct proc *p, uint64_t va, pte_t e,
 static int check_sharing(struct recount *r, struct proc *p, pfn_t t, pte_t pmd) {
   struct kernel *k = r->k;
   struct ptpage *pg = pt_page(k, t);
-  if (pg->share == PT_PRIVATE && k->fr.f[t].ref != 1)
+  int share = pt_share(k, t);
+  if (share == PT_PRIVATE && k->fr.f[t].ref != 1)
     return fail(r, "pid %d: private table pfn %u has refcount %u", p->pid, t, k->fr.f[t].ref);
-  if (pg->share == PT_PRIVATE && !(pmd & PTE_W))
+  if (share == PT_PRIVATE && !(pmd & PTE_W))
     return fail(r, "pid %d: private table pfn %u under a read-only pmd", p->pid, t);
-  if (pg->share == PT_COW && (pmd & PTE_W))
+  if (share == PT_COW && (pmd & PTE_W))
     return fail(r, "pid %d: COW-shared table pfn %u under a writable pmd", p->pid, t);
-  if (pg->share == PT_FILE && (pg->chunk >= pg->ino->ptshare_cap ||
+  if (share == PT_FILE && (pg->chunk >= pg->ino->ptshare_cap ||
                                pg->ino->ptshare[pg->chunk].table != t))
     return fail(r, "pid %d: file-shared table pfn %u missing from its registry", p->pid, t);
   return 0;
@@ -99,7 +100,7 @@ static int walk_pte_table(struct recount *r, struct proc *p, pfn_t t, pte_t pmd,
   struct kernel *k = r->k;
   struct ptpage *pg = pt_page(k, t);
   int first = r->ref[t] == 1;  // the pmd entry that led here was just counted
-  int count_ref = first || (pg->share == PT_COW && pg->eager);
+  int count_ref = first || (pt_share(k, t) == PT_COW && pt_eager(k, t));
   unsigned used = 0;
   int err = check_sharing(r, p, t, pmd);
   memset(c->rss, 0, sizeof(c->rss));

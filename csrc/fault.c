@@ -161,7 +161,7 @@ int fault_table(struct mm *mm, struct vma *v, uint64_t va, pfn_t *table) {
   if (!(*pmd & PTE_P)) {
     if (!(err = ptshare_attach(mm, v, va, pmdt, pmd)) && !(*pmd & PTE_P))
       err = pt_fill_pmd(mm, pmdt, pmd);
-  } else if (pt_page(mm->k, PTE_PFN(*pmd))->share == PT_COW) {
+  } else if (pt_share(mm->k, PTE_PFN(*pmd)) == PT_COW) {
     err = pt_break_cow(mm, pmd);
   }
   if (!err)

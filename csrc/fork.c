@@ -86,13 +86,13 @@ static void share_table(struct mm *dst_mm, pfn_t dst_pmdt, pte_t *dst_pmd, pte_t
                         int eager) {
   struct kernel *k = dst_mm->k;
   pfn_t t = PTE_PFN(*src_pmd);
-  struct ptpage *pg = pt_page(k, t);
-  if (eager)
+  if (eager) {
+    pte_t *e = pt_table(k, t);
     for (unsigned i = 0; i < PTRS_PER_TABLE; i++)
-      if (pg->e[i] && PTE_PFN(pg->e[i]) != k->fr.zero_pfn)
-        frame_get(k, PTE_PFN(pg->e[i]));
-  pg->share = PT_COW;
-  pg->eager = (uint8_t)eager;
+      if (e[i] && PTE_PFN(e[i]) != k->fr.zero_pfn)
+        frame_get(k, PTE_PFN(e[i]));
+  }
+  pt_set_share(k, t, PT_COW, eager);
   frame_get(k, t);
   *src_pmd &= ~PTE_W;
   pt_set(k, dst_pmdt, dst_pmd, PTE_MK(t, PTE_P | PTE_U));
@@ -103,8 +103,8 @@ static void share_table(struct mm *dst_mm, pfn_t dst_pmdt, pte_t *dst_pmd, pte_t
 // Whether the table at *src_pmd can be shared under this fork's accounting: a private table,
 // or one already COW-shared with the same accounting.
 static int table_accepts_share(struct kernel *k, pte_t *src_pmd, int eager) {
-  struct ptpage *pg = pt_page(k, PTE_PFN(*src_pmd));
-  return pg->share == PT_PRIVATE || (pg->share == PT_COW && pg->eager == eager);
+  pfn_t t = PTE_PFN(*src_pmd);
+  return pt_share(k, t) == PT_PRIVATE || (pt_share(k, t) == PT_COW && pt_eager(k, t) == eager);
 }
 
 struct fork_ctx {
@@ -113,31 +113,66 @@ struct fork_ctx {
   int mode;                 // FORK_*
 };
 
-// compare Linux copy_pmd_range(), with the cow-pt choice per pmd entry.
-static int copy_pmd_range(struct fork_ctx *c, uint64_t addr, uint64_t end) {
+// Whether the chunk at addr may be shared: when vma v covers it alone, v decides; otherwise
+// every vma over it must agree (pt_is_shareable).
+static int chunk_is_shareable(struct fork_ctx *c, uint64_t addr) {
+  uint64_t lo = addr & ~(PMD_SIZE - 1);
+  const struct vma *v = c->v;
+  if (v->start <= lo && lo + PMD_SIZE <= v->end)
+    return !(v->flags & (VM_SHARED | VM_DONTFORK)) && vma_needs_copy(v);
+  return pt_is_shareable(c->src, addr);
+}
+
+// One pmd entry of the fork: share the parent's table, or copy the vma's ptes from it.
+static int copy_one_pmd(struct fork_ctx *c, pfn_t dst_pmdt, pte_t *dst_pmd, pte_t *src_pmd,
+                        uint64_t addr, uint64_t next) {
   struct kernel *k = c->src->k;
-  pfn_t src_pmdt, dst_pmdt;
-  pte_t *src_pmd;
-  for (uint64_t next; (src_pmd = pt_next_pmd(c->src, &addr, end, &src_pmdt)); addr = next) {
+  int err, eager = c->mode == FORK_COW_PT_EAGER;
+  if (*dst_pmd & PTE_P) {  // an earlier vma over this chunk decided: shared, or copied
+    if (PTE_PFN(*dst_pmd) == PTE_PFN(*src_pmd))
+      return 0;
+  } else if (c->mode != FORK_COPY && chunk_is_shareable(c, addr) &&
+             table_accepts_share(k, src_pmd, eager)) {
+    share_table(c->dst, dst_pmdt, dst_pmd, src_pmd, eager);
+    return 0;
+  }
+  if (pt_share(k, PTE_PFN(*src_pmd)) == PT_COW && (err = pt_break_cow(c->src, src_pmd)))
+    return err;  // copying ptes write-protects the parent's: its table must be its own
+  if (!(*dst_pmd & PTE_P) && (err = pt_fill_pmd(c->dst, dst_pmdt, dst_pmd)))
+    return err;
+  copy_pte_range(k, c->v, PTE_PFN(*dst_pmd), PTE_PFN(*src_pmd), addr, next);
+  return 0;
+}
+
+// compare Linux copy_pmd_range(): the pmd entries of [addr, end) within one pmd table.
+static int copy_pmd_range(struct fork_ctx *c, pfn_t dst_pmdt, pfn_t src_pmdt, uint64_t addr,
+                          uint64_t end) {
+  struct kernel *k = c->src->k;
+  unsigned i = (unsigned)(addr >> 21) & 511;
+  pte_t *src = &pt_table(k, src_pmdt)[i], *dst = &pt_table(k, dst_pmdt)[i];
+  for (uint64_t next; addr < end; addr = next, src++, dst++) {
     next = level_end(addr, end, 1);
-    int err = 0;
-    pte_t *dst_pmd = pt_walk_pmd(c->dst, addr, 1, &dst_pmdt, &err);
-    if (!dst_pmd)
-      return err;
-    int eager = c->mode == FORK_COW_PT_EAGER;
-    if (*dst_pmd & PTE_P) {  // an earlier vma over this chunk decided: shared, or copied
-      if (PTE_PFN(*dst_pmd) == PTE_PFN(*src_pmd))
-        continue;
-    } else if (c->mode != FORK_COPY && pt_is_shareable(c->src, addr) &&
-               table_accepts_share(k, src_pmd, eager)) {
-      share_table(c->dst, dst_pmdt, dst_pmd, src_pmd, eager);
+    if (!(*src & PTE_P))
       continue;
-    }
-    if (pt_page(k, PTE_PFN(*src_pmd))->share == PT_COW && (err = pt_break_cow(c->src, src_pmd)))
-      return err;  // copying ptes write-protects the parent's: its table must be its own
-    if (!(*dst_pmd & PTE_P) && (err = pt_fill_pmd(c->dst, dst_pmdt, dst_pmd)))
+    int err = copy_one_pmd(c, dst_pmdt, dst, src, addr, next);
+    if (err)
       return err;
-    copy_pte_range(k, c->v, PTE_PFN(*dst_pmd), PTE_PFN(*src_pmd), addr, next);
+  }
+  return 0;
+}
+
+// compare Linux copy_pud_range() and above: one walk per 1 GiB of the vma, then its pmds.
+static int copy_upper_range(struct fork_ctx *c, uint64_t addr, uint64_t end) {
+  for (uint64_t next; addr < end; addr = next) {
+    next = level_end(addr, end, 2);
+    pfn_t src_pmdt, dst_pmdt;
+    int err = 0;
+    if (!pt_walk_pmd(c->src, addr, 0, &src_pmdt, NULL))
+      continue;
+    if (!pt_walk_pmd(c->dst, addr, 1, &dst_pmdt, &err))
+      return err;
+    if ((err = copy_pmd_range(c, dst_pmdt, src_pmdt, addr, next)))
+      return err;
   }
   return 0;
 }
@@ -152,7 +187,7 @@ static int attach_shared_range(struct fork_ctx *c) {
        addr = next) {
     next = level_end(addr, end, 1);
     int err = 0;
-    if (pt_page(k, PTE_PFN(*src_pmd))->share != PT_FILE)
+    if (pt_share(k, PTE_PFN(*src_pmd)) != PT_FILE)
       continue;
     pte_t *dst_pmd = pt_walk_pmd(c->dst, addr, 1, &dst_pmdt, &err);
     if (!dst_pmd)
@@ -170,7 +205,7 @@ static int copy_page_range(struct fork_ctx *c) {
     return attach_shared_range(c);
   if (!vma_needs_copy(c->v))
     return 0;  // refaulted lazily by the child
-  return copy_pmd_range(c, c->v->start, c->v->end);
+  return copy_upper_range(c, c->v->start, c->v->end);
 }
 
 // Give the child its copy of vma v (a file reference; WIPEONFORK memory starts empty).
@@ -269,7 +304,7 @@ int ptshare_attach(struct mm *mm, const struct vma *v, uint64_t va, pfn_t pmdt, 
   if (err)
     return err;
   struct ptpage *pg = pt_page(k, PTE_PFN(*pmd));
-  pg->share = PT_FILE;
+  pt_set_share(k, PTE_PFN(*pmd), PT_FILE, 0);
   pg->ino = v->ino;
   pg->chunk = chunk;
   e->table = PTE_PFN(*pmd);

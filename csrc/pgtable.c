@@ -87,7 +87,7 @@ int pt_alloc(struct kernel *k, pfn_t *out) {
 void pt_free(struct kernel *k, pfn_t pfn) {
   if (k->fr.f[pfn].ref == 1) {
     struct ptpage *pg = pt_page(k, pfn);
-    if (pg->share == PT_FILE)
+    if (pt_share(k, pfn) == PT_FILE)
       inode_ptshare_forget(pg->ino, pg->chunk, pfn);
     k->st.tables_freed++;
   }
@@ -204,11 +204,12 @@ static int pt_copy_shared(struct mm *mm, pte_t *pmd, pfn_t t) {
   if (err)
     return err;
   struct ptpage *src = pt_page(k, t), *dst = pt_page(k, n);
+  int eager = pt_eager(k, t);
   for (unsigned i = 0; i < PTRS_PER_TABLE; i++) {
     pte_t e = src->e[i];
     if (!e)
       continue;
-    if (!src->eager && PTE_PFN(e) != k->fr.zero_pfn)
+    if (!eager && PTE_PFN(e) != k->fr.zero_pfn)
       frame_get(k, PTE_PFN(e));
     src->e[i] = e & ~PTE_W;
     dst->e[i] = e & ~PTE_W;
@@ -227,11 +228,9 @@ static int pt_copy_shared(struct mm *mm, pte_t *pmd, pfn_t t) {
 int pt_break_cow(struct mm *mm, pte_t *pmd) {
   struct kernel *k = mm->k;
   pfn_t t = PTE_PFN(*pmd);
-  struct ptpage *pg = pt_page(k, t);
   if (k->fr.f[t].ref > 1)
     return pt_copy_shared(mm, pmd, t);
-  pg->share = PT_PRIVATE;
-  pg->eager = 0;
+  pt_set_share(k, t, PT_PRIVATE, 0);
   *pmd |= PTE_W;
   k->st.tables_reused++;
   return 0;
@@ -278,7 +277,7 @@ void pt_drop_shared(struct mm *mm, pfn_t pmd_table, pte_t *pmd) {
   struct ptpage *pg = pt_page(k, t);
   if (k->fr.f[t].ref == 1) {
     pt_release_entries(k, t);
-  } else if (pg->share == PT_COW && pg->eager) {
+  } else if (pt_share(k, t) == PT_COW && pt_eager(k, t)) {
     for (unsigned i = 0; i < PTRS_PER_TABLE; i++)
       if (pg->e[i] && PTE_PFN(pg->e[i]) != k->fr.zero_pfn)
         frame_put(k, PTE_PFN(pg->e[i]));
@@ -297,11 +296,11 @@ int pt_unshare_range(struct mm *mm, uint64_t start, uint64_t end, int drop) {
   pte_t *pmd;
   for (uint64_t addr = start, next; (pmd = pt_next_pmd(mm, &addr, end, &pmdt)); addr = next) {
     next = level_end(addr, end, 1);
-    struct ptpage *pg = pt_page(k, PTE_PFN(*pmd));
+    int share = pt_share(k, PTE_PFN(*pmd));
     int whole = !(addr & (PMD_SIZE - 1)) && next - addr == PMD_SIZE;
-    if (pg->share == PT_FILE || (pg->share == PT_COW && drop && whole)) {
+    if (share == PT_FILE || (share == PT_COW && drop && whole)) {
       pt_drop_shared(mm, pmdt, pmd);
-    } else if (pg->share == PT_COW) {
+    } else if (share == PT_COW) {
       int err = pt_break_cow(mm, pmd);
       if (err)
         return err;

@@ -101,16 +101,22 @@ uint8_t *frame_materialise(struct frames *fr, pfn_t p);
 enum { PT_PRIVATE = 0, PT_COW, PT_FILE };  // how a last-level table is shared
 enum { RSS_ANON = 0, RSS_FILE, RSS_SHMEM };
 
-// A table frame's buffer: the entries, then (last level only) its accounting and sharing.
+// A table frame's buffer: the entries, then (last level only) its accounting. How a table is
+// shared lives in its frame's ctype byte (PT_SHARE_MASK | PT_EAGER), beside its refcount, so
+// fork touches only dense frame metadata to share a table.
 struct ptpage {
   pte_t e[PTRS_PER_TABLE];  // the entries
   uint16_t rss[3];          // present pages by rss counter (zero page excluded)
-  uint8_t share;            // PT_PRIVATE, PT_COW (shared at fork), PT_FILE (via its file)
-  uint8_t eager;            // PT_COW: every sharer holds its own page references
-  uint32_t pad;             // (alignment)
+  uint16_t pad;             // (alignment)
   struct inode *ino;        // PT_FILE: the file whose registry lists this table
   uint64_t chunk;           // PT_FILE: its 2 MiB chunk index in that file
 };
+#define PT_SHARE_MASK 0x3   // PT_PRIVATE, PT_COW (shared at fork), PT_FILE (via its file)
+#define PT_EAGER 0x4        // PT_COW: every sharer holds its own page references
+#define pt_share(k, t) ((k)->fr.f[t].ctype & PT_SHARE_MASK)
+#define pt_eager(k, t) (((k)->fr.f[t].ctype & PT_EAGER) != 0)
+#define pt_set_share(k, t, share, eager) \
+  ((k)->fr.f[t].ctype = (uint8_t)((share) | ((eager) ? PT_EAGER : 0)))
 
 struct mm;
 struct vma;
