@@ -341,13 +341,20 @@ def test_cow_pt_reads_of_present_pages_do_not_break(cow_mode: str) -> None:
 
 
 @pytest.mark.parametrize("op", [
-    "munmap-part", "mprotect-part", "mprotect-all", "dontneed", "dontfork", "split",
+    "munmap-part", "mprotect-part", "mprotect-all", "dontneed", "dontfork", "split", "merge",
 ])
 def test_cow_pt_table_changes_break_first(cow_mode: str, op: str) -> None:
     # What if the child changes part of a shared table without writing: does the parent's
     # view stay intact, and does the child's table stop being shared?
-    k, p, c, a = shared_fork(cow_mode)
-    if op == "munmap-part":
+    k, p, a = setup(cow_mode)
+    if op == "merge":  # two vmas in the first chunk, both with pages: the table is shared
+        p.mm.mprotect(a + 200 * PAGE, 56 * PAGE, RW | mmap.PROT_EXEC)
+    c = p.fork()
+    assert k.statistics().tables_shared == 2
+    if op == "merge":
+        c.mm.mprotect(a + 200 * PAGE, 56 * PAGE, RW)  # the child's two vmas merge back
+        assert len(c.mm.maps().splitlines()) == 1
+    elif op == "munmap-part":
         c.mm.munmap(a + 10 * PAGE, PAGE)
     elif op == "mprotect-part":
         c.mm.mprotect(a, 4 * PAGE, mmap.PROT_READ)
