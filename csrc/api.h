@@ -51,6 +51,9 @@ int sfd_set_share_pagetables(struct kernel *k, int on);
 int sfd_fork(struct kernel *k, int pid, int mode, int *child_pid);
 int sfd_exit(struct kernel *k, int pid, int code);
 int sfd_wait(struct kernel *k, int pid, int child, int nohang, int *wstatus);
+int sfd_execve(struct kernel *k, int pid, const char *path, const char *strings, uint64_t len,
+               int argc, int envc, uint64_t seed, uint64_t *rip, uint64_t *rsp);
+int sfd_regs(struct kernel *k, int pid, uint64_t *rip, uint64_t *rsp);
 
 int sfd_mmap(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot, int flags,
              int fd, uint64_t off, uint64_t *out);

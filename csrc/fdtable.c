@@ -315,3 +315,10 @@ int fdt_dup_table(struct fdtable *dst, const struct fdtable *src) {
   }
   return 0;
 }
+
+// Close every close-on-exec descriptor. compare Linux do_close_on_exec().
+void fdt_close_on_exec(struct kernel *k, struct fdtable *t) {
+  for (int fd = 0; fd < t->cap; fd++)
+    if (t->fd[fd] && t->cloexec[fd])
+      fdt_close(k, t, fd);
+}

@@ -205,17 +205,12 @@ static int mmap_place(struct mm *mm, uint64_t *addr, uint64_t len, int flags, in
 static int populate_range(struct mm *mm, uint64_t start, uint64_t end, int write,
                           int use_stamp, uint64_t stamp);
 
-// Validate mmap's arguments in Linux's order (sys_mmap, ksys_mmap_pgoff, do_mmap) and
-// describe the new vma in *v (without its file reference).
+// Validate mmap's arguments in Linux's order (do_mmap) and describe the new vma in *v
+// (without its file reference). f is the open file of a file mapping, NULL for anonymous.
 static int mmap_check(struct proc *p, uint64_t *addr, uint64_t len, int prot, int flags,
-                      int fd, uint64_t off, struct vma *v) {
+                      struct file *f, uint64_t off, struct vma *v) {
   struct mm *mm = p->mm;
-  struct file *f = NULL;
   int type = flags & MAP_TYPE_MASK, maywrite = 1, err;
-  if (off & (PAGE_SIZE - 1))
-    return -EINVAL;
-  if (!(flags & MAP_ANONYMOUS) && (!(f = fdt_get(&p->fds, fd)) || (f->flags & O_PATH)))
-    return -EBADF;
   if (!len)
     return -EINVAL;
   uint64_t pages = PAGE_ROUND_UP(len) >> PAGE_SHIFT, pgoff = off >> PAGE_SHIFT;
@@ -243,12 +238,13 @@ static int mmap_check(struct proc *p, uint64_t *addr, uint64_t len, int prot, in
   return 0;
 }
 
-// mmap(2). Returns the address through *out.
-static int do_mmap(struct proc *p, uint64_t addr, uint64_t len, int prot, int flags, int fd,
-                   uint64_t off, uint64_t *out) {
+// mmap(2) of open file f (NULL: anonymous) in p. Returns the address through *out.
+// compare Linux do_mmap(); the fd and offset checks of the system call are the caller's.
+int mm_mmap(struct proc *p, uint64_t addr, uint64_t len, int prot, int flags, struct file *f,
+            uint64_t off, uint64_t *out) {
   struct mm *mm = p->mm;
   struct vma v;
-  int err = mmap_check(p, &addr, len, prot, flags, fd, off, &v);
+  int err = mmap_check(p, &addr, len, prot, flags, f, off, &v);
   if (err || (err = vma_reserve(&mm->vmas, 3)))
     return err;
   if ((v.flags & VM_SHARED) && !v.ino) {  // MAP_SHARED|MAP_ANONYMOUS: shmem_zero_setup()
@@ -269,11 +265,17 @@ static int do_mmap(struct proc *p, uint64_t addr, uint64_t len, int prot, int fl
   return 0;
 }
 
+// mmap(2): the system call's own checks (offset, descriptor), then mm_mmap.
 int sfd_mmap(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot, int flags,
              int fd, uint64_t off, uint64_t *out) {
   struct proc *p;
+  struct file *f = NULL;
   ENTER(k, pid, p);
-  return LEAVE(k, do_mmap(p, addr, len, prot, flags, fd, off, out));
+  if (off & (PAGE_SIZE - 1))
+    return -EINVAL;
+  if (!(flags & MAP_ANONYMOUS) && (!(f = fdt_get(&p->fds, fd)) || (f->flags & O_PATH)))
+    return -EBADF;
+  return LEAVE(k, mm_mmap(p, addr, len, prot, flags, f, off, out));
 }
 
 // Validate a range argument: unaligned start is -EINVAL; a length or end that wraps is
@@ -288,13 +290,18 @@ static int range_check(uint64_t addr, uint64_t len, uint64_t *end) {
   return 0;
 }
 
-int sfd_munmap(struct kernel *k, int pid, uint64_t addr, uint64_t len) {
-  struct proc *p;
-  ENTER(k, pid, p);
+// munmap(2) of mm. compare Linux do_vmi_munmap().
+int mm_munmap(struct mm *mm, uint64_t addr, uint64_t len) {
   if ((addr & (PAGE_SIZE - 1)) || !len || addr > TASK_SIZE ||
       PAGE_ROUND_UP(len) > TASK_SIZE - addr || !PAGE_ROUND_UP(len))
     return -EINVAL;
-  return LEAVE(k, unmap_range(p->mm, addr, addr + PAGE_ROUND_UP(len)));
+  return unmap_range(mm, addr, addr + PAGE_ROUND_UP(len));
+}
+
+int sfd_munmap(struct kernel *k, int pid, uint64_t addr, uint64_t len) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  return LEAVE(k, mm_munmap(p->mm, addr, len));
 }
 
 // 1 if vmas cover [start, end) without a hole.
@@ -540,8 +547,8 @@ static int access_page(struct mm *mm, uint64_t va, int write, pfn_t *pfn) {
 
 // Copy between the caller's buffer and [addr, addr + len) of mm, a page at a time through
 // the fault path. compare Linux access_remote_vm(). Stops at the first failing page.
-static int mm_copy(struct mm *mm, uint64_t addr, uint8_t *rbuf, const uint8_t *wbuf,
-                   uint64_t len) {
+int mm_access(struct mm *mm, uint64_t addr, uint8_t *rbuf, const uint8_t *wbuf,
+              uint64_t len) {
   struct frames *fr = &mm->k->fr;
   if (addr + len < addr || addr + len > TASK_SIZE)
     return -EFAULT;
@@ -564,13 +571,13 @@ static int mm_copy(struct mm *mm, uint64_t addr, uint8_t *rbuf, const uint8_t *w
 int sfd_mem_read(struct kernel *k, int pid, uint64_t addr, uint8_t *buf, uint64_t len) {
   struct proc *p;
   ENTER(k, pid, p);
-  return LEAVE(k, mm_copy(p->mm, addr, buf, NULL, len));
+  return LEAVE(k, mm_access(p->mm, addr, buf, NULL, len));
 }
 
 int sfd_mem_write(struct kernel *k, int pid, uint64_t addr, const uint8_t *buf, uint64_t len) {
   struct proc *p;
   ENTER(k, pid, p);
-  return LEAVE(k, mm_copy(p->mm, addr, NULL, buf, len));
+  return LEAVE(k, mm_access(p->mm, addr, NULL, buf, len));
 }
 
 // The pte mapping va (0 if none), without faulting. For tests and introspection.

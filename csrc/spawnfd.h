@@ -152,6 +152,8 @@ void pt_protect_range(struct mm *mm, uint64_t start, uint64_t end, int clear_w, 
 #define VM_GROWSDOWN 0x40
 #define VM_MAYWRITE 0x80
 #define VM_ANON_VMA 0x100   // holds anonymous pages (Linux: vma->anon_vma is set)
+#define VM_ACCOUNT 0x200    // private writable memory charged to commit (never uncharged)
+#define VM_NORESERVE 0x400  // MAP_NORESERVE: not charged
 
 struct vma {
   uint64_t start, end;       // [start, end), page aligned; Invariant: start < end
@@ -268,6 +270,11 @@ struct mm {
 };
 
 struct mm *mm_create(struct kernel *k, int *err);
+struct proc;
+int mm_mmap(struct proc *p, uint64_t addr, uint64_t len, int prot, int flags, struct file *f,
+            uint64_t off, uint64_t *out);
+int mm_munmap(struct mm *mm, uint64_t addr, uint64_t len);
+int mm_access(struct mm *mm, uint64_t addr, uint8_t *rbuf, const uint8_t *wbuf, uint64_t len);
 void mm_destroy(struct mm *mm);
 
 // ---- proc.c: processes ----
@@ -280,6 +287,7 @@ struct proc {
   int wstatus;              // zombie: the wait status (exit code << 8, or the signal)
   struct mm *mm;            // address space
   struct fdtable fds;       // descriptor table
+  uint64_t rip, rsp;        // the first thread's start registers (set by execve)
   char cwd[4096];           // working directory
 };
 
@@ -288,6 +296,7 @@ struct proc *proc_get_any(struct kernel *k, int pid);
 int proc_new(struct kernel *k, int ppid, struct mm *mm, struct proc **out);
 void proc_free(struct kernel *k, struct proc *p);
 int fdt_dup_table(struct fdtable *dst, const struct fdtable *src);
+void fdt_close_on_exec(struct kernel *k, struct fdtable *t);
 
 // ---- kernel.c: the machine ----
 struct kernel {

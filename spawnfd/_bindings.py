@@ -109,6 +109,19 @@ class CKernel:
         got = self._call(lib.sfd_wait(self.ptr, pid, child, int(nohang), status))
         return got, int(status[0])
 
+    def execve(self, pid: int, path: str | bytes | os.PathLike[Any], argv: list[bytes],
+               env: list[bytes], seed: int) -> tuple[int, int]:
+        blob = b"".join(s + b"\0" for s in (*argv, *env))
+        rip, rsp = ffi.new("uint64_t *"), ffi.new("uint64_t *")
+        self._call(lib.sfd_execve(self.ptr, pid, _path(path), blob, len(blob), len(argv),
+                                  len(env), seed, rip, rsp), path)
+        return int(rip[0]), int(rsp[0])
+
+    def regs(self, pid: int) -> tuple[int, int]:
+        rip, rsp = ffi.new("uint64_t *"), ffi.new("uint64_t *")
+        self._call(lib.sfd_regs(self.ptr, pid, rip, rsp))
+        return int(rip[0]), int(rsp[0])
+
     def frame_info(self, pfn: int) -> tuple[int, int]:
         ref, kind = ffi.new("uint32_t *"), ffi.new("uint32_t *")
         self._call(lib.sfd_frame_info(self.ptr, pfn, ref, kind))

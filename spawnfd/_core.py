@@ -264,6 +264,39 @@ class Process:
         self.kernel._procs.pop(got, None)
         return status
 
+    def execve(self, path: str | bytes | os.PathLike[Any], argv: list[str | bytes],
+               env: dict[str, str] | list[str | bytes] | None = None) -> tuple[int, int]:
+        """Replace this process's memory with a program, as Linux ``binfmt_elf`` does.
+
+        Maps the ELF's ``PT_LOAD`` segments (bss zero-filled), its ``PT_INTERP`` (ld.so) below
+        the mmap base, and the SysV initial stack (argc, argv, envp, auxv); closes
+        close-on-exec descriptors. Nothing runs: the returned registers are where the first
+        thread would start (the interpreter's entry) and its stack pointer.
+
+        Returns:
+            ``(rip, rsp)``.
+
+        Raises:
+            OSError: ``ENOENT``, ``EACCES`` (not a regular file, no execute bit), ``ENOEXEC``
+                (not an x86-64 ELF), ``E2BIG`` (arguments too long); the process is unchanged.
+        """
+        def enc(x: str | bytes) -> bytes:
+            b = os.fsencode(x)
+            if b"\0" in b:
+                raise ValueError("embedded null byte")
+            return b
+
+        if env is None:
+            env = {}
+        items = [f"{k}={v}" for k, v in env.items()] if isinstance(env, dict) else list(env)
+        return self._c.execve(self.pid, path, [enc(a) for a in argv], [enc(e) for e in items],
+                              self.pid)
+
+    @property
+    def registers(self) -> tuple[int, int]:
+        """``(rip, rsp)`` the first thread starts with (set by :meth:`execve`)."""
+        return self._c.regs(self.pid)
+
     def open(self, path: str | bytes | os.PathLike[Any], flags: int, mode: int = 0o666) -> int:
         """Open a file into this process's descriptor table; returns the descriptor.
 

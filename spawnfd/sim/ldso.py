@@ -1,0 +1,304 @@
+"""The simulated ld.so: what glibc's dynamic loader does to a freshly exec'd process's memory.
+
+The simulated CPU cannot run x86 code, so the loader is Python that works on simulated memory
+the way ``ld-linux-x86-64.so.2`` does: it reads argc, argv, envp and auxv back off the initial
+stack, finds the program through ``AT_PHDR`` (mapping it itself when started as
+``ld.so /path/prog``), reads each object's ``PT_DYNAMIC`` for its ``DT_NEEDED`` libraries, maps
+every library as glibc's ``_dl_map_segments()`` does (reserve the whole span with the first
+segment, ``PROT_NONE`` over the holes, each further segment ``MAP_FIXED``, the bss page cleared
+and the rest anonymous), and after "relocating" makes each object's ``PT_GNU_RELRO`` read-only
+(``_dl_protect_relro()``). ELF structures are parsed with pyelftools.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import mmap
+import os
+import struct
+from typing import TYPE_CHECKING, Any, Final
+
+from elftools.elf.constants import P_FLAGS
+from elftools.elf.dynamic import DynamicSegment
+from elftools.elf.elffile import ELFFile
+from elftools.elf.structs import ELFStructs
+
+if TYPE_CHECKING:
+    from .._core import Process
+
+__all__ = ["InitialStack", "LoadedObject", "read_initial_stack", "load_program", "map_object",
+           "SEARCH_PATH"]
+
+PAGE: Final = 4096
+SEARCH_PATH: Final = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64",
+                      "/usr/lib64", "/lib", "/usr/lib")
+AT_NULL, AT_PHDR, AT_PHNUM, AT_BASE, AT_ENTRY, AT_EXECFN = 0, 3, 5, 7, 9, 31
+_STRUCTS = ELFStructs(little_endian=True, elfclass=64)
+_STRUCTS.create_basic_structs()
+_STRUCTS.create_advanced_structs(e_type="ET_DYN", e_machine="EM_X86_64", e_ident_osabi="ELFOSABI_SYSV")
+PHDR_SIZE: Final = _STRUCTS.Elf_Phdr.sizeof()
+DYN_SIZE: Final = _STRUCTS.Elf_Dyn.sizeof()
+
+
+def _page_down(x: int) -> int:
+    return x & ~(PAGE - 1)
+
+
+def _page_up(x: int) -> int:
+    return (x + PAGE - 1) & ~(PAGE - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class InitialStack:
+    """What the kernel left on the stack: ``argc``, ``argv``, ``envp`` and the auxv."""
+
+    argv: list[bytes]
+    envp: list[bytes]
+    auxv: dict[int, int]
+
+
+@dataclasses.dataclass
+class LoadedObject:
+    """One object in the process: its name, load bias, program headers and needed libraries."""
+
+    path: str
+    bias: int
+    phdrs: list[Any]
+    needed: list[str]
+    soname: str | None = None
+
+
+def _cstring(proc: Process, addr: int, limit: int = 4096) -> bytes:
+    out = b""
+    while len(out) < limit:
+        chunk = proc.mm.read(addr + len(out), min(256, PAGE - (addr + len(out)) % PAGE))
+        end = chunk.find(b"\0")
+        if end >= 0:
+            return out + chunk[:end]
+        out += chunk
+    raise OSError(7, "string too long")  # E2BIG
+
+
+def read_initial_stack(proc: Process) -> InitialStack:
+    """Read argc, argv, envp and auxv back out of simulated memory at the start ``rsp``."""
+    _, sp = proc.registers
+    argc = struct.unpack("<Q", proc.mm.read(sp, 8))[0]
+    words = sp + 8
+
+    def vector() -> list[int]:
+        nonlocal words
+        out: list[int] = []
+        while True:
+            (w,) = struct.unpack("<Q", proc.mm.read(words, 8))
+            words += 8
+            if not w:
+                return out
+            out.append(w)
+
+    argv = [_cstring(proc, a) for a in vector()]
+    if len(argv) != argc:
+        raise OSError(22, f"argc says {argc}, argv has {len(argv)}")
+    envp = [_cstring(proc, a) for a in vector()]
+    auxv: dict[int, int] = {}
+    while True:
+        key, val = struct.unpack("<QQ", proc.mm.read(words, 16))
+        words += 16
+        if key == AT_NULL:
+            return InitialStack(argv, envp, auxv)
+        auxv[key] = val
+
+
+class _SimFile(io.RawIOBase):
+    """A read-only stream over a file of the simulated process, for pyelftools."""
+
+    def __init__(self, proc: Process, fd: int) -> None:
+        self._proc, self._fd, self._pos = proc, fd, 0
+        self._size = proc.fstat_size(fd)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = {0: pos, 1: self._pos + pos, 2: self._size + pos}[whence]
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, b: Any) -> int:
+        data = self._proc.pread(self._fd, len(b), self._pos)
+        b[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+def _prot(flags: int) -> int:
+    return ((mmap.PROT_READ if flags & P_FLAGS.PF_R else 0)
+            | (mmap.PROT_WRITE if flags & P_FLAGS.PF_W else 0)
+            | (mmap.PROT_EXEC if flags & P_FLAGS.PF_X else 0))
+
+
+def _dynamic_from_file(elf: ELFFile) -> tuple[list[str], str | None]:
+    needed: list[str] = []
+    soname = None
+    for seg in elf.iter_segments():
+        if isinstance(seg, DynamicSegment):
+            for tag in seg.iter_tags():
+                if tag.entry.d_tag == "DT_NEEDED":
+                    needed.append(tag.needed)
+                elif tag.entry.d_tag == "DT_SONAME":
+                    soname = tag.soname
+    return needed, soname
+
+
+def map_object(proc: Process, path: str) -> LoadedObject:
+    """Map a shared object into ``proc`` as glibc's ``_dl_map_segments()`` does.
+
+    Raises:
+        OSError: from open (``ENOENT``…) or the mappings; ``ENOEXEC`` for a non-ELF.
+    """
+    fd = proc.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            elf = ELFFile(io.BufferedReader(_SimFile(proc, fd)))
+        except Exception as e:  # pyelftools raises its own errors for a non-ELF file
+            raise OSError(8, f"{os.strerror(8)}: {path}") from e
+        loads = [s.header for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
+        if not loads:
+            raise OSError(8, f"{os.strerror(8)}: no PT_LOAD in {path}")
+        first, last = loads[0], loads[-1]
+        mapstart = _page_down(first.p_vaddr)
+        maplength = last.p_vaddr + last.p_memsz - mapstart
+        start = proc.mm.mmap(maplength, _prot(first.p_flags), mmap.MAP_PRIVATE, fd,
+                             _page_down(first.p_offset))
+        bias = start - mapstart
+        contiguous = all(_page_up(a.p_vaddr + a.p_filesz) == _page_down(b.p_vaddr)
+                         for a, b in zip(loads, loads[1:]))
+        if not contiguous:
+            hole = _page_up(first.p_vaddr + first.p_filesz)
+            proc.mm.mprotect(bias + hole, _page_down(last.p_vaddr) - hole, 0)
+        for i, c in enumerate(loads):
+            if i:
+                proc.mm.mmap(_page_up(c.p_vaddr + c.p_filesz) - _page_down(c.p_vaddr),
+                             _prot(c.p_flags), mmap.MAP_PRIVATE | 0x10, fd,
+                             _page_down(c.p_offset), addr=bias + _page_down(c.p_vaddr))
+            _zero_bss(proc, bias, c)
+        needed, soname = _dynamic_from_file(elf)
+        phdrs = [s.header for s in elf.iter_segments()]
+    finally:
+        proc.close(fd)
+    return LoadedObject(path, bias, phdrs, needed, soname)
+
+
+def _zero_bss(proc: Process, bias: int, c: Any) -> None:
+    # compare _dl_postprocess_loadcmd(): clear the tail of the last file page, map the rest.
+    if c.p_memsz <= c.p_filesz:
+        return
+    zero, zeroend = bias + c.p_vaddr + c.p_filesz, bias + c.p_vaddr + c.p_memsz
+    zeropage = min(_page_up(zero), zeroend)
+    if zeropage > zero and c.p_flags & P_FLAGS.PF_W:
+        proc.mm.write(zero, bytes(zeropage - zero))
+    if zeroend > zeropage:
+        proc.mm.mmap(zeroend - zeropage, _prot(c.p_flags),
+                     mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x10, addr=zeropage)
+
+
+def _object_from_memory(proc: Process, phdr_addr: int, phnum: int, path: str,
+                        bias: int | None = None) -> LoadedObject:
+    """An object the kernel mapped: headers and PT_DYNAMIC read from memory. Without a bias,
+    it is found from PT_PHDR, as ld.so does for the program."""
+    raw = proc.mm.read(phdr_addr, phnum * PHDR_SIZE)
+    phdrs = [_STRUCTS.Elf_Phdr.parse(raw[i * PHDR_SIZE:(i + 1) * PHDR_SIZE])
+             for i in range(phnum)]
+    if bias is None:
+        self_ph = next((p for p in phdrs if p.p_type == "PT_PHDR"), None)
+        bias = phdr_addr - self_ph.p_vaddr if self_ph is not None else 0
+    needed: list[str] = []
+    dyn = next((p for p in phdrs if p.p_type == "PT_DYNAMIC"), None)
+    if dyn is not None:
+        entries, strtab, offsets = [], 0, []
+        addr = bias + dyn.p_vaddr
+        while True:
+            d = _STRUCTS.Elf_Dyn.parse(proc.mm.read(addr, DYN_SIZE))
+            addr += DYN_SIZE
+            if d.d_tag == "DT_NULL":
+                break
+            entries.append(d)
+        for d in entries:
+            if d.d_tag == "DT_STRTAB":
+                strtab = d.d_val
+            elif d.d_tag == "DT_NEEDED":
+                offsets.append(d.d_val)
+        needed = [_cstring(proc, bias + strtab + o).decode() for o in offsets]
+    return LoadedObject(path, bias, phdrs, needed)
+
+
+def _find_library(proc: Process, name: str, env: list[bytes]) -> str:
+    if "/" in name:
+        return name
+    dirs: list[str] = []
+    for e in env:
+        if e.startswith(b"LD_LIBRARY_PATH="):
+            dirs += [d for d in e[16:].decode().split(":") if d]
+    for d in (*dirs, *SEARCH_PATH):
+        path = f"{d}/{name}"
+        try:
+            proc.close(proc.open(path, os.O_RDONLY))
+            return path
+        except OSError:
+            continue
+    raise FileNotFoundError(2, f"{name}: cannot open shared object file", name)
+
+
+def _protect_relro(proc: Process, obj: LoadedObject) -> None:
+    # compare _dl_protect_relro(): whole pages only.
+    for ph in obj.phdrs:
+        if ph.p_type == "PT_GNU_RELRO":
+            start = _page_down(obj.bias + ph.p_vaddr)
+            end = _page_down(obj.bias + ph.p_vaddr + ph.p_memsz)
+            if end > start:
+                proc.mm.mprotect(start, end - start, mmap.PROT_READ)
+
+
+def load_program(proc: Process) -> tuple[InitialStack, list[LoadedObject]]:
+    """Do what ld.so does before calling the program's entry point.
+
+    Returns the initial stack it read and the objects in load order: the program, ld.so
+    itself, then the libraries breadth-first. When started as ``ld.so /path/prog args`` (the
+    program not mapped by the kernel: ``AT_ENTRY`` is ld.so's own entry) it maps the program
+    from ``argv[1]`` first, as ``ld.so`` does.
+    """
+    stack = read_initial_stack(proc)
+    aux = stack.auxv
+    rip, _ = proc.registers
+    interp_base = aux.get(AT_BASE, 0)
+    if interp_base and aux.get(AT_ENTRY) != rip:
+        program = _object_from_memory(proc, aux[AT_PHDR], aux[AT_PHNUM],
+                                      _cstring(proc, aux[AT_EXECFN]).decode())
+    else:  # ld.so was executed directly: the program is argv[1]
+        if len(stack.argv) < 2:
+            raise OSError(22, "ld.so needs a program to run")
+        program = map_object(proc, stack.argv[1].decode())
+    ldso = None
+    if interp_base:  # ld.so's own ELF header is mapped at its base
+        phoff, = struct.unpack("<Q", proc.mm.read(interp_base + 32, 8))
+        phnum, = struct.unpack("<H", proc.mm.read(interp_base + 56, 2))
+        ldso = _object_from_memory(proc, interp_base + phoff, phnum, "ld.so", interp_base)
+    objects = [program] + ([ldso] if ldso else [])
+    loaded = {"ld-linux-x86-64.so.2"} if ldso else set()
+    queue = list(program.needed)
+    while queue:
+        name = queue.pop(0)
+        if os.path.basename(name) in loaded:
+            continue
+        obj = map_object(proc, _find_library(proc, name, stack.envp))
+        loaded.add(os.path.basename(name))
+        objects.append(obj)
+        queue += obj.needed
+    for obj in objects:  # "relocation" done: RELRO becomes read-only
+        _protect_relro(proc, obj)
+    return stack, objects
