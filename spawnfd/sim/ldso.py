@@ -149,9 +149,9 @@ def _dynamic_from_file(elf: ELFFile) -> tuple[list[str], str | None]:
         if isinstance(seg, DynamicSegment):
             for tag in seg.iter_tags():
                 if tag.entry.d_tag == "DT_NEEDED":
-                    needed.append(tag.needed)
+                    needed.append(str(getattr(tag, "needed")))  # set by pyelftools
                 elif tag.entry.d_tag == "DT_SONAME":
-                    soname = tag.soname
+                    soname = str(getattr(tag, "soname"))
     return needed, soname
 
 
