@@ -80,6 +80,8 @@ int sfd_dup(struct kernel *k, int pid, int fd);
 int sfd_dup2(struct kernel *k, int pid, int oldfd, int newfd);
 int sfd_dup3(struct kernel *k, int pid, int oldfd, int newfd, int flags);
 int sfd_unlink(struct kernel *k, int pid, const char *path);
+int sfd_pipe2(struct kernel *k, int pid, int flags, int *fds);
+int sfd_pipe_avail(struct kernel *k, int pid, int fd, uint64_t *avail, int *peers);
 int sfd_fstat_size(struct kernel *k, int pid, int fd, uint64_t *size);
 
 #endif

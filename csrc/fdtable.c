@@ -55,6 +55,8 @@ struct file *fdt_get(struct fdtable *t, int fd) {
 void file_put(struct kernel *k, struct file *f) {
   if (--f->refs)
     return;
+  if (f->ino->kind == IK_PIPE)
+    pipe_release(f);
   inode_put(k, f->ino);
   free(f);
 }
@@ -149,6 +151,8 @@ static int64_t file_pread(struct kernel *k, struct file *f, uint8_t *buf, uint64
     return (int64_t)n;
   case IK_DIR:
     return -EISDIR;
+  case IK_PIPE:
+    return pipe_read(f->ino->pipe, buf, n);
   default:
     return inode_read(k, f->ino, off, buf, n);
   }
@@ -174,6 +178,8 @@ int64_t sfd_pread(struct kernel *k, int pid, int fd, uint8_t *buf, uint64_t n, u
   struct file *f = file_for(p, fd, 0, &err);
   if (!f)
     return err;
+  if (f->ino->kind == IK_PIPE)
+    return -ESPIPE;
   if ((int64_t)off < 0)
     return -EINVAL;
   return LEAVE(k, file_pread(k, f, buf, n, off));
@@ -190,6 +196,8 @@ int64_t sfd_write(struct kernel *k, int pid, int fd, const uint8_t *buf, uint64_
   case IK_DEVNULL:
   case IK_DEVZERO:
     return (int64_t)n;
+  case IK_PIPE:
+    return LEAVE(k, pipe_write(f->ino->pipe, buf, n));
   case IK_TMPFS:
     break;
   default:
@@ -209,6 +217,8 @@ int64_t sfd_lseek(struct kernel *k, int pid, int fd, int64_t off, int whence) {
   struct file *f = fdt_get(&p->fds, fd);
   if (!f)
     return -EBADF;
+  if (f->ino->kind == IK_PIPE)
+    return -ESPIPE;
   int64_t base;
   switch (whence) {
   case SEEK_SET: base = 0; break;

@@ -81,6 +81,7 @@ static void inode_free(struct kernel *k, struct inode *ino) {
     close(ino->host_fd);
   free(ino->cache);
   free(ino->ptshare);
+  pipe_free(ino->pipe);
   free(ino->path);
   free(ino);
 }
@@ -96,6 +97,9 @@ void inode_put(struct kernel *k, struct inode *ino) {
   if (--ino->refs == 0)
     inode_free(k, ino);
 }
+
+// Free an inode that never got a reference (an error path of its creator).
+void inode_put_new(struct kernel *k, struct inode *ino) { inode_free(k, ino); }
 
 // The unnamed inode behind a shared anonymous mapping of size bytes (refs 1: the caller's).
 struct inode *inode_new_shmem(struct kernel *k, uint64_t size) {

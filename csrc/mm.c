@@ -170,7 +170,7 @@ static int mmap_file_check(struct file *f, uint64_t len, uint64_t pgoff, int pro
     return -EACCES;
   if (acc == O_WRONLY)
     return -EACCES;
-  if (kind == IK_DIR || kind == IK_DEVNULL)
+  if (kind == IK_DIR || kind == IK_DEVNULL || kind == IK_PIPE)
     return -ENODEV;
   *maywrite = type == MAP_PRIVATE || acc == O_RDWR;
   *ino = (kind == IK_DEVZERO) ? NULL : f->ino;

@@ -180,7 +180,13 @@ void vma_list_fini(struct kernel *k, struct vma_list *l);
 int vma_reserve(struct vma_list *l, uint32_t extra);
 
 // ---- file.c: inodes, the page cache, host files read lazily, tmpfs, devices ----
-enum inode_kind { IK_HOST, IK_TMPFS, IK_SHMEM, IK_DEVNULL, IK_DEVZERO, IK_DIR };
+enum inode_kind { IK_HOST, IK_TMPFS, IK_SHMEM, IK_DEVNULL, IK_DEVZERO, IK_DIR, IK_PIPE };
+
+struct pipe {
+  uint8_t *buf;              // 64 KiB ring
+  uint64_t head, len;        // first unread byte, bytes unread
+  uint32_t readers, writers; // open file descriptions of each end
+};
 
 struct ptshare_ent {
   uint32_t table;            // the chunk's shared pte table, NO_PFN when none
@@ -201,6 +207,7 @@ struct inode {
   uint64_t cached;           // pages present in the cache
   uint32_t refs;             // open files + mappings + 1 while linked in the namespace
   int linked;                // still reachable by path (tmpfs: not unlinked)
+  struct pipe *pipe;         // IK_PIPE: the buffer
   struct ptshare_ent *ptshare; // shared page tables by 2 MiB chunk (share_pagetables)
   uint64_t ptshare_cap;      // entries in ptshare
   struct inode *hnext;       // hash chain
@@ -214,6 +221,7 @@ int vfs_unlink(struct kernel *k, const char *path);
 struct inode *inode_new_shmem(struct kernel *k, uint64_t size);
 void inode_get(struct inode *ino);
 void inode_put(struct kernel *k, struct inode *ino);
+void inode_put_new(struct kernel *k, struct inode *ino);
 int inode_unmap_beyond(struct kernel *k, struct inode *ino, uint64_t idx);
 int inode_truncate(struct kernel *k, struct inode *ino, uint64_t size);
 int pagecache_get(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t *out);
@@ -241,6 +249,12 @@ struct file *fdt_get(struct fdtable *t, int fd);
 int fdt_close(struct kernel *k, struct fdtable *t, int fd);
 void fdt_fini(struct kernel *k, struct fdtable *t);
 void file_put(struct kernel *k, struct file *f);
+
+// ---- pipe.c: pipes ----
+void pipe_free(struct pipe *pp);
+void pipe_release(struct file *f);
+int64_t pipe_read(struct pipe *pp, uint8_t *buf, uint64_t n);
+int64_t pipe_write(struct pipe *pp, const uint8_t *buf, uint64_t n);
 
 // ---- fault.c: the page-fault path ----
 enum fault_kind {

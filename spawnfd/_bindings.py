@@ -216,5 +216,15 @@ class CKernel:
     def dup3(self, pid: int, fd: int, fd2: int, flags: int) -> int:
         return self._call(lib.sfd_dup3(self.ptr, pid, fd, fd2, flags))
 
+    def pipe2(self, pid: int, flags: int) -> tuple[int, int]:
+        fds = ffi.new("int[2]")
+        self._call(lib.sfd_pipe2(self.ptr, pid, flags, fds))
+        return int(fds[0]), int(fds[1])
+
+    def pipe_avail(self, pid: int, fd: int) -> tuple[int, int]:
+        avail, peers = ffi.new("uint64_t *"), ffi.new("int *")
+        self._call(lib.sfd_pipe_avail(self.ptr, pid, fd, avail, peers))
+        return int(avail[0]), int(peers[0])
+
     def unlink(self, pid: int, path: str | bytes | os.PathLike[Any]) -> None:
         self._call(lib.sfd_unlink(self.ptr, pid, _path(path)), path)

@@ -343,6 +343,16 @@ class Process:
             return self._c.dup2(self.pid, fd, fd2)
         return self._c.dup3(self.pid, fd, fd2, os.O_CLOEXEC)
 
+    def pipe(self, flags: int = 0) -> tuple[int, int]:
+        """A pipe with a 64 KiB buffer: ``(read_fd, write_fd)``; flags ``os.O_CLOEXEC``.
+
+        The synchronous API never blocks: reading an empty pipe that still has a writer, or a
+        write that does not fit (writes of at most 4096 bytes are atomic), raises
+        ``BlockingIOError``; reading after every writer closed returns ``b""``; writing with
+        no reader left raises ``BrokenPipeError``.
+        """
+        return self._c.pipe2(self.pid, flags)
+
     def unlink(self, path: str | bytes | os.PathLike[Any]) -> None:
         """Remove a tmpfs name; the file lives on while it is open or mapped."""
         self._c.unlink(self.pid, path)
