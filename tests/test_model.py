@@ -1,17 +1,21 @@
 """Random sequences of memory calls against a small pure-Python model of what they must do.
 
-The model is a dict ``page -> Page`` (protection, backing, fork flags, private bytes) plus the
-bytes of every shared object: the tmpfs file (what ``pread`` returns, and what shared mappings
-and not-yet-copied private mappings show) and each shared anonymous region. Every read must
-equal the model byte for byte; every access the model says faults must raise ``EFAULT``; every
-call the model says is invalid must raise its errno; after every step the kernel recomputes its
-truth (``check()``) and ``maps()`` must equal the model's mappings, merged as Linux merges them.
+The model is a dict ``page -> Page`` (protection, backing, fork flags, private bytes) per
+process (:class:`Space`) plus the bytes of every shared object (:class:`Shared`): the tmpfs file
+(what ``pread`` returns, and what shared mappings and not-yet-copied private mappings show) and
+each shared anonymous region. Every read must equal the model byte for byte; every access the
+model says faults must raise ``EFAULT``; every call the model says is invalid must raise its
+errno; after every step the kernel recomputes its truth (``check()``) and ``maps()`` must equal
+the model's mappings, merged as Linux merges them.
 
 Where Linux and the simulator legitimately differ, the model follows the simulator's documented
 choice: a failing ``mprotect``/``WIPEONFORK`` changes nothing (Linux may change the part of the
 range before the bad area), and a hole takes precedence over ``EACCES`` in ``mprotect``;
 ``populate`` follows ``MADV_POPULATE_READ``/``_WRITE``: a mapping without ``PROT_READ`` (read)
 or ``PROT_WRITE`` (write) fails the whole call with ``EINVAL`` before anything is done.
+
+This machine drives one process; ``test_model_fork.py`` extends it to a tree of processes
+(its rules pick the process through :meth:`MemoryModel.pick`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import mmap
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import hypothesis.strategies as st
@@ -69,69 +73,51 @@ class Page:
         """What must be equal for two adjacent pages to be one vma."""
         return (self.prot, self.shared, self.obj, self.maywrite, self.dontfork, self.wipe)
 
+    def forked(self) -> Page | None:
+        """The child's page after fork: none under DONTFORK; WIPEONFORK (private anonymous
+        only) starts empty and keeps the flag; private bytes are the child's own copy."""
+        if self.dontfork:
+            return None
+        data = None if self.wipe or self.data is None else bytearray(self.data)
+        return dataclasses.replace(self, data=data)
+
 
 def _perms(prot: int, shared: bool) -> str:
     return ("r" if prot & R else "-") + ("w" if prot & W else "-") + \
         ("x" if prot & X else "-") + ("s" if shared else "p")
 
 
-class MemoryModel(RuleBasedStateMachine):
-    """One process, one tmpfs file, a 64-page window; the model predicts every result."""
+class Shared:
+    """What every process sees alike: the file's bytes (its page cache: FILE_PAGES pages;
+    bytes past FILE_SIZE only through mappings) and each shared anonymous region's pages."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.k = spawnfd.Kernel("64M")
-        self.p = self.k.init
-        self.mm = self.p.mm
-        self.rw = self.p.open(FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        self.ro = self.p.open(FILE, os.O_RDONLY)
-        content = bytes((i * 31 + i // PAGE * 7 + 3) & 0xFF for i in range(FILE_SIZE))
-        assert self.p.write(self.rw, content) == FILE_SIZE
-        # the file's page cache: FILE_PAGES pages; bytes past FILE_SIZE only through mappings
-        self.file = bytearray(content + bytes(FILE_PAGES * PAGE - FILE_SIZE))
+    def __init__(self, content: bytes) -> None:
+        self.file = bytearray(content + bytes(FILE_PAGES * PAGE - len(content)))
         self.shm: dict[int, dict[int, bytearray]] = {}
-        self.pages: dict[int, Page] = {}
         self.next_obj = 1
 
-    def teardown(self) -> None:
-        self.k.close()
+    def new_region(self) -> int:
+        obj, self.next_obj = self.next_obj, self.next_obj + 1
+        self.shm[obj] = {}
+        return obj
 
-    # ---- the model's helpers ----
 
-    def candidates(self) -> list[int]:
-        """Pages worth aiming at: the window, every mapped page, and the pages around them."""
-        out = set(range(WINDOW - 1, WINDOW + WINDOW_PAGES + 1))
-        for pg in self.pages:
-            out.update((pg - 1, pg, pg + 1))
-        return sorted(out)
+class Space:
+    """One process as the model sees it: its handle, its two descriptors of the file (read-write
+    and read-only) and its mapped pages."""
 
-    def draw_page(self, data: st.DataObject, writing: bool = False) -> int:
-        """Mostly a mapped page (calls that succeed), often an interesting one (writable when
-        writing; else one whose bytes a mistake would show: a private copy or a file page),
-        else any page near the mappings."""
-        mapped = sorted(self.pages)
-        if writing:
-            good = [pg for pg in mapped if not self.fault(pg, True)]
-        else:
-            good = [pg for pg in mapped if self.pages[pg].data is not None or
-                    (self.pages[pg].obj == 0 and not self.fault(pg, False))]
-        aim = data.draw(st.integers(0, 5), label="aim")
-        if good and aim >= 4:
-            return data.draw(st.sampled_from(good), label="page")
-        if mapped and aim > 0:
-            return data.draw(st.sampled_from(mapped), label="page")
-        return data.draw(st.sampled_from(self.candidates()), label="page")
+    def __init__(self, proc: spawnfd.Process, shared: Shared, rw: int, ro: int,
+                 pages: dict[int, Page] | None = None) -> None:
+        self.p = proc
+        self.mm = proc.mm
+        self.shared = shared
+        self.rw, self.ro = rw, ro
+        self.pages: dict[int, Page] = {} if pages is None else pages
 
-    def draw_range(self, data: st.DataObject) -> tuple[int, int]:
-        """A start page and a length: often all mapped, sometimes running over holes."""
-        start = self.draw_page(data)
-        run = 0
-        while start + run in self.pages:
-            run += 1
-        sizes = st.integers(1, 12)
-        if run:
-            sizes = st.one_of(st.integers(1, run), sizes)
-        return start, data.draw(sizes, label="n")
+    def forked(self, child: spawnfd.Process) -> Space:
+        """The child's model: the same descriptors, a copy of every page fork keeps."""
+        pages = {pg: c for pg, m in self.pages.items() if (c := m.forked()) is not None}
+        return Space(child, self.shared, self.rw, self.ro, pages)
 
     def content(self, pg: int) -> bytes:
         """The bytes page pg must read as (the caller checked that it is readable)."""
@@ -145,8 +131,8 @@ class MemoryModel(RuleBasedStateMachine):
     def backing(self, m: Page) -> bytearray | memoryview:
         """The shared bytes behind a file or shared anonymous page (writable in place)."""
         if m.obj == 0:
-            return memoryview(self.file)[m.idx * PAGE:(m.idx + 1) * PAGE]
-        return self.shm[m.obj].setdefault(m.idx, bytearray(PAGE))
+            return memoryview(self.shared.file)[m.idx * PAGE:(m.idx + 1) * PAGE]
+        return self.shared.shm[m.obj].setdefault(m.idx, bytearray(PAGE))
 
     def denied(self, pg: int, write: bool) -> bool:
         """Whether pg is unmapped or its protection forbids the access."""
@@ -176,22 +162,6 @@ class MemoryModel(RuleBasedStateMachine):
             m.data = bytearray(self.content(pg))
         m.data[off:off + len(data)] = data
 
-    def verify(self, data: st.DataObject, first: int, n: int) -> None:
-        """Sometimes (so that unfaulted states survive too) read back the pages around a
-        range just changed, as the model says they read."""
-        if not data.draw(st.booleans(), label="verify"):
-            return
-        for pg in range(first - 1, first + n + 1):
-            if not self.fault(pg, False):
-                assert self.mm.read(pg * PAGE, PAGE) == self.content(pg), hex(pg * PAGE)
-
-    def file_write(self, off: int, payload: bytes) -> None:
-        """write(2) at off, cut to the file's size (the model's file never grows)."""
-        payload = payload[:FILE_SIZE - off]
-        assert self.p.lseek(self.rw, off, os.SEEK_SET) == off
-        assert self.p.write(self.rw, payload) == len(payload)
-        self.file[off:off + len(payload)] = payload
-
     def free(self, first: int, n: int) -> bool:
         return all(pg not in self.pages for pg in range(first, first + n))
 
@@ -207,6 +177,148 @@ class MemoryModel(RuleBasedStateMachine):
             end = pg
         assert end - n >= MMAP_MIN
         return end - n
+
+    def check_pages(self, pages: Iterable[int]) -> None:
+        """Each page reads as the model says, or faults (EFAULT) where the model says so."""
+        for pg in pages:
+            if self.fault(pg, False):
+                try:
+                    self.mm.read(pg * PAGE, 1)
+                except OSError as e:
+                    assert e.errno == errno.EFAULT, (hex(pg * PAGE), e)
+                else:
+                    raise AssertionError(f"{pg * PAGE:#x}: read, want EFAULT")
+            else:
+                assert self.mm.read(pg * PAGE, PAGE) == self.content(pg), hex(pg * PAGE)
+
+    def expected_maps(self) -> list[tuple[int, int, str, int, str]]:
+        """maps() as the model says: one line per run of compatible pages (Linux vma_merge)."""
+        want: list[tuple[int, int, str, int, str]] = []
+        run: list[Any] | None = None
+        for pg in sorted(self.pages):
+            m = self.pages[pg]
+            if run is not None and run[1] == pg and run[5] == m.vma_key() and (
+                    m.obj < 0 or run[6] + (pg - run[0]) == m.idx):
+                run[1] = pg + 1
+                continue
+            if run is not None:
+                want.append(_line(run))
+            run = [pg, pg + 1, m.prot, m.shared, m.obj, m.vma_key(), m.idx]
+        if run is not None:
+            want.append(_line(run))
+        return want
+
+    def maps(self) -> list[tuple[int, int, str, int, str]]:
+        """maps() as the kernel says, parsed."""
+        got = []
+        for line in self.mm.maps().splitlines():
+            mt = MAPS_RE.match(line)
+            assert mt, line
+            got.append((int(mt[1], 16), int(mt[2], 16), mt[3], int(mt[4], 16), mt[5]))
+        return got
+
+
+def _line(run: list[Any]) -> tuple[int, int, str, int, str]:
+    first, end, prot, shared, obj, _, idx = run
+    name = "" if obj < 0 else FILE if obj == 0 else "/dev/zero (deleted)"
+    return (first * PAGE, end * PAGE, _perms(prot, shared), idx * PAGE if obj >= 0 else 0, name)
+
+
+class MemoryModel(RuleBasedStateMachine):
+    """One process, one tmpfs file, a 64-page window; the model predicts every result.
+
+    Every rule acts on the process :meth:`pick` returns and checks what :meth:`spaces` holds;
+    a subclass with more processes overrides those two (and :meth:`draw_at`, where mappings go).
+    """
+
+    k: spawnfd.Kernel | None = None
+
+    def boot(self, memory: str = "64M", fork_mode: str = "copy") -> Space:
+        """The kernel, the file (written through init) and init's model."""
+        self.k = spawnfd.Kernel(memory, fork_mode=fork_mode)
+        p = self.k.init
+        rw = p.open(FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        ro = p.open(FILE, os.O_RDONLY)
+        content = bytes((i * 31 + i // PAGE * 7 + 3) & 0xFF for i in range(FILE_SIZE))
+        assert p.write(rw, content) == FILE_SIZE
+        self.shared = Shared(content)
+        self.s = Space(p, self.shared, rw, ro)
+        return self.s
+
+    def teardown(self) -> None:
+        if self.k is not None:
+            self.k.close()
+
+    # ---- where the rules act ----
+
+    def pick(self, data: st.DataObject) -> Space:
+        """The process the next call is made by."""
+        return self.s
+
+    def spaces(self) -> list[Space]:
+        """Every live process."""
+        return [self.s]
+
+    def draw_at(self, data: st.DataObject, npages: int) -> tuple[int, int]:
+        """Where a new mapping of npages goes (the first page), and its size."""
+        return data.draw(st.integers(WINDOW, WINDOW + WINDOW_PAGES - 1), label="at"), npages
+
+    def windows(self) -> list[range]:
+        """The pages where mappings are made."""
+        return [range(WINDOW, WINDOW + WINDOW_PAGES)]
+
+    # ---- the model's helpers ----
+
+    def candidates(self, s: Space) -> list[int]:
+        """Pages worth aiming at: the window, every mapped page, and the pages around them."""
+        out = {pg for w in self.windows() for pg in range(w.start - 1, w.stop + 1)}
+        for pg in s.pages:
+            out.update((pg - 1, pg, pg + 1))
+        return sorted(out)
+
+    def draw_page(self, data: st.DataObject, s: Space, writing: bool = False) -> int:
+        """Mostly a mapped page (calls that succeed), often an interesting one (writable when
+        writing; else one whose bytes a mistake would show: a private copy or a file page),
+        else any page near the mappings."""
+        mapped = sorted(s.pages)
+        if writing:
+            good = [pg for pg in mapped if not s.fault(pg, True)]
+        else:
+            good = [pg for pg in mapped if s.pages[pg].data is not None or
+                    (s.pages[pg].obj == 0 and not s.fault(pg, False))]
+        aim = data.draw(st.integers(0, 5), label="aim")
+        if good and aim >= 4:
+            return data.draw(st.sampled_from(good), label="page")
+        if mapped and aim > 0:
+            return data.draw(st.sampled_from(mapped), label="page")
+        return data.draw(st.sampled_from(self.candidates(s)), label="page")
+
+    def draw_range(self, data: st.DataObject, s: Space) -> tuple[int, int]:
+        """A start page and a length: often all mapped, sometimes running over holes."""
+        start = self.draw_page(data, s)
+        run = 0
+        while start + run in s.pages:
+            run += 1
+        sizes = st.integers(1, 12)
+        if run:
+            sizes = st.one_of(st.integers(1, run), sizes)
+        return start, data.draw(sizes, label="n")
+
+    def verify(self, data: st.DataObject, s: Space, first: int, n: int) -> None:
+        """Sometimes (so that unfaulted states survive too) read back the pages around a
+        range just changed, as the model says they read."""
+        if not data.draw(st.booleans(), label="verify"):
+            return
+        for pg in range(first - 1, first + n + 1):
+            if not s.fault(pg, False):
+                assert s.mm.read(pg * PAGE, PAGE) == s.content(pg), hex(pg * PAGE)
+
+    def file_write(self, s: Space, off: int, payload: bytes) -> None:
+        """write(2) at off, cut to the file's size (the model's file never grows)."""
+        payload = payload[:FILE_SIZE - off]
+        assert s.p.lseek(s.rw, off, os.SEEK_SET) == off
+        assert s.p.write(s.rw, payload) == len(payload)
+        self.shared.file[off:off + len(payload)] = payload
 
     def expect(self, err: int | None, fn: Callable[[], T]) -> T | None:
         """Run fn; it must succeed when err is None, else raise exactly that errno."""
@@ -228,6 +340,10 @@ class MemoryModel(RuleBasedStateMachine):
     @initialize(data=st.data(), count=st.integers(2, 6))
     def fill_window(self, data: st.DataObject, count: int) -> None:
         """Start with a few mappings in the window, so that later calls collide."""
+        self.boot()
+        self.fill(data, count)
+
+    def fill(self, data: st.DataObject, count: int) -> None:
         for _ in range(count):
             self.mmap(data=data, kind=data.draw(st.sampled_from(KINDS_WEIGHTED)),
                       prot=data.draw(st.sampled_from(PROTS_WEIGHTED)), placement="fixed",
@@ -243,7 +359,8 @@ class MemoryModel(RuleBasedStateMachine):
           populate=st.sampled_from([False, False, False, True]))
     def mmap(self, data: st.DataObject, kind: str, prot: int, placement: str, npages: int,
              file_page: int, populate: bool) -> None:
-        first = data.draw(st.integers(WINDOW, WINDOW + WINDOW_PAGES - 1), label="at")
+        s = self.pick(data)
+        first, npages = self.draw_at(data, npages)
         shared = kind.endswith(("shared", "rdonly"))
         flags = (mmap.MAP_SHARED if shared else mmap.MAP_PRIVATE) | \
             {"fixed": spawnfd.MAP_FIXED, "noreplace": spawnfd.MAP_FIXED_NOREPLACE,
@@ -252,74 +369,76 @@ class MemoryModel(RuleBasedStateMachine):
         if kind.startswith("anon"):
             flags |= mmap.MAP_ANONYMOUS
         else:
-            fd = self.ro if kind == "file-shared-rdonly" else self.rw
+            fd = s.ro if kind == "file-shared-rdonly" else s.rw
             offset = file_page * PAGE
             maywrite = kind != "file-shared-rdonly"
         err = None   # Linux do_mmap(): the placement (EEXIST) before the file's checks
-        if placement == "noreplace" and not self.free(first, npages):
+        if placement == "noreplace" and not s.free(first, npages):
             err = errno.EEXIST
         elif not maywrite and prot & W:
             err = errno.EACCES
-        addr = self.expect(err, lambda: self.mm.mmap(npages * PAGE, prot, flags, fd, offset,
-                                                      first * PAGE))
+        addr = self.expect(err, lambda: s.mm.mmap(npages * PAGE, prot, flags, fd, offset,
+                                                   first * PAGE))
         if err is not None:
             return
-        if placement == "hint" and not self.free(first, npages):
-            first = self.topdown(npages)
+        if placement == "hint" and not s.free(first, npages):
+            first = s.topdown(npages)
         assert addr == first * PAGE
         for pg in range(first, first + npages):
-            self.pages.pop(pg, None)
+            s.pages.pop(pg, None)
         if kind == "anon-shared":
-            obj, self.next_obj = self.next_obj, self.next_obj + 1
-            self.shm[obj] = {}
+            obj = self.shared.new_region()
         for i, pg in enumerate(range(first, first + npages)):
             if kind == "anon-private":
-                self.pages[pg] = Page(prot, False, -1, 0, True)
+                s.pages[pg] = Page(prot, False, -1, 0, True)
             elif kind == "anon-shared":
-                self.pages[pg] = Page(prot, True, obj, i, True)
+                s.pages[pg] = Page(prot, True, obj, i, True)
             else:
-                self.pages[pg] = Page(prot, shared, 0, file_page + i, maywrite)
+                s.pages[pg] = Page(prot, shared, 0, file_page + i, maywrite)
         if populate and kind == "file-private" and prot & W:
             # MAP_POPULATE write-faults a private writable mapping: the pages are copied now,
             # up to the first page past the end of the file.
             for pg in range(first, first + npages):
-                if self.fault(pg, True):
+                if s.fault(pg, True):
                     break
-                self.store(pg, 0, b"")
-        self.verify(data, first, npages)
+                s.store(pg, 0, b"")
+        self.verify(data, s, first, npages)
 
     @rule(data=st.data())
     def munmap(self, data: st.DataObject) -> None:
-        start, n = self.draw_range(data)
-        self.mm.munmap(start * PAGE, n * PAGE)
+        s = self.pick(data)
+        start, n = self.draw_range(data, s)
+        s.mm.munmap(start * PAGE, n * PAGE)
         for pg in range(start, start + n):
-            self.pages.pop(pg, None)
+            s.pages.pop(pg, None)
 
     @rule(data=st.data(), prot=st.sampled_from(PROTS_WEIGHTED))
     def mprotect(self, data: st.DataObject, prot: int) -> None:
-        start, n = self.draw_range(data)
+        s = self.pick(data)
+        start, n = self.draw_range(data, s)
         rng = range(start, start + n)
         err = None
-        if not all(pg in self.pages for pg in rng):
+        if not all(pg in s.pages for pg in rng):
             err = errno.ENOMEM
-        elif prot & W and not all(self.pages[pg].maywrite for pg in rng):
+        elif prot & W and not all(s.pages[pg].maywrite for pg in rng):
             err = errno.EACCES
-        self.expect(err, lambda: self.mm.mprotect(start * PAGE, n * PAGE, prot))
+        self.expect(err, lambda: s.mm.mprotect(start * PAGE, n * PAGE, prot))
         if err is None:
             for pg in rng:
-                self.pages[pg].prot = prot
-            self.verify(data, start, n)
+                s.pages[pg].prot = prot
+            self.verify(data, s, start, n)
 
     @rule(data=st.data(), advice=st.sampled_from(sorted(ADVICE) + ["DONTNEED"] * 3))
     def madvise(self, data: st.DataObject, advice: str) -> None:
-        start, n = self.draw_range(data)
-        mapped = [self.pages[pg] for pg in range(start, start + n) if pg in self.pages]
+        s = self.pick(data)
+        start, n = self.draw_range(data, s)
+        mapped = [s.pages[pg] for pg in range(start, start + n) if pg in s.pages]
         err = None
         if advice == "WIPEONFORK" and any(m.obj >= 0 for m in mapped):
             err = errno.EINVAL
         elif len(mapped) < n:
             err = errno.ENOMEM   # after applying the advice to what is mapped, as Linux does
-        self.expect(err, lambda: self.mm.madvise(start * PAGE, n * PAGE, ADVICE[advice]))
+        self.expect(err, lambda: s.mm.madvise(start * PAGE, n * PAGE, ADVICE[advice]))
         if err == errno.EINVAL:
             return
         for m in mapped:
@@ -331,52 +450,54 @@ class MemoryModel(RuleBasedStateMachine):
                 m.dontfork = advice == "DONTFORK"
             else:
                 m.wipe = advice == "WIPEONFORK"
-        self.verify(data, start, n)
+        self.verify(data, s, start, n)
 
     @rule(data=st.data(), mode=st.sampled_from(["read", "write", "stamp"] * 3 + ["read-stamp"]),
           stamp=st.integers(0, 2**64 - 1))
     def populate(self, data: st.DataObject, mode: str, stamp: int | None) -> None:
+        s = self.pick(data)
         write = mode in ("write", "stamp")
         if mode in ("read", "write"):
             stamp = None
-        start, n = self.draw_range(data)
+        start, n = self.draw_range(data, s)
         rng = range(start, start + n)
         if stamp is not None and not write:
-            self.expect(errno.EINVAL, lambda: self.mm.populate(start * PAGE, n * PAGE, False,
-                                                               stamp))
+            self.expect(errno.EINVAL, lambda: s.mm.populate(start * PAGE, n * PAGE, False,
+                                                            stamp))
             return
         err = None
-        if not all(pg in self.pages for pg in rng):
+        if not all(pg in s.pages for pg in rng):
             err = errno.ENOMEM
-        elif any(not self.pages[pg].prot & (W if write else R) for pg in rng):
+        elif any(not s.pages[pg].prot & (W if write else R) for pg in rng):
             err = errno.EINVAL   # VM_READ / VM_WRITE, checked before anything is done
         if err is not None:
-            self.expect(err, lambda: self.mm.populate(start * PAGE, n * PAGE, write, stamp))
+            self.expect(err, lambda: s.mm.populate(start * PAGE, n * PAGE, write, stamp))
             return
         # Page by page; a page past the end of the file is SIGBUS (EFAULT), and the pages
         # before it stay populated (and stamped).
-        eof = next((pg for pg in rng if self.past_eof(pg)), None)
+        eof = next((pg for pg in rng if s.past_eof(pg)), None)
         self.expect(None if eof is None else errno.EFAULT,
-                    lambda: self.mm.populate(start * PAGE, n * PAGE, write, stamp))
+                    lambda: s.mm.populate(start * PAGE, n * PAGE, write, stamp))
         for pg in rng:
             if pg == eof:
                 break
-            if write and not self.pages[pg].shared:
-                self.store(pg, 0, b"")              # a private copy, taken now
+            if write and not s.pages[pg].shared:
+                s.store(pg, 0, b"")              # a private copy, taken now
             if stamp is not None:
-                self.store(pg, 0, stamp.to_bytes(8, "little") * (PAGE // 8))
-        private = [pg for pg in rng if self.pages[pg].obj == 0 and not self.pages[pg].shared
-                   and not self.past_eof(pg)]
+                s.store(pg, 0, stamp.to_bytes(8, "little") * (PAGE // 8))
+        private = [pg for pg in rng if s.pages[pg].obj == 0 and not s.pages[pg].shared
+                   and not s.past_eof(pg)]
         if write and private and data.draw(st.booleans(), label="then change the file"):
             # Was the copy really taken now? The file changes under it; the page must not.
             pg = data.draw(st.sampled_from(private), label="file page")
-            self.file_write(self.pages[pg].idx * PAGE, b"\xa5" * 64)
-            assert self.mm.read(pg * PAGE, PAGE) == self.content(pg)
-        self.verify(data, start, n)
+            self.file_write(s, s.pages[pg].idx * PAGE, b"\xa5" * 64)
+            assert s.mm.read(pg * PAGE, PAGE) == s.content(pg)
+        self.verify(data, s, start, n)
 
     @rule(data=st.data(), payload=st.binary(min_size=1, max_size=300))
     def write(self, data: st.DataObject, payload: bytes) -> None:
-        pg = self.draw_page(data, writing=True)
+        s = self.pick(data)
+        pg = self.draw_page(data, s, writing=True)
         off = data.draw(st.one_of(st.integers(0, PAGE - 1), st.integers(PAGE - 64, PAGE - 1)),
                         label="offset")
         addr = pg * PAGE + off
@@ -385,109 +506,86 @@ class MemoryModel(RuleBasedStateMachine):
         while done < len(payload):
             a = addr + done
             chunk = min(PAGE - a % PAGE, len(payload) - done)
-            if self.fault(a // PAGE, True):
+            if s.fault(a // PAGE, True):
                 err = errno.EFAULT
                 break
             done += chunk
-        self.expect(err, lambda: self.mm.write(addr, payload))
+        self.expect(err, lambda: s.mm.write(addr, payload))
         done = 0
         while done < len(payload):
             a = addr + done
-            if self.fault(a // PAGE, True):
+            if s.fault(a // PAGE, True):
                 break
             chunk = min(PAGE - a % PAGE, len(payload) - done)
-            self.store(a // PAGE, a % PAGE, payload[done:done + chunk])
+            s.store(a // PAGE, a % PAGE, payload[done:done + chunk])
             done += chunk
-        self.verify(data, addr // PAGE, (len(payload) + PAGE - 1) // PAGE + 1)
+        self.verify(data, s, addr // PAGE, (len(payload) + PAGE - 1) // PAGE + 1)
 
     @rule(data=st.data(), n=st.one_of(st.integers(1, 300), st.integers(1, 3 * PAGE)))
     def read(self, data: st.DataObject, n: int) -> None:
-        pg = self.draw_page(data)
+        s = self.pick(data)
+        pg = self.draw_page(data, s)
         off = data.draw(st.one_of(st.integers(0, PAGE - 1), st.integers(PAGE - 64, PAGE - 1)),
                         label="offset")
         addr = pg * PAGE + off
         pages = range(addr // PAGE, (addr + n - 1) // PAGE + 1)
-        if any(self.fault(p, False) for p in pages):
-            self.expect(errno.EFAULT, lambda: self.mm.read(addr, n))
+        if any(s.fault(p, False) for p in pages):
+            self.expect(errno.EFAULT, lambda: s.mm.read(addr, n))
             return
         event("read: ok")
-        want = b"".join(self.content(p) for p in pages)[off:off + n]
-        assert self.mm.read(addr, n) == want
+        want = b"".join(s.content(p) for p in pages)[off:off + n]
+        assert s.mm.read(addr, n) == want
 
     @rule(data=st.data())
     def read_range(self, data: st.DataObject) -> None:
         """Whole pages of a range, the way a process would scan a buffer."""
-        start, n = self.draw_range(data)
+        s = self.pick(data)
+        start, n = self.draw_range(data, s)
         rng = range(start, start + n)
-        if any(self.fault(pg, False) for pg in rng):
-            self.expect(errno.EFAULT, lambda: self.mm.read(start * PAGE, n * PAGE))
+        if any(s.fault(pg, False) for pg in rng):
+            self.expect(errno.EFAULT, lambda: s.mm.read(start * PAGE, n * PAGE))
         else:
             self.expect(None, lambda: None)
-            assert self.mm.read(start * PAGE, n * PAGE) == b"".join(map(self.content, rng))
+            assert s.mm.read(start * PAGE, n * PAGE) == b"".join(map(s.content, rng))
 
     @rule(data=st.data(), off=st.integers(0, FILE_SIZE - 1),
           payload=st.one_of(st.binary(min_size=1, max_size=300),
                             st.binary(min_size=PAGE, max_size=2 * PAGE)))
     def write_file(self, data: st.DataObject, off: int, payload: bytes) -> None:
         """write(2) to the file, inside its size: shared and not-yet-copied pages see it."""
-        private = sorted({m.idx for m in self.pages.values()
+        s = self.pick(data)
+        private = sorted({m.idx for t in self.spaces() for m in t.pages.values()
                           if m.obj == 0 and not m.shared and m.idx < FILE_PAGES})
         aim: bool = data.draw(st.booleans(), label="aim at a privately mapped page")
         if private and aim:
             off = min(data.draw(st.sampled_from(private)) * PAGE + off % PAGE, FILE_SIZE - 1)
-        self.file_write(off, payload)
+        self.file_write(s, off, payload)
         if data.draw(st.booleans(), label="verify"):
-            # every file page: shared and not-yet-copied private ones show the new bytes,
-            # private copies keep theirs
-            for pg, m in sorted(self.pages.items()):
-                if m.obj == 0 and not self.fault(pg, False):
-                    assert self.mm.read(pg * PAGE, PAGE) == self.content(pg), hex(pg * PAGE)
+            # every file page of every process: shared and not-yet-copied private ones show
+            # the new bytes, private copies keep theirs
+            for t in self.spaces():
+                t.check_pages(pg for pg, m in sorted(t.pages.items())
+                              if m.obj == 0 and not t.fault(pg, False))
 
-    @rule()
-    def read_everything(self) -> None:
+    @rule(data=st.data())
+    def read_everything(self, data: st.DataObject) -> None:
         """Every readable page reads as the model says, and the file as pread says."""
-        for pg in sorted(self.pages):
-            if self.fault(pg, False):
-                self.expect(errno.EFAULT, lambda: self.mm.read(pg * PAGE, 1))
-            else:
-                assert self.mm.read(pg * PAGE, PAGE) == self.content(pg), hex(pg * PAGE)
-        assert self.p.pread(self.ro, 2 * FILE_SIZE, 0) == bytes(self.file[:FILE_SIZE])
+        s = self.pick(data)
+        s.check_pages(sorted(s.pages))
+        assert s.p.pread(s.ro, 2 * FILE_SIZE, 0) == bytes(self.shared.file[:FILE_SIZE])
 
     # ---- after every step ----
 
     @invariant()
     def kernel_is_consistent(self) -> None:
+        assert self.k is not None
         self.k.check()
 
     @invariant()
     def maps_match_the_model(self) -> None:
         """maps() lists exactly the model's mappings, adjacent compatible pages merged."""
-        want: list[tuple[int, int, str, int, str]] = []
-        run: list[Any] | None = None
-        for pg in sorted(self.pages):
-            m = self.pages[pg]
-            if run is not None and run[1] == pg and run[5] == m.vma_key() and (
-                    m.obj < 0 or run[6] + (pg - run[0]) == m.idx):
-                run[1] = pg + 1
-                continue
-            if run is not None:
-                want.append(self._line(run))
-            run = [pg, pg + 1, m.prot, m.shared, m.obj, m.vma_key(), m.idx]
-        if run is not None:
-            want.append(self._line(run))
-        got = []
-        for line in self.mm.maps().splitlines():
-            mt = MAPS_RE.match(line)
-            assert mt, line
-            got.append((int(mt[1], 16), int(mt[2], 16), mt[3], int(mt[4], 16), mt[5]))
-        assert got == want
-
-    @staticmethod
-    def _line(run: list[Any]) -> tuple[int, int, str, int, str]:
-        first, end, prot, shared, obj, _, idx = run
-        name = "" if obj < 0 else FILE if obj == 0 else "/dev/zero (deleted)"
-        return (first * PAGE, end * PAGE, _perms(prot, shared), idx * PAGE if obj >= 0 else 0,
-                name)
+        for s in self.spaces():
+            assert s.maps() == s.expected_maps(), f"pid {s.p.pid}"
 
 
 # 300 examples of up to 50 steps (about 12 s): with the suggested 50 x 40, planted mistakes in
