@@ -234,7 +234,10 @@ static int mmap_check(struct proc *p, uint64_t *addr, uint64_t len, int prot, in
   v->end = *addr + len;
   v->pgoff = v->ino ? pgoff : 0;
   v->flags = (uint32_t)(prot & PROT_ALL) | (type != MAP_PRIVATE ? VM_SHARED : 0) |
-             (maywrite ? VM_MAYWRITE : 0) | ((flags & MAP_GROWSDOWN) ? VM_GROWSDOWN : 0);
+             (maywrite ? VM_MAYWRITE : 0) | ((flags & MAP_GROWSDOWN) ? VM_GROWSDOWN : 0) |
+             ((flags & MAP_NORESERVE) ? VM_NORESERVE : 0);
+  if ((v->flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE)
+    v->flags |= VM_ACCOUNT;  // compare accountable_mapping()
   return 0;
 }
 
@@ -324,6 +327,9 @@ static void apply_prot(struct mm *mm, uint64_t start, uint64_t end, int prot) {
     int clear_w = (v->flags & VM_WRITE) && !(prot & PROT_WRITE);
     int set_w = !(v->flags & VM_WRITE) && (prot & PROT_WRITE) && (v->flags & VM_SHARED);
     int nx_change = !!(v->flags & VM_EXEC) != !!(prot & PROT_EXEC);
+    if ((prot & PROT_WRITE) &&
+        !(v->flags & (VM_ACCOUNT | VM_WRITE | VM_SHARED | VM_NORESERVE)))
+      v->flags |= VM_ACCOUNT;  // compare mprotect_fixup(): gaining write charges; losing keeps
     v->flags = (v->flags & ~(uint32_t)PROT_ALL) | (uint32_t)prot;
     if (clear_w || set_w || nx_change)
       pt_protect_range(mm, v->start, v->end, clear_w, set_w, !(prot & PROT_EXEC));

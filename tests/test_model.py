@@ -68,10 +68,21 @@ class Page:
     dontfork: bool = False
     wipe: bool = False
     data: bytearray | None = None
+    account: bool = False  # VM_ACCOUNT: private and writable once; never dropped
+
+    def __post_init__(self) -> None:
+        self.charge()
+
+    def charge(self) -> None:
+        """Linux charges private memory when it becomes writable (accountable_mapping(),
+        mprotect_fixup()) and keeps the charge when write goes away again."""
+        if self.prot & W and not self.shared:
+            self.account = True
 
     def vma_key(self) -> tuple[object, ...]:
         """What must be equal for two adjacent pages to be one vma."""
-        return (self.prot, self.shared, self.obj, self.maywrite, self.dontfork, self.wipe)
+        return (self.prot, self.shared, self.obj, self.maywrite, self.dontfork, self.wipe,
+                self.account)
 
     def forked(self) -> Page | None:
         """The child's page after fork: none under DONTFORK; WIPEONFORK (private anonymous
@@ -426,6 +437,7 @@ class MemoryModel(RuleBasedStateMachine):
         if err is None:
             for pg in rng:
                 s.pages[pg].prot = prot
+                s.pages[pg].charge()
             self.verify(data, s, start, n)
 
     @rule(data=st.data(), advice=st.sampled_from(sorted(ADVICE) + ["DONTNEED"] * 3))
