@@ -100,11 +100,11 @@ static void share_table(struct mm *dst_mm, pfn_t dst_pmdt, pte_t *dst_pmd, pte_t
   k->st.tables_shared++;
 }
 
-// Whether the table at *src_pmd can be shared under this fork's accounting: a private table,
-// or one already COW-shared with the same accounting.
+// Whether the table at *src_pmd can be shared under this fork's accounting: one only this
+// mm uses, or one already COW-shared with the same accounting.
 static int table_accepts_share(struct kernel *k, pte_t *src_pmd, int eager) {
-  pfn_t t = PTE_PFN(*src_pmd);
-  return pt_share(k, t) == PT_PRIVATE || (pt_share(k, t) == PT_COW && pt_eager(k, t) == eager);
+  pfn_t t = PTE_PFN(*src_pmd);  // a table nobody else uses is as good as private
+  return k->fr.f[t].ref == 1 || (pt_share(k, t) == PT_COW && pt_eager(k, t) == eager);
 }
 
 struct fork_ctx {

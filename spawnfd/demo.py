@@ -54,6 +54,33 @@ def run() -> None:
           "(Linux: ~2 MB per populated GiB)")
     print(f"    read back at +512 MiB: {p.mm.read(a + GIB // 2, 8).hex()} (the stamp)")
 
+    _section("fork the 1 GiB process under each policy (the child exits again)")
+    for mode in ("copy", "cow-pt", "cow-pt-eager"):
+        before = k.statistics()
+        t = time.perf_counter()
+        child = p.fork(mode)
+        dt = time.perf_counter() - t
+        after = k.statistics()
+        cs = child.mm.statistics()
+        child.mm.write(a, b"child")  # copy-on-write: the parent keeps its bytes
+        assert p.mm.read(a, 5) != b"child"
+        child.exit(0)
+        p.wait(child.pid)
+        print(f"    {mode:<13} {dt * 1e3:7.3f} ms  PTEs copied {after.ptes_copied - before.ptes_copied:>9,}"
+              f"  tables shared {after.tables_shared - before.tables_shared:>4}"
+              f"  child's private page tables {_kib(cs.pagetable_bytes - cs.shared_pagetable_bytes)}")
+
+    _section("exec /bin/cat in a child, then the simulated ld.so maps its libraries")
+    child = p.fork()
+    rip, rsp = child.execve("/bin/cat", ["cat"], {"PATH": "/bin"})
+    from .sim import ldso
+
+    ldso.load_program(child)
+    print(f"    first thread would start at {rip:#x} (ld.so's entry), stack at {rsp:#x}")
+    _maps(child)
+    child.exit(0)
+    p.wait(child.pid)
+
     _section(f"map the real {LDSO} privately; write to it (copy-on-write)")
     fd = p.open(LDSO, os.O_RDONLY)
     b = p.mm.mmap(2 * PAGE_SIZE, RW, mmap.MAP_PRIVATE, fd, 0)
