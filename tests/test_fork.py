@@ -575,3 +575,22 @@ def test_database_page_tables_stay_flat_with_sharing() -> None:
         k.check()
         k.close()
     assert totals[True] < totals[False] / 2
+
+
+def test_table_left_by_a_cow_pt_child_can_be_shared_eagerly_later() -> None:
+    # What if a cow-pt child exited and the parent forks again with the eager policy: the
+    # tables are the parent's alone again, so they must be shared, not copied.
+    k, p, a = setup("cow-pt", pages=512)
+    c = p.fork("cow-pt")
+    c.exit(0)
+    p.wait(c.pid)
+    before = k.statistics()
+    c2 = p.fork("cow-pt-eager")
+    after = k.statistics()
+    assert after.tables_shared - before.tables_shared == 1
+    assert after.ptes_copied == before.ptes_copied
+    ref, _ = k.frame_info(pte_pfn(p.mm.translate(a)))
+    assert ref == 2  # eager: one reference per sharer
+    c2.mm.write(a, b"x")
+    assert p.mm.read(a, 8) == stamp_at(0)
+    k.check()
