@@ -49,6 +49,7 @@ int sfd_fail_alloc_after(struct kernel *k, uint64_t n);
 int sfd_set_share_pagetables(struct kernel *k, int on);
 
 int sfd_fork(struct kernel *k, int pid, int mode, int *child_pid);
+int sfd_vfork(struct kernel *k, int pid, int *child_pid);
 int sfd_exit(struct kernel *k, int pid, int code);
 int sfd_wait(struct kernel *k, int pid, int child, int nohang, int *wstatus);
 int sfd_execve(struct kernel *k, int pid, const char *path, const char *strings, uint64_t len,

@@ -182,6 +182,15 @@ static int check_mm(struct recount *r, struct proc *p) {
   struct mm_count c = {0};
   if (p->state == PS_ZOMBIE)
     return (p->mm || p->fds.cap) ? fail(r, "zombie %d still holds memory or files", p->pid) : 0;
+  if (p->vfork_parent) {  // runs in its parent's mm, which the parent's walk counts
+    struct proc *parent = proc_get_any(r->k, p->vfork_parent);
+    if (!parent || parent->mm != p->mm || parent->vfork_child != p->pid)
+      return fail(r, "vfork child %d does not share its suspended parent's mm", p->pid);
+    for (int fd = 0; fd < p->fds.cap; fd++)
+      if (p->fds.fd[fd])
+        p->fds.fd[fd]->check_refs++;
+    return 0;
+  }
   int err = check_vmas(r, p);
   if (!err)
     err = ref_frame(r, p->mm->pgd, "mm");

@@ -368,7 +368,14 @@ static int do_execve(struct kernel *k, struct proc *p, const char *path,
     mm_destroy(mm);
     return err;
   }
-  mm_destroy(old);
+  if (p->vfork_parent) {  // the borrowed mm goes back to the suspended parent
+    struct proc *parent = proc_get_any(k, p->vfork_parent);
+    if (parent && parent->vfork_child == p->pid)
+      parent->vfork_child = 0;
+    p->vfork_parent = 0;
+  } else {
+    mm_destroy(old);
+  }
   fdt_close_on_exec(k, &p->fds);
   p->rip = *rip;
   p->rsp = *rsp;

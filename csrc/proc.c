@@ -53,9 +53,41 @@ int proc_new(struct kernel *k, int ppid, struct mm *mm, struct proc **out) {
 void proc_free(struct kernel *k, struct proc *p) {
   k->procs[p->pid] = NULL;
   fdt_fini(k, &p->fds);
+  if (p->vfork_parent)
+    proc_release_vfork(k, p);
   if (p->mm)
     mm_destroy(p->mm);
   free(p);
+}
+
+// A vfork child gives its parent's address space back (at exec or exit); the parent resumes.
+// compare Linux mm_release() -> complete_vfork_done().
+void proc_release_vfork(struct kernel *k, struct proc *p) {
+  struct proc *parent = proc_get_any(k, p->vfork_parent);
+  if (parent && parent->vfork_child == p->pid)
+    parent->vfork_child = 0;
+  p->vfork_parent = 0;
+  p->mm = NULL;  // borrowed, never ours to destroy
+}
+
+// vfork(2): a child that runs in the parent's address space (nothing is copied) with a copy
+// of its descriptor table; the parent is suspended (its calls fail with -EAGAIN) until the
+// child execs or exits. compare kernel_clone() with CLONE_VM | CLONE_VFORK.
+int sfd_vfork(struct kernel *k, int pid, int *child_pid) {
+  struct proc *parent, *c;
+  ENTER(k, pid, parent);
+  int err = proc_new(k, pid, parent->mm, &c);
+  if (err)
+    return err;
+  c->vfork_parent = pid;
+  if ((err = fdt_dup_table(&c->fds, &parent->fds))) {
+    proc_free(k, c);
+    return err;
+  }
+  memcpy(c->cwd, parent->cwd, sizeof(c->cwd));
+  parent->vfork_child = c->pid;
+  *child_pid = c->pid;
+  return 0;
 }
 
 // fork(2) for a caller-driven process: the child gets a copy of the address space under the
@@ -96,7 +128,10 @@ int sfd_exit(struct kernel *k, int pid, int code) {
   if (pid == 1)
     return -EPERM;
   fdt_fini(k, &p->fds);
-  mm_destroy(p->mm);
+  if (p->vfork_parent)
+    proc_release_vfork(k, p);
+  else
+    mm_destroy(p->mm);
   p->mm = NULL;
   p->state = PS_ZOMBIE;
   p->wstatus = (code & 0xff) << 8;

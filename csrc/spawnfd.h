@@ -302,6 +302,8 @@ struct proc {
   struct mm *mm;            // address space
   struct fdtable fds;       // descriptor table
   uint64_t rip, rsp;        // the first thread's start registers (set by execve)
+  int vfork_parent;         // vfork child: the suspended parent whose mm it borrows (0: none)
+  int vfork_child;          // vfork parent: suspended until this child execs or exits
   char cwd[4096];           // working directory
 };
 
@@ -311,6 +313,7 @@ int proc_new(struct kernel *k, int ppid, struct mm *mm, struct proc **out);
 void proc_free(struct kernel *k, struct proc *p);
 int fdt_dup_table(struct fdtable *dst, const struct fdtable *src);
 void fdt_close_on_exec(struct kernel *k, struct fdtable *t);
+void proc_release_vfork(struct kernel *k, struct proc *p);
 
 // ---- kernel.c: the machine ----
 struct kernel {
@@ -338,6 +341,8 @@ int path_normalise(const char *cwd, const char *path, char *out, size_t cap);
     (p) = proc_get((k), (pid));          \
     if (!(p))                            \
       return -ESRCH;                     \
+    if ((p)->vfork_child)                \
+      return -EAGAIN;                    \
   } while (0)
 #define LEAVE(k, rc) ((k)->panicked ? -KPANIC : (rc))
 

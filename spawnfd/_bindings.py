@@ -101,6 +101,11 @@ class CKernel:
         self._call(lib.sfd_fork(self.ptr, pid, mode, out))
         return int(out[0])
 
+    def vfork(self, pid: int) -> int:
+        out = ffi.new("int *")
+        self._call(lib.sfd_vfork(self.ptr, pid, out))
+        return int(out[0])
+
     def exit(self, pid: int, code: int) -> None:
         self._call(lib.sfd_exit(self.ptr, pid, code))
 

@@ -244,6 +244,13 @@ class Process:
         pid = self._c.fork(self.pid, FORK_MODES.index(mode))
         return self.kernel._process(pid)
 
+    def vfork(self) -> Process:
+        """A child that borrows this process's address space (nothing is copied) until it
+        calls :meth:`execve` or :meth:`exit`, as glibc's ``posix_spawn`` uses it. Until then
+        this process is suspended: its calls raise ``BlockingIOError``.
+        """
+        return self.kernel._process(self._c.vfork(self.pid))
+
     def exit(self, code: int = 0) -> None:
         """Exit: memory and descriptors are released at once; the parent reaps the zombie."""
         self._c.exit(self.pid, code)
