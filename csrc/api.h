@@ -51,6 +51,10 @@ int sfd_set_share_pagetables(struct kernel *k, int on);
 int sfd_fork(struct kernel *k, int pid, int mode, int *child_pid);
 int sfd_vfork(struct kernel *k, int pid, int *child_pid);
 int sfd_exit(struct kernel *k, int pid, int code);
+int sfd_kill_exit(struct kernel *k, int pid, int sig);
+int sfd_fd_ident(struct kernel *k, int pid, int fd, uint64_t *ident, int *is_pipe);
+int sfd_chdir(struct kernel *k, int pid, const char *path);
+int sfd_ppid(struct kernel *k, int pid);
 int sfd_wait(struct kernel *k, int pid, int child, int nohang, int *wstatus);
 int sfd_execve(struct kernel *k, int pid, const char *path, const char *strings, uint64_t len,
                int argc, int envc, uint64_t seed, uint64_t *rip, uint64_t *rsp);

@@ -1,5 +1,6 @@
 // proc.c — processes: pid allocation and the pid table. A process owns an mm, a descriptor
 // table and a working directory. (Threads, exit, wait and signals arrive with exec.)
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,25 +121,79 @@ int sfd_fork(struct kernel *k, int pid, int mode, int *child_pid) {
   return LEAVE(k, do_fork(k, p, mode, child_pid));
 }
 
-// exit(2): release memory and descriptors at once, hand children to init, become a zombie
-// until the parent waits. init may not exit (Linux would panic).
-int sfd_exit(struct kernel *k, int pid, int code) {
-  struct proc *p;
-  ENTER(k, pid, p);
+// Terminate p with a wait status: release memory and descriptors at once, hand children to
+// init, become a zombie until the parent waits. init may not exit (Linux would panic).
+// compare Linux do_exit().
+static int do_exit(struct kernel *k, struct proc *p, int wstatus) {
+  int pid = p->pid;
   if (pid == 1)
     return -EPERM;
   fdt_fini(k, &p->fds);
-  if (p->vfork_parent)
+  struct proc *vchild = p->vfork_child ? proc_get_any(k, p->vfork_child) : NULL;
+  if (vchild) {  // killed while suspended in vfork: the child keeps the address space
+    vchild->vfork_parent = 0;
+    p->vfork_child = 0;
+  } else if (p->vfork_parent) {
     proc_release_vfork(k, p);
-  else
+  } else {
     mm_destroy(p->mm);
+  }
   p->mm = NULL;
   p->state = PS_ZOMBIE;
-  p->wstatus = (code & 0xff) << 8;
+  p->wstatus = wstatus;
   for (int i = 1; i < k->pid_max; i++)
     if (k->procs[i] && k->procs[i]->ppid == pid)
       k->procs[i]->ppid = 1;  // compare forget_original_parent(): reparent to init
   return LEAVE(k, 0);
+}
+
+// exit(2): the wait status says "exited with code".
+int sfd_exit(struct kernel *k, int pid, int code) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  return do_exit(k, p, (code & 0xff) << 8);
+}
+
+// Death by a signal (SIGKILL, SIGTERM, SIGPIPE... with the default action): the wait status
+// says "killed by sig". A suspended vfork parent can be killed too.
+int sfd_kill_exit(struct kernel *k, int pid, int sig) {
+  if (k->panicked)
+    return -KPANIC;
+  struct proc *p = proc_get(k, pid);
+  if (!p)
+    return -ESRCH;
+  if (sig <= 0 || sig >= 65)
+    return -EINVAL;
+  return do_exit(k, p, sig & 0x7f);
+}
+
+// The identity of the open file behind fd (its inode number): what a waiter parks on.
+int sfd_fd_ident(struct kernel *k, int pid, int fd, uint64_t *ident, int *is_pipe) {
+  if (k->panicked)
+    return -KPANIC;
+  struct proc *p = proc_get(k, pid);
+  if (!p)
+    return -ESRCH;
+  struct file *f = fdt_get(&p->fds, fd);
+  if (!f)
+    return -EBADF;
+  *ident = f->ino->ino;
+  *is_pipe = f->ino->kind == IK_PIPE;
+  return 0;
+}
+
+// chdir(2).
+int sfd_chdir(struct kernel *k, int pid, const char *path) {
+  struct proc *p;
+  char norm[4096];
+  struct inode *ino;
+  ENTER(k, pid, p);
+  int err = path_normalise(p->cwd, path, norm, sizeof(norm));
+  if (!err)
+    err = vfs_lookup(k, norm, O_RDONLY | O_DIRECTORY, 0, &ino);
+  if (!err)
+    memcpy(p->cwd, norm, strlen(norm) + 1);
+  return err;
 }
 
 // wait4(2) for caller-driven processes: reap an exited child (child > 0: that one, -1: any).
@@ -164,4 +219,10 @@ int sfd_wait(struct kernel *k, int pid, int child, int nohang, int *wstatus) {
   if (!any)
     return -ECHILD;
   return nohang ? 0 : -EAGAIN;
+}
+
+// The parent of a live or zombie process.
+int sfd_ppid(struct kernel *k, int pid) {
+  struct proc *p = proc_get_any(k, pid);
+  return p ? p->ppid : -ESRCH;
 }

@@ -3,6 +3,8 @@
 Layout (data flows down, results flow up):
     spawnfd (this module)   the public names, re-exported explicitly below
     spawnfd._core           Kernel, Process, AddressSpace: the simulated kernel, synchronous
+    spawnfd.sim             open_kernel / Sys: processes that run (trio tasks), the simulated
+                            ld.so, the built-in program behaviours
     spawnfd._bindings       the only importer of the cffi module (errno -> OSError, lifetimes)
     csrc/                   the simulated kernel in C: frame, pgtable, vma, fault, mm, file, ...
     spawnfd.host            the real-Linux backend: run_process, open_process, system and
@@ -26,6 +28,9 @@ from ._core import MMStatistics as MMStatistics
 from ._core import Process as Process
 from ._core import parse_size as parse_size
 from . import host as host
+from .sim.runtime import ProgramExit as ProgramExit
+from .sim.runtime import Sys as Sys
+from .sim.runtime import open_kernel as open_kernel
 from .host import open_process as open_process
 from .host import run_process as run_process
 from .host import system as system

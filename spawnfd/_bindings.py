@@ -106,6 +106,20 @@ class CKernel:
         self._call(lib.sfd_vfork(self.ptr, pid, out))
         return int(out[0])
 
+    def kill_exit(self, pid: int, sig: int) -> None:
+        self._call(lib.sfd_kill_exit(self.ptr, pid, sig))
+
+    def fd_ident(self, pid: int, fd: int) -> tuple[int, bool]:
+        ident, is_pipe = ffi.new("uint64_t *"), ffi.new("int *")
+        self._call(lib.sfd_fd_ident(self.ptr, pid, fd, ident, is_pipe))
+        return int(ident[0]), bool(is_pipe[0])
+
+    def chdir(self, pid: int, path: str | bytes | os.PathLike[Any]) -> None:
+        self._call(lib.sfd_chdir(self.ptr, pid, _path(path)), path)
+
+    def ppid(self, pid: int) -> int:
+        return self._call(lib.sfd_ppid(self.ptr, pid))
+
     def exit(self, pid: int, code: int) -> None:
         self._call(lib.sfd_exit(self.ptr, pid, code))
 

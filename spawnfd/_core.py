@@ -12,6 +12,7 @@ import errno
 import os
 import re
 import weakref
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, final
 
 from ._bindings import FAULT_KINDS, CKernel, KernelPanic
@@ -141,6 +142,8 @@ class Kernel:
         if share_pagetables:
             self._c.set_share_pagetables(True)
         self._procs: dict[int, Process] = {}
+        self._programs: dict[str, Any] = {}
+        self._runtime: Any = None  # set by spawnfd.open_kernel(): processes then run
         self.init: Final = self._process(1)
         _live_kernels.add(self)
 
@@ -183,6 +186,13 @@ class Kernel:
         """
         self._c.check()
 
+    def register_program(self, path: str, behaviour: Any) -> None:
+        """Run ``behaviour`` for the program at ``path`` after exec (``async def main(sys,
+        argv, env) -> int``); the path is matched after resolving symlinks."""
+        self._programs[os.path.realpath(path)] = behaviour
+        if self._runtime is not None:
+            self._runtime.programs[os.path.realpath(path)] = behaviour
+
     def fail_nth_allocation(self, n: int) -> None:
         """Fault injection: the ``n``-th frame allocation from now fails with ``ENOMEM``.
 
@@ -210,6 +220,7 @@ class Process:
     pid: int
     mm: AddressSpace
     kernel: Kernel
+    _sys: Any
 
     def __init__(self) -> None:
         raise TypeError("get a Process from Kernel.init, fork or spawn")
@@ -220,7 +231,43 @@ class Process:
         self.kernel = kernel
         self.pid = pid
         self.mm = AddressSpace._new(self)
+        self._sys = None
         return self
+
+    @property
+    def sys(self) -> Any:
+        """The process's system calls (``spawnfd.sim.Sys``); processes run only inside
+        ``spawnfd.open_kernel()``."""
+        if self._sys is None:
+            raise RuntimeError("processes run only inside spawnfd.open_kernel()")
+        return self._sys
+
+    async def fork_exec(self, path: str, argv: list[str], env: dict[str, str] | None = None,
+                        fork_mode: str | None = None) -> Process:
+        """fork (under ``fork_mode``) + execve: the child inherits this process's
+        descriptors. Returns the child; ``await child.wait_exit()`` for its status."""
+        env = {} if env is None else env
+
+        async def child(sys: Any) -> int:
+            try:
+                await sys.execve(path, argv, env)
+            except OSError:
+                return 127
+            return 0
+
+        return self.kernel._process(await self.sys.fork(child, fork_mode))
+
+    async def vfork_exec(self, path: str, argv: list[str],
+                         env: dict[str, str] | None = None) -> Process:
+        """vfork + execve, what glibc's posix_spawn does: nothing is copied."""
+        pid = await self.sys.vfork_execve(path, argv, {} if env is None else env)
+        return self.kernel._process(pid)
+
+    async def wait_exit(self) -> int:
+        """Wait (as the parent) for this process to exit; returns its wait status."""
+        parent = self.kernel._process(self.kernel._c.ppid(self.pid))
+        _, status = await parent.sys.wait(self.pid)
+        return int(status)
 
     @property
     def _c(self) -> CKernel:
@@ -265,14 +312,19 @@ class Process:
         Raises:
             ChildProcessError: no such child.
         """
+        got = self.wait_pid(pid, nohang=nohang)
+        return None if got is None else got[1]
+
+    def wait_pid(self, pid: int = -1, *, nohang: bool = False) -> tuple[int, int] | None:
+        """Like :meth:`wait`, returning ``(pid, wait status)``."""
         got, status = self._c.wait(self.pid, pid, nohang)
         if got == 0:
             return None
         self.kernel._procs.pop(got, None)
-        return status
+        return got, status
 
-    def execve(self, path: str | bytes | os.PathLike[Any], argv: list[str | bytes],
-               env: dict[str, str] | list[str | bytes] | None = None) -> tuple[int, int]:
+    def execve(self, path: str | bytes | os.PathLike[Any], argv: Sequence[str | bytes],
+               env: Mapping[str, str] | Sequence[str | bytes] | None = None) -> tuple[int, int]:
         """Replace this process's memory with a program, as Linux ``binfmt_elf`` does.
 
         Maps the ELF's ``PT_LOAD`` segments (bss zero-filled), its ``PT_INTERP`` (ld.so) below
@@ -295,7 +347,8 @@ class Process:
 
         if env is None:
             env = {}
-        items = [f"{k}={v}" for k, v in env.items()] if isinstance(env, dict) else list(env)
+        items = ([f"{k}={v}" for k, v in env.items()] if isinstance(env, Mapping)
+                 else list(env))
         return self._c.execve(self.pid, path, [enc(a) for a in argv], [enc(e) for e in items],
                               self.pid)
 

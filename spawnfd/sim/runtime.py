@@ -1,0 +1,332 @@
+"""Running simulated processes with trio: ``open_kernel()``, ``Sys``, threads as tasks.
+
+Each simulated thread is a trio task in the kernel's nursery. It runs *behaviours*: async
+Python functions registered for program paths, started by the simulated ld.so after
+``execve``. The C kernel never blocks; where a system call would (an empty pipe, a full pipe,
+``wait`` for a running child) it answers ``EAGAIN`` and the task parks on a
+``trio.lowlevel.ParkingLot`` belonging to that object until another task changes it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, final
+
+import trio
+
+from .._core import Kernel, Process
+from . import ldso
+
+__all__ = ["open_kernel", "Sys", "Behaviour", "ProgramExit"]
+
+Behaviour = Callable[["Sys", list[str], dict[str, str]], Awaitable[int]]
+
+
+class ProgramExit(BaseException):
+    """Raised by ``Sys.exit``: unwinds the behaviour; the thread then exits with ``code``."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Exec(BaseException):
+    """Raised by a successful ``Sys.execve``: the old program's frames are gone."""
+
+    def __init__(self, run: Callable[[], Awaitable[int]]) -> None:
+        super().__init__()
+        self.run = run
+
+
+class _Signalled(BaseException):
+    def __init__(self, sig: int) -> None:
+        super().__init__(sig)
+        self.sig = sig
+
+
+class _Runtime:
+    """The trio side of one kernel: tasks, parking lots, program registry."""
+
+    def __init__(self, kernel: Kernel, nursery: trio.Nursery) -> None:
+        self.kernel = kernel
+        self.nursery = nursery
+        self.lots: dict[int, trio.lowlevel.ParkingLot] = {}   # pipe inode -> waiters
+        self.children: dict[int, trio.lowlevel.ParkingLot] = {}  # parent pid -> wait()ers
+        self.scopes: dict[int, trio.CancelScope] = {}
+        self.pending_signal: dict[int, int] = {}
+        self.vfork_done: dict[int, trio.Event] = {}
+        self.programs: dict[str, Behaviour] = {}
+
+    def lot(self, ident: int) -> trio.lowlevel.ParkingLot:
+        return self.lots.setdefault(ident, trio.lowlevel.ParkingLot())
+
+    def wake_pipes(self) -> None:
+        for lot in self.lots.values():
+            lot.unpark_all()
+
+    def child_lot(self, ppid: int) -> trio.lowlevel.ParkingLot:
+        return self.children.setdefault(ppid, trio.lowlevel.ParkingLot())
+
+    def behaviour(self, path: str) -> Behaviour | None:
+        return self.programs.get(os.path.realpath(path)) or self.programs.get(path)
+
+    def start_thread(self, proc: Process, first: Callable[[], Awaitable[int]]) -> None:
+        self.nursery.start_soon(self._thread, proc, first)
+
+    async def _thread(self, proc: Process, first: Callable[[], Awaitable[int]]) -> None:
+        """One simulated thread: run behaviours across execs until exit or a signal."""
+        status: int | None = None
+        with trio.CancelScope() as scope:
+            self.scopes[proc.pid] = scope
+            step = first
+            try:
+                while True:
+                    try:
+                        status = (await step() & 0xFF) << 8
+                        break
+                    except _Exec as e:
+                        step = e.run
+            except ProgramExit as e:
+                status = (e.code & 0xFF) << 8
+            except _Signalled as e:
+                status = e.sig
+        if status is None:  # cancelled: by a signal, or because the kernel is closing
+            status = self.pending_signal.pop(proc.pid, signal.SIGKILL)
+        self.scopes.pop(proc.pid, None)
+        self._finish(proc, status)
+
+    def _finish(self, proc: Process, status: int) -> None:
+        c = self.kernel._c
+        ppid = c.ppid(proc.pid)
+        try:
+            if os.WIFSIGNALED(status):
+                c.kill_exit(proc.pid, os.WTERMSIG(status))
+            else:
+                c.exit(proc.pid, os.WEXITSTATUS(status))
+        except ProcessLookupError:
+            pass
+        ev = self.vfork_done.pop(proc.pid, None)
+        if ev is not None:
+            ev.set()
+        self.wake_pipes()
+        self.child_lot(ppid).unpark_all()
+        self.child_lot(1).unpark_all()  # orphans it had went to init
+
+    def signal(self, pid: int, sig: int) -> None:
+        scope = self.scopes.get(pid)
+        if scope is None:
+            raise ProcessLookupError(errno.ESRCH, os.strerror(errno.ESRCH))
+        self.pending_signal[pid] = sig
+        scope.cancel()
+
+
+@final
+class Sys:
+    """The system calls a behaviour makes, for one process: ``process.sys``.
+
+    Blocking calls are ``async`` and park on the object they wait for; the rest are plain
+    methods. Every async method is a checkpoint.
+    """
+
+    def __init__(self, proc: Process, rt: _Runtime) -> None:
+        self.proc = proc
+        self._rt = rt
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def getpid(self) -> int:
+        return self.proc.pid
+
+    # ---- descriptors ----
+    async def read(self, fd: int, n: int) -> bytes:
+        """Read; waits while a pipe is empty and still has a writer."""
+        while True:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                data = self.proc.read(fd, n)
+            except BlockingIOError:
+                await self._park(fd)
+                continue
+            self._wake(fd)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+
+    async def write(self, fd: int, data: bytes) -> int:
+        """Write everything; waits while a pipe is full. A pipe without readers delivers
+        SIGPIPE (the default action kills the process)."""
+        view = memoryview(data)
+        done = 0
+        while True:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                if done < len(view):
+                    done += self.proc.write(fd, view[done:])
+            except BlockingIOError:
+                await self._park(fd)
+                continue
+            except BrokenPipeError:
+                raise _Signalled(signal.SIGPIPE) from None
+            self._wake(fd)
+            if done >= len(view):
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return done
+
+    def close(self, fd: int) -> None:
+        self.proc.close(fd)
+        self._rt.wake_pipes()
+
+    def open(self, path: str, flags: int, mode: int = 0o666) -> int:
+        return self.proc.open(path, flags, mode)
+
+    def pipe(self, flags: int = 0) -> tuple[int, int]:
+        return self.proc.pipe(flags)
+
+    def dup(self, fd: int) -> int:
+        return self.proc.dup(fd)
+
+    def dup2(self, fd: int, fd2: int) -> int:
+        r = self.proc.dup2(fd, fd2)
+        self._rt.wake_pipes()
+        return r
+
+    def lseek(self, fd: int, offset: int, whence: int) -> int:
+        return self.proc.lseek(fd, offset, whence)
+
+    def chdir(self, path: str) -> None:
+        self.proc.kernel._c.chdir(self.pid, path)
+
+    async def _park(self, fd: int) -> None:
+        ident, _ = self.proc.kernel._c.fd_ident(self.pid, fd)
+        await self._rt.lot(ident).park()
+
+    def _wake(self, fd: int) -> None:
+        ident, is_pipe = self.proc.kernel._c.fd_ident(self.pid, fd)
+        if is_pipe:
+            self._rt.lot(ident).unpark_all()
+
+    # ---- memory ----
+    def mmap(self, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0,
+             addr: int = 0) -> int:
+        return self.proc.mm.mmap(length, prot, flags, fd, offset, addr)
+
+    def munmap(self, addr: int, length: int) -> None:
+        self.proc.mm.munmap(addr, length)
+
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
+        self.proc.mm.mprotect(addr, length, prot)
+
+    def madvise(self, addr: int, length: int, advice: int) -> None:
+        self.proc.mm.madvise(addr, length, advice)
+
+    def read_memory(self, addr: int, n: int) -> bytes:
+        return self.proc.mm.read(addr, n)
+
+    def write_memory(self, addr: int, data: bytes) -> None:
+        self.proc.mm.write(addr, data)
+
+    # ---- processes ----
+    async def fork(self, child: Callable[[Sys], Awaitable[int]], mode: str | None = None) -> int:
+        """fork(2): the child continues in ``child(sys)`` (Python cannot return twice);
+        returns the child's pid."""
+        await trio.lowlevel.checkpoint()
+        c = self.proc.fork(mode)
+        csys = _sys_for(c, self._rt)
+        self._rt.start_thread(c, lambda: child(csys))
+        return c.pid
+
+    async def vfork_execve(self, path: str, argv: list[str], env: dict[str, str]) -> int:
+        """vfork + execve (what glibc's posix_spawn does): the child runs in this address
+        space until its exec; this process waits for that. Returns the child's pid."""
+        await trio.lowlevel.checkpoint()
+        c = self.proc.vfork()
+        done = self._rt.vfork_done[c.pid] = trio.Event()
+        csys = _sys_for(c, self._rt)
+
+        async def child() -> int:
+            try:
+                await csys.execve(path, argv, env)
+            except OSError:
+                done.set()
+                return 127
+            return 0  # not reached: execve raises _Exec
+
+        self._rt.start_thread(c, child)
+        await done.wait()
+        return c.pid
+
+    async def execve(self, path: str, argv: list[str], env: dict[str, str]) -> None:
+        """execve(2), then the simulated ld.so, then the program's behaviour. On success it
+        does not return (the old program is gone); on failure it raises the OSError."""
+        await trio.lowlevel.checkpoint()
+        self.proc.execve(path, argv, env)
+        ev = self._rt.vfork_done.pop(self.pid, None)
+        if ev is not None:
+            ev.set()
+        stack, objects = ldso.load_program(self.proc)
+        program = objects[0].path
+        behaviour = self._rt.behaviour(program)
+        args = [a.decode() for a in stack.argv]
+        envd = dict(e.decode().split("=", 1) for e in stack.envp if b"=" in e)
+        if behaviour is None:
+            raise _Exec(_sigill)
+        b = behaviour
+        raise _Exec(lambda: b(self, args, envd))
+
+    def exit(self, code: int) -> None:
+        raise ProgramExit(code)
+
+    async def wait(self, pid: int = -1) -> tuple[int, int]:
+        """Wait for a child to exit; returns ``(pid, wait status)``."""
+        while True:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            got = self.proc.wait_pid(pid, nohang=True)
+            if got is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return got
+            await self._rt.child_lot(self.pid).park()
+
+    def kill(self, pid: int, sig: int) -> None:
+        """kill(2) with SIGKILL or SIGTERM (default action: terminate)."""
+        if sig not in (signal.SIGKILL, signal.SIGTERM, signal.SIGPIPE):
+            raise OSError(errno.EINVAL, f"signal {sig} is not simulated")
+        self._rt.signal(pid, sig)
+
+
+async def _sigill() -> int:
+    raise _Signalled(signal.SIGILL)
+
+
+def _sys_for(proc: Process, rt: _Runtime) -> Sys:
+    s = Sys(proc, rt)
+    proc._sys = s
+    return s
+
+
+@asynccontextmanager
+async def open_kernel(memory: int | str = "16G", **kwargs: Any) -> AsyncIterator[Kernel]:
+    """A simulated machine whose processes run: each thread is a task in a trio nursery.
+
+    ``k.init.sys`` is init's system-call object, driven by the caller. Leaving the block
+    kills whatever still runs (SIGKILL) and waits for the tasks to finish.
+    """
+    from . import programs
+
+    k = Kernel(memory, **kwargs)
+    async with trio.open_nursery() as nursery:
+        rt = _Runtime(k, nursery)
+        k._runtime = rt
+        programs.register_builtins(rt.programs)
+        rt.programs.update(k._programs)
+        _sys_for(k.init, rt)
+        try:
+            yield k
+        finally:
+            for pid in list(rt.scopes):
+                rt.pending_signal[pid] = signal.SIGKILL
+                rt.scopes[pid].cancel()

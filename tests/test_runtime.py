@@ -1,0 +1,161 @@
+"""Processes that run: open_kernel(), Sys, behaviours after exec, pipes that block, wait,
+signals, fork+exec and vfork+exec on the simulator."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import spawnfd
+from spawnfd.sim.runtime import open_kernel
+
+
+def stdio(sh: spawnfd.Process) -> None:
+    """Give init /dev/null as 0, 1 and 2, so pipes land on 3 and up."""
+    for _ in range(3):
+        sh.open("/dev/null", os.O_RDWR)
+
+
+async def run_capture(sh: spawnfd.Process, argv: list[str], how: str,
+                      env: dict[str, str] | None = None) -> tuple[bytes, int]:
+    """Run argv with stdout on a pipe; return its output and wait status."""
+    r, w = sh.pipe(os.O_CLOEXEC)
+    sh.dup2(w, 1)
+    sh.close(w)
+    if how == "vfork":
+        child = await sh.vfork_exec(argv[0], argv, env)
+    else:
+        child = await sh.fork_exec(argv[0], argv, env, fork_mode=how)
+    sh.dup2(2, 1)  # our end of the pipe's writers is gone: EOF once the child exits
+    out = b""
+    while data := await sh.sys.read(r, 4096):
+        out += data
+    sh.close(r)
+    return out, await child.wait_exit()
+
+
+@pytest.mark.parametrize("how", ["copy", "cow-pt", "vfork"])
+async def test_echo_through_a_pipe(how: str) -> None:
+    async with open_kernel("256M") as k:
+        sh = k.init
+        stdio(sh)
+        out, status = await run_capture(sh, ["/bin/echo", "hello", "world"], how)
+        assert out == b"hello world\n"
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        k.check()
+
+
+async def test_vfork_exec_copies_no_pte_and_fork_exec_does() -> None:
+    async with open_kernel("256M") as k:
+        sh = k.init
+        stdio(sh)
+        a = sh.mm.mmap(8 << 20, 3, 0x22)
+        sh.mm.populate(a, 8 << 20, write=True)
+        await run_capture(sh, ["/bin/true"], "vfork")
+        assert k.statistics().ptes_copied == 0
+        await run_capture(sh, ["/bin/true"], "copy")
+        assert k.statistics().ptes_copied == 2048
+
+
+async def test_pipeline_ends_with_sigpipe_for_the_writer() -> None:
+    # yes | head -n 3: head exits after three lines; yes dies of SIGPIPE.
+    async with open_kernel("256M") as k:
+        sh = k.init
+        stdio(sh)
+        p_r, p_w = sh.pipe(os.O_CLOEXEC)
+        o_r, o_w = sh.pipe(os.O_CLOEXEC)
+        sh.dup2(p_w, 1)
+        yes = await sh.fork_exec("/usr/bin/yes", ["yes"])
+        sh.dup2(p_r, 0)
+        sh.dup2(o_w, 1)
+        head = await sh.fork_exec("/usr/bin/head", ["head", "-n", "3"])
+        for fd in (p_r, p_w, o_w):
+            sh.close(fd)
+        sh.dup2(2, 0)
+        sh.dup2(2, 1)
+        out = b""
+        while data := await sh.sys.read(o_r, 100):
+            out += data
+        assert out == b"y\ny\ny\n"
+        assert os.WEXITSTATUS(await head.wait_exit()) == 0
+        status = await yes.wait_exit()
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGPIPE
+        k.check()
+
+
+async def test_missing_program_and_program_without_behaviour() -> None:
+    async with open_kernel("256M") as k:
+        sh = k.init
+        stdio(sh)
+        _, status = await run_capture(sh, ["/nonexistent"], "copy")
+        assert os.WEXITSTATUS(status) == 127
+        _, status = await run_capture(sh, ["/bin/ls"], "copy")  # real ELF, no behaviour
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGILL
+
+
+async def test_custom_program_sees_argv_env_and_memory() -> None:
+    async def hello(sys: Any, argv: list[str], env: dict[str, str]) -> int:
+        a = sys.mmap(4096, 3, 0x22)
+        sys.write_memory(a, b"simulated")
+        await sys.write(1, b"%s %s %s\n" % (argv[1].encode(), env["WHO"].encode(),
+                                            sys.read_memory(a, 9)))
+        return 5
+
+    async with open_kernel("256M") as k:
+        k.register_program("/bin/true", hello)  # any real ELF can carry a behaviour
+        sh = k.init
+        stdio(sh)
+        out, status = await run_capture(sh, ["/bin/true", "hi"], "cow-pt", {"WHO": "me"})
+        assert out == b"hi me simulated\n" and os.WEXITSTATUS(status) == 5
+
+
+async def test_kill_a_sleeping_child(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_kernel("256M") as k:
+        sh = k.init
+        stdio(sh)
+        child = await sh.fork_exec("/bin/sleep", ["sleep", "1000"])
+        await trio.sleep(1)
+        sh.sys.kill(child.pid, signal.SIGTERM)
+        status = await child.wait_exit()
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+        with pytest.raises(ProcessLookupError):
+            sh.sys.kill(child.pid, signal.SIGKILL)
+
+
+async def test_sleep_finishes_and_leaving_the_block_kills_the_rest(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with open_kernel("256M") as k:
+        sh = k.init
+        stdio(sh)
+        short = await sh.fork_exec("/bin/sleep", ["sleep", "5"])
+        await sh.fork_exec("/bin/sleep", ["sleep", "100000"])
+        assert os.WEXITSTATUS(await short.wait_exit()) == 0
+    k.check()  # the long sleeper was killed and released its memory
+    assert k.statistics().anon_frames == 0
+
+
+async def test_fork_with_a_coroutine_and_wait_for_any_child() -> None:
+    async with open_kernel("256M") as k:
+        sh = k.init
+
+        async def child(sys: Any) -> int:
+            return sys.getpid() % 100
+
+        pids = {await sh.sys.fork(child) for _ in range(3)}
+        seen = set()
+        for _ in range(3):
+            pid, status = await sh.sys.wait()
+            assert os.WEXITSTATUS(status) == pid % 100
+            seen.add(pid)
+        assert seen == pids
+
+
+async def test_sys_needs_open_kernel() -> None:
+    k = spawnfd.Kernel("64M")
+    with pytest.raises(RuntimeError):
+        k.init.sys
