@@ -144,6 +144,9 @@ class Kernel:
         self._procs: dict[int, Process] = {}
         self._programs: dict[str, Any] = {}
         self._runtime: Any = None  # set by spawnfd.open_kernel(): processes then run
+        #: how the simulated sh starts children: "fork-exec" (this kernel's fork policy),
+        #: "copy" or "cow-pt" (fork+exec under that policy), or "vfork-exec"
+        self.shell_method = "fork-exec"
         self.init: Final = self._process(1)
         _live_kernels.add(self)
 

@@ -159,3 +159,44 @@ async def test_sys_needs_open_kernel() -> None:
     k = spawnfd.Kernel("64M")
     with pytest.raises(RuntimeError):
         k.init.sys
+
+
+SH_CASES = [
+    ("echo hello | wc -c", b"6\n", 0),
+    ("echo a b c | cat | cat | wc -w", b"3\n", 0),
+    ("false || echo $?", b"1\n", 0),
+    ("true && echo yes; false && echo no", b"yes\n", 1),
+    ("echo 'two  spaces' \"and $?\"", b"two  spaces and 0\n", 0),
+    ("echo one > /tmp/f; echo two >> /tmp/f; cat < /tmp/f", b"one\ntwo\n", 0),
+    ("cat /nonexistent 2>&1", b"cat: /nonexistent: No such file or directory\n", 1),
+    ("nosuchprogram; echo $?", b"127\n", 0),
+    ("yes | head -n 2", b"y\ny\n", 0),
+    ("exit 7", b"", 7),
+    ("echo |", b"", 2),
+]
+
+
+@pytest.mark.parametrize("method", ["fork-exec", "cow-pt", "copy", "vfork-exec"])
+@pytest.mark.parametrize("line,out,code", SH_CASES)
+async def test_sh_c(method: str, line: str, out: bytes, code: int) -> None:
+    async with open_kernel("256M") as k:
+        k.shell_method = method
+        sh = k.init
+        stdio(sh)
+        got, status = await run_capture(sh, ["/bin/sh", "-c", line], "copy",
+                                        {"PATH": "/usr/bin:/bin"})
+        assert (got, os.WEXITSTATUS(status)) == (out, code)
+        k.check()
+
+
+async def test_a_crashing_behaviour_kills_only_its_process() -> None:
+    async def broken(sys: Any, argv: list[str], env: dict[str, str]) -> int:
+        raise ZeroDivisionError
+
+    async with open_kernel("256M") as k:
+        k.register_program("/bin/true", broken)
+        sh = k.init
+        stdio(sh)
+        _, status = await run_capture(sh, ["/bin/true"], "copy")
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSEGV
+        assert isinstance(k._runtime.crashes[min(k._runtime.crashes)], ZeroDivisionError)

@@ -30,18 +30,21 @@ async def echo_main(sys: Any, argv: list[str], env: dict[str, str]) -> int:
     return 0
 
 
-async def _inputs(sys: Any, argv: list[str]) -> list[int]:
-    files = [a for a in argv[1:] if not a.startswith("-") or a == "-"]
-    if not files or files == ["-"]:
-        return [0]
-    return [0 if f == "-" else sys.open(f, 0) for f in files]
-
-
 async def cat_main(sys: Any, argv: list[str], env: dict[str, str]) -> int:
-    for fd in await _inputs(sys, argv):
+    files = [a for a in argv[1:] if not a.startswith("-") or a == "-"] or ["-"]
+    status = 0
+    for name in files:
+        try:
+            fd = 0 if name == "-" else sys.open(name, 0)
+        except OSError as e:
+            await sys.write(2, f"cat: {name}: {e.strerror}\n".encode())
+            status = 1
+            continue
         while data := await sys.read(fd, 65536):
             await sys.write(1, data)
-    return 0
+        if fd:
+            sys.close(fd)
+    return status
 
 
 async def head_main(sys: Any, argv: list[str], env: dict[str, str]) -> int:
@@ -86,7 +89,14 @@ async def env_main(sys: Any, argv: list[str], env: dict[str, str]) -> int:
     return 0
 
 
+def _sh() -> Main:
+    from .shell import sh_main
+
+    return sh_main
+
+
 BUILTINS: dict[str, Main] = {
+    "sh": _sh(),
     "true": true_main, "false": false_main, "echo": echo_main, "cat": cat_main,
     "head": head_main, "wc": wc_main, "yes": yes_main, "sleep": sleep_main, "env": env_main,
 }

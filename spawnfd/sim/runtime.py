@@ -60,6 +60,7 @@ class _Runtime:
         self.pending_signal: dict[int, int] = {}
         self.vfork_done: dict[int, trio.Event] = {}
         self.programs: dict[str, Behaviour] = {}
+        self.crashes: dict[int, Exception] = {}  # pid -> what killed its behaviour
 
     def lot(self, ident: int) -> trio.lowlevel.ParkingLot:
         return self.lots.setdefault(ident, trio.lowlevel.ParkingLot())
@@ -94,6 +95,9 @@ class _Runtime:
                 status = (e.code & 0xFF) << 8
             except _Signalled as e:
                 status = e.sig
+            except Exception as e:  # a behaviour's bug: the process dies, the host does not
+                self.crashes[proc.pid] = e
+                status = signal.SIGSEGV
         if status is None:  # cancelled: by a signal, or because the kernel is closing
             status = self.pending_signal.pop(proc.pid, signal.SIGKILL)
         self.scopes.pop(proc.pid, None)
@@ -240,25 +244,29 @@ class Sys:
         self._rt.start_thread(c, lambda: child(csys))
         return c.pid
 
-    async def vfork_execve(self, path: str, argv: list[str], env: dict[str, str]) -> int:
-        """vfork + execve (what glibc's posix_spawn does): the child runs in this address
-        space until its exec; this process waits for that. Returns the child's pid."""
+    async def vfork(self, child: Callable[[Sys], Awaitable[int]]) -> int:
+        """vfork(2): the child runs ``child(sys)`` in this address space (nothing is copied,
+        its descriptor table is its own) while this process waits until the child execs or
+        exits. Returns the child's pid."""
         await trio.lowlevel.checkpoint()
         c = self.proc.vfork()
         done = self._rt.vfork_done[c.pid] = trio.Event()
         csys = _sys_for(c, self._rt)
+        self._rt.start_thread(c, lambda: child(csys))
+        await done.wait()
+        return c.pid
 
-        async def child() -> int:
+    async def vfork_execve(self, path: str, argv: list[str], env: dict[str, str]) -> int:
+        """vfork + execve (what glibc's posix_spawn does); a failed exec exits 127."""
+
+        async def child(csys: Sys) -> int:
             try:
                 await csys.execve(path, argv, env)
             except OSError:
-                done.set()
                 return 127
-            return 0  # not reached: execve raises _Exec
+            return 0  # not reached: a successful execve does not return
 
-        self._rt.start_thread(c, child)
-        await done.wait()
-        return c.pid
+        return await self.vfork(child)
 
     async def execve(self, path: str, argv: list[str], env: dict[str, str]) -> None:
         """execve(2), then the simulated ld.so, then the program's behaviour. On success it
