@@ -13,8 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="a short tour of the simulated kernel")
     bench = sub.add_parser("bench", help="benchmarks", add_help=False)
-    bench.add_argument("scenario", choices=["mm", "fork"],
-                       help="mm: the memory manager; fork: fork policies and shared tables")
+    bench.add_argument("scenario", choices=["mm", "fork", "system"],
+                       help="mm: the memory manager; fork: fork policies and shared tables; "
+                            "system: system(\"true\") by fork+exec and vfork+exec")
     args, rest = ap.parse_known_args(argv)
     if args.command == "demo":
         from . import demo
@@ -22,9 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         demo.run()
         return 0
     if args.command == "bench":
-        from .bench import fork, mm
+        from .bench import fork, mm, system
 
-        {"mm": mm.main, "fork": fork.main}[args.scenario](rest)
+        {"mm": mm.main, "fork": fork.main, "system": system.main}[args.scenario](rest)
         return 0
     return 2
 

@@ -7,21 +7,19 @@ stack, finds the program through ``AT_PHDR`` (mapping it itself when started as
 every library as glibc's ``_dl_map_segments()`` does (reserve the whole span with the first
 segment, ``PROT_NONE`` over the holes, each further segment ``MAP_FIXED``, the bss page cleared
 and the rest anonymous), and after "relocating" makes each object's ``PT_GNU_RELRO`` read-only
-(``_dl_protect_relro()``). ELF structures are parsed with pyelftools.
+(``_dl_protect_relro()``). ELF structures are parsed with pyelftools' struct definitions, from
+the simulated files and memory, reading only the headers and the dynamic section.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import mmap
 import os
 import struct
 from typing import TYPE_CHECKING, Any, Final
 
 from elftools.elf.constants import P_FLAGS
-from elftools.elf.dynamic import DynamicSegment
-from elftools.elf.elffile import ELFFile
 from elftools.elf.structs import ELFStructs
 
 if TYPE_CHECKING:
@@ -109,49 +107,51 @@ def read_initial_stack(proc: Process) -> InitialStack:
         auxv[key] = val
 
 
-class _SimFile(io.RawIOBase):
-    """A read-only stream over a file of the simulated process, for pyelftools."""
-
-    def __init__(self, proc: Process, fd: int) -> None:
-        self._proc, self._fd, self._pos = proc, fd, 0
-        self._size = proc.fstat_size(fd)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self._pos = {0: pos, 1: self._pos + pos, 2: self._size + pos}[whence]
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def readinto(self, b: Any) -> int:
-        data = self._proc.pread(self._fd, len(b), self._pos)
-        b[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-
 def _prot(flags: int) -> int:
     return ((mmap.PROT_READ if flags & P_FLAGS.PF_R else 0)
             | (mmap.PROT_WRITE if flags & P_FLAGS.PF_W else 0)
             | (mmap.PROT_EXEC if flags & P_FLAGS.PF_X else 0))
 
 
-def _dynamic_from_file(elf: ELFFile) -> tuple[list[str], str | None]:
-    needed: list[str] = []
-    soname = None
-    for seg in elf.iter_segments():
-        if isinstance(seg, DynamicSegment):
-            for tag in seg.iter_tags():
-                if tag.entry.d_tag == "DT_NEEDED":
-                    needed.append(str(getattr(tag, "needed")))  # set by pyelftools
-                elif tag.entry.d_tag == "DT_SONAME":
-                    soname = str(getattr(tag, "soname"))
+def _read_headers(proc: Process, fd: int, path: str) -> list[Any]:
+    """The program headers of the ELF file open at fd (ENOEXEC if it is not x86-64 ELF)."""
+    raw = proc.pread(fd, 64, 0)
+    if len(raw) < 64 or raw[:4] != b"\x7fELF" or raw[4] != 2 or raw[5] != 1:
+        raise OSError(8, f"{os.strerror(8)}: {path}")
+    eh = _STRUCTS.Elf_Ehdr.parse(raw)
+    if eh.e_machine != "EM_X86_64" or eh.e_phentsize != PHDR_SIZE:
+        raise OSError(8, f"{os.strerror(8)}: {path}")
+    table = proc.pread(fd, eh.e_phnum * PHDR_SIZE, eh.e_phoff)
+    return [_STRUCTS.Elf_Phdr.parse(table[i * PHDR_SIZE:(i + 1) * PHDR_SIZE])
+            for i in range(len(table) // PHDR_SIZE)]
+
+
+def _file_offset(phdrs: list[Any], vaddr: int) -> int:
+    for ph in phdrs:
+        if ph.p_type == "PT_LOAD" and ph.p_vaddr <= vaddr < ph.p_vaddr + ph.p_filesz:
+            return int(vaddr - ph.p_vaddr + ph.p_offset)
+    raise OSError(8, "address outside the file")
+
+
+def _dynamic_from_file(proc: Process, fd: int, phdrs: list[Any]) -> tuple[list[str], str | None]:
+    """DT_NEEDED names and DT_SONAME, read from the file's PT_DYNAMIC as ld.so reads them."""
+    dyn = next((p for p in phdrs if p.p_type == "PT_DYNAMIC"), None)
+    if dyn is None:
+        return [], None
+    raw = proc.pread(fd, dyn.p_filesz, dyn.p_offset)
+    entries = [_STRUCTS.Elf_Dyn.parse(raw[i:i + DYN_SIZE])
+               for i in range(0, len(raw) - DYN_SIZE + 1, DYN_SIZE)]
+    strtab = next((d.d_val for d in entries if d.d_tag == "DT_STRTAB"), None)
+    if strtab is None:
+        return [], None
+    base = _file_offset(phdrs, strtab)
+
+    def string(off: int) -> str:
+        data = proc.pread(fd, 256, base + off)
+        return data.split(b"\0", 1)[0].decode()
+
+    needed = [string(d.d_val) for d in entries if d.d_tag == "DT_NEEDED"]
+    soname = next((string(d.d_val) for d in entries if d.d_tag == "DT_SONAME"), None)
     return needed, soname
 
 
@@ -163,11 +163,8 @@ def map_object(proc: Process, path: str) -> LoadedObject:
     """
     fd = proc.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        try:
-            elf = ELFFile(io.BufferedReader(_SimFile(proc, fd)))
-        except Exception as e:  # pyelftools raises its own errors for a non-ELF file
-            raise OSError(8, f"{os.strerror(8)}: {path}") from e
-        loads = [s.header for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
+        phdrs = _read_headers(proc, fd, path)
+        loads = [ph for ph in phdrs if ph.p_type == "PT_LOAD"]
         if not loads:
             raise OSError(8, f"{os.strerror(8)}: no PT_LOAD in {path}")
         first, last = loads[0], loads[-1]
@@ -187,8 +184,7 @@ def map_object(proc: Process, path: str) -> LoadedObject:
                              _prot(c.p_flags), mmap.MAP_PRIVATE | 0x10, fd,
                              _page_down(c.p_offset), addr=bias + _page_down(c.p_vaddr))
             _zero_bss(proc, bias, c)
-        needed, soname = _dynamic_from_file(elf)
-        phdrs = [s.header for s in elf.iter_segments()]
+        needed, soname = _dynamic_from_file(proc, fd, phdrs)
     finally:
         proc.close(fd)
     return LoadedObject(path, bias, phdrs, needed, soname)
