@@ -17,9 +17,10 @@ import dataclasses
 import mmap
 import os
 import struct
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from elftools.elf.constants import P_FLAGS
+from elftools.elf.enums import ENUM_D_TAG, ENUM_P_TYPE_BASE
 from elftools.elf.structs import ELFStructs
 
 if TYPE_CHECKING:
@@ -37,6 +38,40 @@ _STRUCTS.create_basic_structs()
 _STRUCTS.create_advanced_structs(e_type="ET_DYN", e_machine="EM_X86_64", e_ident_osabi="ELFOSABI_SYSV")
 PHDR_SIZE: Final = _STRUCTS.Elf_Phdr.sizeof()
 DYN_SIZE: Final = _STRUCTS.Elf_Dyn.sizeof()
+# Program headers and dynamic entries are parsed in bulk with struct (the hot path of every
+# exec); their numbers come from pyelftools' tables.
+PT_LOAD, PT_DYNAMIC, PT_PHDR = (ENUM_P_TYPE_BASE[n] for n in ("PT_LOAD", "PT_DYNAMIC", "PT_PHDR"))
+PT_GNU_RELRO = ENUM_P_TYPE_BASE["PT_GNU_RELRO"]
+DT_NULL, DT_NEEDED, DT_STRTAB, DT_SONAME = (
+    ENUM_D_TAG[n] for n in ("DT_NULL", "DT_NEEDED", "DT_STRTAB", "DT_SONAME"))
+_PHDR = struct.Struct("<IIQQQQQQ")
+assert _PHDR.size == PHDR_SIZE and DYN_SIZE == 16
+
+
+class Phdr(NamedTuple):
+    """One Elf64_Phdr."""
+
+    p_type: int
+    p_flags: int
+    p_offset: int
+    p_vaddr: int
+    p_paddr: int
+    p_filesz: int
+    p_memsz: int
+    p_align: int
+
+
+def _phdrs(raw: bytes) -> list[Phdr]:
+    return [Phdr(*t) for t in _PHDR.iter_unpack(raw[: len(raw) // PHDR_SIZE * PHDR_SIZE])]
+
+
+def _dyn_entries(raw: bytes) -> list[tuple[int, int]]:
+    out = []
+    for tag, val in struct.iter_unpack("<qQ", raw[: len(raw) // 16 * 16]):
+        if tag == DT_NULL:
+            break
+        out.append((tag, val))
+    return out
 
 
 def _page_down(x: int) -> int:
@@ -113,7 +148,7 @@ def _prot(flags: int) -> int:
             | (mmap.PROT_EXEC if flags & P_FLAGS.PF_X else 0))
 
 
-def _read_headers(proc: Process, fd: int, path: str) -> list[Any]:
+def _read_headers(proc: Process, fd: int, path: str) -> list[Phdr]:
     """The program headers of the ELF file open at fd (ENOEXEC if it is not x86-64 ELF)."""
     raw = proc.pread(fd, 64, 0)
     if len(raw) < 64 or raw[:4] != b"\x7fELF" or raw[4] != 2 or raw[5] != 1:
@@ -121,27 +156,23 @@ def _read_headers(proc: Process, fd: int, path: str) -> list[Any]:
     eh = _STRUCTS.Elf_Ehdr.parse(raw)
     if eh.e_machine != "EM_X86_64" or eh.e_phentsize != PHDR_SIZE:
         raise OSError(8, f"{os.strerror(8)}: {path}")
-    table = proc.pread(fd, eh.e_phnum * PHDR_SIZE, eh.e_phoff)
-    return [_STRUCTS.Elf_Phdr.parse(table[i * PHDR_SIZE:(i + 1) * PHDR_SIZE])
-            for i in range(len(table) // PHDR_SIZE)]
+    return _phdrs(proc.pread(fd, eh.e_phnum * PHDR_SIZE, eh.e_phoff))
 
 
-def _file_offset(phdrs: list[Any], vaddr: int) -> int:
+def _file_offset(phdrs: list[Phdr], vaddr: int) -> int:
     for ph in phdrs:
-        if ph.p_type == "PT_LOAD" and ph.p_vaddr <= vaddr < ph.p_vaddr + ph.p_filesz:
+        if ph.p_type == PT_LOAD and ph.p_vaddr <= vaddr < ph.p_vaddr + ph.p_filesz:
             return int(vaddr - ph.p_vaddr + ph.p_offset)
     raise OSError(8, "address outside the file")
 
 
-def _dynamic_from_file(proc: Process, fd: int, phdrs: list[Any]) -> tuple[list[str], str | None]:
+def _dynamic_from_file(proc: Process, fd: int, phdrs: list[Phdr]) -> tuple[list[str], str | None]:
     """DT_NEEDED names and DT_SONAME, read from the file's PT_DYNAMIC as ld.so reads them."""
-    dyn = next((p for p in phdrs if p.p_type == "PT_DYNAMIC"), None)
+    dyn = next((p for p in phdrs if p.p_type == PT_DYNAMIC), None)
     if dyn is None:
         return [], None
-    raw = proc.pread(fd, dyn.p_filesz, dyn.p_offset)
-    entries = [_STRUCTS.Elf_Dyn.parse(raw[i:i + DYN_SIZE])
-               for i in range(0, len(raw) - DYN_SIZE + 1, DYN_SIZE)]
-    strtab = next((d.d_val for d in entries if d.d_tag == "DT_STRTAB"), None)
+    entries = _dyn_entries(proc.pread(fd, dyn.p_filesz, dyn.p_offset))
+    strtab = next((val for tag, val in entries if tag == DT_STRTAB), None)
     if strtab is None:
         return [], None
     base = _file_offset(phdrs, strtab)
@@ -150,8 +181,8 @@ def _dynamic_from_file(proc: Process, fd: int, phdrs: list[Any]) -> tuple[list[s
         data = proc.pread(fd, 256, base + off)
         return data.split(b"\0", 1)[0].decode()
 
-    needed = [string(d.d_val) for d in entries if d.d_tag == "DT_NEEDED"]
-    soname = next((string(d.d_val) for d in entries if d.d_tag == "DT_SONAME"), None)
+    needed = [string(val) for tag, val in entries if tag == DT_NEEDED]
+    soname = next((string(val) for tag, val in entries if tag == DT_SONAME), None)
     return needed, soname
 
 
@@ -164,7 +195,7 @@ def map_object(proc: Process, path: str) -> LoadedObject:
     fd = proc.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         phdrs = _read_headers(proc, fd, path)
-        loads = [ph for ph in phdrs if ph.p_type == "PT_LOAD"]
+        loads = [ph for ph in phdrs if ph.p_type == PT_LOAD]
         if not loads:
             raise OSError(8, f"{os.strerror(8)}: no PT_LOAD in {path}")
         first, last = loads[0], loads[-1]
@@ -207,29 +238,17 @@ def _object_from_memory(proc: Process, phdr_addr: int, phnum: int, path: str,
                         bias: int | None = None) -> LoadedObject:
     """An object the kernel mapped: headers and PT_DYNAMIC read from memory. Without a bias,
     it is found from PT_PHDR, as ld.so does for the program."""
-    raw = proc.mm.read(phdr_addr, phnum * PHDR_SIZE)
-    phdrs = [_STRUCTS.Elf_Phdr.parse(raw[i * PHDR_SIZE:(i + 1) * PHDR_SIZE])
-             for i in range(phnum)]
+    phdrs = _phdrs(proc.mm.read(phdr_addr, phnum * PHDR_SIZE))
     if bias is None:
-        self_ph = next((p for p in phdrs if p.p_type == "PT_PHDR"), None)
+        self_ph = next((p for p in phdrs if p.p_type == PT_PHDR), None)
         bias = phdr_addr - self_ph.p_vaddr if self_ph is not None else 0
     needed: list[str] = []
-    dyn = next((p for p in phdrs if p.p_type == "PT_DYNAMIC"), None)
-    if dyn is not None:
-        entries, strtab, offsets = [], 0, []
-        addr = bias + dyn.p_vaddr
-        while True:
-            d = _STRUCTS.Elf_Dyn.parse(proc.mm.read(addr, DYN_SIZE))
-            addr += DYN_SIZE
-            if d.d_tag == "DT_NULL":
-                break
-            entries.append(d)
-        for d in entries:
-            if d.d_tag == "DT_STRTAB":
-                strtab = d.d_val
-            elif d.d_tag == "DT_NEEDED":
-                offsets.append(d.d_val)
-        needed = [_cstring(proc, bias + strtab + o).decode() for o in offsets]
+    dyn = next((p for p in phdrs if p.p_type == PT_DYNAMIC), None)
+    if dyn is not None:  # the whole dynamic section in one read, as ld.so walks it
+        entries = _dyn_entries(proc.mm.read(bias + dyn.p_vaddr, dyn.p_memsz))
+        strtab = next((val for tag, val in entries if tag == DT_STRTAB), 0)
+        needed = [_cstring(proc, bias + strtab + val).decode()
+                  for tag, val in entries if tag == DT_NEEDED]
     return LoadedObject(path, bias, phdrs, needed)
 
 
@@ -253,7 +272,7 @@ def _find_library(proc: Process, name: str, env: list[bytes]) -> str:
 def _protect_relro(proc: Process, obj: LoadedObject) -> None:
     # compare _dl_protect_relro(): whole pages only.
     for ph in obj.phdrs:
-        if ph.p_type == "PT_GNU_RELRO":
+        if ph.p_type == PT_GNU_RELRO:
             start = _page_down(obj.bias + ph.p_vaddr)
             end = _page_down(obj.bias + ph.p_vaddr + ph.p_memsz)
             if end > start:
