@@ -169,9 +169,13 @@ def layout(text: str, objects: list[str]) -> dict[str, list[tuple[int, int, str,
 def real_process() -> Iterator[object]:
     procs: list[subprocess.Popen[bytes]] = []
 
+    # The real program must load exactly what it would load outside this test run: no
+    # sanitizer runtimes preloaded by CI's second pass, no locale of ours.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LD_", "ASAN", "UBSAN"))}
+
     def start(argv: list[str]) -> str:
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+                             stderr=subprocess.DEVNULL, env=env)
         procs.append(p)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # until it has loaded and blocked
