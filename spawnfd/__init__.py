@@ -29,6 +29,7 @@ from ._core import Process as Process
 from ._core import parse_size as parse_size
 from . import host as host
 from .sim.runtime import ProgramExit as ProgramExit
+from .sim.runtime import RunningProcess as RunningProcess
 from .sim.runtime import Sys as Sys
 from .sim.runtime import open_kernel as open_kernel
 from .host import open_process as open_process

@@ -196,6 +196,19 @@ class Kernel:
         if self._runtime is not None:
             self._runtime.programs[os.path.realpath(path)] = behaviour
 
+    def install_program(self, path: str, behaviour: Any, elf: str = "/bin/true") -> None:
+        """Create an executable at ``path`` (in /tmp or /dev/shm) whose bytes are a real ELF
+        (``elf``, default /bin/true) and register ``behaviour`` for it: a program of your own
+        that exec, ld.so and the maps treat like any other."""
+        with open(elf, "rb") as f:
+            data = f.read()
+        fd = self.init.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o755)
+        try:
+            self.init.write(fd, data)
+        finally:
+            self.init.close(fd)
+        self.register_program(path, behaviour)
+
     def fail_nth_allocation(self, n: int) -> None:
         """Fault injection: the ``n``-th frame allocation from now fails with ``ENOMEM``.
 
@@ -246,9 +259,12 @@ class Process:
         return self._sys
 
     async def fork_exec(self, path: str, argv: list[str], env: dict[str, str] | None = None,
-                        fork_mode: str | None = None) -> Process:
-        """fork (under ``fork_mode``) + execve: the child inherits this process's
-        descriptors. Returns the child; ``await child.wait_exit()`` for its status."""
+                        fork_mode: str | None = None) -> Any:
+        """fork (under ``fork_mode``, default the kernel's) + execve; the child inherits this
+        process's descriptors. Returns a :class:`spawnfd.RunningProcess` (``pid``, ``mm``,
+        ``await wait()``). A failed exec makes the child exit with 127."""
+        from .sim.runtime import RunningProcess
+
         env = {} if env is None else env
 
         async def child(sys: Any) -> int:
@@ -258,19 +274,17 @@ class Process:
                 return 127
             return 0
 
-        return self.kernel._process(await self.sys.fork(child, fork_mode))
+        pid = await self.sys.fork(child, fork_mode)
+        return RunningProcess._new(self, self.kernel._process(pid))
 
     async def vfork_exec(self, path: str, argv: list[str],
-                         env: dict[str, str] | None = None) -> Process:
-        """vfork + execve, what glibc's posix_spawn does: nothing is copied."""
-        pid = await self.sys.vfork_execve(path, argv, {} if env is None else env)
-        return self.kernel._process(pid)
+                         env: dict[str, str] | None = None) -> Any:
+        """vfork + execve, what glibc's posix_spawn does: nothing is copied. Returns a
+        :class:`spawnfd.RunningProcess`."""
+        from .sim.runtime import RunningProcess
 
-    async def wait_exit(self) -> int:
-        """Wait (as the parent) for this process to exit; returns its wait status."""
-        parent = self.kernel._process(self.kernel._c.ppid(self.pid))
-        _, status = await parent.sys.wait(self.pid)
-        return int(status)
+        pid = await self.sys.vfork_execve(path, argv, {} if env is None else env)
+        return RunningProcess._new(self, self.kernel._process(pid))
 
     @property
     def _c(self) -> CKernel:
@@ -368,13 +382,22 @@ class Process:
         """
         return self._c.open(self.pid, path, flags, mode)
 
+    def _wake(self) -> None:
+        # Inside open_kernel(), a change made through this synchronous API (data written,
+        # a pipe end closed) must wake the simulated threads parked on it.
+        if self.kernel._runtime is not None:
+            self.kernel._runtime.wake_pipes()
+
     def close(self, fd: int) -> None:
         """Close a descriptor."""
         self._c.close_fd(self.pid, fd)
+        self._wake()
 
     def read(self, fd: int, n: int) -> bytes:
         """Read up to ``n`` bytes at the file offset."""
-        return self._c.read(self.pid, fd, _u64(n, "n"))
+        data = self._c.read(self.pid, fd, _u64(n, "n"))
+        self._wake()
+        return data
 
     def pread(self, fd: int, n: int, offset: int) -> bytes:
         """Read up to ``n`` bytes at ``offset`` without moving the file offset."""
@@ -382,7 +405,9 @@ class Process:
 
     def write(self, fd: int, data: bytes | bytearray | memoryview) -> int:
         """Write ``data`` at the file offset; returns bytes written."""
-        return self._c.write(self.pid, fd, data)
+        n = self._c.write(self.pid, fd, data)
+        self._wake()
+        return n
 
     def lseek(self, fd: int, offset: int, whence: int) -> int:
         """Move the file offset (``os.SEEK_SET``/``SEEK_CUR``/``SEEK_END``)."""
@@ -402,9 +427,10 @@ class Process:
 
     def dup2(self, fd: int, fd2: int, inheritable: bool = True) -> int:
         """Make ``fd2`` refer to ``fd``'s open file; ``inheritable=False`` sets close-on-exec."""
-        if inheritable:
-            return self._c.dup2(self.pid, fd, fd2)
-        return self._c.dup3(self.pid, fd, fd2, os.O_CLOEXEC)
+        got = (self._c.dup2(self.pid, fd, fd2) if inheritable
+               else self._c.dup3(self.pid, fd, fd2, os.O_CLOEXEC))
+        self._wake()
+        return got
 
     def pipe(self, flags: int = 0) -> tuple[int, int]:
         """A pipe with a 64 KiB buffer: ``(read_fd, write_fd)``; flags ``os.O_CLOEXEC``.

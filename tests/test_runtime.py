@@ -36,7 +36,7 @@ async def run_capture(sh: spawnfd.Process, argv: list[str], how: str,
     while data := await sh.sys.read(r, 4096):
         out += data
     sh.close(r)
-    return out, await child.wait_exit()
+    return out, await child.wait()
 
 
 @pytest.mark.parametrize("how", ["copy", "cow-pt", "vfork"])
@@ -82,8 +82,8 @@ async def test_pipeline_ends_with_sigpipe_for_the_writer() -> None:
         while data := await sh.sys.read(o_r, 100):
             out += data
         assert out == b"y\ny\ny\n"
-        assert os.WEXITSTATUS(await head.wait_exit()) == 0
-        status = await yes.wait_exit()
+        assert os.WEXITSTATUS(await head.wait()) == 0
+        status = await yes.wait()
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGPIPE
         k.check()
 
@@ -121,7 +121,7 @@ async def test_kill_a_sleeping_child(autojump_clock: trio.testing.MockClock) -> 
         child = await sh.fork_exec("/bin/sleep", ["sleep", "1000"])
         await trio.sleep(1)
         sh.sys.kill(child.pid, signal.SIGTERM)
-        status = await child.wait_exit()
+        status = await child.wait()
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
         with pytest.raises(ProcessLookupError):
             sh.sys.kill(child.pid, signal.SIGKILL)
@@ -134,7 +134,7 @@ async def test_sleep_finishes_and_leaving_the_block_kills_the_rest(
         stdio(sh)
         short = await sh.fork_exec("/bin/sleep", ["sleep", "5"])
         await sh.fork_exec("/bin/sleep", ["sleep", "100000"])
-        assert os.WEXITSTATUS(await short.wait_exit()) == 0
+        assert os.WEXITSTATUS(await short.wait()) == 0
     k.check()  # the long sleeper was killed and released its memory
     assert k.statistics().anon_frames == 0
 
@@ -200,3 +200,97 @@ async def test_a_crashing_behaviour_kills_only_its_process() -> None:
         _, status = await run_capture(sh, ["/bin/true"], "copy")
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSEGV
         assert isinstance(k._runtime.crashes[min(k._runtime.crashes)], ZeroDivisionError)
+
+
+async def test_ignored_sigpipe_makes_write_fail_with_epipe() -> None:
+    async def writer(sys: Any, argv: list[str], env: dict[str, str]) -> int:
+        try:
+            await sys.write(1, b"x")
+        except BrokenPipeError:
+            return 42
+        return 0
+
+    async with open_kernel("256M") as k:
+        k.register_program("/bin/true", writer)
+        sh = k.init
+        stdio(sh)
+        assert sh.sys.signal(signal.SIGPIPE, signal.SIG_IGN) == signal.SIG_DFL
+        r, w = sh.pipe(os.O_CLOEXEC)
+        sh.close(r)  # no reader at all
+        sh.dup2(w, 1)
+        child = await sh.fork_exec("/bin/true", ["true"])  # inherits SIG_IGN across fork+exec
+        assert os.WEXITSTATUS(await child.wait()) == 42
+        sh.sys.signal(signal.SIGPIPE, signal.SIG_DFL)
+        child = await sh.fork_exec("/bin/true", ["true"])
+        assert os.WTERMSIG(await child.wait()) == signal.SIGPIPE
+
+
+async def test_sigchld_default_ignored_and_sig_ign_reaps_at_once(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with open_kernel("256M") as k:
+        sh = k.init
+        stdio(sh)
+        child = await sh.fork_exec("/bin/sleep", ["sleep", "10"])
+        sh.sys.kill(child.pid, signal.SIGCHLD)  # default action: ignored
+        sh.sys.signal(signal.SIGTERM, signal.SIG_IGN)
+        child2 = await sh.fork_exec("/bin/sleep", ["sleep", "10"])
+        sh.sys.kill(child2.pid, signal.SIGTERM)  # ignored: inherited disposition
+        assert os.WEXITSTATUS(await child.wait()) == 0
+        assert os.WEXITSTATUS(await child2.wait()) == 0
+        with pytest.raises(OSError):
+            sh.sys.signal(signal.SIGKILL, signal.SIG_IGN)
+        sh.sys.signal(signal.SIGCHLD, signal.SIG_IGN)
+        quick = await sh.fork_exec("/bin/true", ["true"])
+        await trio.sleep(1)
+        with pytest.raises(ChildProcessError):
+            sh.wait(quick.pid, nohang=True)  # no zombie was left to reap
+
+
+async def test_leaving_open_kernel_reaps_everything(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with open_kernel("256M") as k:
+        sh = k.init
+        stdio(sh)
+
+        async def grandparent(sys: Any) -> int:
+            async def deep(s: Any) -> int:
+                await trio.sleep(1000)
+                return 0
+            await sys.fork(deep)
+            return 3  # exits at once: its child is orphaned to init
+
+        await sh.sys.fork(grandparent)
+        await sh.fork_exec("/bin/sleep", ["sleep", "1000"])
+        await trio.sleep(1)
+    with pytest.raises(ChildProcessError):
+        k.init.wait(-1, nohang=True)  # every process reaped, orphans included
+    assert k.statistics().anon_frames == 0
+    k.check()
+
+
+async def test_memory_workload_program_holds_its_memory() -> None:
+    from spawnfd.sim.programs import memload_main
+
+    async with open_kernel("1G", share_pagetables=True) as k:
+        k.install_program("/tmp/memload", memload_main)
+        sh = k.init
+        stdio(sh)
+        db = sh.open("/tmp/db", os.O_RDWR | os.O_CREAT)
+        sh.ftruncate(db, 4 << 20)
+        mine = sh.mm.mmap(4 << 20, 3, 0x01, db, 0)  # init maps it too: the tables are shared
+        sh.mm.populate(mine, 4 << 20)
+        r, w = sh.pipe(os.O_CLOEXEC)
+        sh.dup2(r, 0)
+        child = await sh.fork_exec("/tmp/memload", ["memload", "8", "--shared", "/tmp/db",
+                                                   "--hold"])
+        sh.dup2(2, 0)
+        sh.close(r)
+        while child.mm.statistics().rss_anon_bytes < (8 << 20):
+            await trio.sleep(0)  # until the workload has touched its memory
+        st = child.mm.statistics()
+        # tmpfs pages count as shmem: the database and memload's own text (it lives in /tmp)
+        assert st.rss_shmem_bytes >= 4 << 20 and st.shared_pagetable_bytes == 2 * 4096
+        assert "/tmp/memload" in child.mm.maps()
+        sh.close(w)  # EOF on its stdin: it exits
+        assert os.WEXITSTATUS(await child.wait()) == 0
+        k.check()

@@ -35,7 +35,7 @@ async def _system(k: Any, line: str, how: str) -> int:
     else:
         child = await sh.fork_exec("/bin/sh", ["sh", "-c", line], {"PATH": "/usr/bin:/bin"},
                                    fork_mode=how)
-    return int(await child.wait_exit())
+    return int(await child.wait())
 
 
 async def _row(gib: int, label: str, repeat: int) -> dict[str, Any]:
@@ -73,7 +73,7 @@ async def _spawn_rate(seconds: float) -> float:
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             child = await p.vfork_exec("/bin/true", ["true"])
-            await child.wait_exit()
+            await child.wait()
             n += 1
         return n / (time.perf_counter() - t0)
 

@@ -89,6 +89,30 @@ async def env_main(sys: Any, argv: list[str], env: dict[str, str]) -> int:
     return 0
 
 
+async def memload_main(sys: Any, argv: list[str], env: dict[str, str]) -> int:
+    """``memload MIB [--shared FILE] [--hold]``: map and touch MIB MiB of private memory,
+    optionally map FILE shared and touch all of it, then (with --hold) read stdin until EOF
+    so the parent decides when it exits. A workload for the benchmarks."""
+    import mmap as _mmap
+
+    size = int(float(argv[1]) * (1 << 20)) if len(argv) > 1 else 0
+    if size:
+        a = sys.mmap(size, _mmap.PROT_READ | _mmap.PROT_WRITE,
+                     _mmap.MAP_PRIVATE | _mmap.MAP_ANONYMOUS)
+        sys.proc.mm.populate(a, size, write=True)
+    if "--shared" in argv:
+        path = argv[argv.index("--shared") + 1]
+        fd = sys.open(path, 2)  # O_RDWR
+        length = sys.proc.fstat_size(fd)
+        if length:
+            b = sys.mmap(length, _mmap.PROT_READ | _mmap.PROT_WRITE, _mmap.MAP_SHARED, fd)
+            sys.proc.mm.populate(b, length)
+    if "--hold" in argv:
+        while await sys.read(0, 4096):
+            pass
+    return 0
+
+
 def _sh() -> Main:
     from .shell import sh_main
 

@@ -21,7 +21,7 @@ import trio
 from .._core import Kernel, Process
 from . import ldso
 
-__all__ = ["open_kernel", "Sys", "Behaviour", "ProgramExit"]
+__all__ = ["open_kernel", "Sys", "Behaviour", "ProgramExit", "RunningProcess"]
 
 Behaviour = Callable[["Sys", list[str], dict[str, str]], Awaitable[int]]
 
@@ -61,6 +61,7 @@ class _Runtime:
         self.vfork_done: dict[int, trio.Event] = {}
         self.programs: dict[str, Behaviour] = {}
         self.crashes: dict[int, Exception] = {}  # pid -> what killed its behaviour
+        self.ignored: dict[int, set[int]] = {}   # pid -> signals set to SIG_IGN
 
     def lot(self, ident: int) -> trio.lowlevel.ParkingLot:
         return self.lots.setdefault(ident, trio.lowlevel.ParkingLot())
@@ -76,13 +77,15 @@ class _Runtime:
         return self.programs.get(os.path.realpath(path)) or self.programs.get(path)
 
     def start_thread(self, proc: Process, first: Callable[[], Awaitable[int]]) -> None:
-        self.nursery.start_soon(self._thread, proc, first)
+        # The scope exists from now on, so the new process can be signalled before it runs.
+        self.scopes[proc.pid] = scope = trio.CancelScope()
+        self.nursery.start_soon(self._thread, proc, first, scope)
 
-    async def _thread(self, proc: Process, first: Callable[[], Awaitable[int]]) -> None:
+    async def _thread(self, proc: Process, first: Callable[[], Awaitable[int]],
+                      scope: trio.CancelScope) -> None:
         """One simulated thread: run behaviours across execs until exit or a signal."""
         status: int | None = None
-        with trio.CancelScope() as scope:
-            self.scopes[proc.pid] = scope
+        with scope:
             step = first
             try:
                 while True:
@@ -116,14 +119,22 @@ class _Runtime:
         ev = self.vfork_done.pop(proc.pid, None)
         if ev is not None:
             ev.set()
+        self.ignored.pop(proc.pid, None)
+        if signal.SIGCHLD in self.ignored.get(ppid, ()):
+            # A parent that ignores SIGCHLD gets no zombies: the child is reaped at once.
+            parent = self.kernel._process(ppid)
+            parent.wait_pid(proc.pid, nohang=True)
         self.wake_pipes()
         self.child_lot(ppid).unpark_all()
         self.child_lot(1).unpark_all()  # orphans it had went to init
 
     def signal(self, pid: int, sig: int) -> None:
+        """Deliver sig to pid: ignored, or (default action) terminate it."""
         scope = self.scopes.get(pid)
         if scope is None:
             raise ProcessLookupError(errno.ESRCH, os.strerror(errno.ESRCH))
+        if sig == signal.SIGCHLD or sig in self.ignored.get(pid, ()):
+            return  # SIGCHLD's default action is to ignore it
         self.pending_signal[pid] = sig
         scope.cancel()
 
@@ -153,7 +164,7 @@ class Sys:
         while True:
             await trio.lowlevel.checkpoint_if_cancelled()
             try:
-                data = self.proc.read(fd, n)
+                data = self.proc.kernel._c.read(self.pid, fd, n)  # wakes only this pipe's lot
             except BlockingIOError:
                 await self._park(fd)
                 continue
@@ -170,11 +181,13 @@ class Sys:
             await trio.lowlevel.checkpoint_if_cancelled()
             try:
                 if done < len(view):
-                    done += self.proc.write(fd, view[done:])
+                    done += self.proc.kernel._c.write(self.pid, fd, view[done:])
             except BlockingIOError:
                 await self._park(fd)
                 continue
             except BrokenPipeError:
+                if signal.SIGPIPE in self._rt.ignored.get(self.pid, ()):
+                    raise  # SIGPIPE ignored: the write fails with EPIPE
                 raise _Signalled(signal.SIGPIPE) from None
             self._wake(fd)
             if done >= len(view):
@@ -240,6 +253,7 @@ class Sys:
         returns the child's pid."""
         await trio.lowlevel.checkpoint()
         c = self.proc.fork(mode)
+        _inherit(self._rt, self.pid, c.pid)
         csys = _sys_for(c, self._rt)
         self._rt.start_thread(c, lambda: child(csys))
         return c.pid
@@ -250,6 +264,7 @@ class Sys:
         exits. Returns the child's pid."""
         await trio.lowlevel.checkpoint()
         c = self.proc.vfork()
+        _inherit(self._rt, self.pid, c.pid)
         done = self._rt.vfork_done[c.pid] = trio.Event()
         csys = _sys_for(c, self._rt)
         self._rt.start_thread(c, lambda: child(csys))
@@ -300,14 +315,90 @@ class Sys:
             await self._rt.child_lot(self.pid).park()
 
     def kill(self, pid: int, sig: int) -> None:
-        """kill(2) with SIGKILL or SIGTERM (default action: terminate)."""
-        if sig not in (signal.SIGKILL, signal.SIGTERM, signal.SIGPIPE):
+        """kill(2) with SIGKILL, SIGTERM, SIGPIPE (default action: terminate) or SIGCHLD
+        (default: ignored)."""
+        if sig not in SIMULATED_SIGNALS:
             raise OSError(errno.EINVAL, f"signal {sig} is not simulated")
         self._rt.signal(pid, sig)
+
+    def signal(self, sig: int, action: Any) -> Any:
+        """Set a signal's disposition to ``signal.SIG_IGN`` or ``signal.SIG_DFL``; returns
+        the previous one. Ignored signals survive fork and exec, as POSIX says; SIGKILL cannot
+        be ignored. Ignoring SIGCHLD makes exited children vanish without a zombie."""
+        if sig not in SIMULATED_SIGNALS or sig == signal.SIGKILL:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        if action not in (signal.SIG_IGN, signal.SIG_DFL):
+            raise OSError(errno.EINVAL, "only SIG_IGN and SIG_DFL are simulated")
+        ign = self._rt.ignored.setdefault(self.pid, set())
+        old = signal.SIG_IGN if sig in ign else signal.SIG_DFL
+        if action == signal.SIG_IGN:
+            ign.add(sig)
+        else:
+            ign.discard(sig)
+        return old
+
+
+@final
+class RunningProcess:
+    """A child started by ``fork_exec``/``vfork_exec``, held by its parent (trio style).
+
+    ``pid``, ``process`` (the :class:`spawnfd.Process`: ``mm``, fds) and ``returncode`` (the
+    wait status once waited); ``await wait()`` reaps it.
+    """
+
+    parent: Process
+    process: Process
+    returncode: int | None
+
+    def __init__(self) -> None:
+        raise TypeError("get a RunningProcess from Process.fork_exec or vfork_exec")
+
+    @classmethod
+    def _new(cls, parent: Process, process: Process) -> RunningProcess:
+        self = object.__new__(cls)
+        self.parent, self.process, self.returncode = parent, process, None
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def mm(self) -> Any:
+        return self.process.mm
+
+    async def wait(self) -> int:
+        """Wait for the child to exit and reap it; returns the wait status (decode it with
+        ``os.WIFEXITED``/``os.WEXITSTATUS``/``os.WTERMSIG``)."""
+        if self.returncode is None:
+            _, self.returncode = await self.parent.sys.wait(self.pid)
+        else:
+            await trio.lowlevel.checkpoint()
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        self.parent.sys.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def __repr__(self) -> str:
+        return f"<spawnfd.sim.RunningProcess pid={self.pid} returncode={self.returncode}>"
 
 
 async def _sigill() -> int:
     raise _Signalled(signal.SIGILL)
+
+
+SIMULATED_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD)
+
+
+def _inherit(rt: _Runtime, parent: int, child: int) -> None:
+    if parent in rt.ignored:
+        rt.ignored[child] = set(rt.ignored[parent])
 
 
 def _sys_for(proc: Process, rt: _Runtime) -> Sys:
@@ -338,3 +429,15 @@ async def open_kernel(memory: int | str = "16G", **kwargs: Any) -> AsyncIterator
             for pid in list(rt.scopes):
                 rt.pending_signal[pid] = signal.SIGKILL
                 rt.scopes[pid].cancel()
+    _reap_all(k)
+
+
+def _reap_all(k: Kernel) -> None:
+    """After the nursery: every simulated thread is gone; reap the zombies, orphans that
+    went to init included, so the machine is left with init alone."""
+    while True:
+        try:
+            if k.init.wait_pid(-1, nohang=True) is None:
+                return
+        except ChildProcessError:
+            return
