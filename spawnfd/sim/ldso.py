@@ -17,6 +17,7 @@ import dataclasses
 import mmap
 import os
 import struct
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from elftools.elf.constants import P_FLAGS
@@ -252,21 +253,30 @@ def _object_from_memory(proc: Process, phdr_addr: int, phnum: int, path: str,
     return LoadedObject(path, bias, phdrs, needed)
 
 
-def _find_library(proc: Process, name: str, env: list[bytes]) -> str:
+def search_path(proc: Any, name: str, dirs: Iterable[str]) -> str | None:
+    """The first ``dir/name`` that ``proc`` (a Process or Sys) can open, or None. Names with
+    a slash are not searched. Shared by ld.so (libraries) and sh (programs)."""
     if "/" in name:
         return name
-    dirs: list[str] = []
-    for e in env:
-        if e.startswith(b"LD_LIBRARY_PATH="):
-            dirs += [d for d in e[16:].decode().split(":") if d]
-    for d in (*dirs, *SEARCH_PATH):
-        path = f"{d}/{name}"
+    for d in dirs:
+        path = f"{d or '.'}/{name}"
         try:
             proc.close(proc.open(path, os.O_RDONLY))
             return path
         except OSError:
             continue
-    raise FileNotFoundError(2, f"{name}: cannot open shared object file", name)
+    return None
+
+
+def _find_library(proc: Process, name: str, env: list[bytes]) -> str:
+    dirs: list[str] = []
+    for e in env:
+        if e.startswith(b"LD_LIBRARY_PATH="):
+            dirs += [d for d in e[16:].decode().split(":") if d]
+    path = search_path(proc, name, (*dirs, *SEARCH_PATH))
+    if path is None:
+        raise FileNotFoundError(2, f"{name}: cannot open shared object file", name)
+    return path
 
 
 def _protect_relro(proc: Process, obj: LoadedObject) -> None:

@@ -18,6 +18,8 @@ import re
 import shlex
 from typing import Any
 
+from .ldso import search_path
+
 __all__ = ["sh_main", "parse", "ShellSyntaxError"]
 
 OPS = {"|", ";", "&&", "||", "<", ">", ">>", "2>", "2>&1", "&"}
@@ -109,16 +111,8 @@ def _expand(word: str, status: int, env: dict[str, str]) -> str:
 
 
 def _resolve(name: str, env: dict[str, str], sys: Any) -> str:
-    if "/" in name:
-        return name
-    for d in env.get("PATH", "/usr/bin:/bin").split(":"):
-        path = f"{d or '.'}/{name}"
-        try:
-            sys.close(sys.open(path, os.O_RDONLY))
-            return path
-        except OSError:
-            continue
-    return name
+    found = search_path(sys, name, env.get("PATH", "/usr/bin:/bin").split(":"))
+    return name if found is None else found
 
 
 async def _redirect(sys: Any, redirects: list[tuple[str, str]]) -> None:
