@@ -59,6 +59,32 @@ int sfd_wait(struct kernel *k, int pid, int child, int nohang, int *wstatus);
 int sfd_execve(struct kernel *k, int pid, const char *path, const char *strings, uint64_t len,
                int argc, int envc, uint64_t seed, uint64_t *rip, uint64_t *rsp);
 int sfd_regs(struct kernel *k, int pid, uint64_t *rip, uint64_t *rsp);
+int sfd_getcred(struct kernel *k, int pid, uint32_t *ids);
+int sfd_setcred(struct kernel *k, int pid, const uint32_t *ids);
+int sfd_chmod(struct kernel *k, int pid, const char *path, unsigned mode);
+
+// The fd model (spawn.c): out = {builder fd, wait handle, child pid}. bfd is the caller's
+// builder fd; fds passed to builder calls are the caller's.
+int sfd_process_create(struct kernel *k, int pid, int flags, int *out);
+int sfd_spawn_mmap(struct kernel *k, int pid, int bfd, uint64_t addr, uint64_t len, int prot,
+                   int flags, int fd, uint64_t off, uint64_t *out);
+int sfd_spawn_munmap(struct kernel *k, int pid, int bfd, uint64_t addr, uint64_t len);
+int sfd_spawn_mprotect(struct kernel *k, int pid, int bfd, uint64_t addr, uint64_t len,
+                       int prot);
+int sfd_spawn_access(struct kernel *k, int pid, int bfd, uint64_t addr, uint8_t *rbuf,
+                     const uint8_t *wbuf, uint64_t len);
+int sfd_spawn_install_fd(struct kernel *k, int pid, int bfd, int src, int dst, int flags);
+int sfd_spawn_open(struct kernel *k, int pid, int bfd, const char *path, int flags,
+                   unsigned mode, int dst);
+int sfd_spawn_chdir(struct kernel *k, int pid, int bfd, const char *path);
+int sfd_spawn_set_creds(struct kernel *k, int pid, int bfd, const uint32_t *ids);
+int sfd_spawn_set_regs(struct kernel *k, int pid, int bfd, uint64_t rip, uint64_t rsp);
+int sfd_spawn_setup_stack(struct kernel *k, int pid, int bfd, const char *execfn,
+                          const char *strings, uint64_t len, int argc, int envc,
+                          uint64_t seed, const uint64_t *aux, uint64_t start, uint64_t *rsp);
+int sfd_spawn_map_cow(struct kernel *k, int pid, int bfd, int src, uint64_t addr,
+                      uint64_t len);
+int sfd_handle_target(struct kernel *k, int pid, int fd, int *target, int *state);
 
 int sfd_mmap(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot, int flags,
              int fd, uint64_t off, uint64_t *out);

@@ -345,6 +345,34 @@ static int check_refs(struct recount *r) {
   return 0;
 }
 
+// The fd model: every embryo is held by exactly one builder fd, in its parent's table; a
+// builder fd is never held by anyone else, and never lives in an embryo.
+static int check_embryos(struct recount *r) {
+  struct kernel *k = r->k;
+  uint8_t *held = calloc((size_t)k->pid_max, 1);
+  if (!held)
+    return -ENOMEM;
+  int err = 0;
+  for (int pid = 1; pid < k->pid_max && !err; pid++) {
+    struct proc *p = k->procs[pid];
+    for (int fd = 0; p && fd < p->fds.cap && !err; fd++) {
+      struct file *f = p->fds.fd[fd];
+      if (!f || f->ino->kind != IK_BUILDER)
+        continue;
+      struct proc *e = proc_by_handle(k, f->ino);
+      if (f->refs != 1 || p->state == PS_EMBRYO)
+        err = fail(r, "pid %d fd %d: a builder fd shared or held by an embryo", pid, fd);
+      else if (e && e->state == PS_EMBRYO && (e->ppid != pid || held[e->pid]++))
+        err = fail(r, "embryo %d held by pid %d, not once by its parent", e->pid, pid);
+    }
+  }
+  for (int pid = 1; pid < k->pid_max && !err; pid++)
+    if (k->procs[pid] && k->procs[pid]->state == PS_EMBRYO && !held[pid])
+      err = fail(r, "embryo %d has no builder fd", pid);
+  free(held);
+  return err;
+}
+
 int check_kernel(struct kernel *k, char *msg, size_t cap) {
   struct recount r = {.k = k, .msg = msg, .cap = cap};
   msg[0] = 0;
@@ -359,6 +387,8 @@ int check_kernel(struct kernel *k, char *msg, size_t cap) {
       err = check_mm(&r, k->procs[pid]);
   if (!err)
     err = check_files(&r);
+  if (!err)
+    err = check_embryos(&r);
   if (!err)
     err = for_each_inode(&r, inode_cache_once);
   if (!err)

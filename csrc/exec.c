@@ -198,6 +198,7 @@ static int push(struct mm *mm, uint64_t *sp, const void *buf, uint64_t n) {
 
 struct auxv_ctx {
   uint64_t phdr, phnum, base, entry, random, execfn, platform;
+  const struct cred *cred;  // AT_UID.. AT_EGID, AT_SECURE
 };
 
 // Write the auxiliary vector (x86-64 order) into v; returns the number of words.
@@ -214,11 +215,11 @@ static int fill_auxv(uint64_t *v, const struct auxv_ctx *c) {
   AUX(AT_BASE, c->base);
   AUX(AT_FLAGS, 0);
   AUX(AT_ENTRY, c->entry);
-  AUX(AT_UID, 0);
-  AUX(AT_EUID, 0);
-  AUX(AT_GID, 0);
-  AUX(AT_EGID, 0);
-  AUX(AT_SECURE, 0);
+  AUX(AT_UID, c->cred->uid);
+  AUX(AT_EUID, c->cred->euid);
+  AUX(AT_GID, c->cred->gid);
+  AUX(AT_EGID, c->cred->egid);
+  AUX(AT_SECURE, c->cred->uid != c->cred->euid || c->cred->gid != c->cred->egid);
   AUX(AT_RANDOM, c->random);
   AUX(AT_HWCAP2, 0x2);
   AUX(AT_EXECFN, c->execfn);
@@ -320,6 +321,33 @@ static int elf_interp(struct kernel *k, struct proc *p, const struct elf *prog,
   return 0;
 }
 
+// A setuid (setgid) executable runs with its owner (group) as effective and saved id.
+// compare Linux bprm_fill_uid(). Only execve does this, never a builder.
+static void exec_setid(struct proc *p, const struct inode *ino) {
+  if (ino->mode & S_ISUID)
+    p->cred.euid = p->cred.suid = ino->uid;
+  if ((ino->mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+    p->cred.egid = p->cred.sgid = ino->gid;
+}
+
+// The [stack] vma and the initial stack for p, as execve builds them (shared with the fd
+// model's builder): returns the stack pointer in *sp.
+int exec_build_stack(struct proc *p, const char *execfn, const char *strings, uint64_t len,
+                     int argc, int envc, uint64_t seed, const struct stack_aux *sa,
+                     uint64_t *sp) {
+  struct exec_args a = {.strings = strings, .len = len, .argc = argc, .envc = envc,
+                        .execfn = execfn, .seed = seed};
+  struct auxv_ctx aux = {.phdr = sa->phdr, .phnum = sa->phnum, .base = sa->base,
+                         .entry = sa->entry, .cred = &p->cred};
+  int err = exec_args_check(&a);
+  if (err)
+    return err;
+  *sp = STACK_TOP - 8;
+  if ((err = setup_stack_vma(p, &a)))
+    return err;
+  return create_elf_tables(p->mm, &a, &aux, sp);
+}
+
 // Load program (and its interpreter) into p's fresh mm; returns the start registers.
 static int exec_load(struct kernel *k, struct proc *p, struct elf *prog,
                      const struct exec_args *a, uint64_t *rip, uint64_t *rsp) {
@@ -336,7 +364,7 @@ static int exec_load(struct kernel *k, struct proc *p, struct elf *prog,
   if (!err)
     err = setup_stack_vma(p, a);
   struct auxv_ctx aux = {.phdr = elf_phdr_addr(prog, bias), .phnum = prog->eh.e_phnum,
-                         .base = ibias, .entry = bias + prog->eh.e_entry};
+                         .base = ibias, .entry = bias + prog->eh.e_entry, .cred = &p->cred};
   if (!err)
     err = create_elf_tables(p->mm, a, &aux, &sp);
   *rip = has_interp ? ibias + interp.eh.e_entry : aux.entry;
@@ -360,11 +388,14 @@ static int do_execve(struct kernel *k, struct proc *p, const char *path,
     elf_close(&prog);
     return err;
   }
+  struct cred saved = p->cred;
   p->mm = mm;  // the loader works through p; the old mm is kept until the point of no return
+  exec_setid(p, ino);
   err = exec_load(k, p, &prog, a, rip, rsp);
   elf_close(&prog);
   if (err) {
     p->mm = old;
+    p->cred = saved;
     mm_destroy(mm);
     return err;
   }

@@ -57,6 +57,8 @@ void file_put(struct kernel *k, struct file *f) {
     return;
   if (f->ino->kind == IK_PIPE)
     pipe_release(f);
+  if (f->ino->kind == IK_BUILDER)
+    builder_release(k, f->ino);
   inode_put(k, f->ino);
   free(f);
 }
@@ -85,11 +87,13 @@ void fdt_fini(struct kernel *k, struct fdtable *t) {
                     O_DSYNC | O_SYNC | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_LARGEFILE |   \
                     O_NOATIME | O_PATH | O_DIRECT | O_ASYNC)
 
-// open(2) in process p. Returns the new descriptor.
-static int do_open(struct kernel *k, struct proc *p, const char *path, int flags,
-                   unsigned mode) {
+// Open path for process p (its cwd): a new open file description (refs 1) in *out.
+int file_open(struct kernel *k, struct proc *p, const char *path, int flags, unsigned mode,
+              struct file **out) {
   char norm[PATH_MAX];
   struct inode *ino;
+  if (flags & ~OPEN_KNOWN)
+    flags &= OPEN_KNOWN;  // open(2) ignores unknown flags
   if ((flags & O_ACCMODE) == O_ACCMODE)
     return -EINVAL;
   int err = path_normalise(p->cwd, path, norm, sizeof(norm));
@@ -97,6 +101,10 @@ static int do_open(struct kernel *k, struct proc *p, const char *path, int flags
     err = vfs_lookup(k, norm, flags, mode, &ino);
   if (err)
     return err;
+  if (ino->uid == NO_OWNER) {  // just created: owned by the creator's effective ids
+    ino->uid = p->cred.euid;
+    ino->gid = p->cred.egid;
+  }
   if ((flags & O_TRUNC) && ino->kind == IK_TMPFS && (flags & O_ACCMODE) != O_RDONLY &&
       (err = inode_truncate(k, ino, 0)))
     return err;
@@ -107,6 +115,17 @@ static int do_open(struct kernel *k, struct proc *p, const char *path, int flags
   f->flags = flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC);
   f->refs = 1;
   inode_get(ino);
+  *out = f;
+  return 0;
+}
+
+// open(2) in process p. Returns the new descriptor.
+static int do_open(struct kernel *k, struct proc *p, const char *path, int flags,
+                   unsigned mode) {
+  struct file *f;
+  int err = file_open(k, p, path, flags, mode, &f);
+  if (err)
+    return err;
   int fd = fdt_alloc(&p->fds, 0, f, flags & O_CLOEXEC);
   if (fd < 0)
     file_put(k, f);
@@ -116,15 +135,21 @@ static int do_open(struct kernel *k, struct proc *p, const char *path, int flags
 int sfd_open(struct kernel *k, int pid, const char *path, int flags, unsigned mode) {
   struct proc *p;
   ENTER(k, pid, p);
-  if (flags & ~OPEN_KNOWN)
-    flags &= OPEN_KNOWN;  // open(2) ignores unknown flags
   return LEAVE(k, do_open(k, p, path, flags, mode));
 }
 
+// close(2). Closing a builder fd launches its embryo: returns the launched pid (else 0).
 int sfd_close(struct kernel *k, int pid, int fd) {
   struct proc *p;
   ENTER(k, pid, p);
-  return LEAVE(k, fdt_close(k, &p->fds, fd));
+  struct file *f = fdt_get(&p->fds, fd);
+  int launched = (f && f->ino->kind == IK_BUILDER) ? builder_launch(k, f) : 0;
+  int err = fdt_close(k, &p->fds, fd);
+  return LEAVE(k, err ? err : launched);
+}
+
+static int is_handle(const struct file *f) {
+  return f->ino->kind == IK_BUILDER || f->ino->kind == IK_PIDFD;
 }
 
 // The file behind fd if it was opened for the access asked; -EBADF otherwise.
@@ -153,6 +178,9 @@ static int64_t file_pread(struct kernel *k, struct file *f, uint8_t *buf, uint64
     return -EISDIR;
   case IK_PIPE:
     return pipe_read(f->ino->pipe, buf, n);
+  case IK_BUILDER:
+  case IK_PIDFD:
+    return -EINVAL;  // handles are not read, like a pidfd
   default:
     return inode_read(k, f->ino, off, buf, n);
   }
@@ -178,7 +206,7 @@ int64_t sfd_pread(struct kernel *k, int pid, int fd, uint8_t *buf, uint64_t n, u
   struct file *f = file_for(p, fd, 0, &err);
   if (!f)
     return err;
-  if (f->ino->kind == IK_PIPE)
+  if (f->ino->kind == IK_PIPE || is_handle(f))
     return -ESPIPE;
   if ((int64_t)off < 0)
     return -EINVAL;
@@ -200,6 +228,9 @@ int64_t sfd_write(struct kernel *k, int pid, int fd, const uint8_t *buf, uint64_
     return LEAVE(k, pipe_write(f->ino->pipe, buf, n));
   case IK_TMPFS:
     break;
+  case IK_BUILDER:
+  case IK_PIDFD:
+    return -EINVAL;
   default:
     return -EBADF;
   }
@@ -217,7 +248,7 @@ int64_t sfd_lseek(struct kernel *k, int pid, int fd, int64_t off, int whence) {
   struct file *f = fdt_get(&p->fds, fd);
   if (!f)
     return -EBADF;
-  if (f->ino->kind == IK_PIPE)
+  if (f->ino->kind == IK_PIPE || is_handle(f))
     return -ESPIPE;
   int64_t base;
   switch (whence) {
@@ -263,6 +294,8 @@ int sfd_dup(struct kernel *k, int pid, int fd) {
   struct file *f = fdt_get(&p->fds, fd);
   if (!f)
     return -EBADF;
+  if (f->ino->kind == IK_BUILDER)
+    return -EINVAL;  // the one handle to an embryo is never duplicated
   int nfd = fdt_alloc(&p->fds, 0, f, 0);
   if (nfd >= 0)
     f->refs++;
@@ -274,6 +307,8 @@ static int do_dup3(struct kernel *k, struct proc *p, int oldfd, int newfd, int f
   struct file *f = fdt_get(&p->fds, oldfd);
   if (!f || newfd < 0 || newfd >= FD_MAX)
     return -EBADF;
+  if (f->ino->kind == IK_BUILDER)
+    return -EINVAL;
   int err = fdt_grow(&p->fds, newfd + 1);
   if (err)
     return err;
@@ -299,8 +334,10 @@ int sfd_dup3(struct kernel *k, int pid, int oldfd, int newfd, int flags) {
 int sfd_dup2(struct kernel *k, int pid, int oldfd, int newfd) {
   struct proc *p;
   ENTER(k, pid, p);
-  if (oldfd == newfd)
-    return fdt_get(&p->fds, oldfd) ? newfd : -EBADF;
+  if (oldfd == newfd) {
+    struct file *f = fdt_get(&p->fds, oldfd);
+    return !f ? -EBADF : f->ino->kind == IK_BUILDER ? -EINVAL : newfd;
+  }
   return LEAVE(k, do_dup3(k, p, oldfd, newfd, 0));
 }
 
@@ -312,16 +349,38 @@ int sfd_unlink(struct kernel *k, int pid, const char *path) {
   return LEAVE(k, err ? err : vfs_unlink(k, norm));
 }
 
+// chmod(2): tmpfs files only (the host is read-only: -EROFS); the owner or euid 0 (-EPERM).
+int sfd_chmod(struct kernel *k, int pid, const char *path, unsigned mode) {
+  struct proc *p;
+  char norm[PATH_MAX];
+  struct inode *ino;
+  ENTER(k, pid, p);
+  int err = path_normalise(p->cwd, path, norm, sizeof(norm));
+  if (!err)
+    err = vfs_lookup(k, norm, O_RDONLY, 0, &ino);
+  if (err)
+    return err;
+  if (ino->kind != IK_TMPFS)
+    return -EROFS;
+  if (p->cred.euid != 0 && p->cred.euid != ino->uid)
+    return -EPERM;
+  ino->mode = (ino->mode & ~07777u) | (mode & 07777);
+  return 0;
+}
+
 // Copy a descriptor table for fork: the same open file descriptions, one more reference each.
 int fdt_dup_table(struct fdtable *dst, const struct fdtable *src) {
   int err = fdt_grow(dst, src->cap);
   if (err)
     return err;
   for (int fd = 0; fd < src->cap; fd++) {
-    dst->fd[fd] = src->fd[fd];
-    dst->cloexec[fd] = src->cloexec[fd];
-    if (dst->fd[fd])
-      dst->fd[fd]->refs++;
+    struct file *f = src->fd[fd];
+    if (f && f->ino->kind == IK_BUILDER)
+      f = NULL;  // builder fds are never inherited
+    dst->fd[fd] = f;
+    dst->cloexec[fd] = f ? src->cloexec[fd] : 0;
+    if (f)
+      f->refs++;
   }
   return 0;
 }

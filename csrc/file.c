@@ -204,6 +204,7 @@ static int tmpfs_lookup(struct kernel *k, const char *p, int flags, unsigned mod
     if (!(ino = inode_alloc(k, IK_TMPFS, p)))
       return -ENOMEM;
     ino->mode = S_IFREG | (mode & 07777);
+    ino->uid = ino->gid = NO_OWNER;  // the opener takes ownership
     ino->dev_minor = TMPFS_DEV_MINOR;
     ino->linked = 1;
     itab_add(k, ino);
@@ -250,6 +251,8 @@ static int host_lookup(struct kernel *k, const char *p, int flags, struct inode 
     ino->dev_major = major(st.st_dev);
     ino->dev_minor = minor(st.st_dev);
     ino->mode = st.st_mode;
+    ino->uid = st.st_uid;
+    ino->gid = st.st_gid;
     ino->size = (uint64_t)st.st_size;
     ino->linked = 1;
     itab_add(k, ino);

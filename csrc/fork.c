@@ -109,8 +109,9 @@ static int table_accepts_share(struct kernel *k, pte_t *src_pmd, int eager) {
 
 struct fork_ctx {
   struct mm *dst, *src;     // child and parent
-  const struct vma *v;      // the parent's vma being copied
+  const struct vma *v;      // the parent's vma being copied (clipped to [lo, hi))
   int mode;                 // FORK_*
+  uint64_t lo, hi;          // the range being copied: only chunks wholly inside are shared
 };
 
 // Whether the chunk at addr may be shared: when vma v covers it alone, v decides; otherwise
@@ -118,6 +119,8 @@ struct fork_ctx {
 static int chunk_is_shareable(struct fork_ctx *c, uint64_t addr) {
   uint64_t lo = addr & ~(PMD_SIZE - 1);
   const struct vma *v = c->v;
+  if (lo < c->lo || lo + PMD_SIZE > c->hi)
+    return 0;
   if (v->start <= lo && lo + PMD_SIZE <= v->end)
     return !(v->flags & (VM_SHARED | VM_DONTFORK)) && vma_needs_copy(v);
   return pt_is_shareable(c->src, addr);
@@ -236,7 +239,8 @@ struct mm *mm_dup(struct mm *src, int mode, int *err) {
     const struct vma *v = &src->vmas.v[i];
     if (v->flags & VM_DONTFORK)
       continue;
-    struct fork_ctx c = {.dst = dst, .src = src, .v = v, .mode = mode};
+    struct fork_ctx c = {.dst = dst, .src = src, .v = v, .mode = mode, .lo = 0,
+                         .hi = TASK_SIZE};
     if ((*err = dup_vma(dst, v)) || (*err = copy_page_range(&c)))
       goto fail;
   }
@@ -244,6 +248,35 @@ struct mm *mm_dup(struct mm *src, int mode, int *err) {
 fail:
   mm_destroy(dst);
   return NULL;
+}
+
+// Map [start, end) of src into dst at the same addresses (free there) as a cow-pt fork maps
+// it: private memory copy-on-write with whole 2 MiB chunks sharing src's last-level table,
+// shared mappings shared, DONTFORK left out. On failure dst's range is unmapped again.
+// The fd model's zygote: a template's memory for the price of a few tables, without fork.
+int mm_map_cow(struct mm *dst, struct mm *src, uint64_t start, uint64_t end) {
+  struct vma_list *l = &src->vmas;
+  int err = 0;
+  for (int i = vma_first_at_or_after(l, start); !err && i < (int)l->n; i++) {
+    struct vma cv = l->v[i];
+    if (cv.start >= end)
+      break;
+    if (cv.flags & VM_DONTFORK)
+      continue;
+    if (cv.end > end)
+      cv.end = end;
+    if (cv.start < start) {
+      cv.pgoff += (start - cv.start) >> PAGE_SHIFT;
+      cv.start = start;
+    }
+    struct fork_ctx c = {.dst = dst, .src = src, .v = &cv, .mode = FORK_COW_PT, .lo = start,
+                         .hi = end};
+    if (!(err = dup_vma(dst, &cv)))
+      err = copy_page_range(&c);
+  }
+  if (err)
+    mm_munmap(dst, start, end - start);
+  return err;
 }
 
 // ---- shared page tables for MAP_SHARED file mappings ----

@@ -338,7 +338,7 @@ static void apply_prot(struct mm *mm, uint64_t start, uint64_t end, int prot) {
 
 // compare Linux do_mprotect_pkey(): PROT_SEM is accepted (x86), PROT_GROWSDOWN extends the
 // start to the beginning of a grows-down vma, PROT_GROWSUP has no vma to apply to on x86.
-static int do_mprotect(struct mm *mm, uint64_t addr, uint64_t len, int prot) {
+int mm_mprotect(struct mm *mm, uint64_t addr, uint64_t len, int prot) {
   uint64_t end;
   int grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP);
   if (prot & ~(PROT_ALL | PROT_SEM | PROT_GROWSDOWN | PROT_GROWSUP) ||
@@ -373,7 +373,7 @@ static int do_mprotect(struct mm *mm, uint64_t addr, uint64_t len, int prot) {
 int sfd_mprotect(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot) {
   struct proc *p;
   ENTER(k, pid, p);
-  return LEAVE(k, do_mprotect(p->mm, addr, len, prot));
+  return LEAVE(k, mm_mprotect(p->mm, addr, len, prot));
 }
 
 // The vma flag an madvise sets and clears, or 0 for advice that changes no flag.

@@ -44,6 +44,7 @@ int proc_new(struct kernel *k, int ppid, struct mm *mm, struct proc **out) {
   }
   p->pid = pid;
   p->ppid = ppid;
+  p->serial = ++k->next_serial;
   strcpy(p->cwd, "/");
   k->procs[pid] = p;
   *out = p;
@@ -86,6 +87,7 @@ int sfd_vfork(struct kernel *k, int pid, int *child_pid) {
     return err;
   }
   memcpy(c->cwd, parent->cwd, sizeof(c->cwd));
+  c->cred = parent->cred;
   parent->vfork_child = c->pid;
   *child_pid = c->pid;
   return 0;
@@ -109,6 +111,7 @@ static int do_fork(struct kernel *k, struct proc *parent, int mode, int *child_p
     return err;
   }
   memcpy(c->cwd, parent->cwd, sizeof(c->cwd));
+  c->cred = parent->cred;
   *child_pid = c->pid;
   return 0;
 }
@@ -121,10 +124,10 @@ int sfd_fork(struct kernel *k, int pid, int mode, int *child_pid) {
   return LEAVE(k, do_fork(k, p, mode, child_pid));
 }
 
-// Terminate p with a wait status: release memory and descriptors at once, hand children to
-// init, become a zombie until the parent waits. init may not exit (Linux would panic).
-// compare Linux do_exit().
-static int do_exit(struct kernel *k, struct proc *p, int wstatus) {
+// Terminate p (running or an embryo) with a wait status: release memory and descriptors at
+// once, hand children to init, become a zombie until the parent waits. init may not exit
+// (Linux would panic). compare Linux do_exit().
+int proc_exit(struct kernel *k, struct proc *p, int wstatus) {
   int pid = p->pid;
   if (pid == 1)
     return -EPERM;
@@ -151,20 +154,20 @@ static int do_exit(struct kernel *k, struct proc *p, int wstatus) {
 int sfd_exit(struct kernel *k, int pid, int code) {
   struct proc *p;
   ENTER(k, pid, p);
-  return do_exit(k, p, (code & 0xff) << 8);
+  return proc_exit(k, p, (code & 0xff) << 8);
 }
 
 // Death by a signal (SIGKILL, SIGTERM, SIGPIPE... with the default action): the wait status
-// says "killed by sig". A suspended vfork parent can be killed too.
+// says "killed by sig". A suspended vfork parent can be killed too, and so can an embryo.
 int sfd_kill_exit(struct kernel *k, int pid, int sig) {
   if (k->panicked)
     return -KPANIC;
-  struct proc *p = proc_get(k, pid);
-  if (!p)
+  struct proc *p = proc_get_any(k, pid);
+  if (!p || p->state == PS_ZOMBIE)
     return -ESRCH;
   if (sig <= 0 || sig >= 65)
     return -EINVAL;
-  return do_exit(k, p, sig & 0x7f);
+  return proc_exit(k, p, sig & 0x7f);
 }
 
 // The identity of the open file behind fd (its inode number): what a waiter parks on.
@@ -182,18 +185,53 @@ int sfd_fd_ident(struct kernel *k, int pid, int fd, uint64_t *ident, int *is_pip
   return 0;
 }
 
-// chdir(2).
-int sfd_chdir(struct kernel *k, int pid, const char *path) {
-  struct proc *p;
+// chdir(2) for p.
+int proc_chdir(struct kernel *k, struct proc *p, const char *path) {
   char norm[4096];
   struct inode *ino;
-  ENTER(k, pid, p);
   int err = path_normalise(p->cwd, path, norm, sizeof(norm));
   if (!err)
     err = vfs_lookup(k, norm, O_RDONLY | O_DIRECTORY, 0, &ino);
   if (!err)
     memcpy(p->cwd, norm, strlen(norm) + 1);
   return err;
+}
+
+int sfd_chdir(struct kernel *k, int pid, const char *path) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  return LEAVE(k, proc_chdir(k, p, path));
+}
+
+// Whether id may be taken by a process holding ids a, b, c without privilege.
+static int id_allowed(uint32_t id, uint32_t a, uint32_t b, uint32_t c) {
+  return id == NO_ID || id == a || id == b || id == c;
+}
+
+// setresuid + setresgid: ids[0..2] real/effective/saved uid, ids[3..5] the gids; NO_ID leaves
+// one unchanged. Without privilege (effective uid 0) each new id must be one of the current
+// real, effective or saved ids. Checked completely before anything changes (-EPERM).
+// compare Linux __sys_setresuid().
+int cred_change(struct cred *c, const uint32_t *ids) {
+  uint32_t *slot[6] = {&c->uid, &c->euid, &c->suid, &c->gid, &c->egid, &c->sgid};
+  for (int i = 0; i < 6 && c->euid != 0; i++) {
+    int ok = i < 3 ? id_allowed(ids[i], c->uid, c->euid, c->suid)
+                   : id_allowed(ids[i], c->gid, c->egid, c->sgid);
+    if (!ok)
+      return -EPERM;
+  }
+  for (int i = 0; i < 6; i++)
+    if (ids[i] != NO_ID)
+      *slot[i] = ids[i];
+  return 0;
+}
+
+// setresuid(2) + setresgid(2) for a caller-driven process; ids of -1 stay. Without effective
+// uid 0 each new id must be one of the current real, effective or saved ids.
+int sfd_setcred(struct kernel *k, int pid, const uint32_t *ids) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  return cred_change(&p->cred, ids);
 }
 
 // wait4(2) for caller-driven processes: reap an exited child (child > 0: that one, -1: any).

@@ -47,6 +47,7 @@ typedef uint32_t pfn_t;
 
 struct kernel;
 struct inode;
+struct proc;
 
 // ---- frame.c: physical frames, buddy allocator, lazily materialised content ----
 enum frame_kind { FK_FREE = 0, FK_ANON, FK_PAGECACHE, FK_PAGETABLE, FK_ZERO };
@@ -180,7 +181,11 @@ void vma_list_fini(struct kernel *k, struct vma_list *l);
 int vma_reserve(struct vma_list *l, uint32_t extra);
 
 // ---- file.c: inodes, the page cache, host files read lazily, tmpfs, devices ----
-enum inode_kind { IK_HOST, IK_TMPFS, IK_SHMEM, IK_DEVNULL, IK_DEVZERO, IK_DIR, IK_PIPE };
+enum inode_kind {
+  IK_HOST, IK_TMPFS, IK_SHMEM, IK_DEVNULL, IK_DEVZERO, IK_DIR, IK_PIPE,
+  IK_BUILDER,                // a builder fd's inode: the one handle to an embryo
+  IK_PIDFD                   // a wait handle's inode: wait and signal only
+};
 
 struct pipe {
   uint8_t *buf;              // 64 KiB ring
@@ -211,6 +216,9 @@ struct inode {
   struct ptshare_ent *ptshare; // shared page tables by 2 MiB chunk (share_pagetables)
   uint64_t ptshare_cap;      // entries in ptshare
   struct inode *hnext;       // hash chain
+  uint32_t uid, gid;         // owner (setuid/setgid executables take these)
+  int target;                // IK_BUILDER, IK_PIDFD: the process it refers to
+  uint64_t target_serial;    // ... and that process's serial (a reused pid is not it)
   uint32_t check_refs;       // check.c: references found by the recount
 };
 
@@ -244,6 +252,9 @@ struct fdtable {
 };
 
 #define FD_MAX 1024         // RLIMIT_NOFILE soft limit
+#define NO_OWNER 0xffffffffU  // a tmpfs inode just created, before its opener owns it
+int file_open(struct kernel *k, struct proc *p, const char *path, int flags, unsigned mode,
+              struct file **out);
 int fdt_alloc(struct fdtable *t, int lowest, struct file *f, int cloexec);
 struct file *fdt_get(struct fdtable *t, int fd);
 int fdt_close(struct kernel *k, struct fdtable *t, int fd);
@@ -269,6 +280,7 @@ int fault_pte(struct mm *mm, struct vma *v, pfn_t table, pte_t *pte, uint64_t va
 // ---- fork.c: fork policies and shared file page tables ----
 enum { FORK_COPY = 0, FORK_COW_PT = 1, FORK_COW_PT_EAGER = 2 };
 struct mm *mm_dup(struct mm *src, int mode, int *err);
+int mm_map_cow(struct mm *dst, struct mm *src, uint64_t start, uint64_t end);
 int ptshare_attach(struct mm *mm, const struct vma *v, uint64_t va, pfn_t pmdt, pte_t *pmd);
 void inode_ptshare_forget(struct inode *ino, uint64_t chunk, pfn_t table);
 int vma_allows(const struct vma *v, int write);
@@ -288,16 +300,23 @@ struct proc;
 int mm_mmap(struct proc *p, uint64_t addr, uint64_t len, int prot, int flags, struct file *f,
             uint64_t off, uint64_t *out);
 int mm_munmap(struct mm *mm, uint64_t addr, uint64_t len);
+int mm_mprotect(struct mm *mm, uint64_t addr, uint64_t len, int prot);
 int mm_access(struct mm *mm, uint64_t addr, uint8_t *rbuf, const uint8_t *wbuf, uint64_t len);
 void mm_destroy(struct mm *mm);
 
 // ---- proc.c: processes ----
-enum proc_state { PS_RUNNING = 0, PS_ZOMBIE };
+enum proc_state { PS_RUNNING = 0, PS_ZOMBIE, PS_EMBRYO };
+struct cred {
+  uint32_t uid, euid, suid;  // real, effective, saved user ids
+  uint32_t gid, egid, sgid;  // the same for groups
+};
 
 struct proc {
   int pid;                  // process id
   int ppid;                 // parent's pid
   enum proc_state state;    // Invariant: a zombie has no mm and an empty fd table
+  uint64_t serial;          // unique for the kernel's life (pids are reused)
+  struct cred cred;         // credentials
   int wstatus;              // zombie: the wait status (exit code << 8, or the signal)
   struct mm *mm;            // address space
   struct fdtable fds;       // descriptor table
@@ -314,6 +333,22 @@ void proc_free(struct kernel *k, struct proc *p);
 int fdt_dup_table(struct fdtable *dst, const struct fdtable *src);
 void fdt_close_on_exec(struct kernel *k, struct fdtable *t);
 void proc_release_vfork(struct kernel *k, struct proc *p);
+int proc_exit(struct kernel *k, struct proc *p, int wstatus);
+int proc_chdir(struct kernel *k, struct proc *p, const char *path);
+#define NO_ID 0xffffffffU     // setresuid(-1): unchanged
+int cred_change(struct cred *c, const uint32_t *ids);
+struct proc *proc_by_handle(struct kernel *k, const struct inode *ino);
+// ---- spawn.c: the fd model (zero-thread embryos, builder fds, wait handles) ----
+struct inode *handle_inode_new(struct kernel *k, enum inode_kind kind, struct proc *target);
+void builder_release(struct kernel *k, struct inode *ino);
+int builder_launch(struct kernel *k, struct file *f);
+// ---- exec.c: shared with spawn.c ----
+struct stack_aux {
+  uint64_t phdr, phnum, base, entry;  // AT_PHDR, AT_PHNUM, AT_BASE, AT_ENTRY
+};
+int exec_build_stack(struct proc *p, const char *execfn, const char *strings, uint64_t len,
+                     int argc, int envc, uint64_t seed, const struct stack_aux *aux,
+                     uint64_t *sp);
 
 // ---- kernel.c: the machine ----
 struct kernel {
@@ -321,6 +356,7 @@ struct kernel {
   struct kstats st;                  // deterministic counters
   struct proc **procs;               // pid -> process
   int pid_max, last_pid;             // pid allocation
+  uint64_t next_serial;              // process serials
   struct inode **itab;               // inode hash (by path)
   uint32_t itab_cap, inodes;         // buckets, inodes in the table
   struct inode *dev_null, *dev_zero; // the two devices
