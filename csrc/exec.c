@@ -426,7 +426,7 @@ int sfd_execve(struct kernel *k, int pid, const char *path, const char *strings,
 
 int sfd_regs(struct kernel *k, int pid, uint64_t *rip, uint64_t *rsp) {
   struct proc *p;
-  ENTER(k, pid, p);
+  ENTER_VIEW(k, pid, p);
   *rip = p->rip;
   *rsp = p->rsp;
   return 0;

@@ -591,7 +591,7 @@ int sfd_translate(struct kernel *k, int pid, uint64_t va, uint64_t *out) {
   struct proc *p;
   pfn_t table;
   int writable;
-  ENTER(k, pid, p);
+  ENTER_VIEW(k, pid, p);
   pte_t *pte = pt_lookup(p->mm, va & PAGE_MASK, &table, &writable);
   *out = pte ? *pte : 0;
   return 0;
@@ -627,7 +627,7 @@ static void mm_table_stats(struct mm *mm, struct mmstats *out) {
 
 int sfd_mmstats(struct kernel *k, int pid, struct mmstats *out) {
   struct proc *p;
-  ENTER(k, pid, p);
+  ENTER_VIEW(k, pid, p);
   struct mm *mm = p->mm;
   memset(out, 0, sizeof(*out));
   mm_table_stats(mm, out);
@@ -673,7 +673,7 @@ static int maps_line(const struct mm *mm, const struct vma *v, char *buf, size_t
 // caller whose buffer was too small can retry.
 int64_t sfd_maps(struct kernel *k, int pid, char *buf, uint64_t cap) {
   struct proc *p;
-  ENTER(k, pid, p);
+  ENTER_VIEW(k, pid, p);
   uint64_t total = 0;
   char line[4400];
   for (uint32_t i = 0; i < p->mm->vmas.n; i++) {

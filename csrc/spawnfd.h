@@ -380,6 +380,17 @@ int path_normalise(const char *cwd, const char *path, char *out, size_t cap);
     if ((p)->vfork_child)                \
       return -EAGAIN;                    \
   } while (0)
+// ENTER for inspection (maps, statistics, registers): embryos can be looked at, not changed.
+#define ENTER_VIEW(k, pid, p)                              \
+  do {                                                     \
+    if ((k)->panicked)                                     \
+      return -KPANIC;                                      \
+    (p) = proc_get_any((k), (pid));                        \
+    if (!(p) || (p)->state == PS_ZOMBIE)                   \
+      return -ESRCH;                                       \
+    if ((p)->vfork_child)                                  \
+      return -EAGAIN;                                      \
+  } while (0)
 #define LEAVE(k, rc) ((k)->panicked ? -KPANIC : (rc))
 
 // ---- check.c: recompute truth ----

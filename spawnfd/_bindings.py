@@ -200,8 +200,9 @@ class CKernel:
              mode: int) -> int:
         return self._call(lib.sfd_open(self.ptr, pid, _path(path), flags, mode), path)
 
-    def close_fd(self, pid: int, fd: int) -> None:
-        self._call(lib.sfd_close(self.ptr, pid, fd))
+    def close_fd(self, pid: int, fd: int) -> int:
+        """close(2); returns the pid it launched when fd was a builder fd, else 0."""
+        return self._call(lib.sfd_close(self.ptr, pid, fd))
 
     def read(self, pid: int, fd: int, n: int, offset: int | None = None) -> bytes:
         buf = ffi.new("uint8_t[]", max(n, 1))
@@ -247,3 +248,80 @@ class CKernel:
 
     def unlink(self, pid: int, path: str | bytes | os.PathLike[Any]) -> None:
         self._call(lib.sfd_unlink(self.ptr, pid, _path(path)), path)
+
+    def chmod(self, pid: int, path: str | bytes | os.PathLike[Any], mode: int) -> None:
+        self._call(lib.sfd_chmod(self.ptr, pid, _path(path), mode), path)
+
+    def getcred(self, pid: int) -> tuple[int, ...]:
+        ids = ffi.new("uint32_t[6]")
+        self._call(lib.sfd_getcred(self.ptr, pid, ids))
+        return tuple(int(i) for i in ids)
+
+    def setcred(self, pid: int, ids: tuple[int, ...]) -> None:
+        self._call(lib.sfd_setcred(self.ptr, pid, ffi.new("uint32_t[6]", list(ids))))
+
+    # ---- the fd model ----
+    def process_create(self, pid: int, flags: int = 0) -> tuple[int, int, int]:
+        out = ffi.new("int[3]")
+        self._call(lib.sfd_process_create(self.ptr, pid, flags, out))
+        return int(out[0]), int(out[1]), int(out[2])
+
+    def spawn_mmap(self, pid: int, bfd: int, addr: int, length: int, prot: int, flags: int,
+                   fd: int, offset: int) -> int:
+        out = ffi.new("uint64_t *")
+        self._call(lib.sfd_spawn_mmap(self.ptr, pid, bfd, addr, length, prot, flags, fd,
+                                      offset, out))
+        return int(out[0])
+
+    def spawn_munmap(self, pid: int, bfd: int, addr: int, length: int) -> None:
+        self._call(lib.sfd_spawn_munmap(self.ptr, pid, bfd, addr, length))
+
+    def spawn_mprotect(self, pid: int, bfd: int, addr: int, length: int, prot: int) -> None:
+        self._call(lib.sfd_spawn_mprotect(self.ptr, pid, bfd, addr, length, prot))
+
+    def spawn_read(self, pid: int, bfd: int, addr: int, length: int) -> bytes:
+        buf = ffi.new("uint8_t[]", max(length, 1))
+        self._call(lib.sfd_spawn_access(self.ptr, pid, bfd, addr, buf, ffi.NULL, length))
+        return bytes(ffi.buffer(buf, length))
+
+    def spawn_write(self, pid: int, bfd: int, addr: int, data: Any) -> None:
+        src = ffi.from_buffer("uint8_t[]", data)
+        self._call(lib.sfd_spawn_access(self.ptr, pid, bfd, addr, ffi.NULL, src, len(src)))
+
+    def spawn_install_fd(self, pid: int, bfd: int, src: int, dst: int, flags: int) -> int:
+        return self._call(lib.sfd_spawn_install_fd(self.ptr, pid, bfd, src, dst, flags))
+
+    def spawn_open(self, pid: int, bfd: int, path: str | bytes | os.PathLike[Any], flags: int,
+                   mode: int, dst: int) -> int:
+        return self._call(lib.sfd_spawn_open(self.ptr, pid, bfd, _path(path), flags, mode,
+                                             dst), path)
+
+    def spawn_chdir(self, pid: int, bfd: int, path: str | bytes | os.PathLike[Any]) -> None:
+        self._call(lib.sfd_spawn_chdir(self.ptr, pid, bfd, _path(path)), path)
+
+    def spawn_set_creds(self, pid: int, bfd: int, ids: tuple[int, ...]) -> None:
+        self._call(lib.sfd_spawn_set_creds(self.ptr, pid, bfd,
+                                           ffi.new("uint32_t[6]", list(ids))))
+
+    def spawn_set_regs(self, pid: int, bfd: int, rip: int, rsp: int) -> None:
+        self._call(lib.sfd_spawn_set_regs(self.ptr, pid, bfd, rip, rsp))
+
+    def spawn_setup_stack(self, pid: int, bfd: int, execfn: bytes, argv: list[bytes],
+                          env: list[bytes], seed: int, aux: tuple[int, int, int, int],
+                          start: int) -> int:
+        blob = b"".join(s + b"\0" for s in (*argv, *env))
+        rsp = ffi.new("uint64_t *")
+        self._call(lib.sfd_spawn_setup_stack(self.ptr, pid, bfd, execfn, blob, len(blob),
+                                             len(argv), len(env), seed,
+                                             ffi.new("uint64_t[4]", list(aux)), start, rsp))
+        return int(rsp[0])
+
+    def spawn_map_cow(self, pid: int, bfd: int, src: int, addr: int, length: int) -> None:
+        self._call(lib.sfd_spawn_map_cow(self.ptr, pid, bfd, src, addr, length))
+
+    def handle_target(self, pid: int, fd: int) -> tuple[int, int]:
+        """(pid, state) of the process behind a wait handle or builder fd; state 0 running,
+        1 zombie, 2 embryo."""
+        target, state = ffi.new("int *"), ffi.new("int *")
+        self._call(lib.sfd_handle_target(self.ptr, pid, fd, target, state))
+        return int(target[0]), int(state[0])

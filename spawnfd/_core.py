@@ -150,6 +150,11 @@ class Kernel:
         self.init: Final = self._process(1)
         _live_kernels.add(self)
 
+    def _launched(self, pid: int) -> None:
+        # A builder fd was closed: inside open_kernel() the first thread starts now.
+        if self._runtime is not None:
+            self._runtime.launch(self._process(pid))
+
     def _process(self, pid: int) -> Process:
         p = self._procs.get(pid)
         if p is None:
@@ -389,9 +394,45 @@ class Process:
             self.kernel._runtime.wake_pipes()
 
     def close(self, fd: int) -> None:
-        """Close a descriptor."""
-        self._c.close_fd(self.pid, fd)
+        """Close a descriptor. Closing a builder fd launches its embryo."""
+        launched = self._c.close_fd(self.pid, fd)
+        if launched:
+            self.kernel._launched(launched)
         self._wake()
+
+    def create_process(self) -> Any:
+        """The fd model, async: ``async with proc.create_process() as child:`` gives a
+        :class:`spawnfd.ProcessBuilder`; leaving the block launches the child (an exception
+        or cancellation inside destroys it). Processes run inside ``spawnfd.open_kernel()``."""
+        from .sim.builder import ProcessBuilder
+
+        return ProcessBuilder(self)
+
+    def process_create(self) -> Any:
+        """The fd model: a new embryo child (zero threads, empty memory and descriptor
+        table, this process's credentials and cwd). Returns a :class:`spawnfd.Builder`
+        holding the builder fd and the wait handle in this process's table."""
+        from ._builder import Builder
+
+        return Builder._new(self)
+
+    @property
+    def credentials(self) -> tuple[int, int, int, int, int, int]:
+        """``(uid, euid, suid, gid, egid, sgid)``."""
+        ids = self._c.getcred(self.pid)
+        return (ids[0], ids[1], ids[2], ids[3], ids[4], ids[5])
+
+    def setresuid(self, ruid: int, euid: int, suid: int) -> None:
+        """setresuid(2); -1 leaves an id. Unprivileged processes only drop privileges."""
+        self._c.setcred(self.pid, tuple(i & 0xFFFFFFFF for i in (ruid, euid, suid, -1, -1, -1)))
+
+    def setresgid(self, rgid: int, egid: int, sgid: int) -> None:
+        """setresgid(2); -1 leaves an id."""
+        self._c.setcred(self.pid, tuple(i & 0xFFFFFFFF for i in (-1, -1, -1, rgid, egid, sgid)))
+
+    def chmod(self, path: str | bytes | os.PathLike[Any], mode: int) -> None:
+        """chmod(2) of a tmpfs file (owner or root); host files are read-only (``EROFS``)."""
+        self._c.chmod(self.pid, path, mode)
 
     def read(self, fd: int, n: int) -> bytes:
         """Read up to ``n`` bytes at the file offset."""

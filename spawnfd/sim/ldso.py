@@ -308,6 +308,8 @@ def load_program(proc: Process) -> tuple[InitialStack, list[LoadedObject]]:
         if len(stack.argv) < 2:
             raise OSError(22, "ld.so needs a program to run")
         program = map_object(proc, stack.argv[1].decode())
+        # compare _dl_start_user(): the program sees argv without ld.so's own name
+        stack = InitialStack(stack.argv[1:], stack.envp, stack.auxv)
     ldso = None
     if interp_base:  # ld.so's own ELF header is mapped at its base
         phoff, = struct.unpack("<Q", proc.mm.read(interp_base + 32, 8))

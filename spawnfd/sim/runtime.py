@@ -128,6 +128,12 @@ class _Runtime:
         self.child_lot(ppid).unpark_all()
         self.child_lot(1).unpark_all()  # orphans it had went to init
 
+    def launch(self, proc: Process) -> None:
+        """A builder fd was closed: start the process's first thread at its registers.
+        Signal dispositions start at their defaults (nothing is inherited implicitly)."""
+        sys = _sys_for(proc, self)
+        self.start_thread(proc, lambda: _run_launched(sys))
+
     def signal(self, pid: int, sig: int) -> None:
         """Deliver sig to pid: ignored, or (default action) terminate it."""
         scope = self.scopes.get(pid)
@@ -291,15 +297,20 @@ class Sys:
         ev = self._rt.vfork_done.pop(self.pid, None)
         if ev is not None:
             ev.set()
-        stack, objects = ldso.load_program(self.proc)
-        program = objects[0].path
-        behaviour = self._rt.behaviour(program)
-        args = [a.decode() for a in stack.argv]
-        envd = dict(e.decode().split("=", 1) for e in stack.envp if b"=" in e)
-        if behaviour is None:
-            raise _Exec(_sigill)
-        b = behaviour
-        raise _Exec(lambda: b(self, args, envd))
+        raise _Exec(_program_step(self))
+
+    # ---- credentials ----
+    def getuid(self) -> int:
+        return self.proc.credentials[0]
+
+    def geteuid(self) -> int:
+        return self.proc.credentials[1]
+
+    def getgid(self) -> int:
+        return self.proc.credentials[3]
+
+    def getegid(self) -> int:
+        return self.proc.credentials[4]
 
     def exit(self, code: int) -> None:
         raise ProgramExit(code)
@@ -391,6 +402,39 @@ class RunningProcess:
 
 async def _sigill() -> int:
     raise _Signalled(signal.SIGILL)
+
+
+def _program_step(sys: Sys) -> Callable[[], Awaitable[int]]:
+    """What the first instruction at the start registers leads to: the simulated ld.so
+    loads the program and its libraries, then the program's behaviour runs (none: SIGILL)."""
+    stack, objects = ldso.load_program(sys.proc)
+    behaviour = sys._rt.behaviour(objects[0].path)
+    if behaviour is None:
+        return _sigill
+    args = [a.decode() for a in stack.argv]
+    envd = dict(e.decode().split("=", 1) for e in stack.envp if b"=" in e)
+    b = behaviour
+    return lambda: b(sys, args, envd)
+
+
+async def _run_launched(sys: Sys) -> int:
+    """The first thread of a process launched by closing its builder fd."""
+    await trio.lowlevel.checkpoint()
+    rip, rsp = sys.proc.registers
+    try:  # the CPU fetches at rip and ld.so reads its stack: unmapped memory is SIGSEGV
+        sys.proc.mm.read(rip, 1)
+        sys.proc.mm.read(rsp, 8)
+    except OSError:
+        raise _Signalled(signal.SIGSEGV) from None
+    try:
+        step = _program_step(sys)
+    except OSError as e:  # as the real ld.so: a message on stderr and exit status 127
+        try:
+            await sys.write(2, f"ld.so: error while loading: {e}\n".encode())
+        except OSError:
+            pass
+        return 127
+    return await step()
 
 
 SIMULATED_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD)
