@@ -176,7 +176,7 @@ SH_CASES = [
 ]
 
 
-@pytest.mark.parametrize("method", ["fork-exec", "cow-pt", "copy", "vfork-exec"])
+@pytest.mark.parametrize("method", ["fork-exec", "cow-pt", "copy", "vfork-exec", "spawnfd"])
 @pytest.mark.parametrize("line,out,code", SH_CASES)
 async def test_sh_c(method: str, line: str, out: bytes, code: int) -> None:
     async with open_kernel("256M") as k:

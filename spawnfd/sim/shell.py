@@ -6,8 +6,9 @@ Grammar (POSIX sh's essentials): ``list := pipeline ((';' | '&&' | '||') pipelin
 ``$?`` and ``$NAME`` expand. Built-ins: ``exit [n]``, ``cd dir``, ``:``.
 
 Children are started with the method the kernel's shell uses: ``fork-exec`` (under the
-kernel's fork policy, or ``cow-pt``/``copy`` explicitly) or ``vfork-exec``; the environment
-variable ``SPAWNFD_METHOD`` overrides it for one shell.
+kernel's fork policy, or ``cow-pt``/``copy`` explicitly), ``vfork-exec`` or ``spawnfd`` (the
+fd model: each command is built through a builder fd and given exactly its descriptors 0, 1
+and 2); the environment variable ``SPAWNFD_METHOD`` overrides it for one shell.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import shlex
 from typing import Any
 
 from .ldso import search_path
+from .spawn import FdSpec, Open, SpawnedProcess, spawn
 
 __all__ = ["sh_main", "parse", "ShellSyntaxError"]
 
@@ -115,44 +117,43 @@ def _resolve(name: str, env: dict[str, str], sys: Any) -> str:
     return name if found is None else found
 
 
-async def _redirect(sys: Any, redirects: list[tuple[str, str]]) -> None:
-    for op, target in redirects:
+_REDIRECT_FLAGS = {"<": os.O_RDONLY, ">": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                   ">>": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                   "2>": os.O_WRONLY | os.O_CREAT | os.O_TRUNC}
+
+
+def _child_fds(cmd: Command, stdin: int | None, stdout: int | None) -> dict[int, FdSpec]:
+    """The child's descriptors 0, 1 and 2: the pipe ends, then the redirections in order."""
+    fds: dict[int, FdSpec] = {0: 0 if stdin is None else stdin,
+                              1: 1 if stdout is None else stdout, 2: 2}
+    for op, target in cmd.redirects:
         if op == "2>&1":
-            sys.dup2(1, 2)
-            continue
-        flags = {"<": os.O_RDONLY, ">": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                 ">>": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                 "2>": os.O_WRONLY | os.O_CREAT | os.O_TRUNC}[op]
-        fd = sys.open(target, flags, 0o644)
-        sys.dup2(fd, {"<": 0, "2>": 2}.get(op, 1))
-        sys.close(fd)
+            fds[2] = fds[1]
+        else:
+            fds[{"<": 0, "2>": 2}.get(op, 1)] = Open(target, _REDIRECT_FLAGS[op], 0o644)
+    return fds
 
 
 async def _spawn(sys: Any, cmd: Command, stdin: int | None, stdout: int | None,
-                 env: dict[str, str], method: str) -> int:
-    """Start one command with its pipe ends and redirections; returns its pid."""
+                 env: dict[str, str], method: str) -> SpawnedProcess | int:
+    """Start one command with its pipe ends and redirections; returns the child, or the
+    exit status sh gives a command that could not start (after saying why, as sh does)."""
     path = _resolve(cmd.argv[0], env, sys)
-
-    async def child(csys: Any) -> int:
-        try:
-            if stdin is not None:
-                csys.dup2(stdin, 0)
-            if stdout is not None:
-                csys.dup2(stdout, 1)
-            await _redirect(csys, cmd.redirects)
-            await csys.execve(path, cmd.argv, env)
-        except FileNotFoundError:
-            await csys.write(2, f"sh: {cmd.argv[0]}: not found\n".encode())
+    try:
+        return await spawn(sys.proc, path, cmd.argv, env, method=method,
+                           fds=_child_fds(cmd, stdin, stdout))
+    except FileNotFoundError as e:
+        if e.filename == path:
+            await sys.write(2, f"sh: {cmd.argv[0]}: not found\n".encode())
             return 127
-        except OSError as e:
-            await csys.write(2, f"sh: {cmd.argv[0]}: {e.strerror}\n".encode())
+        await sys.write(2, f"sh: cannot open {e.filename}: {e.strerror}\n".encode())
+        return 1
+    except OSError as e:
+        if e.filename == path:
+            await sys.write(2, f"sh: {cmd.argv[0]}: {e.strerror}\n".encode())
             return 126
-        return 0
-
-    if method == "vfork-exec":
-        return int(await sys.vfork(child))
-    mode = None if method == "fork-exec" else method
-    return int(await sys.fork(child, mode))
+        await sys.write(2, f"sh: cannot open {e.filename}: {e.strerror}\n".encode())
+        return 1
 
 
 async def _pipeline(sys: Any, cmds: list[Command], env: dict[str, str], method: str,
@@ -161,22 +162,22 @@ async def _pipeline(sys: Any, cmds: list[Command], env: dict[str, str], method: 
                     [(op, _expand(t, status, env)) for op, t in c.redirects]) for c in cmds]
     if len(cmds) == 1 and cmds[0].argv[0] in ("exit", "cd", ":"):
         return await _builtin(sys, cmds[0])
-    pids, prev = [], None
+    children: list[SpawnedProcess | int] = []
+    prev = None
     for i, cmd in enumerate(cmds):
         r = w = None
         if i + 1 < len(cmds):
             r, w = sys.pipe(os.O_CLOEXEC)
-        pids.append(await _spawn(sys, cmd, prev, w, env, method))
+        children.append(await _spawn(sys, cmd, prev, w, env, method))
         if prev is not None:
             sys.close(prev)
         if w is not None:
             sys.close(w)
         prev = r
     last = 0
-    for pid in pids:
-        _, st = await sys.wait(pid)
-        if pid == pids[-1]:
-            last = st
+    for c in children:
+        st = c if isinstance(c, int) else await c.wait()
+        last = st << 8 if isinstance(c, int) else st
     if os.WIFSIGNALED(last):
         return 128 + os.WTERMSIG(last)
     return os.WEXITSTATUS(last)
