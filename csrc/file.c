@@ -17,6 +17,8 @@
 #include "spawnfd.h"
 
 #define ITAB_BUCKETS 4096
+
+static void dcache_fini(struct kernel *k);
 #define TMPFS_DEV_MINOR 0x20
 
 static uint32_t path_hash(const char *s) {
@@ -129,6 +131,7 @@ int vfs_init(struct kernel *k) {
 
 // Free every inode still in the namespace (processes are gone by now).
 void vfs_fini(struct kernel *k) {
+  dcache_fini(k);
   if (!k->itab)
     return;
   for (uint32_t b = 0; b < ITAB_BUCKETS; b++) {
@@ -229,10 +232,68 @@ static int host_create_error(const char *p) {
   return S_ISDIR(st.st_mode) ? -EROFS : -ENOTDIR;
 }
 
+// The dentry cache: host paths as asked for (symlinks unresolved) -> their inode. Host files
+// are a read-only snapshot for the kernel's life, so a path resolves once; this saves the
+// realpath() and stat() host calls on every later open (ld.so opens libc on every exec).
+struct dentry {
+  char *path;               // the normalised path as looked up
+  struct inode *ino;        // what it resolved to (an inode of the table: never freed early)
+  struct dentry *next;      // hash chain
+};
+
+static struct inode *dcache_find(struct kernel *k, const char *p) {
+  if (!k->dcache)
+    return NULL;
+  for (struct dentry *d = k->dcache[path_hash(p)]; d; d = d->next)
+    if (strcmp(d->path, p) == 0)
+      return d->ino;
+  return NULL;
+}
+
+static void dcache_add(struct kernel *k, const char *p, struct inode *ino) {
+  if (!k->dcache && !(k->dcache = calloc(ITAB_BUCKETS, sizeof(*k->dcache))))
+    return;  // a cache: without memory, lookups just stay slow
+  struct dentry *d = malloc(sizeof(*d));
+  if (!d || !(d->path = strdup(p))) {
+    free(d);
+    return;
+  }
+  uint32_t h = path_hash(p);
+  d->ino = ino;
+  d->next = k->dcache[h];
+  k->dcache[h] = d;
+}
+
+static void dcache_fini(struct kernel *k) {
+  for (uint32_t b = 0; k->dcache && b < ITAB_BUCKETS; b++) {
+    for (struct dentry *d = k->dcache[b], *next; d; d = next) {
+      next = d->next;
+      free(d->path);
+      free(d);
+    }
+  }
+  free(k->dcache);
+  k->dcache = NULL;
+}
+
+// The open(2) checks on a host inode: the host is mounted read-only.
+static int host_open_check(const struct inode *ino, int flags) {
+  if ((flags & O_CREAT) && (flags & O_EXCL))
+    return -EEXIST;
+  if (ino->kind == IK_DIR && wants_write(flags))
+    return -EISDIR;
+  return wants_write(flags) ? -EROFS : 0;
+}
+
 // Find or make the inode for a host path (resolved to its canonical path, like /proc maps).
 static int host_lookup(struct kernel *k, const char *p, int flags, struct inode **out) {
   char real[PATH_MAX];
   struct stat st;
+  struct inode *cached = dcache_find(k, p);
+  if (cached) {
+    *out = cached;
+    return host_open_check(cached, flags);
+  }
   if (!realpath(p, real) || stat(real, &st) < 0)
     return (errno == ENOENT && (flags & O_CREAT)) ? host_create_error(p) : -errno;
   if ((flags & O_CREAT) && (flags & O_EXCL))
@@ -257,6 +318,7 @@ static int host_lookup(struct kernel *k, const char *p, int flags, struct inode 
     ino->linked = 1;
     itab_add(k, ino);
   }
+  dcache_add(k, p, ino);
   *out = ino;
   return 0;
 }

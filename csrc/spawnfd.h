@@ -48,6 +48,7 @@ typedef uint32_t pfn_t;
 struct kernel;
 struct inode;
 struct proc;
+struct dentry;
 
 // ---- frame.c: physical frames, buddy allocator, lazily materialised content ----
 enum frame_kind { FK_FREE = 0, FK_ANON, FK_PAGECACHE, FK_PAGETABLE, FK_ZERO };
@@ -358,6 +359,7 @@ struct kernel {
   int pid_max, last_pid;             // pid allocation
   uint64_t next_serial;              // process serials
   struct inode **itab;               // inode hash (by path)
+  struct dentry **dcache;            // host path -> inode, for lookups after the first
   uint32_t itab_cap, inodes;         // buckets, inodes in the table
   struct inode *dev_null, *dev_zero; // the two devices
   uint64_t next_ino;                 // inode numbers for tmpfs/shmem

@@ -194,8 +194,7 @@ class Builder:
     # ---- the user-space ELF loader ----
     def _read_elf(self, fd: int, path: str) -> _Elf:
         proc = self.creator
-        raw = proc.pread(fd, 64, 0)
-        phdrs = ldso._read_headers(proc, fd, path)  # ENOEXEC for anything not x86-64 ELF
+        raw, phdrs = ldso.read_elf(proc, fd, path)  # ENOEXEC for anything not x86-64 ELF
         e_type = int.from_bytes(raw[16:18], "little")
         if e_type not in (ET_EXEC, ET_DYN):
             raise OSError(errno.ENOEXEC, f"{os.strerror(errno.ENOEXEC)}: {path}")

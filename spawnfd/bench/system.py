@@ -1,12 +1,14 @@
-"""system("true") on the simulator: fork+exec (copy), fork+exec (cow-pt), vfork+exec.
+"""system("true") on the simulator: fork+exec (copy), fork+exec (cow-pt), vfork+exec, spawnfd.
 
     spawnfd bench system                     # parents of 0, 1, 8 and 64 GiB
     spawnfd bench system --sizes 0 1 --repeat 5
 
 The parent (init) holds N GiB of populated private memory and runs ``/bin/sh -c true`` (which
-runs ``/bin/true``) through each method; per call: wall time (median), PTEs copied and page
-tables allocated (deterministic counters). Also: spawns per second of ``/bin/true`` from an
-empty parent through the async API.
+runs ``/bin/true``) through each method — the sh starts true the same way; per call: wall time
+(median), PTEs copied, page tables and frames allocated (deterministic counters), and each
+method's growth from the smallest parent to the largest. Also: spawns per second of
+``/bin/true`` from an empty parent through the async API (``async with create_process()``)
+and through ``spawnfd.sim.spawn`` for every method.
 """
 
 from __future__ import annotations
@@ -22,19 +24,16 @@ from typing import Any
 import trio
 
 from ..sim.runtime import open_kernel
+from ..sim.spawn import spawn
 
 GIB = 1 << 30
 METHODS = {"fork+exec (copy)": ("copy", "copy"), "fork+exec (cow-pt)": ("cow-pt", "cow-pt"),
-           "vfork+exec": ("copy", "vfork-exec")}
+           "vfork+exec": ("copy", "vfork-exec"), "spawnfd": ("copy", "spawnfd")}
+ENV = {"PATH": "/usr/bin:/bin"}
 
 
 async def _system(k: Any, line: str, how: str) -> int:
-    sh = k.init
-    if how == "vfork-exec":
-        child = await sh.vfork_exec("/bin/sh", ["sh", "-c", line], {"PATH": "/usr/bin:/bin"})
-    else:
-        child = await sh.fork_exec("/bin/sh", ["sh", "-c", line], {"PATH": "/usr/bin:/bin"},
-                                   fork_mode=how)
+    child = await spawn(k.init, "/bin/sh", ["sh", "-c", line], ENV, method=how)
     return int(await child.wait())
 
 
@@ -50,7 +49,7 @@ async def _row(gib: int, label: str, repeat: int) -> dict[str, Any]:
                           mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             p.mm.populate(a, gib * GIB, write=True)
         await _system(k, "true", how)  # warm the page cache: ld.so, libc, sh, true
-        times, ptes, tables = [], [], []
+        times, ptes, tables, frames = [], [], [], []
         for _ in range(repeat):
             before = k.statistics()
             t = time.perf_counter()
@@ -60,22 +59,43 @@ async def _row(gib: int, label: str, repeat: int) -> dict[str, Any]:
             assert status == 0
             ptes.append(after.ptes_copied - before.ptes_copied)
             tables.append(after.tables_allocated - before.tables_allocated)
+            frames.append(after.frames_allocated - before.frames_allocated)
         k.check()
     return {"gib": gib, "method": label, "seconds": statistics.median(times),
-            "ptes_copied": statistics.median(ptes), "tables_allocated": statistics.median(tables)}
+            "ptes_copied": statistics.median(ptes), "tables_allocated": statistics.median(tables),
+            "frames_allocated": statistics.median(frames)}
 
 
-async def _spawn_rate(seconds: float) -> float:
+async def _true_builder(p: Any) -> int:
+    # The async API exactly as a user writes it.
+    async with p.create_process() as child:
+        prog = await child.load_elf("/bin/true")
+        ld = await child.load_elf(prog.interpreter)
+        await child.setup_stack(["true"], ENV, interpreter=ld, program=prog)
+        for fd in (0, 1, 2):
+            await child.install_fd(fd, fd)
+    return int(await child.wait())
+
+
+async def _spawn_rate(how: str, seconds: float) -> float:
+    """Spawns of /bin/true per second from an empty parent (median of three windows)."""
     async with open_kernel("1G") as k:
         p = k.init
         for _ in range(3):
             p.open("/dev/null", os.O_RDWR)
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            child = await p.vfork_exec("/bin/true", ["true"])
-            await child.wait()
-            n += 1
-        return n / (time.perf_counter() - t0)
+        rates = []
+        for _ in range(3):
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds / 3:
+                if how == "builder":
+                    status = await _true_builder(p)
+                else:
+                    status = await (await spawn(p, "/bin/true", ["true"], ENV, method=how)).wait()
+                assert status == 0
+                n += 1
+            rates.append(n / (time.perf_counter() - t0))
+        k.check()
+        return statistics.median(rates)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,24 +104,43 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", type=int, nargs="*", default=[0, 1, 8, 64], help="GiB")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--rate-seconds", type=float, default=3.0,
+                    help="measuring time per spawn-rate figure")
     args = ap.parse_args(argv)
+    rate_methods = {"spawnfd, async with create_process()": "builder",
+                    "spawnfd, sim.spawn()": "spawnfd", "vfork+exec": "vfork-exec",
+                    "fork+exec (copy)": "copy"}
 
-    async def run() -> tuple[list[dict[str, Any]], float]:
+    async def run() -> tuple[list[dict[str, Any]], dict[str, float]]:
         rows = [await _row(g, m, args.repeat) for g in args.sizes for m in METHODS]
-        return rows, await _spawn_rate(2.0)
+        rates = {label: await _spawn_rate(how, args.rate_seconds)
+                 for label, how in rate_methods.items()}
+        return rows, rates
 
-    rows, rate = trio.run(run)
+    rows, rates = trio.run(run)
     print('system("true") = sh -c true, from a parent with N GiB populated (median of %d)'
           % args.repeat)
     print(f"{'GiB':>4} {'method':<20} {'ms per call':>11} {'PTEs copied':>12} "
-          f"{'tables allocated':>16}")
+          f"{'tables allocated':>16} {'frames allocated':>16}")
     for r in rows:
         print(f"{r['gib']:>4} {r['method']:<20} {r['seconds'] * 1e3:>11.2f} "
-              f"{r['ptes_copied']:>12,.0f} {r['tables_allocated']:>16,.0f}")
-    print(f"spawns of /bin/true per second (vfork+exec, empty parent, async API): {rate:,.0f}")
+              f"{r['ptes_copied']:>12,.0f} {r['tables_allocated']:>16,.0f} "
+              f"{r['frames_allocated']:>16,.0f}")
+    lo, hi = min(args.sizes), max(args.sizes)
+    if hi > lo:
+        print(f"growth from {lo} to {hi} GiB:")
+        for m in METHODS:
+            a = next(r for r in rows if r["method"] == m and r["gib"] == lo)
+            b = next(r for r in rows if r["method"] == m and r["gib"] == hi)
+            print(f"     {m:<20} time {100 * (b['seconds'] / a['seconds'] - 1):+8.1f} %   "
+                  f"tables {100 * (b['tables_allocated'] / a['tables_allocated'] - 1):+8.1f} %"
+                  f"   frames {100 * (b['frames_allocated'] / a['frames_allocated'] - 1):+8.1f} %")
+    print("spawns of /bin/true per second from an empty parent:")
+    for label, rate in rates.items():
+        print(f"     {label:<40} {rate:>8,.0f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"system": rows, "spawns_per_second": rate}, f, indent=2)
+            json.dump({"system": rows, "spawns_per_second": rates}, f, indent=2)
 
 
 if __name__ == "__main__":

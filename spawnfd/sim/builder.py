@@ -34,6 +34,13 @@ class ProcessBuilder:
         self._creator = creator
         self._b: Builder | None = None
 
+    @classmethod
+    def _launched(cls, creator: Process, builder: Builder) -> ProcessBuilder:
+        """The handle of a child built and launched through the synchronous ``builder``."""
+        self = cls(creator)
+        self._b = builder
+        return self
+
     async def __aenter__(self) -> ProcessBuilder:
         await trio.lowlevel.checkpoint()
         if self._b is not None:
@@ -81,62 +88,64 @@ class ProcessBuilder:
         return self._builder
 
     # ---- builder steps ----
+    # Each step is a C call or two that never blocks: a cancellation point, not a schedule
+    # point (entering and leaving the block are full checkpoints).
     async def mmap(self, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0,
                    addr: int = 0) -> int:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         return self._builder.mmap(length, prot, flags, fd, offset, addr)
 
     async def munmap(self, addr: int, length: int) -> None:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._builder.munmap(addr, length)
 
     async def mprotect(self, addr: int, length: int, prot: int) -> None:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._builder.mprotect(addr, length, prot)
 
     async def read(self, addr: int, length: int) -> bytes:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         return self._builder.read(addr, length)
 
     async def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._builder.write(addr, data)
 
     async def map_cow(self, source: Process, addr: int, length: int) -> None:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._builder.map_cow(source, addr, length)
 
     async def install_fd(self, child_fd: int, fd: int, *, inheritable: bool = True) -> int:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         return self._builder.install_fd(child_fd, fd, inheritable=inheritable)
 
     async def open(self, path: str | bytes | os.PathLike[Any], flags: int, mode: int = 0o666,
                    *, fd: int = -1) -> int:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         return self._builder.open(path, flags, mode, fd=fd)
 
     async def chdir(self, path: str | bytes | os.PathLike[Any]) -> None:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._builder.chdir(path)
 
     async def set_credentials(self, uid: int | None = None, gid: int | None = None,
                               **ids: int) -> None:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._builder.set_credentials(uid, gid, **ids)
 
     async def set_registers(self, rip: int, rsp: int) -> None:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._builder.set_registers(rip, rsp)
 
     async def load_elf(self, path: str | os.PathLike[str], addr: int | None = None) -> LoadedElf:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         return self._builder.load_elf(path, addr)
 
     async def setup_stack(self, argv: Sequence[str | bytes],
                           env: Mapping[str, str] | Sequence[str | bytes] | None = None, *,
                           interpreter: LoadedElf | None = None,
                           program: LoadedElf | None = None) -> int:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         return self._builder.setup_stack(argv, env, interpreter=interpreter, program=program)
 
     # ---- the launched child ----

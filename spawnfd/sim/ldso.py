@@ -14,6 +14,7 @@ the simulated files and memory, reading only the headers and the dynamic section
 from __future__ import annotations
 
 import dataclasses
+import functools
 import mmap
 import os
 import struct
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from elftools.elf.constants import P_FLAGS
-from elftools.elf.enums import ENUM_D_TAG, ENUM_P_TYPE_BASE
+from elftools.elf.enums import ENUM_D_TAG, ENUM_E_MACHINE, ENUM_P_TYPE_BASE
 from elftools.elf.structs import ELFStructs
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ PT_GNU_RELRO = ENUM_P_TYPE_BASE["PT_GNU_RELRO"]
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_SONAME = (
     ENUM_D_TAG[n] for n in ("DT_NULL", "DT_NEEDED", "DT_STRTAB", "DT_SONAME"))
 _PHDR = struct.Struct("<IIQQQQQQ")
+EM_X86_64: Final = ENUM_E_MACHINE["EM_X86_64"]
 assert _PHDR.size == PHDR_SIZE and DYN_SIZE == 16
 
 
@@ -62,11 +64,21 @@ class Phdr(NamedTuple):
     p_align: int
 
 
+@functools.lru_cache(maxsize=256)
+def _phdrs_cached(raw: bytes) -> tuple[Phdr, ...]:
+    return tuple(Phdr(*t) for t in _PHDR.iter_unpack(raw[: len(raw) // PHDR_SIZE * PHDR_SIZE]))
+
+
 def _phdrs(raw: bytes) -> list[Phdr]:
-    return [Phdr(*t) for t in _PHDR.iter_unpack(raw[: len(raw) // PHDR_SIZE * PHDR_SIZE])]
+    return list(_phdrs_cached(raw))
 
 
-def _dyn_entries(raw: bytes) -> list[tuple[int, int]]:
+@functools.lru_cache(maxsize=256)
+def _dyn_entries(raw: bytes) -> tuple[tuple[int, int], ...]:
+    return tuple(_dyn_entries_uncached(raw))
+
+
+def _dyn_entries_uncached(raw: bytes) -> list[tuple[int, int]]:
     out = []
     for tag, val in struct.iter_unpack("<qQ", raw[: len(raw) // 16 * 16]):
         if tag == DT_NULL:
@@ -103,40 +115,83 @@ class LoadedObject:
     soname: str | None = None
 
 
+class _Memory:
+    """Reads of one process's memory, a page per C call, each page read once: what ld.so
+    reads at start-up (the stack's vectors and strings, dynamic sections) is a handful of
+    pages, so the whole walk costs a few calls instead of one per word."""
+
+    def __init__(self, proc: Process) -> None:
+        self._proc = proc
+        self._pages: dict[int, bytes] = {}
+
+    def _page(self, base: int) -> bytes:
+        page = self._pages.get(base)
+        if page is None:
+            page = self._pages[base] = self._proc.mm.read(base, PAGE)
+        return page
+
+    def read(self, addr: int, n: int) -> bytes:
+        out = b""
+        while n > 0:
+            base, off = addr & ~(PAGE - 1), addr & (PAGE - 1)
+            chunk = self._page(base)[off: off + n]
+            out += chunk
+            addr += len(chunk)
+            n -= len(chunk)
+        return out
+
+    def word(self, addr: int) -> int:
+        return int.from_bytes(self.read(addr, 8), "little")
+
+    def cstring(self, addr: int, limit: int = 4096) -> bytes:
+        out = b""
+        while len(out) < limit:
+            base, off = addr & ~(PAGE - 1), addr & (PAGE - 1)
+            page = self._page(base)
+            end = page.find(b"\0", off)
+            if end >= 0:
+                return out + page[off:end]
+            out += page[off:]
+            addr = base + PAGE
+        raise OSError(7, "string too long")  # E2BIG
+
+
 def _cstring(proc: Process, addr: int, limit: int = 4096) -> bytes:
-    out = b""
-    while len(out) < limit:
-        chunk = proc.mm.read(addr + len(out), min(256, PAGE - (addr + len(out)) % PAGE))
-        end = chunk.find(b"\0")
-        if end >= 0:
-            return out + chunk[:end]
-        out += chunk
-    raise OSError(7, "string too long")  # E2BIG
+    return _Memory(proc).cstring(addr, limit)
 
 
-def read_initial_stack(proc: Process) -> InitialStack:
+def read_initial_stack(proc: Process, mem: _Memory | None = None) -> InitialStack:
     """Read argc, argv, envp and auxv back out of simulated memory at the start ``rsp``."""
+    mem = _Memory(proc) if mem is None else mem
     _, sp = proc.registers
-    argc = struct.unpack("<Q", proc.mm.read(sp, 8))[0]
+    argc = mem.word(sp)
     words = sp + 8
+    # The vectors usually lie in the page of sp: decode them from that page in bulk.
+    head = mem.read(words, PAGE - (words & (PAGE - 1)))
+    bulk = struct.unpack_from(f"<{len(head) // 8}Q", head)
 
     def vector() -> list[int]:
         nonlocal words
         out: list[int] = []
         while True:
-            (w,) = struct.unpack("<Q", proc.mm.read(words, 8))
+            i = (words - sp - 8) // 8
+            w = bulk[i] if i < len(bulk) else mem.word(words)
             words += 8
             if not w:
                 return out
             out.append(w)
 
-    argv = [_cstring(proc, a) for a in vector()]
+    argv = [mem.cstring(a) for a in vector()]
     if len(argv) != argc:
         raise OSError(22, f"argc says {argc}, argv has {len(argv)}")
-    envp = [_cstring(proc, a) for a in vector()]
+    envp = [mem.cstring(a) for a in vector()]
     auxv: dict[int, int] = {}
     while True:
-        key, val = struct.unpack("<QQ", proc.mm.read(words, 16))
+        i = (words - sp - 8) // 8
+        if i + 1 < len(bulk):
+            key, val = bulk[i], bulk[i + 1]
+        else:
+            key, val = mem.word(words), mem.word(words + 8)
         words += 16
         if key == AT_NULL:
             return InitialStack(argv, envp, auxv)
@@ -149,51 +204,39 @@ def _prot(flags: int) -> int:
             | (mmap.PROT_EXEC if flags & P_FLAGS.PF_X else 0))
 
 
-def _read_headers(proc: Process, fd: int, path: str) -> list[Phdr]:
-    """The program headers of the ELF file open at fd (ENOEXEC if it is not x86-64 ELF)."""
-    raw = proc.pread(fd, 64, 0)
+def read_elf(proc: Process, fd: int, path: str) -> tuple[bytes, list[Phdr]]:
+    """The ELF header bytes and program headers of the file open at fd, read as glibc's
+    ``open_verify()`` does (one 832-byte read, more only if the headers do not fit).
+    ``ENOEXEC`` if it is not an x86-64 ELF."""
+    raw = proc.pread(fd, 832, 0)
     if len(raw) < 64 or raw[:4] != b"\x7fELF" or raw[4] != 2 or raw[5] != 1:
         raise OSError(8, f"{os.strerror(8)}: {path}")
-    eh = _STRUCTS.Elf_Ehdr.parse(raw)
-    if eh.e_machine != "EM_X86_64" or eh.e_phentsize != PHDR_SIZE:
+    # Elf64_Ehdr fields (offsets from pyelftools' Elf_Ehdr): e_machine at 18, e_phoff at 32,
+    # e_phentsize and e_phnum at 54; unpacked directly, this runs on every spawn.
+    (e_machine,) = struct.unpack_from("<H", raw, 18)
+    (e_phoff,) = struct.unpack_from("<Q", raw, 32)
+    e_phentsize, e_phnum = struct.unpack_from("<HH", raw, 54)
+    if e_machine != EM_X86_64 or e_phentsize != PHDR_SIZE:
         raise OSError(8, f"{os.strerror(8)}: {path}")
-    return _phdrs(proc.pread(fd, eh.e_phnum * PHDR_SIZE, eh.e_phoff))
+    end = e_phoff + e_phnum * PHDR_SIZE
+    table = raw[e_phoff:end] if end <= len(raw) else proc.pread(fd, e_phnum * PHDR_SIZE, e_phoff)
+    return raw[:64], _phdrs(table)
 
 
-def _file_offset(phdrs: list[Phdr], vaddr: int) -> int:
-    for ph in phdrs:
-        if ph.p_type == PT_LOAD and ph.p_vaddr <= vaddr < ph.p_vaddr + ph.p_filesz:
-            return int(vaddr - ph.p_vaddr + ph.p_offset)
-    raise OSError(8, "address outside the file")
+def _read_headers(proc: Process, fd: int, path: str) -> list[Phdr]:
+    """The program headers of the ELF file open at fd (ENOEXEC if it is not x86-64 ELF)."""
+    return read_elf(proc, fd, path)[1]
 
 
-def _dynamic_from_file(proc: Process, fd: int, phdrs: list[Phdr]) -> tuple[list[str], str | None]:
-    """DT_NEEDED names and DT_SONAME, read from the file's PT_DYNAMIC as ld.so reads them."""
-    dyn = next((p for p in phdrs if p.p_type == PT_DYNAMIC), None)
-    if dyn is None:
-        return [], None
-    entries = _dyn_entries(proc.pread(fd, dyn.p_filesz, dyn.p_offset))
-    strtab = next((val for tag, val in entries if tag == DT_STRTAB), None)
-    if strtab is None:
-        return [], None
-    base = _file_offset(phdrs, strtab)
-
-    def string(off: int) -> str:
-        data = proc.pread(fd, 256, base + off)
-        return data.split(b"\0", 1)[0].decode()
-
-    needed = [string(val) for tag, val in entries if tag == DT_NEEDED]
-    soname = next((string(val) for tag, val in entries if tag == DT_SONAME), None)
-    return needed, soname
-
-
-def map_object(proc: Process, path: str) -> LoadedObject:
-    """Map a shared object into ``proc`` as glibc's ``_dl_map_segments()`` does.
+def map_object(proc: Process, path: str, fd: int | None = None) -> LoadedObject:
+    """Map a shared object into ``proc`` as glibc's ``_dl_map_segments()`` does (``fd``: the
+    object already open, as ld.so's library search leaves it; it is closed).
 
     Raises:
         OSError: from open (``ENOENT``…) or the mappings; ``ENOEXEC`` for a non-ELF.
     """
-    fd = proc.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    if fd is None:
+        fd = proc.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         phdrs = _read_headers(proc, fd, path)
         loads = [ph for ph in phdrs if ph.p_type == PT_LOAD]
@@ -216,10 +259,11 @@ def map_object(proc: Process, path: str) -> LoadedObject:
                              _prot(c.p_flags), mmap.MAP_PRIVATE | 0x10, fd,
                              _page_down(c.p_offset), addr=bias + _page_down(c.p_vaddr))
             _zero_bss(proc, bias, c)
-        needed, soname = _dynamic_from_file(proc, fd, phdrs)
     finally:
         proc.close(fd)
-    return LoadedObject(path, bias, phdrs, needed, soname)
+    # The dynamic section is read where it is mapped (l_ld), as ld.so reads it.
+    obj = _dynamic_from_memory(_Memory(proc), path, bias, phdrs)
+    return obj
 
 
 def _zero_bss(proc: Process, bias: int, c: Any) -> None:
@@ -235,22 +279,34 @@ def _zero_bss(proc: Process, bias: int, c: Any) -> None:
                      mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x10, addr=zeropage)
 
 
-def _object_from_memory(proc: Process, phdr_addr: int, phnum: int, path: str,
+def _dynamic_from_memory(mem: _Memory, path: str, bias: int, phdrs: list[Phdr]
+                         ) -> LoadedObject:
+    """An object's DT_NEEDED and DT_SONAME, read from its mapped PT_DYNAMIC."""
+    needed: list[str] = []
+    soname = None
+    dyn = next((p for p in phdrs if p.p_type == PT_DYNAMIC), None)
+    if dyn is not None:  # the whole dynamic section in one read, as ld.so walks it
+        entries = _dyn_entries(mem.read(bias + dyn.p_vaddr, dyn.p_memsz))
+        strtab = next((val for tag, val in entries if tag == DT_STRTAB), None)
+        if strtab is not None:
+            needed = [mem.cstring(bias + strtab + val).decode()
+                      for tag, val in entries if tag == DT_NEEDED]
+            soname = next((mem.cstring(bias + strtab + val).decode()
+                           for tag, val in entries if tag == DT_SONAME), None)
+    return LoadedObject(path, bias, phdrs, needed, soname)
+
+
+def _object_from_memory(mem: _Memory, phdr_addr: int, phnum: int, path: str,
                         bias: int | None = None) -> LoadedObject:
     """An object the kernel mapped: headers and PT_DYNAMIC read from memory. Without a bias,
     it is found from PT_PHDR, as ld.so does for the program."""
-    phdrs = _phdrs(proc.mm.read(phdr_addr, phnum * PHDR_SIZE))
+    phdrs = _phdrs(mem.read(phdr_addr, phnum * PHDR_SIZE))
     if bias is None:
         self_ph = next((p for p in phdrs if p.p_type == PT_PHDR), None)
         bias = phdr_addr - self_ph.p_vaddr if self_ph is not None else 0
-    needed: list[str] = []
-    dyn = next((p for p in phdrs if p.p_type == PT_DYNAMIC), None)
-    if dyn is not None:  # the whole dynamic section in one read, as ld.so walks it
-        entries = _dyn_entries(proc.mm.read(bias + dyn.p_vaddr, dyn.p_memsz))
-        strtab = next((val for tag, val in entries if tag == DT_STRTAB), 0)
-        needed = [_cstring(proc, bias + strtab + val).decode()
-                  for tag, val in entries if tag == DT_NEEDED]
-    return LoadedObject(path, bias, phdrs, needed)
+    obj = _dynamic_from_memory(mem, path, bias, phdrs)
+    obj.soname = None
+    return obj
 
 
 def search_path(proc: Any, name: str, dirs: Iterable[str]) -> str | None:
@@ -268,15 +324,20 @@ def search_path(proc: Any, name: str, dirs: Iterable[str]) -> str | None:
     return None
 
 
-def _find_library(proc: Process, name: str, env: list[bytes]) -> str:
+def _open_library(proc: Process, name: str, env: list[bytes]) -> tuple[str, int]:
+    """Search and open a DT_NEEDED library as ld.so's open_path() does: the first directory
+    where it opens wins, and the descriptor is the one mapped."""
     dirs: list[str] = []
     for e in env:
         if e.startswith(b"LD_LIBRARY_PATH="):
             dirs += [d for d in e[16:].decode().split(":") if d]
-    path = search_path(proc, name, (*dirs, *SEARCH_PATH))
-    if path is None:
-        raise FileNotFoundError(2, f"{name}: cannot open shared object file", name)
-    return path
+    for d in ([""] if "/" in name else [*dirs, *SEARCH_PATH]):
+        path = f"{d}/{name}" if d else name
+        try:
+            return path, proc.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+    raise FileNotFoundError(2, f"{name}: cannot open shared object file", name)
 
 
 def _protect_relro(proc: Process, obj: LoadedObject) -> None:
@@ -297,13 +358,14 @@ def load_program(proc: Process) -> tuple[InitialStack, list[LoadedObject]]:
     program not mapped by the kernel: ``AT_ENTRY`` is ld.so's own entry) it maps the program
     from ``argv[1]`` first, as ``ld.so`` does.
     """
-    stack = read_initial_stack(proc)
+    mem = _Memory(proc)  # read-only walk first: stack, program and ld.so headers
+    stack = read_initial_stack(proc, mem)
     aux = stack.auxv
     rip, _ = proc.registers
     interp_base = aux.get(AT_BASE, 0)
     if interp_base and aux.get(AT_ENTRY) != rip:
-        program = _object_from_memory(proc, aux[AT_PHDR], aux[AT_PHNUM],
-                                      _cstring(proc, aux[AT_EXECFN]).decode())
+        program = _object_from_memory(mem, aux[AT_PHDR], aux[AT_PHNUM],
+                                      mem.cstring(aux[AT_EXECFN]).decode())
     else:  # ld.so was executed directly: the program is argv[1]
         if len(stack.argv) < 2:
             raise OSError(22, "ld.so needs a program to run")
@@ -312,9 +374,10 @@ def load_program(proc: Process) -> tuple[InitialStack, list[LoadedObject]]:
         stack = InitialStack(stack.argv[1:], stack.envp, stack.auxv)
     ldso = None
     if interp_base:  # ld.so's own ELF header is mapped at its base
-        phoff, = struct.unpack("<Q", proc.mm.read(interp_base + 32, 8))
-        phnum, = struct.unpack("<H", proc.mm.read(interp_base + 56, 2))
-        ldso = _object_from_memory(proc, interp_base + phoff, phnum, "ld.so", interp_base)
+        phoff, = struct.unpack("<Q", mem.read(interp_base + 32, 8))
+        phnum, = struct.unpack("<H", mem.read(interp_base + 56, 2))
+        ldso = LoadedObject("ld.so", interp_base,
+                            _phdrs(mem.read(interp_base + phoff, phnum * PHDR_SIZE)), [])
     objects = [program] + ([ldso] if ldso else [])
     loaded = {"ld-linux-x86-64.so.2"} if ldso else set()
     queue = list(program.needed)
@@ -322,7 +385,7 @@ def load_program(proc: Process) -> tuple[InitialStack, list[LoadedObject]]:
         name = queue.pop(0)
         if os.path.basename(name) in loaded:
             continue
-        obj = map_object(proc, _find_library(proc, name, stack.envp))
+        obj = map_object(proc, *_open_library(proc, name, stack.envp))
         loaded.add(os.path.basename(name))
         objects.append(obj)
         queue += obj.needed

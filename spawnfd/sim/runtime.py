@@ -62,11 +62,15 @@ class _Runtime:
         self.programs: dict[str, Behaviour] = {}
         self.crashes: dict[int, Exception] = {}  # pid -> what killed its behaviour
         self.ignored: dict[int, set[int]] = {}   # pid -> signals set to SIG_IGN
+        self._realpaths: dict[str, str] = {}
 
     def lot(self, ident: int) -> trio.lowlevel.ParkingLot:
         return self.lots.setdefault(ident, trio.lowlevel.ParkingLot())
 
     def wake_pipes(self) -> None:
+        # Lots nobody is parked on are dropped, so the dict holds only live waits.
+        for ident in [i for i, lot in self.lots.items() if not lot]:
+            del self.lots[ident]
         for lot in self.lots.values():
             lot.unpark_all()
 
@@ -74,7 +78,10 @@ class _Runtime:
         return self.children.setdefault(ppid, trio.lowlevel.ParkingLot())
 
     def behaviour(self, path: str) -> Behaviour | None:
-        return self.programs.get(os.path.realpath(path)) or self.programs.get(path)
+        real = self._realpaths.get(path)
+        if real is None:  # host paths are a read-only snapshot: resolve each one once
+            real = self._realpaths[path] = os.path.realpath(path)
+        return self.programs.get(real) or self.programs.get(path)
 
     def start_thread(self, proc: Process, first: Callable[[], Awaitable[int]]) -> None:
         # The scope exists from now on, so the new process can be signalled before it runs.
@@ -294,6 +301,7 @@ class Sys:
         does not return (the old program is gone); on failure it raises the OSError."""
         await trio.lowlevel.checkpoint()
         self.proc.execve(path, argv, env)
+        self._rt.wake_pipes()  # close-on-exec descriptors were closed
         ev = self._rt.vfork_done.pop(self.pid, None)
         if ev is not None:
             ev.set()
@@ -420,15 +428,16 @@ def _program_step(sys: Sys) -> Callable[[], Awaitable[int]]:
 async def _run_launched(sys: Sys) -> int:
     """The first thread of a process launched by closing its builder fd."""
     await trio.lowlevel.checkpoint()
-    rip, rsp = sys.proc.registers
-    try:  # the CPU fetches at rip and ld.so reads its stack: unmapped memory is SIGSEGV
+    rip, _ = sys.proc.registers
+    try:  # the CPU fetches at rip: unmapped memory is SIGSEGV
         sys.proc.mm.read(rip, 1)
-        sys.proc.mm.read(rsp, 8)
     except OSError:
         raise _Signalled(signal.SIGSEGV) from None
     try:
         step = _program_step(sys)
     except OSError as e:  # as the real ld.so: a message on stderr and exit status 127
+        if e.errno == errno.EFAULT:  # its stack is not there: it faults first
+            raise _Signalled(signal.SIGSEGV) from None
         try:
             await sys.write(2, f"ld.so: error while loading: {e}\n".encode())
         except OSError:

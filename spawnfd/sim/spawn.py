@@ -103,18 +103,28 @@ async def spawn(parent: Process, path: str, argv: Sequence[str],
 
 async def _spawn_fd_model(parent: Process, path: str, argv: list[str], env: dict[str, str],
                           fds: dict[int, FdSpec], cwd: str | None) -> SpawnedProcess:
-    async with parent.create_process() as child:
+    from .builder import ProcessBuilder
+
+    # The same steps as `async with parent.create_process()`, made through the synchronous
+    # builder with one checkpoint for the whole spawn (each step is a C call or two).
+    await trio.lowlevel.checkpoint()
+    b = parent.process_create()
+    try:
         if cwd is not None:
-            await child.chdir(cwd)
-        prog = await child.load_elf(_resolve_in(parent, cwd, path))
-        interp = await child.load_elf(prog.interpreter) if prog.interpreter else None
-        await child.setup_stack(argv, env, interpreter=interp, program=prog)
+            b.chdir(cwd)
+        prog = b.load_elf(_resolve_in(parent, cwd, path))
+        interp = b.load_elf(prog.interpreter) if prog.interpreter else None
+        b.setup_stack(argv, env, interpreter=interp, program=prog)
         for cfd, spec in fds.items():
             if isinstance(spec, Open):
-                await child.open(spec.path, spec.flags, spec.mode, fd=cfd)
+                b.open(spec.path, spec.flags, spec.mode, fd=cfd)
             else:
-                await child.install_fd(cfd, spec)
-    return child
+                b.install_fd(cfd, spec)
+    except BaseException:
+        b.abort()
+        raise
+    b.launch()
+    return ProcessBuilder._launched(parent, b)
 
 
 def _resolve_in(parent: Process, cwd: str | None, path: str) -> str:
