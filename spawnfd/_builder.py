@@ -27,6 +27,7 @@ from ._constants import MAP_FIXED, MAP_FIXED_NOREPLACE
 from .sim import ldso
 
 if TYPE_CHECKING:
+    from ._bindings import CKernel
     from ._core import Process
 
 __all__ = ["Builder", "LoadedElf", "ELF_ET_DYN_BASE"]
@@ -111,7 +112,7 @@ class Builder:
 
     # ---- plumbing ----
     @property
-    def _c(self) -> Any:
+    def _c(self) -> CKernel:
         return self.creator._c
 
     def _bfd(self) -> int:

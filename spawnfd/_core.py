@@ -46,6 +46,8 @@ def parse_size(size: int | str) -> int:
 
 def _u64(value: int, what: str) -> int:
     # The C calls take unsigned 64-bit values; out of range is EINVAL, as the kernel says.
+    if type(value) is int and 0 <= value < _U64:  # the common case, first
+        return value
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
     if not 0 <= value < _U64:
