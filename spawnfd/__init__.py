@@ -9,6 +9,8 @@ Layout (data flows down, results flow up):
     csrc/                   the simulated kernel in C: frame, pgtable, vma, fault, mm, file, ...
     spawnfd.host            the real-Linux backend: run_process, open_process, system and
                             create_process on the host kernel (pidfds, posix_spawn / clone)
+    spawnfd._dispatch       system / run_process / open_process: the simulator with kernel=,
+                            the host without
 """
 
 from ._bindings import KernelPanic as KernelPanic
@@ -27,13 +29,19 @@ from ._core import KernelStatistics as KernelStatistics
 from ._core import MMStatistics as MMStatistics
 from ._core import Process as Process
 from ._core import parse_size as parse_size
+from ._builder import Builder as Builder
+from ._builder import LoadedElf as LoadedElf
 from . import host as host
 from .sim.runtime import ProgramExit as ProgramExit
 from .sim.runtime import RunningProcess as RunningProcess
 from .sim.runtime import Sys as Sys
 from .sim.runtime import open_kernel as open_kernel
-from .host import open_process as open_process
-from .host import run_process as run_process
-from .host import system as system
+from .sim.builder import ProcessBuilder as ProcessBuilder
+from .sim.spawn import Open as Open
+from .sim.spawn import spawn as spawn
+from .sim.subprocess import SimProcess as SimProcess
+from ._dispatch import open_process as open_process
+from ._dispatch import run_process as run_process
+from ._dispatch import system as system
 
 __version__ = "0.1.0"
