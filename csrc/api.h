@@ -114,5 +114,7 @@ int sfd_unlink(struct kernel *k, int pid, const char *path);
 int sfd_pipe2(struct kernel *k, int pid, int flags, int *fds);
 int sfd_pipe_avail(struct kernel *k, int pid, int fd, uint64_t *avail, int *peers);
 int sfd_fstat_size(struct kernel *k, int pid, int fd, uint64_t *size);
+int sfd_fstat(struct kernel *k, int pid, int fd, uint64_t *out);
+int sfd_close_range(struct kernel *k, int pid, unsigned first, unsigned last);
 
 #endif

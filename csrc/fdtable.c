@@ -152,6 +152,35 @@ static int is_handle(const struct file *f) {
   return f->ino->kind == IK_BUILDER || f->ino->kind == IK_PIDFD;
 }
 
+// close_range(2) without flags: close every open descriptor in [first, last]. Builder fds
+// in the range are closed like any other (which launches them, as close(2) would not:
+// close_range releases them without launching, like exit). Returns 0.
+int sfd_close_range(struct kernel *k, int pid, unsigned first, unsigned last) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  if (first > last)
+    return -EINVAL;
+  for (int fd = (int)first; fd < p->fds.cap && (unsigned)fd <= last; fd++)
+    if (p->fds.fd[fd])
+      fdt_close(k, &p->fds, fd);
+  return LEAVE(k, 0);
+}
+
+// fstat(2), the fields the simulator keeps: inode number, size, mode, owner uid and gid.
+int sfd_fstat(struct kernel *k, int pid, int fd, uint64_t *out) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  struct file *f = fdt_get(&p->fds, fd);
+  if (!f)
+    return -EBADF;
+  out[0] = f->ino->ino;
+  out[1] = f->ino->size;
+  out[2] = f->ino->mode;
+  out[3] = f->ino->uid == NO_OWNER ? 0 : f->ino->uid;
+  out[4] = f->ino->gid == NO_OWNER ? 0 : f->ino->gid;
+  return 0;
+}
+
 // The file behind fd if it was opened for the access asked; -EBADF otherwise.
 static struct file *file_for(struct proc *p, int fd, int write, int *err) {
   struct file *f = fdt_get(&p->fds, fd);

@@ -227,6 +227,14 @@ class CKernel:
         self._call(lib.sfd_fstat_size(self.ptr, pid, fd, out))
         return int(out[0])
 
+    def fstat(self, pid: int, fd: int) -> tuple[int, int, int, int, int]:
+        out = ffi.new("uint64_t[5]")
+        self._call(lib.sfd_fstat(self.ptr, pid, fd, out))
+        return int(out[0]), int(out[1]), int(out[2]), int(out[3]), int(out[4])
+
+    def close_range(self, pid: int, first: int, last: int) -> None:
+        self._call(lib.sfd_close_range(self.ptr, pid, first, last))
+
     def dup(self, pid: int, fd: int) -> int:
         return self._call(lib.sfd_dup(self.ptr, pid, fd))
 

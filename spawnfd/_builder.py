@@ -20,6 +20,7 @@ import errno
 import mmap
 import os
 import signal
+import stat
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -210,7 +211,8 @@ class Builder:
         return _Elf(e_type, int.from_bytes(raw[24:32], "little"),
                     int.from_bytes(raw[32:40], "little"), phdrs, interp)
 
-    def load_elf(self, path: str | os.PathLike[str], addr: int | None = None) -> LoadedElf:
+    def load_elf(self, path: str | os.PathLike[str], addr: int | None = None, *,
+                 check_exec: bool = False) -> LoadedElf:
         """Map an ELF file into the embryo the way the kernel's exec would.
 
         Each ``PT_LOAD`` segment is mapped with its protection; the bss tail of the last file
@@ -218,14 +220,22 @@ class Builder:
         ``ELF_ET_DYN_BASE``, an object without one (ld.so) top-down where its whole span
         fits, an ``ET_EXEC`` at its link addresses; ``addr`` overrides the base.
 
+        With ``check_exec`` the file must be what ``execve`` accepts: a regular file with an
+        execute bit (``EACCES`` otherwise).
+
         Raises:
-            OSError: ``ENOENT`` (open), ``ENOEXEC`` (not an x86-64 ELF), ``EEXIST`` (its
-                addresses are taken), ``ENOMEM``; nothing of the file stays mapped.
+            OSError: ``ENOENT`` (open), ``EACCES``, ``ENOEXEC`` (not an x86-64 ELF),
+                ``EEXIST`` (its addresses are taken), ``ENOMEM``; nothing of the file stays
+                mapped.
         """
         path = os.fspath(path)
         proc = self.creator
         fd = proc.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
+            if check_exec:
+                mode = proc.fstat(fd).st_mode
+                if not stat.S_ISREG(mode) or not mode & 0o111:
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
             elf = self._read_elf(fd, path)
             return self._map_elf(fd, path, elf, addr)
         finally:

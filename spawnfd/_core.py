@@ -464,6 +464,17 @@ class Process:
         """The size of the file behind ``fd``."""
         return self._c.fstat_size(self.pid, fd)
 
+    def fstat(self, fd: int) -> os.stat_result:
+        """fstat(2): ``st_ino``, ``st_size``, ``st_mode``, ``st_uid``, ``st_gid`` are the
+        simulator's; the other fields are 0."""
+        ino, size, mode, uid, gid = self._c.fstat(self.pid, fd)
+        return os.stat_result((mode, ino, 0, 1, uid, gid, size, 0, 0, 0))
+
+    def close_range(self, first: int, last: int = 0xFFFFFFFF) -> None:
+        """close_range(2): close every descriptor in ``[first, last]``."""
+        self._c.close_range(self.pid, first, last)
+        self._wake()
+
     def dup(self, fd: int) -> int:
         """Duplicate ``fd`` onto the lowest free descriptor (sharing the file offset)."""
         return self._c.dup(self.pid, fd)

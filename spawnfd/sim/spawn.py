@@ -78,13 +78,14 @@ def _default_fds(parent: Process) -> dict[int, FdSpec]:
 async def spawn(parent: Process, path: str, argv: Sequence[str],
                 env: Mapping[str, str] | None = None, *, method: str = "spawnfd",
                 fds: Mapping[int, FdSpec] | None = None, cwd: str | None = None,
-                ) -> SpawnedProcess:
+                close_fds: bool = False) -> SpawnedProcess:
     """Start ``path`` with ``argv`` and ``env`` as a child of ``parent``.
 
     ``fds`` maps the child's descriptor numbers to the parent's descriptors or to
     :class:`Open` redirections, applied in order. The fd model gives the child exactly those
     (default: the parent's 0, 1 and 2); fork and vfork children also keep whatever else the
-    parent had open without close-on-exec, as fork always does.
+    parent had open without close-on-exec, as fork always does, unless ``close_fds`` (then
+    they close everything else before exec, as ``subprocess`` does with close_range).
 
     Raises:
         OSError: the program could not be started (``FileNotFoundError`` for a missing
@@ -98,7 +99,8 @@ async def spawn(parent: Process, path: str, argv: Sequence[str],
     if method == "spawnfd":
         return await _spawn_fd_model(parent, path, list(argv), env,
                                      _default_fds(parent) if fds is None else dict(fds), cwd)
-    return await _spawn_fork(parent, path, list(argv), env, dict(fds or {}), cwd, method)
+    return await _spawn_fork(parent, path, list(argv), env, dict(fds or {}), cwd, method,
+                             close_fds)
 
 
 async def _spawn_fd_model(parent: Process, path: str, argv: list[str], env: dict[str, str],
@@ -112,8 +114,8 @@ async def _spawn_fd_model(parent: Process, path: str, argv: list[str], env: dict
     try:
         if cwd is not None:
             b.chdir(cwd)
-        prog = b.load_elf(_resolve_in(parent, cwd, path))
-        interp = b.load_elf(prog.interpreter) if prog.interpreter else None
+        prog = b.load_elf(_resolve_in(parent, cwd, path), check_exec=True)
+        interp = b.load_elf(prog.interpreter, check_exec=True) if prog.interpreter else None
         b.setup_stack(argv, env, interpreter=interp, program=prog)
         for cfd, spec in fds.items():
             if isinstance(spec, Open):
@@ -135,7 +137,8 @@ def _resolve_in(parent: Process, cwd: str | None, path: str) -> str:
 
 
 async def _spawn_fork(parent: Process, path: str, argv: list[str], env: dict[str, str],
-                      fds: dict[int, FdSpec], cwd: str | None, method: str) -> SpawnedProcess:
+                      fds: dict[int, FdSpec], cwd: str | None, method: str,
+                      close_fds: bool) -> SpawnedProcess:
     from .runtime import RunningProcess
 
     psys = parent.sys
@@ -145,6 +148,8 @@ async def _spawn_fork(parent: Process, path: str, argv: list[str], env: dict[str
         step = 1
         try:
             _arrange_fds(csys, fds, w)
+            if close_fds:
+                _close_others(csys, set(fds) | {w})
             step = 2
             if cwd is not None:
                 csys.chdir(cwd)
@@ -197,6 +202,16 @@ def _arrange_fds(csys: Any, fds: dict[int, FdSpec], report_fd: int) -> None:
     for src in set(staged.values()):
         if src not in fds:
             csys.close(src)
+
+
+def _close_others(csys: Any, keep: set[int]) -> None:
+    """close_range() over every gap between the descriptors to keep."""
+    first = 0
+    for fd in sorted(keep):
+        if fd > first:
+            csys.proc.close_range(first, fd - 1)
+        first = fd + 1
+    csys.proc.close_range(first)
 
 
 async def wait_all(children: Sequence[SpawnedProcess]) -> list[int]:

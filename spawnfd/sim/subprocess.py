@@ -605,7 +605,7 @@ async def open_process(
         with trio.CancelScope(shield=True):  # starting is one step, as on the host
             try:
                 handle = await spawn(proc, path, argv, envd, method=method, fds=stdio.fds,
-                                     cwd=cwd_s)
+                                     cwd=cwd_s, close_fds=True)
             except OSError as exc:
                 fixed = _fix_filename(exc, path, orig_executable, cwd_s)
                 if fixed is exc:
