@@ -11,7 +11,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="spawnfd",
         description="fd-based process creation, COW and shared page tables, measured.")
     sub = ap.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="a short tour of the simulated kernel")
+    demo_cmd = sub.add_parser("demo",
+                              help='system("true") four ways, the fd model, (--tour) the mm')
+    demo_cmd.add_argument("--tour", action="store_true", help="also tour the memory manager")
     bench = sub.add_parser("bench", help="benchmarks", add_help=False)
     bench.add_argument("scenario", choices=["mm", "fork", "system"],
                        help="mm: the memory manager; fork: fork policies and shared tables; "
@@ -20,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from . import demo
 
-        demo.run()
+        demo.run(tour=args.tour)
         return 0
     if args.command == "bench":
         from .bench import fork, mm, system

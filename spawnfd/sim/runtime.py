@@ -426,8 +426,8 @@ def _program_step(sys: Sys) -> Callable[[], Awaitable[int]]:
 
 
 async def _run_launched(sys: Sys) -> int:
-    """The first thread of a process launched by closing its builder fd."""
-    await trio.lowlevel.checkpoint()
+    """The first thread of a process launched by closing its builder fd (the task was just
+    scheduled: no extra checkpoint before ld.so runs)."""
     rip, _ = sys.proc.registers
     try:  # the CPU fetches at rip: unmapped memory is SIGSEGV
         sys.proc.mm.read(rip, 1)
