@@ -173,8 +173,11 @@ class CKernel:
         return bytes(ffi.buffer(buf, length))
 
     def mem_write(self, pid: int, addr: int, data: Any) -> None:
-        src = ffi.from_buffer("uint8_t[]", data)
-        self._call(lib.sfd_mem_write(self.ptr, pid, addr, src, len(src)))
+        # The buffer is released before any exception is raised: a traceback that kept the
+        # exported memoryview alive can crash CPython < 3.12.7 at exit (gh-77894).
+        with ffi.from_buffer("uint8_t[]", data) as src:
+            rc = lib.sfd_mem_write(self.ptr, pid, addr, src, len(src))
+        self._call(rc)
 
     def maps(self, pid: int) -> str:
         cap = 4096
@@ -213,8 +216,9 @@ class CKernel:
         return bytes(ffi.buffer(buf, got))
 
     def write(self, pid: int, fd: int, data: Any) -> int:
-        src = ffi.from_buffer("uint8_t[]", data)
-        return self._call(lib.sfd_write(self.ptr, pid, fd, src, len(src)))
+        with ffi.from_buffer("uint8_t[]", data) as src:  # released first (see mem_write)
+            rc = lib.sfd_write(self.ptr, pid, fd, src, len(src))
+        return self._call(rc)
 
     def lseek(self, pid: int, fd: int, offset: int, whence: int) -> int:
         return self._call(lib.sfd_lseek(self.ptr, pid, fd, offset, whence))
@@ -293,8 +297,9 @@ class CKernel:
         return bytes(ffi.buffer(buf, length))
 
     def spawn_write(self, pid: int, bfd: int, addr: int, data: Any) -> None:
-        src = ffi.from_buffer("uint8_t[]", data)
-        self._call(lib.sfd_spawn_access(self.ptr, pid, bfd, addr, ffi.NULL, src, len(src)))
+        with ffi.from_buffer("uint8_t[]", data) as src:  # released first (see mem_write)
+            rc = lib.sfd_spawn_access(self.ptr, pid, bfd, addr, ffi.NULL, src, len(src))
+        self._call(rc)
 
     def spawn_install_fd(self, pid: int, bfd: int, src: int, dst: int, flags: int) -> int:
         return self._call(lib.sfd_spawn_install_fd(self.ptr, pid, bfd, src, dst, flags))

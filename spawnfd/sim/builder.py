@@ -51,7 +51,9 @@ class ProcessBuilder:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         b = self._builder
-        if exc_type is None:
+        if b.launched:
+            pass  # aborted inside the block
+        elif exc_type is None:
             b.launch()
         else:
             b.abort()  # an error or a cancellation: the embryo never runs
@@ -147,6 +149,12 @@ class ProcessBuilder:
                           program: LoadedElf | None = None) -> int:
         await trio.lowlevel.checkpoint_if_cancelled()
         return self._builder.setup_stack(argv, env, interpreter=interpreter, program=program)
+
+    async def abort(self) -> None:
+        """Destroy the embryo now instead of launching it at the end of the block (it dies
+        of SIGKILL and is reaped; ``returncode`` says so)."""
+        await trio.lowlevel.checkpoint()
+        self._builder.abort()
 
     # ---- the launched child ----
     async def wait(self) -> int:

@@ -105,6 +105,11 @@ class _Runtime:
                 status = (e.code & 0xFF) << 8
             except _Signalled as e:
                 status = e.sig
+            except OSError as e:  # a system call failed and the program did not handle it
+                self.crashes[proc.pid] = e
+                # EFAULT is the simulated SIGSEGV; anything else: it exits 1, as a C program
+                # does after a failed write ("write error").
+                status = signal.SIGSEGV if e.errno == errno.EFAULT else 1 << 8
             except Exception as e:  # a behaviour's bug: the process dies, the host does not
                 self.crashes[proc.pid] = e
                 status = signal.SIGSEGV

@@ -122,16 +122,40 @@ _REDIRECT_FLAGS = {"<": os.O_RDONLY, ">": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                    "2>": os.O_WRONLY | os.O_CREAT | os.O_TRUNC}
 
 
-def _child_fds(cmd: Command, stdin: int | None, stdout: int | None) -> dict[int, FdSpec]:
-    """The child's descriptors 0, 1 and 2: the pipe ends, then the redirections in order."""
-    fds: dict[int, FdSpec] = {0: 0 if stdin is None else stdin,
-                              1: 1 if stdout is None else stdout, 2: 2}
+def _child_fds(sys: Any, cmd: Command, stdin: int | None, stdout: int | None
+               ) -> dict[int, FdSpec]:
+    """The child's descriptors 0, 1 and 2: the shell's own (those it has open), the pipe
+    ends, then the redirections in order."""
+    fds: dict[int, FdSpec] = {fd: fd for fd in (0, 1, 2) if _is_open(sys, fd)}
+    if stdin is not None:
+        fds[0] = stdin
+    if stdout is not None:
+        fds[1] = stdout
     for op, target in cmd.redirects:
         if op == "2>&1":
-            fds[2] = fds[1]
+            if 1 in fds:
+                fds[2] = fds[1]
+            else:
+                fds.pop(2, None)
         else:
             fds[{"<": 0, "2>": 2}.get(op, 1)] = Open(target, _REDIRECT_FLAGS[op], 0o644)
     return fds
+
+
+def _is_open(sys: Any, fd: int) -> bool:
+    try:
+        sys.proc.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+async def _say(sys: Any, message: str) -> None:
+    """An error message on the shell's stderr; a shell without one says nothing."""
+    try:
+        await sys.write(2, message.encode())
+    except OSError:
+        pass
 
 
 async def _spawn(sys: Any, cmd: Command, stdin: int | None, stdout: int | None,
@@ -141,18 +165,18 @@ async def _spawn(sys: Any, cmd: Command, stdin: int | None, stdout: int | None,
     path = _resolve(cmd.argv[0], env, sys)
     try:
         return await spawn(sys.proc, path, cmd.argv, env, method=method,
-                           fds=_child_fds(cmd, stdin, stdout))
+                           fds=_child_fds(sys, cmd, stdin, stdout))
     except FileNotFoundError as e:
         if e.filename == path:
-            await sys.write(2, f"sh: {cmd.argv[0]}: not found\n".encode())
+            await _say(sys, f"sh: {cmd.argv[0]}: not found\n")
             return 127
-        await sys.write(2, f"sh: cannot open {e.filename}: {e.strerror}\n".encode())
+        await _say(sys, f"sh: cannot open {e.filename}: {e.strerror}\n")
         return 1
     except OSError as e:
         if e.filename == path:
-            await sys.write(2, f"sh: {cmd.argv[0]}: {e.strerror}\n".encode())
+            await _say(sys, f"sh: {cmd.argv[0]}: {e.strerror}\n")
             return 126
-        await sys.write(2, f"sh: cannot open {e.filename}: {e.strerror}\n".encode())
+        await _say(sys, f"sh: cannot open {e.filename}: {e.strerror}\n")
         return 1
 
 
@@ -191,7 +215,7 @@ async def _builtin(sys: Any, cmd: Command) -> int:
         try:
             sys.chdir(args[0] if args else "/")
         except OSError as e:
-            await sys.write(2, f"sh: cd: {e.strerror}\n".encode())
+            await _say(sys, f"sh: cd: {e.strerror}\n")
             return 2
     return 0
 
@@ -199,12 +223,12 @@ async def _builtin(sys: Any, cmd: Command) -> int:
 async def sh_main(sys: Any, argv: list[str], env: dict[str, str]) -> int:
     """``sh -c 'command line'``."""
     if len(argv) < 3 or argv[1] != "-c":
-        await sys.write(2, b"sh: only 'sh -c command' is simulated\n")
+        await _say(sys, "sh: only 'sh -c command' is simulated\n")
         return 2
     try:
         program = parse(argv[2])
     except (ShellSyntaxError, ValueError) as e:
-        await sys.write(2, f"sh: {e}\n".encode())
+        await _say(sys, f"sh: {e}\n")
         return 2
     method = env.get("SPAWNFD_METHOD") or sys.proc.kernel.shell_method
     status = 0
