@@ -279,12 +279,16 @@ static int create_elf_tables(struct mm *mm, const struct exec_args *a, struct au
   return mm_access(mm, *sp, NULL, (const uint8_t *)words, items * 8);
 }
 
-// The stack vma: room for the strings and tables plus 128 KiB below. compare
-// setup_arg_pages() (no randomisation: the stack ends at STACK_TOP).
-static int setup_stack_vma(struct proc *p, const struct exec_args *a) {
+// Where the stack vma starts: room for the strings and tables plus 128 KiB below.
+static uint64_t stack_vma_start(const struct exec_args *a) {
   uint64_t need = PAGE_ROUND_UP(a->len + strlen(a->execfn) + 1 + 8 + 512 +
                                 ((uint64_t)a->argc + a->envc) * 8 + 64 * 8);
-  uint64_t start = STACK_TOP - need - STACK_EXPAND, out;
+  return STACK_TOP - need - STACK_EXPAND;
+}
+
+// The stack vma. compare setup_arg_pages() (no randomisation: the stack ends at STACK_TOP).
+static int setup_stack_vma(struct proc *p, const struct exec_args *a) {
+  uint64_t start = stack_vma_start(a), out;
   int err = mm_mmap(p, start, STACK_TOP - start, PROT_READ | PROT_WRITE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_GROWSDOWN, NULL, 0, &out);
   if (!err)
@@ -342,10 +346,19 @@ int exec_build_stack(struct proc *p, const char *execfn, const char *strings, ui
   int err = exec_args_check(&a);
   if (err)
     return err;
+  // A builder step changes nothing when it fails: a stack vma it mapped into a free range
+  // goes again (execve instead drops its whole new mm).
+  uint64_t start = stack_vma_start(&a), old_start_stack = p->mm->start_stack;
+  int fresh = vma_range_free(&p->mm->vmas, start, STACK_TOP);
   *sp = STACK_TOP - 8;
   if ((err = setup_stack_vma(p, &a)))
     return err;
-  return create_elf_tables(p->mm, &a, &aux, sp);
+  err = create_elf_tables(p->mm, &a, &aux, sp);
+  if (err && fresh) {
+    mm_munmap(p->mm, start, STACK_TOP - start);
+    p->mm->start_stack = old_start_stack;
+  }
+  return err;
 }
 
 // Load program (and its interpreter) into p's fresh mm; returns the start registers.

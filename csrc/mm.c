@@ -170,8 +170,9 @@ static int mmap_file_check(struct file *f, uint64_t len, uint64_t pgoff, int pro
     return -EACCES;
   if (acc == O_WRONLY)
     return -EACCES;
-  if (kind == IK_DIR || kind == IK_DEVNULL || kind == IK_PIPE)
-    return -ENODEV;
+  if (kind == IK_DIR || kind == IK_DEVNULL || kind == IK_PIPE || kind == IK_BUILDER ||
+      kind == IK_PIDFD)
+    return -ENODEV;  // handles are anon inodes without an mmap operation, like a pidfd
   *maywrite = type == MAP_PRIVATE || acc == O_RDWR;
   *ino = (kind == IK_DEVZERO) ? NULL : f->ino;
   return 0;

@@ -349,13 +349,26 @@ class Builder:
         descriptors are released at once) and reap it."""
         if self._closed:
             return
-        try:
-            self._c.kill_exit(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # already dead
-        self.creator.close(self.fd)
+        if self._refers_to_us(self.fd):
+            try:
+                self._c.kill_exit(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # already dead
+            self.creator.close(self.fd)
+        if not self._refers_to_us(self.wait_fd):
+            self.wait_fd = -1
         self._closed = True
         self.wait(nohang=True)
+
+    def _refers_to_us(self, fd: int) -> bool:
+        # An execve of the creator closed both handles (they are close-on-exec) and destroyed
+        # the embryo; their numbers may have been reused since: never close those.
+        try:
+            return self._c.handle_target(self.creator.pid, fd)[0] == self.pid
+        except ProcessLookupError:
+            return fd >= 0  # a handle whose process has been reaped: still ours to close
+        except OSError:
+            return False
 
     def poll(self) -> int | None:
         return self.wait(nohang=True)
