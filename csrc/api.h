@@ -85,6 +85,7 @@ int sfd_spawn_setup_stack(struct kernel *k, int pid, int bfd, const char *execfn
 int sfd_spawn_map_cow(struct kernel *k, int pid, int bfd, int src, uint64_t addr,
                       uint64_t len);
 int sfd_handle_target(struct kernel *k, int pid, int fd, int *target, int *state);
+int sfd_close_handle(struct kernel *k, int pid, int fd, int target);
 
 int sfd_mmap(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot, int flags,
              int fd, uint64_t off, uint64_t *out);

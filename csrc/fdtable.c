@@ -152,9 +152,9 @@ static int is_handle(const struct file *f) {
   return f->ino->kind == IK_BUILDER || f->ino->kind == IK_PIDFD;
 }
 
-// close_range(2) without flags: close every open descriptor in [first, last]. Builder fds
-// in the range are closed like any other (which launches them, as close(2) would not:
-// close_range releases them without launching, like exit). Returns 0.
+// close_range(2) without flags: close every open descriptor in [first, last]. A builder fd
+// in the range is released without launching (its embryo dies, as when its holder exits):
+// only close(2) of the builder fd itself launches.
 int sfd_close_range(struct kernel *k, int pid, unsigned first, unsigned last) {
   struct proc *p;
   ENTER(k, pid, p);

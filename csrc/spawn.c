@@ -295,6 +295,19 @@ int sfd_spawn_map_cow(struct kernel *k, int pid, int bfd, int src, uint64_t addr
   return LEAVE(k, mm_map_cow(e->mm, s->mm, addr, end));
 }
 
+// close(2) restricted to a handle (builder fd or wait handle) that refers to pid: what a
+// library closes on its user's behalf, never a descriptor the number was reused for.
+// Returns what sfd_close returns (the launched pid for a builder fd); -EBADF otherwise.
+int sfd_close_handle(struct kernel *k, int pid, int fd, int target) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  struct file *f = fdt_get(&p->fds, fd);
+  if (!f || (f->ino->kind != IK_BUILDER && f->ino->kind != IK_PIDFD) ||
+      f->ino->target != target || !target)
+    return -EBADF;
+  return sfd_close(k, pid, fd);
+}
+
 // Wait-handle helpers: the process (any state) a wait handle or builder refers to.
 int sfd_handle_target(struct kernel *k, int pid, int fd, int *target, int *state) {
   struct proc *p;

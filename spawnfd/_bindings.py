@@ -332,6 +332,10 @@ class CKernel:
     def spawn_map_cow(self, pid: int, bfd: int, src: int, addr: int, length: int) -> None:
         self._call(lib.sfd_spawn_map_cow(self.ptr, pid, bfd, src, addr, length))
 
+    def close_handle(self, pid: int, fd: int, target: int) -> int:
+        """close(2) of fd only if it is a handle to target; returns the launched pid or 0."""
+        return self._call(lib.sfd_close_handle(self.ptr, pid, fd, target))
+
     def handle_target(self, pid: int, fd: int) -> tuple[int, int]:
         """(pid, state) of the process behind a wait handle or builder fd; state 0 running,
         1 zombie, 2 embryo."""

@@ -341,8 +341,16 @@ class Builder:
         """Close the builder fd: the first thread starts (inside ``open_kernel()`` it runs
         the simulated ld.so at the start registers)."""
         self._bfd()
-        self.creator.close(self.fd)
+        self._close_handle(self.fd)
         self._closed = True
+
+    def _close_handle(self, fd: int) -> None:
+        # Close one of our handles, never a descriptor its number was reused for (an execve
+        # of the creator closed both: they are close-on-exec).
+        launched = self._c.close_handle(self.creator.pid, fd, self.pid)
+        if launched:
+            self.creator.kernel._launched(launched)
+        self.creator._wake()
 
     def abort(self) -> None:
         """Destroy the embryo instead of launching it (it dies of SIGKILL; its memory and
@@ -389,9 +397,9 @@ class Builder:
     def _close_wait_fd(self) -> None:
         if self.wait_fd >= 0:
             try:
-                self.creator.close(self.wait_fd)
+                self._close_handle(self.wait_fd)
             except OSError:
-                pass
+                pass  # already closed (the creator exec'd)
             self.wait_fd = -1
 
     def state(self) -> str:
