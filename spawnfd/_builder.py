@@ -106,15 +106,14 @@ class Builder:
     def _new(cls, creator: Process) -> Builder:
         self = object.__new__(cls)
         self.creator = creator
+        self._c: CKernel = creator._c  # the hot path: no property chain per step
+        self._cpid = creator.pid
         self.fd, self.wait_fd, self.pid = creator._c.process_create(creator.pid)
         self.returncode = None
         self._closed = False
         return self
 
     # ---- plumbing ----
-    @property
-    def _c(self) -> CKernel:
-        return self.creator._c
 
     def _bfd(self) -> int:
         if self._closed:
@@ -136,44 +135,44 @@ class Builder:
              addr: int = 0) -> int:
         """mmap(2) into the embryo; ``fd`` is a descriptor of the creator. Returns the
         address."""
-        return self._c.spawn_mmap(self.creator.pid, self._bfd(), addr, length, prot, flags,
+        return self._c.spawn_mmap(self._cpid, self._bfd(), addr, length, prot, flags,
                                   fd, offset)
 
     def munmap(self, addr: int, length: int) -> None:
-        self._c.spawn_munmap(self.creator.pid, self._bfd(), addr, length)
+        self._c.spawn_munmap(self._cpid, self._bfd(), addr, length)
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
-        self._c.spawn_mprotect(self.creator.pid, self._bfd(), addr, length, prot)
+        self._c.spawn_mprotect(self._cpid, self._bfd(), addr, length, prot)
 
     def read(self, addr: int, length: int) -> bytes:
         """Read the embryo's memory (through its fault path)."""
-        return self._c.spawn_read(self.creator.pid, self._bfd(), addr, length)
+        return self._c.spawn_read(self._cpid, self._bfd(), addr, length)
 
     def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         """Write the embryo's memory; read-only memory raises ``EFAULT``."""
-        self._c.spawn_write(self.creator.pid, self._bfd(), addr, data)
+        self._c.spawn_write(self._cpid, self._bfd(), addr, data)
 
     def map_cow(self, source: Process, addr: int, length: int) -> None:
         """Map ``[addr, addr + length)`` of ``source`` (this creator or a child of it) into
         the embryo copy-on-write at the same addresses, sharing last-level page tables of
         whole 2 MiB chunks, as a cow-pt fork would: a zygote without fork."""
-        self._c.spawn_map_cow(self.creator.pid, self._bfd(), source.pid, addr, length)
+        self._c.spawn_map_cow(self._cpid, self._bfd(), source.pid, addr, length)
 
     # ---- descriptors, cwd, credentials, registers ----
     def install_fd(self, child_fd: int, fd: int, *, inheritable: bool = True) -> int:
         """Install the creator's ``fd`` as the embryo's ``child_fd`` (-1: lowest free);
         ``inheritable=False`` sets close-on-exec there. A builder fd cannot be installed."""
-        return self._c.spawn_install_fd(self.creator.pid, self._bfd(), fd, child_fd,
+        return self._c.spawn_install_fd(self._cpid, self._bfd(), fd, child_fd,
                                         0 if inheritable else os.O_CLOEXEC)
 
     def open(self, path: str | bytes | os.PathLike[Any], flags: int, mode: int = 0o666, *,
              fd: int = -1) -> int:
         """Open ``path`` as the embryo would (its cwd and credentials) straight into its
         table at ``fd`` (-1: lowest free); returns the embryo's descriptor."""
-        return self._c.spawn_open(self.creator.pid, self._bfd(), path, flags, mode, fd)
+        return self._c.spawn_open(self._cpid, self._bfd(), path, flags, mode, fd)
 
     def chdir(self, path: str | bytes | os.PathLike[Any]) -> None:
-        self._c.spawn_chdir(self.creator.pid, self._bfd(), path)
+        self._c.spawn_chdir(self._cpid, self._bfd(), path)
 
     def set_credentials(self, uid: int | None = None, gid: int | None = None, *,
                         euid: int | None = None, suid: int | None = None,
@@ -188,10 +187,10 @@ class Builder:
 
         ids = (pick(None, uid), pick(euid, uid), pick(suid, uid),
                pick(None, gid), pick(egid, gid), pick(sgid, gid))
-        self._c.spawn_set_creds(self.creator.pid, self._bfd(), ids)
+        self._c.spawn_set_creds(self._cpid, self._bfd(), ids)
 
     def set_registers(self, rip: int, rsp: int) -> None:
-        self._c.spawn_set_regs(self.creator.pid, self._bfd(), rip, rsp)
+        self._c.spawn_set_regs(self._cpid, self._bfd(), rip, rsp)
 
     # ---- the user-space ELF loader ----
     def _read_elf(self, fd: int, path: str) -> _Elf:
@@ -202,8 +201,10 @@ class Builder:
             raise OSError(errno.ENOEXEC, f"{os.strerror(errno.ENOEXEC)}: {path}")
         interp = None
         for ph in phdrs:
-            if ph.p_type == PT_INTERP:
-                name = proc.pread(fd, ph.p_filesz, ph.p_offset)
+            if ph.p_type == PT_INTERP:  # usually inside the first read already
+                end = ph.p_offset + ph.p_filesz
+                name = (raw[ph.p_offset:end] if end <= len(raw)
+                        else proc.pread(fd, ph.p_filesz, ph.p_offset))
                 if len(name) < 2 or name[-1:] != b"\0":
                     raise OSError(errno.ENOEXEC, f"bad PT_INTERP in {path}")
                 interp = name[:-1].decode()
@@ -332,7 +333,7 @@ class Builder:
             execfn = _enc(interpreter.path)
         else:
             raise ValueError("setup_stack needs interpreter= or program=")
-        return self._c.spawn_setup_stack(self.creator.pid, self._bfd(), execfn, args,
+        return self._c.spawn_setup_stack(self._cpid, self._bfd(), execfn, args,
                                          _env_items(env),
                                          self.pid if seed is None else seed, aux, start)
 

@@ -205,8 +205,9 @@ def _prot(flags: int) -> int:
 
 
 def read_elf(proc: Process, fd: int, path: str) -> tuple[bytes, list[Phdr]]:
-    """The ELF header bytes and program headers of the file open at fd, read as glibc's
-    ``open_verify()`` does (one 832-byte read, more only if the headers do not fit).
+    """The first bytes of the file (its ELF header, at least 64) and its program headers,
+    read as glibc's ``open_verify()`` does (one 832-byte read, more only if the headers do
+    not fit).
     ``ENOEXEC`` if it is not an x86-64 ELF."""
     raw = proc.pread(fd, 832, 0)
     if len(raw) < 64 or raw[:4] != b"\x7fELF" or raw[4] != 2 or raw[5] != 1:
@@ -220,7 +221,7 @@ def read_elf(proc: Process, fd: int, path: str) -> tuple[bytes, list[Phdr]]:
         raise OSError(8, f"{os.strerror(8)}: {path}")
     end = e_phoff + e_phnum * PHDR_SIZE
     table = raw[e_phoff:end] if end <= len(raw) else proc.pread(fd, e_phnum * PHDR_SIZE, e_phoff)
-    return raw[:64], _phdrs(table)
+    return raw, _phdrs(table)
 
 
 def _read_headers(proc: Process, fd: int, path: str) -> list[Phdr]:

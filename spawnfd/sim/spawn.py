@@ -98,13 +98,13 @@ async def spawn(parent: Process, path: str, argv: Sequence[str],
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     if method == "spawnfd":
         return await _spawn_fd_model(parent, path, list(argv), env,
-                                     _default_fds(parent) if fds is None else dict(fds), cwd)
+                                     None if fds is None else dict(fds), cwd)
     return await _spawn_fork(parent, path, list(argv), env, dict(fds or {}), cwd, method,
                              close_fds)
 
 
 async def _spawn_fd_model(parent: Process, path: str, argv: list[str], env: dict[str, str],
-                          fds: dict[int, FdSpec], cwd: str | None) -> SpawnedProcess:
+                          fds: dict[int, FdSpec] | None, cwd: str | None) -> SpawnedProcess:
     from .builder import ProcessBuilder
 
     # The same steps as `async with parent.create_process()`, made through the synchronous
@@ -117,6 +117,15 @@ async def _spawn_fd_model(parent: Process, path: str, argv: list[str], env: dict
         prog = b.load_elf(_resolve_in(parent, cwd, path), check_exec=True)
         interp = b.load_elf(prog.interpreter, check_exec=True) if prog.interpreter else None
         b.setup_stack(argv, env, interpreter=interp, program=prog)
+        if fds is None:  # the parent's 0, 1 and 2, those it has open
+            for fd in (0, 1, 2):
+                if fd not in (b.fd, b.wait_fd):
+                    try:
+                        b.install_fd(fd, fd)
+                    except OSError as e:
+                        if e.errno != errno.EBADF:
+                            raise
+            fds = {}
         for cfd, spec in fds.items():
             if isinstance(spec, Open):
                 b.open(spec.path, spec.flags, spec.mode, fd=cfd)
