@@ -27,6 +27,10 @@ struct kstats {
   uint64_t pages_copied;       // 4 KiB pages copied by COW faults
   uint64_t zero_page_maps;     // read faults that mapped the shared zero page
   uint64_t buffers;            // frames whose content is a real 4 KiB buffer
+  uint64_t thp_fault_alloc;    // huge pages allocated by faults
+  uint64_t thp_fault_fallback; // eligible faults that found no free order-9 block
+  uint64_t thp_split_pmd;      // pmd leaves split into page tables
+  uint64_t thp_copied;         // huge pages copied whole on a write (thp_cow "copy-huge")
   uint64_t faults[8];          // by kind: anon, zero, file, shared, cow, wp_reuse, wp_shared
 };
 
@@ -38,6 +42,7 @@ struct mmstats {
   uint64_t shared_pagetable_bytes;  // of which shared with other mms (refcount > 1)
   uint64_t vma_count;          // mappings
   uint64_t total_vm;           // mapped bytes
+  uint64_t anon_huge;          // AnonHugePages: bytes mapped by pmd leaves
 };
 
 int sfd_kernel_new(uint64_t mem_bytes, struct kernel **out);
@@ -47,6 +52,7 @@ int sfd_kstats(struct kernel *k, struct kstats *out);
 int sfd_check(struct kernel *k, char *msg, size_t cap);
 int sfd_fail_alloc_after(struct kernel *k, uint64_t n);
 int sfd_set_share_pagetables(struct kernel *k, int on);
+int sfd_set_thp(struct kernel *k, int mode, int cow);
 
 int sfd_fork(struct kernel *k, int pid, int mode, int *child_pid);
 int sfd_vfork(struct kernel *k, int pid, int *child_pid);

@@ -13,6 +13,7 @@
 struct recount {
   struct kernel *k;
   uint32_t *ref;          // expected refcount per pfn (< fr.high)
+  uint32_t *thp;          // pmd leaves found per huge page (by pfn >> HPAGE_ORDER)
   uint64_t kinds[5];      // distinct frames found per kind
   char *msg;              // first mismatch
   size_t cap;
@@ -126,6 +127,26 @@ static int walk_pte_table(struct recount *r, struct proc *p, pfn_t t, pte_t pmd,
   return 0;
 }
 
+// A pmd leaf: an aligned huge page of anonymous frames inside one private anonymous vma
+// covering its 2 MiB; its pmd mapping is counted for the thp_maps comparison.
+static int check_huge(struct recount *r, struct proc *p, uint64_t va, pte_t e) {
+  struct kernel *k = r->k;
+  pfn_t head = PTE_PFN(e);
+  struct vma *v = vma_find(&p->mm->vmas, va);
+  if (!v || v->start > va || v->end < va + PMD_SIZE || v->ino || (v->flags & VM_SHARED))
+    return fail(r, "pid %d: huge page at %#lx not inside one private anonymous vma", p->pid,
+                (unsigned long)va);
+  if ((e & PTE_W) && !(v->flags & VM_WRITE))
+    return fail(r, "pid %d: writable huge page at %#lx in a read-only vma", p->pid,
+                (unsigned long)va);
+  if ((head & (HPAGE_NR - 1)) || head + HPAGE_NR > k->fr.high ||
+      k->fr.f[head].kind != FK_ANON || !(k->fr.f[head].aux & FF_THP_HEAD))
+    return fail(r, "pid %d: pmd leaf at %#lx maps pfn %u, not a huge page's head", p->pid,
+                (unsigned long)va, head);
+  r->thp[head >> HPAGE_ORDER]++;
+  return 0;
+}
+
 // Walk one upper-level table (level 3..1) of p's tree covering addresses from base.
 static int walk_table(struct recount *r, struct proc *p, pfn_t t, int level, uint64_t base,
                       struct mm_count *c) {
@@ -145,6 +166,12 @@ static int walk_table(struct recount *r, struct proc *p, pfn_t t, int level, uin
     pfn_t child = PTE_PFN(e);
     if (!(e & PTE_P))
       return fail(r, "pid %d: non-present non-empty entry at %#lx", p->pid, (unsigned long)va);
+    if (level == 1 && pmd_is_huge(e)) {
+      err = check_huge(r, p, va, e);
+      continue;
+    }
+    if ((e & PTE_PS))
+      return fail(r, "pid %d: huge entry at %#lx above the pmd level", p->pid, (unsigned long)va);
     if ((err = ref_frame(r, child, "table entry")))
       return err;
     if (k->fr.f[child].kind != FK_PAGETABLE)
@@ -329,13 +356,30 @@ static int check_refs(struct recount *r) {
   struct frames *fr = &r->k->fr;
   uint64_t distinct = 0;
   for (pfn_t p = 0; p < fr->high; p++) {
-    if (!r->ref[p])
+    const struct frame *f = &fr->f[p];
+    int thp = f->kind == FK_ANON && (f->aux & FF_THP);
+    if (!r->ref[p] && !thp)
       continue;
     distinct++;
-    if (fr->f[p].ref != r->ref[p])
-      return fail(r, "pfn %u (kind %u) has refcount %u, counted %u", p, fr->f[p].kind,
-                  fr->f[p].ref, r->ref[p]);
+    if (!r->ref[p])
+      r->kinds[FK_ANON]++;  // a subpage only pmd leaves map
+    if (f->ref != r->ref[p])
+      return fail(r, "pfn %u (kind %u) has refcount %u, counted %u", p, f->kind, f->ref,
+                  r->ref[p]);
+    if (thp && (f->aux & FF_THP_HEAD)) {
+      if ((p & (HPAGE_NR - 1)) || p + HPAGE_NR > fr->high)
+        return fail(r, "huge page head pfn %u is misaligned", p);
+      for (unsigned i = 1; i < HPAGE_NR; i++)
+        if (fr->f[p + i].kind != FK_ANON || (fr->f[p + i].aux & FF_THP) != FF_THP_TAIL)
+          return fail(r, "huge page %u: frame %u is not its tail", p, p + i);
+    } else if (thp && (!(f->aux & FF_THP_TAIL) || !(fr->f[p & ~(HPAGE_NR - 1)].aux & FF_THP_HEAD))) {
+      return fail(r, "pfn %u is a huge page tail without a head", p);
+    }
   }
+  for (uint32_t i = 0; i <= (fr->nframes >> HPAGE_ORDER); i++)
+    if (r->k->thp_maps[i] != r->thp[i])
+      return fail(r, "huge page %u has %u pmd mappings, counted %u", i << HPAGE_ORDER,
+                  r->k->thp_maps[i], r->thp[i]);
   if (distinct != fr->used)
     return fail(r, "%u frames in use, %lu reachable (leak)", fr->used, (unsigned long)distinct);
   for (int kind = 1; kind < 5; kind++)
@@ -377,8 +421,12 @@ int check_kernel(struct kernel *k, char *msg, size_t cap) {
   struct recount r = {.k = k, .msg = msg, .cap = cap};
   msg[0] = 0;
   r.ref = calloc(k->fr.high ? k->fr.high : 1, sizeof(uint32_t));
-  if (!r.ref)
+  r.thp = calloc((k->fr.nframes >> HPAGE_ORDER) + 1, sizeof(uint32_t));
+  if (!r.ref || !r.thp) {
+    free(r.ref);
+    free(r.thp);
     return -ENOMEM;
+  }
   int err = ref_frame(&r, k->fr.zero_pfn, "kernel");
   if (!err)
     err = for_each_inode(&r, inode_mark);
@@ -398,5 +446,6 @@ int check_kernel(struct kernel *k, char *msg, size_t cap) {
   if (!err)
     err = check_buddy(&r);
   free(r.ref);
+  free(r.thp);
   return err;
 }

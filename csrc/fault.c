@@ -108,7 +108,7 @@ static int do_wp_page(struct mm *mm, struct vma *v, pfn_t table, pte_t *pte, pfn
     *out = old;
     return 0;
   }
-  if (old != k->fr.zero_pfn && f->kind == FK_ANON && f->ref == 1) {
+  if (old != k->fr.zero_pfn && f->kind == FK_ANON && frame_mapcount(k, old) == 1) {
     *pte |= PTE_W | PTE_D | PTE_A;
     k->st.faults[FAULT_WP_REUSE]++;
     *out = old;
@@ -161,6 +161,8 @@ int fault_table(struct mm *mm, struct vma *v, uint64_t va, pfn_t *table) {
   if (!(*pmd & PTE_P)) {
     if (!(err = ptshare_attach(mm, v, va, pmdt, pmd)) && !(*pmd & PTE_P))
       err = pt_fill_pmd(mm, pmdt, pmd);
+  } else if (pmd_is_huge(*pmd)) {  // a caller that needs 4 KiB entries here
+    err = thp_split_pmd(mm, pmdt, pmd);
   } else if (pt_share(mm->k, PTE_PFN(*pmd)) == PT_COW) {
     err = pt_break_cow(mm, pmd);
   }
@@ -169,10 +171,35 @@ int fault_table(struct mm *mm, struct vma *v, uint64_t va, pfn_t *table) {
   return err;
 }
 
+// The huge-page part of a fault: an empty pmd of an eligible chunk gets a huge page, a
+// present leaf is used, a write to a write-protected one goes to thp_wp_fault. Returns 1
+// when resolved (*out set), 0 to continue with 4 KiB pages, or -ENOMEM.
+int fault_huge(struct mm *mm, struct vma *v, uint64_t va, int write, pfn_t *out) {
+  int err = 0;
+  pfn_t pmdt;
+  if (mm->k->thp == THP_NEVER && !pt_lookup_huge(mm, va, &pmdt))
+    return 0;  // no huge pages here: the ordinary path walks once
+  pte_t *pmd = pt_walk_pmd(mm, va, 1, &pmdt, &err);
+  if (!pmd)
+    return err;
+  if (!*pmd)
+    return thp_fault(mm, v, pmdt, pmd, va, out);
+  if (!pmd_is_huge(*pmd))
+    return 0;
+  if (write && !(*pmd & PTE_W))
+    return thp_wp_fault(mm, v, pmdt, pmd, va, out);
+  *pmd |= PTE_A | (write ? PTE_D : 0);
+  *out = PTE_PFN(*pmd) + (pfn_t)((va >> PAGE_SHIFT) & (HPAGE_NR - 1));
+  return 1;
+}
+
 // Fault va in for an access the vma allows.
 int handle_fault(struct mm *mm, struct vma *v, uint64_t va, int write, pfn_t *out) {
   pfn_t table;
-  int err = fault_table(mm, v, va, &table);
+  int err = fault_huge(mm, v, va, write, out);
+  if (err)
+    return err < 0 ? err : 0;
+  err = fault_table(mm, v, va, &table);
   if (err)
     return err;
   pte_t *pte = &pt_table(mm->k, table)[(va >> PAGE_SHIFT) & 511];

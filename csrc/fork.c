@@ -147,6 +147,17 @@ static int copy_one_pmd(struct fork_ctx *c, pfn_t dst_pmdt, pte_t *dst_pmd, pte_
   return 0;
 }
 
+// compare Linux copy_huge_pmd(): a pmd leaf is copied as one entry, write-protected on both
+// sides for a COW mapping, its huge page gaining a pmd mapping (one step per 2 MiB).
+static void copy_huge_pmd(struct fork_ctx *c, pfn_t dst_pmdt, pte_t *dst_pmd, pte_t *src_pmd) {
+  struct kernel *k = c->src->k;
+  if (vma_is_cow(c->v))
+    *src_pmd &= ~PTE_W;
+  k->thp_maps[PTE_PFN(*src_pmd) >> HPAGE_ORDER]++;
+  pt_set(k, dst_pmdt, dst_pmd, *src_pmd & ~PTE_A);
+  k->st.ptes_copied++;
+}
+
 // compare Linux copy_pmd_range(): the pmd entries of [addr, end) within one pmd table.
 static int copy_pmd_range(struct fork_ctx *c, pfn_t dst_pmdt, pfn_t src_pmdt, uint64_t addr,
                           uint64_t end) {
@@ -157,6 +168,16 @@ static int copy_pmd_range(struct fork_ctx *c, pfn_t dst_pmdt, pfn_t src_pmdt, ui
     next = level_end(addr, end, 1);
     if (!(*src & PTE_P))
       continue;
+    if (pmd_is_huge(*src)) {
+      int whole = !(addr & (PMD_SIZE - 1)) && next - addr == PMD_SIZE;
+      if (whole) {
+        copy_huge_pmd(c, dst_pmdt, dst, src);
+        continue;
+      }
+      int err = thp_split_pmd(c->src, src_pmdt, src);  // map_cow of part of it
+      if (err)
+        return err;
+    }
     int err = copy_one_pmd(c, dst_pmdt, dst, src, addr, next);
     if (err)
       return err;

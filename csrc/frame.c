@@ -233,6 +233,8 @@ void frame_put(struct kernel *k, pfn_t pfn) {
   }
   if (--f->ref)
     return;
+  if (f->kind == FK_ANON && (f->aux & FF_THP))
+    return;  // a subpage of a huge page that pmd leaves still map (huge.c)
   if (f->kind == FK_PAGETABLE) {
     pt_buffer_release(k, (void *)(uintptr_t)fr->data[pfn]);
     fr->data[pfn] = 0;

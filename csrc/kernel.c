@@ -29,7 +29,7 @@ static int kernel_boot(struct kernel *k, uint64_t mem_bytes) {
   if (!(k->procs = calloc(PID_MAX, sizeof(*k->procs))))
     return -ENOMEM;
   k->pid_max = PID_MAX;
-  if ((err = vfs_init(k)))
+  if ((err = vfs_init(k)) || (err = thp_init(k)))
     return err;
   struct proc *init;
   return proc_new(k, 0, NULL, &init);
@@ -60,6 +60,7 @@ void sfd_kernel_free(struct kernel *k) {
     free(k->procs);
   }
   vfs_fini(k);
+  free(k->thp_maps);
   frames_fini(&k->fr);
   pt_pool_fini(k);
   free(k);

@@ -185,9 +185,13 @@ static int mmap_place(struct mm *mm, uint64_t *addr, uint64_t len, int flags, in
   if (!(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))) {
     int share = file && (flags & MAP_TYPE_MASK) != MAP_PRIVATE && len >= PMD_SIZE &&
                 mm->k->share_pagetables;
+    // compare thp_get_unmapped_area(): anonymous private memory of 2 MiB or more starts on a
+    // 2 MiB boundary when huge pages are enabled, so it can have them
+    int huge = !file && (flags & MAP_TYPE_MASK) == MAP_PRIVATE && len >= PMD_SIZE &&
+               mm->k->thp != THP_NEVER;
     if (len > TASK_SIZE - MMAP_MIN_ADDR)
       return -ENOMEM;
-    *addr = get_unmapped_area(mm, *addr, len, share ? PMD_SIZE : 0,
+    *addr = get_unmapped_area(mm, *addr, len, (share || huge) ? PMD_SIZE : 0,
                               share ? off & (PMD_SIZE - 1) : 0);
     return *addr ? 0 : -ENOMEM;
   }
@@ -385,6 +389,8 @@ static int madv_flags(int advice, uint32_t *set, uint32_t *clear) {
   case MADV_DOFORK: *clear = VM_DONTFORK; return 1;
   case MADV_WIPEONFORK: *set = VM_WIPEONFORK; return 1;
   case MADV_KEEPONFORK: *clear = VM_WIPEONFORK; return 1;
+  case MADV_HUGEPAGE: *set = VM_HUGEPAGE; *clear = VM_NOHUGEPAGE; return 1;
+  case MADV_NOHUGEPAGE: *set = VM_NOHUGEPAGE; *clear = VM_HUGEPAGE; return 1;
   default: return 0;
   }
 }
@@ -460,11 +466,30 @@ static int range_needs_fault(struct kernel *k, pte_t pmd, uint64_t addr, uint64_
                              int write) {
   if (!(pmd & PTE_P) || (write && !(pmd & PTE_W)))
     return 1;
+  if (pmd_is_huge(pmd))
+    return 0;
   pte_t *pte = &pt_table(k, PTE_PFN(pmd))[(addr >> PAGE_SHIFT) & 511];
   for (; addr < next; addr += PAGE_SIZE, pte++)
     if (!(*pte & PTE_P) || (write && !(*pte & PTE_W)))
       return 1;
   return 0;
+}
+
+// The huge-page part of populating [addr, next) (at most one 2 MiB chunk): fault a huge
+// page in (or use or COW the leaf there) and stamp its pages. Returns 1 when the chunk is
+// done, 0 to populate it with 4 KiB pages, or -ENOMEM.
+static int populate_huge(struct mm *mm, struct vma *v, uint64_t addr, uint64_t next,
+                         int write, int use_stamp, uint64_t stamp) {
+  pfn_t pfn;
+  int got = fault_huge(mm, v, addr, write, &pfn);
+  if (got <= 0)
+    return got;
+  if (use_stamp) {
+    pfn_t first = pfn;
+    for (uint64_t a = addr; a < next; a += PAGE_SIZE)
+      frame_set_stamp(&mm->k->fr, first + (pfn_t)((a - addr) >> PAGE_SHIFT), stamp);
+  }
+  return 1;
 }
 
 // Fault in every page of [addr, next) within one pte table of vma v, walking down once.
@@ -476,6 +501,8 @@ static int populate_table(struct mm *mm, struct vma *v, uint64_t addr, uint64_t 
   pte_t *pmd = pt_walk_pmd(mm, addr, 0, &pmdt, NULL);
   if ((!use_stamp && pmd && !range_needs_fault(mm->k, *pmd, addr, next, write)))
     return 0;
+  if ((err = populate_huge(mm, v, addr, next, write, use_stamp, stamp)))
+    return err < 0 ? err : 0;
   if ((err = fault_table(mm, v, addr, &table)))
     return err;
   pte_t *pte = &pt_table(mm->k, table)[(addr >> PAGE_SHIFT) & 511];
@@ -549,6 +576,11 @@ static int access_page(struct mm *mm, uint64_t va, int write, pfn_t *pfn) {
     *pfn = PTE_PFN(*pte);  // a hit changes nothing: a shared table stays untouched
     return 0;
   }
+  pte_t *huge = pte ? NULL : pt_lookup_huge(mm, va, &table);
+  if (huge && (!write || (*huge & PTE_W))) {
+    *pfn = PTE_PFN(*huge) + (pfn_t)((va >> PAGE_SHIFT) & (HPAGE_NR - 1));
+    return 0;
+  }
   return handle_fault(mm, v, va, write, pfn);
 }
 
@@ -594,7 +626,10 @@ int sfd_translate(struct kernel *k, int pid, uint64_t va, uint64_t *out) {
   int writable;
   ENTER_VIEW(k, pid, p);
   pte_t *pte = pt_lookup(p->mm, va & PAGE_MASK, &table, &writable);
+  pte_t *huge = pte ? NULL : pt_lookup_huge(p->mm, va, &table);
   *out = pte ? *pte : 0;
+  if (huge)  // the subpage, with the leaf's bits (PTE_PS says it is part of a huge page)
+    *out = *huge + (((va >> PAGE_SHIFT) & (HPAGE_NR - 1)) << PAGE_SHIFT);
   return 0;
 }
 
@@ -614,6 +649,11 @@ static void mm_table_stats(struct mm *mm, struct mmstats *out) {
       for (unsigned m = 0; m < PTRS_PER_TABLE; m++) {
         if (!(pmd[m] & PTE_P))
           continue;
+        if (pmd_is_huge(pmd[m])) {  // AnonHugePages
+          out->rss_anon += HPAGE_NR;
+          out->anon_huge += PMD_SIZE;
+          continue;
+        }
         pfn_t t = PTE_PFN(pmd[m]);
         struct ptpage *pg = pt_page(k, t);
         out->rss_anon += pg->rss[RSS_ANON];

@@ -185,11 +185,17 @@ pte_t *pt_next_pmd(struct mm *mm, uint64_t *addr, uint64_t end, pfn_t *pmd_table
 pte_t *pt_lookup(struct mm *mm, uint64_t va, pfn_t *table, int *writable) {
   pfn_t pmdt;
   pte_t *pmd = pt_walk_pmd(mm, va, 0, &pmdt, NULL);
-  if (!pmd || !(*pmd & PTE_P))
-    return NULL;
+  if (!pmd || !(*pmd & PTE_P) || pmd_is_huge(*pmd))
+    return NULL;  // a huge page is no pte (see pt_lookup_huge)
   *table = PTE_PFN(*pmd);
   *writable = !!(*pmd & PTE_W);
   return &pt_table(mm->k, *table)[pt_index(va, 0)];
+}
+
+// The pmd leaf mapping va, or NULL when va is not in a huge page.
+pte_t *pt_lookup_huge(struct mm *mm, uint64_t va, pfn_t *pmd_table) {
+  pte_t *pmd = pt_walk_pmd(mm, va, 0, pmd_table, NULL);
+  return (pmd && pmd_is_huge(*pmd)) ? pmd : NULL;
 }
 
 // ---- sharing: break, drop ----
@@ -289,15 +295,27 @@ void pt_drop_shared(struct mm *mm, pfn_t pmd_table, pte_t *pmd) {
 
 // Make every last-level table of [start, end) private to mm before it changes them: file-
 // shared tables are detached; COW-shared tables are dropped when drop is set and the chunk
-// lies wholly inside the range (munmap, exit), otherwise broken. -ENOMEM if a copy fails.
+// lies wholly inside the range (munmap, exit), otherwise broken. A huge page only partly in
+// the range is split into a table; one wholly inside is unmapped when drop is set, else left
+// for the caller (mprotect changes the leaf). -ENOMEM if a copy or split fails.
 int pt_unshare_range(struct mm *mm, uint64_t start, uint64_t end, int drop) {
   struct kernel *k = mm->k;
   pfn_t pmdt;
   pte_t *pmd;
   for (uint64_t addr = start, next; (pmd = pt_next_pmd(mm, &addr, end, &pmdt)); addr = next) {
     next = level_end(addr, end, 1);
-    int share = pt_share(k, PTE_PFN(*pmd));
     int whole = !(addr & (PMD_SIZE - 1)) && next - addr == PMD_SIZE;
+    if (pmd_is_huge(*pmd)) {  // a huge page: unmapped whole, or split when only part changes
+      int err = 0;
+      if (!whole)
+        err = thp_split_pmd(mm, pmdt, pmd);
+      else if (drop)
+        thp_zap_pmd(mm, pmdt, pmd);
+      if (err)
+        return err;
+      continue;
+    }
+    int share = pt_share(k, PTE_PFN(*pmd));
     if (share == PT_FILE || (share == PT_COW && drop && whole)) {
       pt_drop_shared(mm, pmdt, pmd);
     } else if (share == PT_COW) {
@@ -315,7 +333,9 @@ static void zap_pmd_range(struct mm *mm, const struct vma *v, pfn_t table, uint6
   pte_t *pmd = &pt_table(mm->k, table)[pt_index(addr, 1)];
   for (uint64_t next; addr < end; addr = next, pmd++) {
     next = level_end(addr, end, 1);
-    if (*pmd & PTE_P)
+    if (pmd_is_huge(*pmd))
+      kpanic(mm->k, "zap_pmd_range: huge pmd at %#lx not unshared", (unsigned long)addr);
+    else if (*pmd & PTE_P)
       zap_pte_range(mm, v, PTE_PFN(*pmd), addr, next);
   }
 }
@@ -363,8 +383,8 @@ static void free_level(struct mm *mm, pfn_t table, int level, uint64_t addr, uin
   pte_t *e = &pt_table(k, table)[pt_index(addr, level)];
   for (uint64_t next; addr < end; addr = next, e++) {
     next = level_end(addr, end, level);
-    if (!(*e & PTE_P))
-      continue;
+    if (!(*e & PTE_P) || (level == 1 && pmd_is_huge(*e)))
+      continue;  // a huge page is no table
     pfn_t child = PTE_PFN(*e);
     if (level > 1)
       free_level(mm, child, level - 1, addr, next);
@@ -422,6 +442,12 @@ void pt_protect_range(struct mm *mm, uint64_t start, uint64_t end, int clear_w, 
   pte_t *pmd;
   for (uint64_t addr = start, next; (pmd = pt_next_pmd(mm, &addr, end, &pmdt)); addr = next) {
     next = level_end(addr, end, 1);
+    if (pmd_is_huge(*pmd)) {  // wholly inside: the caller split the partial ones
+      pte_t e = *pmd;
+      e = clear_w ? (e & ~PTE_W) : e;
+      *pmd = nx ? (e | PTE_NX) : (e & ~PTE_NX);
+      continue;
+    }
     protect_pte_range(k, PTE_PFN(*pmd), addr, next, clear_w, set_w, nx);
   }
 }

@@ -136,6 +136,7 @@ pte_t *pt_walk_pmd(struct mm *mm, uint64_t va, int alloc, pfn_t *pmd_table, int 
 int pt_fill_pmd(struct mm *mm, pfn_t pmd_table, pte_t *pmd);
 pte_t *pt_next_pmd(struct mm *mm, uint64_t *addr, uint64_t end, pfn_t *pmd_table);
 pte_t *pt_lookup(struct mm *mm, uint64_t va, pfn_t *table, int *writable);
+pte_t *pt_lookup_huge(struct mm *mm, uint64_t va, pfn_t *pmd_table);
 int pt_break_cow(struct mm *mm, pte_t *pmd);
 void pt_drop_shared(struct mm *mm, pfn_t pmd_table, pte_t *pmd);
 int pt_unshare_range(struct mm *mm, uint64_t start, uint64_t end, int drop);
@@ -156,6 +157,8 @@ void pt_protect_range(struct mm *mm, uint64_t start, uint64_t end, int clear_w, 
 #define VM_ANON_VMA 0x100   // holds anonymous pages (Linux: vma->anon_vma is set)
 #define VM_ACCOUNT 0x200    // private writable memory charged to commit (never uncharged)
 #define VM_NORESERVE 0x400  // MAP_NORESERVE: not charged
+#define VM_HUGEPAGE 0x800   // MADV_HUGEPAGE
+#define VM_NOHUGEPAGE 0x1000  // MADV_NOHUGEPAGE
 
 struct vma {
   uint64_t start, end;       // [start, end), page aligned; Invariant: start < end
@@ -274,6 +277,7 @@ enum fault_kind {
   FAULT_WP_SHARED, FAULT_NR
 };
 int handle_fault(struct mm *mm, struct vma *v, uint64_t va, int write, pfn_t *out);
+int fault_huge(struct mm *mm, struct vma *v, uint64_t va, int write, pfn_t *out);
 int fault_table(struct mm *mm, struct vma *v, uint64_t va, pfn_t *table);
 int fault_pte(struct mm *mm, struct vma *v, pfn_t table, pte_t *pte, uint64_t va,
               int write, pfn_t *out);
@@ -351,6 +355,24 @@ int exec_build_stack(struct proc *p, const char *execfn, const char *strings, ui
                      int argc, int envc, uint64_t seed, const struct stack_aux *aux,
                      uint64_t *sp);
 
+// ---- huge.c: transparent huge pages for private anonymous memory ----
+#define FF_THP_HEAD 0x4000  // aux flag of a data frame: the first frame of a huge page
+#define FF_THP_TAIL 0x2000  // aux flag: one of its other 511 frames
+#define FF_THP (FF_THP_HEAD | FF_THP_TAIL)
+#define HPAGE_ORDER 9
+#define HPAGE_NR 512U
+enum { THP_NEVER = 0, THP_MADVISE, THP_ALWAYS };
+enum { THP_COW_SPLIT = 0, THP_COW_COPY };
+#define pmd_is_huge(e) (((e) & (PTE_P | PTE_PS)) == (PTE_P | PTE_PS))
+int thp_init(struct kernel *k);
+uint32_t frame_mapcount(struct kernel *k, pfn_t pfn);
+int thp_eligible(struct kernel *k, const struct vma *v, uint64_t va);
+int thp_fault(struct mm *mm, struct vma *v, pfn_t pmdt, pte_t *pmd, uint64_t va, pfn_t *out);
+int thp_wp_fault(struct mm *mm, struct vma *v, pfn_t pmdt, pte_t *pmd, uint64_t va,
+                 pfn_t *out);
+int thp_split_pmd(struct mm *mm, pfn_t pmdt, pte_t *pmd);
+void thp_zap_pmd(struct mm *mm, pfn_t pmdt, pte_t *pmd);
+void thp_put(struct kernel *k, pfn_t head);
 // ---- kernel.c: the machine ----
 struct kernel {
   struct frames fr;                  // physical memory
@@ -364,6 +386,8 @@ struct kernel {
   struct inode *dev_null, *dev_zero; // the two devices
   uint64_t next_ino;                 // inode numbers for tmpfs/shmem
   int share_pagetables;              // big MAP_SHARED file mappings share last-level tables
+  int thp, thp_cow;                  // THP_* mode, THP_COW_* policy
+  uint32_t *thp_maps;                // per 2 MiB of memory: pmd leaves mapping that huge page
   struct ptpage *pt_pool;            // freed table buffers kept for reuse (linked through e[0])
   uint64_t pt_pooled;                // buffers in the pool
   int panicked;                      // set by kpanic; every later call fails

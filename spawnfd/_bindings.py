@@ -95,6 +95,9 @@ class CKernel:
     def set_share_pagetables(self, on: bool) -> None:
         self._call(lib.sfd_set_share_pagetables(self.ptr, int(on)))
 
+    def set_thp(self, mode: int, cow: int) -> None:
+        self._call(lib.sfd_set_thp(self.ptr, mode, cow))
+
     # ---- processes ----
     def fork(self, pid: int, mode: int) -> int:
         out = ffi.new("int *")

@@ -21,6 +21,8 @@ __all__ = ["Kernel", "Process", "AddressSpace", "KernelStatistics", "MMStatistic
            "FaultStatistics", "KernelPanic", "FORK_MODES", "parse_size"]
 
 FORK_MODES: Final = ("copy", "cow-pt", "cow-pt-eager")
+THP_MODES: Final = ("never", "madvise", "always")
+THP_COW_POLICIES: Final = ("split", "copy-huge")
 _U64 = 1 << 64
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -90,6 +92,10 @@ class KernelStatistics:
     pages_copied: int
     zero_page_maps: int
     buffers: int      #: frames whose content is a real 4 KiB host buffer
+    thp_fault_alloc: int     #: huge pages allocated by faults
+    thp_fault_fallback: int  #: eligible faults that found no free aligned 2 MiB block
+    thp_split_pmd: int       #: huge pmd entries split into page tables
+    thp_copied: int          #: huge pages copied whole on a write (thp_cow="copy-huge")
     faults: FaultStatistics
 
     @property
@@ -109,6 +115,7 @@ class MMStatistics:
     shared_pagetable_bytes: int   #: of which shared with other address spaces
     vma_count: int
     total_vm_bytes: int
+    anon_huge_bytes: int          #: AnonHugePages: mapped by huge pmd entries (in rss too)
 
     @property
     def rss_bytes(self) -> int:
@@ -134,15 +141,28 @@ class Kernel:
     """
 
     def __init__(self, memory: int | str = "16G", *, fork_mode: str = "copy",
-                 share_pagetables: bool = False) -> None:
+                 share_pagetables: bool = False, thp: str = "never",
+                 thp_cow: str = "split") -> None:
         if fork_mode not in FORK_MODES:
             raise ValueError(f"fork_mode must be one of {FORK_MODES}, not {fork_mode!r}")
+        if thp not in THP_MODES:
+            raise ValueError(f"thp must be one of {THP_MODES}, not {thp!r}")
+        if thp_cow not in THP_COW_POLICIES:
+            raise ValueError(f"thp_cow must be one of {THP_COW_POLICIES}, not {thp_cow!r}")
         self.memory_bytes: Final = parse_size(memory)
         self.fork_mode: Final = fork_mode
         self.share_pagetables: Final = bool(share_pagetables)
+        #: transparent huge pages for private anonymous memory, as Linux's
+        #: /sys/kernel/mm/transparent_hugepage/enabled: "never", "madvise", "always"
+        self.thp: Final = thp
+        #: a write to a huge page shared after fork: "split" the pmd and copy the 4 KiB page
+        #: written, or "copy-huge" the whole 2 MiB
+        self.thp_cow: Final = thp_cow
         self._c = CKernel(_u64(self.memory_bytes, "memory"))
         if share_pagetables:
             self._c.set_share_pagetables(True)
+        if thp != "never" or thp_cow != "split":
+            self._c.set_thp(THP_MODES.index(thp), THP_COW_POLICIES.index(thp_cow))
         self._procs: dict[int, Process] = {}
         self._programs: dict[str, Any] = {}
         self._runtime: Any = None  # set by spawnfd.open_kernel(): processes then run
@@ -229,7 +249,8 @@ class Kernel:
         return ref, ("free", "anon", "pagecache", "pagetable", "zero")[kind]
 
     def __repr__(self) -> str:
-        return f"<spawnfd.Kernel memory={self.memory_bytes} fork_mode={self.fork_mode!r}>"
+        return (f"<spawnfd.Kernel memory={self.memory_bytes} fork_mode={self.fork_mode!r} "
+                f"thp={self.thp!r}>")
 
 
 @final
@@ -601,7 +622,8 @@ class AddressSpace:
                             rss_shmem_bytes=raw["rss_shmem"] * 4096,
                             pagetable_bytes=raw["pagetable_bytes"],
                             shared_pagetable_bytes=raw["shared_pagetable_bytes"],
-                            vma_count=raw["vma_count"], total_vm_bytes=raw["total_vm"])
+                            vma_count=raw["vma_count"], total_vm_bytes=raw["total_vm"],
+                            anon_huge_bytes=raw["anon_huge"])
 
     def translate(self, addr: int) -> int:
         """The raw x86-64 pte mapping ``addr`` (0 if none), without faulting."""
