@@ -104,6 +104,7 @@ int sfd_mem_read(struct kernel *k, int pid, uint64_t addr, uint8_t *buf, uint64_
 int sfd_mem_write(struct kernel *k, int pid, uint64_t addr, const uint8_t *buf, uint64_t len);
 int64_t sfd_maps(struct kernel *k, int pid, char *buf, uint64_t cap);
 int sfd_mmstats(struct kernel *k, int pid, struct mmstats *out);
+int sfd_mm_pss(struct kernel *k, int pid, uint64_t *out);
 int sfd_translate(struct kernel *k, int pid, uint64_t va, uint64_t *pte);
 int sfd_frame_info(struct kernel *k, uint64_t pfn, uint32_t *ref, uint32_t *kind);
 

@@ -666,6 +666,53 @@ static void mm_table_stats(struct mm *mm, struct mmstats *out) {
   }
 }
 
+// How many address spaces share one mapping of pfn through a table referenced by tref pmd
+// entries: the page's own mappings (page-cache frames hold one more reference, the cache's),
+// times the table's sharers when the table holds one reference for all of them.
+static uint64_t pss_sharers(struct kernel *k, pfn_t pfn, uint32_t tref, int per_sharer) {
+  uint64_t mc = frame_mapcount(k, pfn);
+  if (k->fr.f[pfn].kind == FK_PAGECACHE && mc > 1)
+    mc--;
+  if (!per_sharer)
+    mc *= tref;
+  return mc ? mc : 1;
+}
+
+// Proportional set size in bytes << 12 (Linux's PSS_SHIFT precision): every page mapped,
+// divided by the number of address spaces mapping it. One step per page.
+static uint64_t mm_pss(struct mm *mm) {
+  struct kernel *k = mm->k;
+  uint64_t pss = 0;
+  pfn_t pmdt;
+  pte_t *pmd;
+  for (uint64_t addr = 0, next; (pmd = pt_next_pmd(mm, &addr, TASK_SIZE, &pmdt)); addr = next) {
+    next = level_end(addr, TASK_SIZE, 1);
+    pfn_t t = PTE_PFN(*pmd);
+    if (pmd_is_huge(*pmd)) {
+      for (unsigned i = 0; i < HPAGE_NR; i++)
+        pss += (PAGE_SIZE << 12) / frame_mapcount(k, t + i);
+      continue;
+    }
+    uint32_t tref = k->fr.f[t].ref;
+    int per_sharer = tref == 1 || (pt_share(k, t) == PT_COW && pt_eager(k, t));
+    pte_t *e = pt_table(k, t);
+    for (unsigned i = 0; i < PTRS_PER_TABLE; i++) {
+      if (!e[i] || PTE_PFN(e[i]) == k->fr.zero_pfn)
+        continue;
+      pss += (PAGE_SIZE << 12) / pss_sharers(k, PTE_PFN(e[i]), tref, per_sharer);
+    }
+  }
+  return pss;
+}
+
+// PSS of a process, in bytes (rounded down).
+int sfd_mm_pss(struct kernel *k, int pid, uint64_t *out) {
+  struct proc *p;
+  ENTER_VIEW(k, pid, p);
+  *out = mm_pss(p->mm) >> 12;
+  return 0;
+}
+
 int sfd_mmstats(struct kernel *k, int pid, struct mmstats *out) {
   struct proc *p;
   ENTER_VIEW(k, pid, p);

@@ -196,6 +196,11 @@ class CKernel:
         self._call(lib.sfd_mmstats(self.ptr, pid, s))
         return {name: getattr(s, name) for name in MMSTAT_FIELDS}
 
+    def mm_pss(self, pid: int) -> int:
+        out = ffi.new("uint64_t *")
+        self._call(lib.sfd_mm_pss(self.ptr, pid, out))
+        return int(out[0])
+
     def translate(self, pid: int, addr: int) -> int:
         out = ffi.new("uint64_t *")
         self._call(lib.sfd_translate(self.ptr, pid, addr, out))

@@ -625,6 +625,12 @@ class AddressSpace:
                             vma_count=raw["vma_count"], total_vm_bytes=raw["total_vm"],
                             anon_huge_bytes=raw["anon_huge"])
 
+    def pss_bytes(self) -> int:
+        """Proportional set size: each mapped page divided by the number of address spaces
+        mapping it (a COW-shared page table counts each of its sharers). One step per page,
+        unlike :meth:`statistics`."""
+        return self._c.mm_pss(self._pid)
+
     def translate(self, addr: int) -> int:
         """The raw x86-64 pte mapping ``addr`` (0 if none), without faulting."""
         return self._c.translate(self._pid, _u64(addr, "addr"))
