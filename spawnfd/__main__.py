@@ -15,9 +15,10 @@ def main(argv: list[str] | None = None) -> int:
                               help='system("true") four ways, the fd model, (--tour) the mm')
     demo_cmd.add_argument("--tour", action="store_true", help="also tour the memory manager")
     bench = sub.add_parser("bench", help="benchmarks", add_help=False)
-    bench.add_argument("scenario", choices=["mm", "fork", "system"],
+    bench.add_argument("scenario", choices=["mm", "fork", "system", "zygote"],
                        help="mm: the memory manager; fork: fork policies and shared tables; "
-                            "system: system(\"true\") by fork+exec and vfork+exec")
+                            "system: system(\"true\") by fork+exec, vfork+exec and spawnfd; "
+                            "zygote: a template starting apps, fork vs huge pages vs map_cow")
     args, rest = ap.parse_known_args(argv)
     if args.command == "demo":
         from . import demo
@@ -25,9 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         demo.run(tour=args.tour)
         return 0
     if args.command == "bench":
-        from .bench import fork, mm, system
+        from .bench import fork, mm, system, zygote
 
-        {"mm": mm.main, "fork": fork.main, "system": system.main}[args.scenario](rest)
+        {"mm": mm.main, "fork": fork.main, "system": system.main,
+         "zygote": zygote.main}[args.scenario](rest)
         return 0
     return 2
 

@@ -98,6 +98,9 @@ class Builder:
     wait_fd: int
     pid: int
     returncode: int | None
+    _c: CKernel
+    _cpid: int
+    _closed: bool
 
     def __init__(self) -> None:
         raise TypeError("get a Builder from Process.process_create()")
@@ -106,7 +109,7 @@ class Builder:
     def _new(cls, creator: Process) -> Builder:
         self = object.__new__(cls)
         self.creator = creator
-        self._c: CKernel = creator._c  # the hot path: no property chain per step
+        self._c = creator._c  # the hot path: no property chain per step
         self._cpid = creator.pid
         self.fd, self.wait_fd, self.pid = creator._c.process_create(creator.pid)
         self.returncode = None
