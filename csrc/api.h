@@ -102,6 +102,8 @@ int sfd_populate(struct kernel *k, int pid, uint64_t addr, uint64_t len, int wri
                  int use_stamp, uint64_t stamp);
 int sfd_mem_read(struct kernel *k, int pid, uint64_t addr, uint8_t *buf, uint64_t len);
 int sfd_mem_write(struct kernel *k, int pid, uint64_t addr, const uint8_t *buf, uint64_t len);
+int64_t sfd_touch(struct kernel *k, int pid, uint64_t addr, uint64_t len, uint64_t stride,
+                  int write);
 int64_t sfd_maps(struct kernel *k, int pid, char *buf, uint64_t cap);
 int sfd_mmstats(struct kernel *k, int pid, struct mmstats *out);
 int sfd_mm_pss(struct kernel *k, int pid, uint64_t *out);

@@ -607,6 +607,25 @@ int mm_access(struct mm *mm, uint64_t addr, uint8_t *rbuf, const uint8_t *wbuf,
   return 0;
 }
 
+// Touch every stride-th page of [addr, addr + len) for reading or writing, through the fault
+// path, as a program's loads and stores would: one C call for a benchmark's access pattern.
+// Returns the pages touched; -EFAULT at the first page the mappings do not allow.
+int64_t sfd_touch(struct kernel *k, int pid, uint64_t addr, uint64_t len, uint64_t stride,
+                  int write) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  if (!stride || (addr & (PAGE_SIZE - 1)) || addr + len < addr || addr + len > TASK_SIZE)
+    return -EINVAL;
+  int64_t n = 0;
+  for (uint64_t va = addr; va < addr + len; va += stride * PAGE_SIZE, n++) {
+    pfn_t pfn;
+    int err = access_page(p->mm, va, write, &pfn);
+    if (err)
+      return LEAVE(k, err);
+  }
+  return LEAVE(k, n);
+}
+
 int sfd_mem_read(struct kernel *k, int pid, uint64_t addr, uint8_t *buf, uint64_t len) {
   struct proc *p;
   ENTER(k, pid, p);

@@ -6,6 +6,22 @@ import argparse
 import sys
 
 
+def bench(rest: list[str]) -> None:
+    """``spawnfd bench [SCENARIO...] [--quick] [--json F] [--plots D]`` (the suite); one
+    scenario with its own options (``spawnfd bench fork --sizes 1 8``) or ``mm`` runs that
+    scenario's script."""
+    from .bench import fork, mm, suite, system, zygote
+
+    scripts = {"mm": mm.main, "fork": fork.main, "system": system.main, "zygote": zygote.main}
+    suite_options = {"--quick", "--json", "--plots", "-h", "--help"}
+    options = [a.split("=", 1)[0] for a in rest if a.startswith("-")]
+    if rest and rest[0] in scripts and (rest[0] == "mm" or
+                                        any(o not in suite_options for o in options)):
+        scripts[rest[0]](rest[1:])
+    else:
+        suite.main(rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="spawnfd",
@@ -14,11 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd = sub.add_parser("demo",
                               help='system("true") four ways, the fd model, (--tour) the mm')
     demo_cmd.add_argument("--tour", action="store_true", help="also tour the memory manager")
-    bench = sub.add_parser("bench", help="benchmarks", add_help=False)
-    bench.add_argument("scenario", choices=["mm", "fork", "system", "zygote"],
-                       help="mm: the memory manager; fork: fork policies and shared tables; "
-                            "system: system(\"true\") by fork+exec, vfork+exec and spawnfd; "
-                            "zygote: a template starting apps, fork vs huge pages vs map_cow")
+    sub.add_parser("bench", add_help=False,
+                   help="the comparison scenarios: system, host, fork, database, zygote, "
+                        "anchors (tables, --json, --plots); `spawnfd bench --help`")
     args, rest = ap.parse_known_args(argv)
     if args.command == "demo":
         from . import demo
@@ -26,10 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.run(tour=args.tour)
         return 0
     if args.command == "bench":
-        from .bench import fork, mm, system, zygote
-
-        {"mm": mm.main, "fork": fork.main, "system": system.main,
-         "zygote": zygote.main}[args.scenario](rest)
+        bench(rest)
         return 0
     return 2
 

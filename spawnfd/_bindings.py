@@ -196,6 +196,9 @@ class CKernel:
         self._call(lib.sfd_mmstats(self.ptr, pid, s))
         return {name: getattr(s, name) for name in MMSTAT_FIELDS}
 
+    def touch(self, pid: int, addr: int, length: int, stride: int, write: bool) -> int:
+        return self._call(lib.sfd_touch(self.ptr, pid, addr, length, stride, int(write)))
+
     def mm_pss(self, pid: int) -> int:
         out = ffi.new("uint64_t *")
         self._call(lib.sfd_mm_pss(self.ptr, pid, out))

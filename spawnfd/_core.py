@@ -625,6 +625,14 @@ class AddressSpace:
                             vma_count=raw["vma_count"], total_vm_bytes=raw["total_vm"],
                             anon_huge_bytes=raw["anon_huge"])
 
+    def touch(self, addr: int, length: int, *, every: int = 1, write: bool = True) -> int:
+        """Load from (or store to) every ``every``-th page of ``[addr, addr + length)``
+        through the fault path, as a program's memory accesses would, in one C call (the
+        bytes are left as they are). Returns the pages touched; ``EFAULT`` where the mappings
+        do not allow the access."""
+        return self._c.touch(self._pid, _u64(addr, "addr"), _u64(length, "length"),
+                             _u64(every, "every"), write)
+
     def pss_bytes(self) -> int:
         """Proportional set size: each mapped page divided by the number of address spaces
         mapping it (a COW-shared page table counts each of its sharers). One step per page,

@@ -49,7 +49,10 @@ async def _row(gib: int, label: str, repeat: int) -> dict[str, Any]:
                           mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             p.mm.populate(a, gib * GIB, write=True)
         await _system(k, "true", how)  # warm the page cache: ld.so, libc, sh, true
-        times, ptes, tables, frames = [], [], [], []
+        times: list[float] = []
+        ptes: list[int] = []
+        tables: list[int] = []
+        frames: list[int] = []
         t_row = time.perf_counter()
         # at least `repeat` calls, and cheap calls for at least half a second: a median of
         # hundreds of sub-millisecond calls is what shows a few percent of growth, or none
