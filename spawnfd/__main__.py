@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("bench", add_help=False,
                    help="the comparison scenarios: system, host, fork, database, zygote, "
                         "anchors (tables, --json, --plots); `spawnfd bench --help`")
+    sub.add_parser("calibrate", add_help=False,
+                   help="measure this host's kernel, fit and store a cost model "
+                        "([--quick] [--validate] [--out FILE] [--json]); "
+                        "`spawnfd calibrate --help`")
     args, rest = ap.parse_known_args(argv)
     if args.command == "demo":
         from . import demo
@@ -42,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         bench(rest)
         return 0
+    if args.command == "calibrate":
+        from . import calibrate
+
+        return calibrate.main(rest)
     return 2
 
 
