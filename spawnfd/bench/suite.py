@@ -91,14 +91,12 @@ Tick = Callable[[str], None]
 
 def _cost_model() -> Any:
     """The cost model ``spawnfd calibrate`` stored for this host, or None."""
+    from ..calibrate import try_load
+
     try:
-        from ..calibrate import CostModel
-    except ImportError:
-        return None
-    try:
-        return CostModel.load()
+        return try_load()
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return None  # a stale or foreign file: the bench runs without host predictions
 
 
 # ---- system ----------------------------------------------------------------------------------
@@ -217,14 +215,20 @@ def scenario_fork(quick: bool, tick: Tick) -> Result:
     from . import fork
 
     sizes = [1] if quick else [1, 8, 64]
+    model = _cost_model()
     rows = []
     for gib in sizes:
         for mode in fork.MODES:
             tick(f"fork {gib} GiB, {mode}")
             r = fork.fork_row(gib, mode, 3)
-            rows.append({"gib": gib, "mode": mode, "fork_ms": r["fork_s"] * 1e3,
-                         "ptes_copied": r["ptes_copied"], "tables_shared": r["tables_shared"],
-                         "child_private_kb": r["child_private_pagetable_bytes"] // 1024})
+            row = {"gib": gib, "mode": mode, "fork_ms": r["fork_s"] * 1e3,
+                   "ptes_copied": r["ptes_copied"], "tables_shared": r["tables_shared"],
+                   "child_private_kb": r["child_private_pagetable_bytes"] // 1024}
+            if model is not None and mode == "copy":  # what this host's kernel would take
+                row["host_model_ms"] = 1e3 * model.predict({
+                    "ptes_copied": r["ptes_copied"], "forks": 1,
+                    "tables_allocated": r["child_pagetable_bytes"] // PAGE})
+            rows.append(row)
     size = (64 if quick else 1024) * MIB
     fractions = [0, 0.01, 0.05, 0.25, 1.0] if quick else [0, 0.01, 0.02, 0.05, 0.1, 0.25,
                                                             0.5, 1.0]
@@ -253,7 +257,9 @@ def scenario_fork(quick: bool, tick: Tick) -> Result:
                    Column("fork_ms", "fork ms", "{:.3f}"),
                    Column("ptes_copied", "PTEs copied", "{:,}"),
                    Column("tables_shared", "tables shared", "{:,}"),
-                   Column("child_private_kb", "child private tables kB", "{:,}")],
+                   Column("child_private_kb", "child private tables kB", "{:,}")]
+                  + ([Column("host_model_ms", "this host's kernel, ms (model)", "{:.2f}")]
+                     if model is not None else []),
                   rows, notes, {"crossover_pct": crossover, "sweep_bytes": size},
                   PlotSpec("fraction_pct", "total_ms", "series",
                            "pages the child writes after fork (%)",
