@@ -193,8 +193,9 @@ def table(results: dict[float, dict[str, list[float]]], names: list[str]) -> str
     for gib, samples in results.items():
         med = {n: statistics.median(samples[n]) * 1e3 for n in names}
         row = [f"{gib:g}"] + [f"{med[n]:.3f}" for n in names]
-        row.append(f"{med['spawnfd.run_process'] / med['posix_spawn']:.2f}x" if "posix_spawn" in med else "-")
-        row.append(f"{med['spawnfd.run_process'] / med['trio.run_process']:.2f}x" if "trio.run_process" in med else "-")
+        ours = med.get("spawnfd.run_process")
+        row.append(f"{ours / med['posix_spawn']:.2f}x" if ours and "posix_spawn" in med else "-")
+        row.append(f"{ours / med['trio.run_process']:.2f}x" if ours and "trio.run_process" in med else "-")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]

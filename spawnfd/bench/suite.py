@@ -29,6 +29,9 @@ import mmap
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -154,19 +157,33 @@ HOST_METHODS = {"os.fork+exec": "fork+exec", "subprocess": "subprocess.run",
                 "spawnfd (host)": "spawnfd.run_process"}
 
 
-def scenario_host(quick: bool, tick: Tick) -> Result:
-    from . import host
+def _host_medians(sizes: list[float], repeats: int, names: list[str]) -> dict[str, Any]:
+    """Run spawnfd.bench.host in a fresh, small interpreter (this process has grown with
+    the simulator's scenarios, and a fork copies all of it), pinned to one CPU so the shared
+    machine's scheduler does not add outliers. Returns its JSON."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "host.json"
+        cmd = [sys.executable, "-m", "spawnfd.bench.host", "--sizes",
+               ",".join(f"{g:g}" for g in sizes), "--repeats", str(repeats), "--children", "0",
+               "--methods", ",".join(names), "--json", str(out)]
+        if (os.cpu_count() or 1) > 1:
+            cmd += ["--cpu", str((os.cpu_count() or 1) - 1)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
 
+
+def scenario_host(quick: bool, tick: Tick) -> Result:
     sizes = [0.0, 0.25] if quick else [0.0, 1.0, 4.0, 8.0]
-    repeats = 5 if quick else 20
+    repeats = 5 if quick else 30
     names = list(HOST_METHODS.values())
+    tick(f"{', '.join(f'{g:g}' for g in sizes)} GiB held, in a fresh interpreter")
+    medians = _host_medians(sizes, repeats, names)["median_ms"]
     rows = []
     for gib in sizes:
-        tick(f"{gib:g} GiB held")
-        samples = trio.run(host.measure_size, gib, repeats, False, names, False)
         for label, name in HOST_METHODS.items():
-            rows.append({"gib": gib, "method": label, "ms": statistics.median(samples[name]) * 1e3,
-                         "runs": len(samples[name])})
+            rows.append({"gib": gib, "method": label, "ms": medians[str(float(gib))][name],
+                         "runs": repeats if name != "fork+exec" else max(5, repeats // 3)})
     lo, hi = min(sizes), max(sizes)
     by = {(r["gib"], r["method"]): r["ms"] for r in rows}
     notes = [f"{label}: x{by[(hi, label)] / by[(lo, label)]:.2f} from {lo:g} to {hi:g} GiB"
@@ -358,13 +375,11 @@ def _fork_pair(size: int) -> dict[str, dict[str, Any]]:
 
 
 def _host_flatness(gib: float) -> dict[str, float]:
-    from . import host
-
+    medians = _host_medians([0.0, gib], 15, ["posix_spawn", "fork+exec"])["median_ms"]
     out = {}
     for g in (0.0, gib):
-        s = trio.run(host.measure_size, g, 5, False, ["posix_spawn", "fork+exec"], False)
-        out[f"posix_spawn@{g:g}"] = statistics.median(s["posix_spawn"]) * 1e3
-        out[f"fork+exec@{g:g}"] = statistics.median(s["fork+exec"]) * 1e3
+        for name in ("posix_spawn", "fork+exec"):
+            out[f"{name}@{g:g}"] = medians[str(float(g))][name]
     return out
 
 
