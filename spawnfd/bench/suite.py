@@ -482,7 +482,7 @@ def plot(result: Result, directory: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     rows = result.rows if spec.rows == "rows" else result.extra[spec.rows]
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(10, 5) if spec.kind != "line" else (7.5, 4.5), dpi=110)
     if spec.kind == "line":
         for name in dict.fromkeys(r[spec.series] for r in rows):
             pts = sorted((r[spec.x], r[spec.y]) for r in rows if r[spec.series] == name)
@@ -506,7 +506,7 @@ def plot(result: Result, directory: Path) -> Path | None:
         ax.barh([y + 0.2 for y in ys], [r["simulator"] for r in rows], height=0.4,
                 label="this run")
         ax.set_yticks(list(ys), [f"{lb} ({r['unit']})" for lb, r in zip(labels, rows)],
-                      fontsize=6)
+                      fontsize=7)
         ax.invert_yaxis()
         ax.set_xscale("log")
         ax.legend(fontsize=8)
