@@ -13,7 +13,7 @@ def bench(rest: list[str]) -> None:
     from .bench import fork, mm, suite, system, zygote
 
     scripts = {"mm": mm.main, "fork": fork.main, "system": system.main, "zygote": zygote.main}
-    suite_options = {"--quick", "--json", "--plots", "-h", "--help"}
+    suite_options = {"--quick", "--json", "--plots", "--markdown", "-h", "--help"}
     options = [a.split("=", 1)[0] for a in rest if a.startswith("-")]
     if rest and rest[0] in scripts and (rest[0] == "mm" or
                                         any(o not in suite_options for o in options)):

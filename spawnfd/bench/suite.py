@@ -525,8 +525,25 @@ def plot(result: Result, directory: Path) -> Path | None:
     return path
 
 
+def markdown(result: Result) -> str:
+    """The scenario's table and notes in Markdown (for the README's Results)."""
+    head = [c.header for c in result.columns]
+    lines = [f"**{result.title}**", "", "| " + " | ".join(head) + " |",
+             "|" + "|".join("---" for _ in head) + "|"]
+    for r in result.rows:
+        cells = []
+        for c in result.columns:
+            v = r.get(c.key)
+            cells.append("-" if v is None else c.fmt.format(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- {n}" for n in result.notes]
+    return "\n".join(lines) + "\n"
+
+
 def run(names: list[str], quick: bool, console: Console | None = None,
-        json_path: str | None = None, plots: str | None = None) -> dict[str, Any]:
+        json_path: str | None = None, plots: str | None = None,
+        markdown_path: str | None = None) -> dict[str, Any]:
     if console is None:  # not a terminal: wide enough for the tables anyway
         console = Console(width=None if os.isatty(1) else 150)
     results: dict[str, Result] = {}
@@ -556,6 +573,9 @@ def run(names: list[str], quick: bool, console: Console | None = None,
     if json_path:
         with open(json_path, "w") as f:
             json.dump(out, f, indent=2, default=str)
+    if markdown_path:
+        with open(markdown_path, "w") as f:
+            f.write("\n".join(markdown(r) for r in results.values()))
     return out
 
 
@@ -569,8 +589,10 @@ def main(argv: list[str] | None = None) -> None:
                     "under a minute")
     ap.add_argument("--json", metavar="FILE", help="write every figure and the machine here")
     ap.add_argument("--plots", metavar="DIR", help="write a PNG per scenario here")
+    ap.add_argument("--markdown", metavar="FILE", help="write the tables in Markdown here")
     args = ap.parse_args(argv)
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
         ap.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
-    run(args.scenarios or list(SCENARIOS), args.quick, json_path=args.json, plots=args.plots)
+    run(args.scenarios or list(SCENARIOS), args.quick, json_path=args.json, plots=args.plots,
+        markdown_path=args.markdown)
