@@ -15,7 +15,11 @@ range before the bad area), and a hole takes precedence over ``EACCES`` in ``mpr
 or ``PROT_WRITE`` (write) fails the whole call with ``EINVAL`` before anything is done.
 
 This machine drives one process; ``test_model_fork.py`` extends it to a tree of processes
-(its rules pick the process through :meth:`MemoryModel.pick`).
+(its rules pick the process through :meth:`MemoryModel.pick`). :class:`ThpMemoryModel` runs it
+on kernels with transparent huge pages (``thp``/``thp_cow`` drawn), mapping and aiming at whole
+2 MiB chunks so that huge pages appear and get split, protected, advised and unmapped: they
+must change no byte and no line of maps(). ``MADV_HUGEPAGE``/``MADV_NOHUGEPAGE`` are flags the
+model tracks (they keep vmas apart).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ T = TypeVar("T")
 PAGE = 4096
 WINDOW = 0x20000000 // PAGE          # first page of the window where mappings collide
 WINDOW_PAGES = 64
+CHUNK = 512                          # pages per 2 MiB: one last-level table, one huge page
 MMAP_BASE = 0x7FFFF7FFF000 // PAGE   # top-down placement starts below this page
 MMAP_MIN = 0x10000 // PAGE
 FILE = "/tmp/model"
@@ -49,7 +54,8 @@ PROTS = [0, R, R | W, W, X, R | X, R | W | X]
 PROTS_WEIGHTED = PROTS + [R | W] * 4          # mostly writable, so writes have somewhere to go
 ADVICE = {"DONTNEED": mmap.MADV_DONTNEED, "DONTFORK": mmap.MADV_DONTFORK,
           "DOFORK": mmap.MADV_DOFORK, "WIPEONFORK": spawnfd.MADV_WIPEONFORK,
-          "KEEPONFORK": spawnfd.MADV_KEEPONFORK}
+          "KEEPONFORK": spawnfd.MADV_KEEPONFORK, "HUGEPAGE": mmap.MADV_HUGEPAGE,
+          "NOHUGEPAGE": mmap.MADV_NOHUGEPAGE}
 KINDS = ["anon-private", "anon-shared", "file-private", "file-shared", "file-shared-rdonly"]
 KINDS_WEIGHTED = KINDS + ["anon-private", "file-private", "file-private"]
 ZERO = bytes(PAGE)
@@ -69,6 +75,7 @@ class Page:
     wipe: bool = False
     data: bytearray | None = None
     account: bool = False  # VM_ACCOUNT: private and writable once; never dropped
+    thp: str = ""          # the last of MADV_HUGEPAGE / MADV_NOHUGEPAGE given, if any
 
     def __post_init__(self) -> None:
         self.charge()
@@ -82,7 +89,7 @@ class Page:
     def vma_key(self) -> tuple[object, ...]:
         """What must be equal for two adjacent pages to be one vma."""
         return (self.prot, self.shared, self.obj, self.maywrite, self.dontfork, self.wipe,
-                self.account)
+                self.account, self.thp)
 
     def forked(self) -> Page | None:
         """The child's page after fork: none under DONTFORK; WIPEONFORK (private anonymous
@@ -176,18 +183,18 @@ class Space:
     def free(self, first: int, n: int) -> bool:
         return all(pg not in self.pages for pg in range(first, first + n))
 
-    def topdown(self, n: int) -> int:
+    def topdown(self, n: int, align: int = 1) -> int:
         """Where a non-fixed mapping of n pages goes when its hint is taken (Linux
-        unmapped_area_topdown below mmap_base)."""
+        unmapped_area_topdown below mmap_base), its first page a multiple of align."""
         end = MMAP_BASE
         for pg in sorted(self.pages, reverse=True):
             if pg >= end:
                 continue
-            if end - (pg + 1) >= n:
-                return end - n
+            if (end - n) // align * align >= pg + 1:
+                return (end - n) // align * align
             end = pg
-        assert end - n >= MMAP_MIN
-        return end - n
+        assert (end - n) // align * align >= MMAP_MIN
+        return (end - n) // align * align
 
     def check_pages(self, pages: Iterable[int]) -> None:
         """Each page reads as the model says, or faults (EFAULT) where the model says so."""
@@ -243,10 +250,13 @@ class MemoryModel(RuleBasedStateMachine):
     """
 
     k: spawnfd.Kernel | None = None
+    thp = "never"
 
-    def boot(self, memory: str = "64M", fork_mode: str = "copy") -> Space:
+    def boot(self, memory: str = "64M", fork_mode: str = "copy", thp: str = "never",
+             thp_cow: str = "split") -> Space:
         """The kernel, the file (written through init) and init's model."""
-        self.k = spawnfd.Kernel(memory, fork_mode=fork_mode)
+        self.k = spawnfd.Kernel(memory, fork_mode=fork_mode, thp=thp, thp_cow=thp_cow)
+        self.thp = thp
         p = self.k.init
         rw = p.open(FILE, os.O_RDWR | os.O_CREAT, 0o600)
         ro = p.open(FILE, os.O_RDONLY)
@@ -393,7 +403,9 @@ class MemoryModel(RuleBasedStateMachine):
         if err is not None:
             return
         if placement == "hint" and not s.free(first, npages):
-            first = s.topdown(npages)
+            # a big private anonymous mapping goes on a 2 MiB boundary when THP is on
+            big = kind == "anon-private" and npages >= CHUNK and self.thp != "never"
+            first = s.topdown(npages, CHUNK if big else 1)
         assert addr == first * PAGE
         for pg in range(first, first + npages):
             s.pages.pop(pg, None)
@@ -460,6 +472,8 @@ class MemoryModel(RuleBasedStateMachine):
                 m.data = None    # private: zero or the file again; shared: unchanged
             elif advice in ("DONTFORK", "DOFORK"):
                 m.dontfork = advice == "DONTFORK"
+            elif advice in ("HUGEPAGE", "NOHUGEPAGE"):
+                m.thp = advice   # a flag only: huge pages already there stay
             else:
                 m.wipe = advice == "WIPEONFORK"
         self.verify(data, s, start, n)
@@ -607,3 +621,119 @@ MemoryModel.TestCase.settings = settings(
     max_examples=300, stateful_step_count=50, derandomize=True, database=None, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestMemoryModel = MemoryModel.TestCase
+
+
+# ---- the same machine with transparent huge pages ----------------------------------------
+
+HUGE_AT = 0x40000000 // PAGE          # where big mappings go: four 2 MiB chunks from 1 GiB
+THP_DRAWS = [(thp, cow) for thp in ("always", "never", "always", "madvise", "always")
+             for cow in ("split", "copy-huge")]   # kernel modes: mostly huge pages on
+
+
+class ThpMemoryModel(MemoryModel):
+    """The machine above on a kernel with huge pages (``thp`` and ``thp_cow`` drawn), plus
+    mappings of whole 2 MiB chunks (sometimes with ragged ends) and ranges aimed at chunks, so
+    that huge pages appear, are split, copied, protected, advised and unmapped whole or in
+    part. THP must be invisible: every read still equals the model, maps() too."""
+
+    @initialize(data=st.data(), count=st.integers(2, 6), thp=st.sampled_from(THP_DRAWS))
+    def fill_window(self, data: st.DataObject, count: int, thp: tuple[str, str]) -> None:
+        self.boot(thp=thp[0], thp_cow=thp[1])
+        event(f"thp={thp[0]} thp_cow={thp[1]}")
+        self.fill(data, count)
+
+    def fill(self, data: st.DataObject, count: int) -> None:
+        """The window's mappings, and mostly whole chunks touched at once (map_huge)."""
+        super().fill(data, count)
+        if data.draw(st.sampled_from([True, True, True, False]), label="huge at start"):
+            self.map_huge(data=data, at=data.draw(st.integers(0, 1)),
+                          nchunks=data.draw(st.integers(1, 2)), advise=data.draw(st.booleans()),
+                          touch=data.draw(st.sampled_from(["write", "stamp", "read"])),
+                          payload=data.draw(st.binary(min_size=1, max_size=64)))
+
+    @rule(data=st.data(), at=st.integers(0, 1), nchunks=st.integers(1, 2),
+          advise=st.booleans(), touch=st.sampled_from(["write", "write", "stamp", "read"]),
+          payload=st.binary(min_size=1, max_size=64))
+    def map_huge(self, data: st.DataObject, at: int, nchunks: int, advise: bool, touch: str,
+                 payload: bytes) -> None:
+        """Map whole chunks read-write (MADV_HUGEPAGE too, sometimes) and touch each at
+        once: huge pages, where the kernel's thp mode allows them."""
+        s = self.pick(data)
+        first, n = HUGE_AT + at * CHUNK, nchunks * CHUNK
+        s.mm.mmap(n * PAGE, R | W, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | spawnfd.MAP_FIXED,
+                  addr=first * PAGE)
+        for pg in range(first, first + n):
+            s.pages[pg] = Page(R | W, False, -1, 0, True, thp="HUGEPAGE" if advise else "")
+        if advise:
+            s.mm.madvise(first * PAGE, n * PAGE, mmap.MADV_HUGEPAGE)
+        for c in range(first, first + n, CHUNK):
+            pg = c + data.draw(st.integers(0, CHUNK - 1), label="page")
+            if touch == "write":
+                off = data.draw(st.integers(0, PAGE - len(payload)), label="offset")
+                s.mm.write(pg * PAGE + off, payload)
+                s.store(pg, off, payload)
+            elif touch == "stamp":
+                stamp = int.from_bytes(payload[:8].ljust(8, b"\0"), "little")
+                s.mm.populate(c * PAGE, CHUNK * PAGE, True, stamp)
+                for p in range(c, c + CHUNK):
+                    s.store(p, 0, stamp.to_bytes(8, "little") * (PAGE // 8))
+            else:
+                assert s.mm.read(pg * PAGE, PAGE) == ZERO
+        if self.thp == "always" or (self.thp == "madvise" and advise):
+            assert s.mm.statistics().anon_huge_bytes >= n * PAGE
+
+    def windows(self) -> list[range]:
+        return super().windows() + [range(HUGE_AT + i * CHUNK - 2, HUGE_AT + i * CHUNK + 2)
+                                    for i in range(4)]
+
+    def draw_at(self, data: st.DataObject, npages: int) -> tuple[int, int]:
+        """Often one or two whole chunks (sometimes a few pages more or less at either end),
+        sometimes a small mapping among them, else the small window."""
+        how = data.draw(st.sampled_from(["window", "chunks", "chunks", "ragged", "among"]),
+                        label="where")
+        if how == "window":
+            return super().draw_at(data, npages)
+        first = HUGE_AT + data.draw(st.integers(0, 1), label="chunk") * CHUNK
+        n = data.draw(st.integers(1, 2), label="chunks") * CHUNK
+        if how == "chunks":
+            return first, n
+        if how == "ragged":
+            lo = data.draw(st.integers(-3, 3), label="lo")
+            return first + lo, n - lo + data.draw(st.integers(-3, 3), label="hi")
+        return data.draw(st.integers(HUGE_AT, HUGE_AT + 3 * CHUNK), label="at"), npages
+
+    def draw_range(self, data: st.DataObject, s: Space) -> tuple[int, int]:
+        """Sometimes a whole chunk, part of one, or a few pages across a chunk boundary."""
+        how = data.draw(st.sampled_from(["any", "any", "whole", "part", "across"]),
+                        label="range")
+        if how == "any":
+            return super().draw_range(data, s)
+        first = HUGE_AT + data.draw(st.integers(0, 2), label="chunk") * CHUNK
+        if how == "whole":
+            return first, CHUNK * data.draw(st.integers(1, 2), label="chunks")
+        if how == "part":
+            off = data.draw(st.integers(0, CHUNK - 1), label="off")
+            return first + off, data.draw(st.integers(1, CHUNK - off), label="n")
+        return first + CHUNK - data.draw(st.integers(1, 8), label="before"), \
+            data.draw(st.integers(2, 16), label="n")
+
+    @invariant()
+    def huge_pages_only_where_allowed(self) -> None:
+        """No huge page without THP; AnonHugePages is whole 2 MiB pages, inside rss."""
+        for s in self.spaces():
+            st_ = s.mm.statistics()
+            if st_.anon_huge_bytes:
+                event("huge pages mapped")
+            assert st_.anon_huge_bytes % (CHUNK * PAGE) == 0
+            assert st_.anon_huge_bytes <= st_.rss_anon_bytes
+            if self.thp == "never":
+                assert st_.anon_huge_bytes == 0
+
+
+# Fewer examples than the machine without huge pages: the kernel paths below a huge page
+# are few, and each example maps thousands of pages (about 6 s). A planted mistake (a partial
+# munmap that unmaps the whole huge page) was caught.
+ThpMemoryModel.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=50, derandomize=True, database=None, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow])
+TestThpMemoryModel = ThpMemoryModel.TestCase
