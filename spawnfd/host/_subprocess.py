@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Union
 
 import trio
@@ -141,18 +141,23 @@ def _fileno(obj: Any) -> int:
     return obj if isinstance(obj, int) else int(obj.fileno())
 
 
-def _check_options(options: dict[str, Any]) -> None:
+def _check_options(options: Mapping[str, Any], known: Collection[str] = frozenset(),
+                   unsupported: Mapping[str, str] | None = None,
+                   what: str = "spawnfd.host.Process") -> None:
+    """Popen's argument checks, as trio makes them; the simulator passes its own tables."""
+    known = known or _KNOWN
+    unsupported = _UNSUPPORTED if unsupported is None else unsupported
     for key in ("universal_newlines", "text", "encoding", "errors", "bufsize"):
         if options.get(key):
             raise TypeError(
-                "spawnfd.host.Process only supports communicating over unbuffered byte streams; "
+                f"{what} only supports communicating over unbuffered byte streams; "
                 f"the '{key}' option is not supported"
             )
     for key in options:
-        if key not in _KNOWN:
+        if key not in known:
             raise TypeError(f"open_process() got an unexpected keyword argument {key!r}")
-        if key in _UNSUPPORTED and options[key] is not None:
-            raise NotImplementedError(f"{key}= is not supported: {_UNSUPPORTED[key]}")
+        if key in unsupported and options[key] is not None:
+            raise NotImplementedError(f"{key}= is not supported: {unsupported[key]}")
     for key in _POSIX_ONLY_IGNORED:
         if options.get(key):
             raise ValueError(f"{key} is only supported on Windows platforms")
@@ -345,7 +350,8 @@ def _option_steps(options: dict[str, Any], method: str) -> list[tuple[_libc.Acti
     return steps
 
 
-async def _posix_deliver_cancel(p: Process) -> None:
+async def _posix_deliver_cancel(p: Any) -> None:
+    """trio's default for both backends: SIGTERM, then SIGKILL after 5 seconds (trio time)."""
     try:
         p.terminate()
         await trio.sleep(5)
@@ -370,11 +376,14 @@ async def _supervise(
     stdin: bytes | bytearray | memoryview | Redirect,
     capture_stdout: bool,
     capture_stderr: bool,
-    deliver_cancel: Callable[[Process], Awaitable[object]] | None,
-    task_status: trio.TaskStatus[Process],
+    deliver_cancel: Callable[[Any], Awaitable[object]] | None,
+    task_status: trio.TaskStatus[Any],
     options: dict[str, Any],
-) -> tuple[Process, bytes | None, bytes | None]:
-    """trio.run_process's body: start, feed, collect, wait, and kill if cancelled."""
+    opener: Callable[..., Awaitable[Any]] | None = None,
+) -> tuple[Any, bytes | None, bytes | None]:
+    """trio.run_process's body: start, feed, collect, wait, and kill if cancelled. Shared by
+    the host and the simulator: ``opener`` is their open_process (default: the host's)."""
+    open_child = open_process if opener is None else opener
     if isinstance(stdin, str):
         raise UnicodeError("process stdin must be bytes, not str")
     if task_status is trio.TASK_STATUS_IGNORED:
@@ -422,7 +431,7 @@ async def _supervise(
             async for chunk in stream:
                 chunks.append(chunk)
 
-    async def stop(proc: Process, nursery: trio.Nursery) -> None:
+    async def stop(proc: Any, nursery: trio.Nursery) -> None:
         # Run deliver_cancel beside a wait for the exit, then cancel it: call under a shield.
         killer_cscope = trio.CancelScope(shield=True)
 
@@ -439,7 +448,7 @@ async def _supervise(
         data = None
     if data is None and not capture_stdout and not capture_stderr:
         # Nothing runs beside the wait: a nursery is opened only if the child must be stopped.
-        proc = await open_process(command, **options)
+        proc = await open_child(command, **options)
         try:
             task_status.started(proc)
             await proc.wait()
@@ -450,7 +459,7 @@ async def _supervise(
             raise
         return proc, None, None
 
-    proc = await open_process(command, **options)  # outside the nursery, as trio >= 0.25
+    proc = await open_child(command, **options)  # outside the nursery, as trio >= 0.25
     async with trio.open_nursery() as nursery:
         try:
             if data is not None:
@@ -568,7 +577,7 @@ async def system(
         task_status=trio.TASK_STATUS_IGNORED,
         options={"shell": True, "method": method},
     )
-    status = proc.wait_status
+    status: int | None = proc.wait_status
     assert status is not None
     return status
 

@@ -31,7 +31,6 @@ import errno
 import os
 import signal
 import subprocess
-import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Union, final
@@ -39,6 +38,8 @@ from typing import TYPE_CHECKING, Any, Final, Union, final
 import trio
 
 from ..host._subprocess import EMPTY_INPUT, _argv, fsencode_arg
+from ..host._subprocess import _check_options as _host_check_options
+from ..host._subprocess import _supervise as _host_supervise
 from .ldso import search_path
 from .spawn import METHODS, FdSpec, Open, SpawnedProcess, _default_fds, spawn
 
@@ -82,20 +83,7 @@ _KNOWN = {
 
 def _check_options(options: Mapping[str, Any]) -> None:
     """The host backend's checks, plus the options the simulator cannot honour."""
-    for key in _TEXT:
-        if options.get(key):
-            raise TypeError(
-                "spawnfd.sim.subprocess.SimProcess only supports communicating over unbuffered "
-                f"byte streams; the '{key}' option is not supported"
-            )
-    for key in options:
-        if key not in _KNOWN:
-            raise TypeError(f"open_process() got an unexpected keyword argument {key!r}")
-        if key in _UNSUPPORTED and options[key] is not None:
-            raise NotImplementedError(f"{key}= is not supported: {_UNSUPPORTED[key]}")
-    for key in _POSIX_ONLY_IGNORED:
-        if options.get(key):
-            raise ValueError(f"{key} is only supported on Windows platforms")
+    _host_check_options(options, _KNOWN, _UNSUPPORTED, "spawnfd.sim.subprocess.SimProcess")
     if not options.get("close_fds", True):
         raise NotImplementedError(
             "close_fds=False is not simulated: the child gets 0, 1, 2 and pass_fds")
@@ -628,137 +616,11 @@ async def open_process(
 # run_process and system
 
 
-async def _default_deliver_cancel(p: SimProcess) -> None:
-    """trio's default: SIGTERM, then SIGKILL after 5 seconds (of trio time)."""
-    try:
-        p.terminate()
-        await trio.sleep(5)
-        warnings.warn(
-            RuntimeWarning(
-                f"process {p!r} ignored SIGTERM for 5 seconds. "
-                "(Maybe you should pass a custom deliver_cancel?) "
-                "Trying SIGKILL."
-            ),
-            stacklevel=1,
-        )
-        p.kill()
-    except OSError as exc:
-        warnings.warn(
-            RuntimeWarning(f"tried to kill process {p!r}, but failed with: {exc!r}"),
-            stacklevel=1,
-        )
-
-
-async def _supervise(
-    command: Command,
-    *,
-    stdin: Any,
-    capture_stdout: bool,
-    capture_stderr: bool,
-    deliver_cancel: DeliverCancel | None,
-    task_status: Any,
-    options: dict[str, Any],
-) -> tuple[SimProcess, bytes | None, bytes | None]:
-    """trio.run_process's body: start, feed, collect, wait, and stop the child if cancelled."""
-    if isinstance(stdin, str):
-        raise UnicodeError("process stdin must be bytes, not str")
-    if task_status is trio.TASK_STATUS_IGNORED:
-        if stdin is subprocess.PIPE:
-            raise ValueError(
-                "stdout=subprocess.PIPE is only valid with nursery.start, "
-                "since that's the only way to access the pipe; use nursery.start "
-                "or pass the data you want to write directly"
-            )
-        for name in ("stdout", "stderr"):
-            if options.get(name) is subprocess.PIPE:
-                raise ValueError(
-                    f"{name}=subprocess.PIPE is only valid with nursery.start, "
-                    "since that's the only way to access the pipe"
-                )
-    data: bytes | bytearray | memoryview | None = None
-    if isinstance(stdin, (bytes, bytearray, memoryview)):
-        data = stdin
-        options["stdin"] = subprocess.PIPE
-    else:
-        options["stdin"] = stdin
-    if capture_stdout:
-        if "stdout" in options:
-            raise ValueError("can't specify both stdout and capture_stdout")
-        options["stdout"] = subprocess.PIPE
-    if capture_stderr:
-        if "stderr" in options:
-            raise ValueError("can't specify both stderr and capture_stderr")
-        options["stderr"] = subprocess.PIPE
-    cancel: DeliverCancel = _default_deliver_cancel if deliver_cancel is None else deliver_cancel
-
-    stdout_chunks: list[bytes] = []
-    stderr_chunks: list[bytes] = []
-
-    async def feed_input(stream: trio.abc.SendStream, data: bytes | bytearray | memoryview) -> None:
-        async with stream:
-            try:
-                await stream.send_all(data)
-            except trio.BrokenResourceError:
-                pass
-
-    async def read_output(stream: trio.abc.ReceiveStream, chunks: list[bytes]) -> None:
-        async with stream:
-            async for chunk in stream:
-                chunks.append(chunk)
-
-    async def stop(proc: SimProcess, nursery: trio.Nursery) -> None:
-        # deliver_cancel runs beside a wait for the exit, and is cancelled once it happened.
-        killer_cscope = trio.CancelScope(shield=True)
-
-        async def killer() -> None:
-            with killer_cscope:
-                await cancel(proc)
-
-        nursery.start_soon(killer)
-        await proc.wait()
-        killer_cscope.cancel()
-
-    if data is not None and not len(data):
-        options["stdin"] = EMPTY_INPUT  # a pipe already at end-of-file: no feeding task
-        data = None
-    if data is None and not capture_stdout and not capture_stderr:
-        proc = await open_process(command, **options)
-        try:
-            task_status.started(proc)
-            await proc.wait()
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                async with trio.open_nursery() as nursery:
-                    await stop(proc, nursery)
-            raise
-        return proc, None, None
-
-    proc = await open_process(command, **options)
-    async with trio.open_nursery() as nursery:
-        try:
-            if data is not None:
-                assert proc.stdin is not None
-                nursery.start_soon(feed_input, proc.stdin, data)
-                proc.stdin = None
-                proc.stdio = None
-            if capture_stdout:
-                assert proc.stdout is not None
-                nursery.start_soon(read_output, proc.stdout, stdout_chunks)
-                proc.stdout = None
-                proc.stdio = None
-            if capture_stderr:
-                assert proc.stderr is not None
-                nursery.start_soon(read_output, proc.stderr, stderr_chunks)
-                proc.stderr = None
-            task_status.started(proc)
-            await proc.wait()
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await stop(proc, nursery)
-            raise
-
-    stdout = b"".join(stdout_chunks) if capture_stdout else None
-    stderr = b"".join(stderr_chunks) if capture_stderr else None
+async def _supervise(command: Command, **kwargs: Any) -> tuple[SimProcess, bytes | None,
+                                                                bytes | None]:
+    """trio.run_process's body, shared with the host backend, opening simulated children."""
+    proc, stdout, stderr = await _host_supervise(command, opener=open_process, **kwargs)
+    assert isinstance(proc, SimProcess)
     return proc, stdout, stderr
 
 
