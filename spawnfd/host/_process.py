@@ -48,6 +48,22 @@ def reap_orphans() -> None:
         os.close(pidfd)
 
 
+async def close_and_wait(proc: Any) -> None:
+    """trio's Process.aclose(), for the host's and the simulator's processes alike: close the
+    pipes, wait for the exit; if cancelled, kill and wait before propagating."""
+    with trio.CancelScope(shield=True):
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                await stream.aclose()
+    try:
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            with trio.CancelScope(shield=True):
+                await proc.wait()
+
+
 @final
 class Process(metaclass=NoPublicConstructor):
     r"""A child process on the real kernel, held by a pidfd. Like `trio.Process`.
@@ -199,17 +215,7 @@ class Process(metaclass=NoPublicConstructor):
         If cancelled, kill the child and wait for it to finish exiting before propagating the
         cancellation, so no zombie is left behind.
         """
-        with trio.CancelScope(shield=True):
-            for stream in (self.stdin, self.stdout, self.stderr):
-                if stream is not None:
-                    await stream.aclose()
-        try:
-            await self.wait()
-        finally:
-            if self._status is None:
-                self.kill()
-                with trio.CancelScope(shield=True):
-                    await self.wait()
+        await close_and_wait(self)
 
     def _reap(self, *, block: bool) -> int | None:
         if self._status is not None or self._pidfd is None:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Union, final
 import trio
 
 from ..host._subprocess import EMPTY_INPUT, _argv, fsencode_arg
+from ..host._process import close_and_wait
 from ..host._subprocess import _check_options as _host_check_options
 from ..host._subprocess import _supervise as _host_supervise
 from .ldso import search_path
@@ -400,17 +401,7 @@ class SimProcess:
     async def aclose(self) -> None:
         """Close the pipes to the child and wait for it to exit; if cancelled, kill it and
         wait for it before propagating the cancellation (as trio's)."""
-        with trio.CancelScope(shield=True):
-            for stream in (self.stdin, self.stdout, self.stderr):
-                if stream is not None:
-                    await stream.aclose()
-        try:
-            await self.wait()
-        finally:
-            if self._status is None:
-                self.kill()
-                with trio.CancelScope(shield=True):
-                    await self.wait()
+        await close_and_wait(self)
 
     async def __aenter__(self) -> SimProcess:
         return self
