@@ -255,7 +255,7 @@ class Kernel:
 
 @final
 class Process:
-    """A simulated process. Get one from ``Kernel.init`` (later: fork and spawn).
+    """A simulated process: ``Kernel.init``, or what ``fork``, ``vfork`` and the fd model make.
 
     Its methods are the system calls a caller-driven process makes; each raises the
     ``OSError`` subclass the :mod:`os` module would raise for the same errno.
