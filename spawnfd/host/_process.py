@@ -48,6 +48,14 @@ def reap_orphans() -> None:
         os.close(pidfd)
 
 
+def describe_state(proc: Any) -> str:
+    """How trio's Process repr states a child: running, or how it ended (both backends)."""
+    rc = proc.returncode
+    if rc is None:
+        return f"running with PID {proc.pid}"
+    return f"exited with signal {-rc}" if rc < 0 else f"exited with status {rc}"
+
+
 async def close_and_wait(proc: Any) -> None:
     """trio's Process.aclose(), for the host's and the simulator's processes alike: close the
     pipes, wait for the exit; if cancelled, kill and wait before propagating."""
@@ -111,14 +119,7 @@ class Process(metaclass=NoPublicConstructor):
             self.stdio = trio.StapledStream(stdin, stdout)
 
     def __repr__(self) -> str:
-        rc = self.returncode
-        if rc is None:
-            state = f"running with PID {self.pid}"
-        elif rc < 0:
-            state = f"exited with signal {-rc}"
-        else:
-            state = f"exited with status {rc}"
-        return f"<spawnfd.host.Process {self.args!r}: {state}>"
+        return f"<spawnfd.host.Process {self.args!r}: {describe_state(self)}>"
 
     def __del__(self) -> None:
         pidfd = getattr(self, "_pidfd", None)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Union, final
 import trio
 
 from ..host._subprocess import EMPTY_INPUT, _argv, fsencode_arg
-from ..host._process import close_and_wait
+from ..host._process import close_and_wait, describe_state
 from ..host._subprocess import _check_options as _host_check_options
 from ..host._subprocess import _supervise as _host_supervise
 from .ldso import search_path
@@ -302,14 +302,7 @@ class SimProcess:
         self._wait_lock = trio.Lock()
 
     def __repr__(self) -> str:
-        rc = self.returncode
-        if rc is None:
-            state = f"running with PID {self.pid}"
-        elif rc < 0:
-            state = f"exited with signal {-rc}"
-        else:
-            state = f"exited with status {rc}"
-        return f"<spawnfd.sim.SimProcess {self.args!r}: {state}>"
+        return f"<spawnfd.sim.SimProcess {self.args!r}: {describe_state(self)}>"
 
     def _reap(self) -> int | None:
         """Reap the child if it has exited (never blocks); its wait status or None."""
