@@ -28,7 +28,7 @@ if os.environ.get("SPAWNFD_SANITIZE") == "1":
     cflags += san
     ldflags += san
 
-sources = sorted(glob.glob(os.path.join(HERE, "*.c")))
+sources = sorted(glob.glob(os.path.join(HERE, "**", "*.c"), recursive=True))
 ffibuilder.set_source(
     "spawnfd._kernel",
     '#include "api.h"\n',

@@ -1,7 +1,7 @@
-// spawnfd.h — the simulated kernel's internal header.
-// Each subsystem's functions are listed in one block, in the order of the layers:
-// frame -> pgtable -> vma -> file/fdtable -> fault -> mm -> proc -> kernel -> check.
-// Everything that can fail returns a negative errno; 0 or a positive value is success.
+// spawnfd.h — the simulated kernel's types: constants, page-table entry bits and every
+// structure more than one directory reads (Linux keeps these in include/linux/). Functions
+// are declared by the header of the directory that defines them: mm/mm.h, fs/fs.h,
+// kernel/kernel.h. Everything that can fail returns a negative errno; 0 or more is success.
 #ifndef SPAWNFD_H
 #define SPAWNFD_H
 
@@ -50,7 +50,7 @@ struct inode;
 struct proc;
 struct dentry;
 
-// ---- frame.c: physical frames, buddy allocator, lazily materialised content ----
+// ---- mm/frame.c: physical frames, buddy allocator, lazily materialised content ----
 enum frame_kind { FK_FREE = 0, FK_ANON, FK_PAGECACHE, FK_PAGETABLE, FK_ZERO };
 enum content_type { CT_ZERO = 0, CT_STAMP, CT_BUF };
 #define FF_BUDDY_HEAD 0x8000  // aux flag: head of a free buddy block; low bits: order
@@ -86,20 +86,8 @@ struct frames {
   uint64_t allocated, freed;  // since boot
 };
 
-int frames_init(struct frames *fr, uint64_t mem_bytes);
-void frames_fini(struct frames *fr);
-int frame_alloc(struct kernel *k, enum frame_kind kind, pfn_t *out);
-int frame_alloc_order(struct kernel *k, unsigned order, enum frame_kind kind, pfn_t *out);
-void frame_put(struct kernel *k, pfn_t pfn);
-void frame_get(struct kernel *k, pfn_t pfn);
-void frame_release_content(struct frames *fr, pfn_t p);
-int frame_copy_content(struct frames *fr, pfn_t dst, pfn_t src);
-void frame_read_bytes(const struct frames *fr, pfn_t p, uint64_t off, uint8_t *buf, uint64_t n);
-int frame_write_bytes(struct frames *fr, pfn_t p, uint64_t off, const uint8_t *buf, uint64_t n);
-void frame_set_stamp(struct frames *fr, pfn_t p, uint64_t stamp);
-uint8_t *frame_materialise(struct frames *fr, pfn_t p);
 
-// ---- pgtable.c: 4-level tables, each a frame holding a struct ptpage ----
+// ---- mm/pgtable.c: 4-level tables, each a frame holding a struct ptpage ----
 enum { PT_PRIVATE = 0, PT_COW, PT_FILE };  // how a last-level table is shared
 enum { RSS_ANON = 0, RSS_FILE, RSS_SHMEM };
 
@@ -122,30 +110,8 @@ struct ptpage {
 
 struct mm;
 struct vma;
-uint64_t level_end(uint64_t addr, uint64_t end, int level);
-struct ptpage *pt_page(struct kernel *k, pfn_t pfn);
-pte_t *pt_table(struct kernel *k, pfn_t pfn);
-int pt_alloc(struct kernel *k, pfn_t *out);
-void pt_buffer_release(struct kernel *k, void *buf);
-void pt_pool_fini(struct kernel *k);
-void pt_free(struct kernel *k, pfn_t pfn);
-void pt_set(struct kernel *k, pfn_t table, pte_t *slot, pte_t e);
-void pt_clear(struct kernel *k, pfn_t table, pte_t *slot);
-void pt_rss_add(struct kernel *k, pfn_t table, const struct vma *v, pfn_t pfn, int delta);
-pte_t *pt_walk_pmd(struct mm *mm, uint64_t va, int alloc, pfn_t *pmd_table, int *err);
-int pt_fill_pmd(struct mm *mm, pfn_t pmd_table, pte_t *pmd);
-pte_t *pt_next_pmd(struct mm *mm, uint64_t *addr, uint64_t end, pfn_t *pmd_table);
-pte_t *pt_lookup(struct mm *mm, uint64_t va, pfn_t *table, int *writable);
-pte_t *pt_lookup_huge(struct mm *mm, uint64_t va, pfn_t *pmd_table);
-int pt_break_cow(struct mm *mm, pte_t *pmd);
-void pt_drop_shared(struct mm *mm, pfn_t pmd_table, pte_t *pmd);
-int pt_unshare_range(struct mm *mm, uint64_t start, uint64_t end, int drop);
-int pt_zap_range(struct mm *mm, uint64_t start, uint64_t end);
-void pt_free_range(struct mm *mm, uint64_t start, uint64_t end);
-void pt_teardown(struct mm *mm);
-void pt_protect_range(struct mm *mm, uint64_t start, uint64_t end, int clear_w, int set_w, int nx);
 
-// ---- vma.c: virtual memory areas, a sorted array searched in O(log n) ----
+// ---- mm/vma.c: virtual memory areas, a sorted array searched in O(log n) ----
 #define VM_READ 0x1
 #define VM_WRITE 0x2
 #define VM_EXEC 0x4
@@ -173,18 +139,8 @@ struct vma_list {
   uint32_t cache;           // index of the last lookup hit
 };
 
-struct vma *vma_find(struct vma_list *l, uint64_t va);
-int vma_first_at_or_after(struct vma_list *l, uint64_t va);
-int vma_insert(struct vma_list *l, const struct vma *v);
-void vma_remove(struct vma_list *l, int i);
-int vma_split(struct kernel *k, struct vma_list *l, int i, uint64_t at);
-int vma_try_merge(struct kernel *k, struct vma_list *l, int i);
-int vma_can_merge(const struct vma *a, const struct vma *b);
-int vma_range_free(struct vma_list *l, uint64_t start, uint64_t end);
-void vma_list_fini(struct kernel *k, struct vma_list *l);
-int vma_reserve(struct vma_list *l, uint32_t extra);
 
-// ---- file.c: inodes, the page cache, host files read lazily, tmpfs, devices ----
+// ---- fs/vfs.c and mm/filemap.c: inodes and their page cache ----
 enum inode_kind {
   IK_HOST, IK_TMPFS, IK_SHMEM, IK_DEVNULL, IK_DEVZERO, IK_DIR, IK_PIPE,
   IK_BUILDER,                // a builder fd's inode: the one handle to an embryo
@@ -226,21 +182,8 @@ struct inode {
   uint32_t check_refs;       // check.c: references found by the recount
 };
 
-int vfs_init(struct kernel *k);
-void vfs_fini(struct kernel *k);
-int vfs_lookup(struct kernel *k, const char *path, int flags, unsigned mode, struct inode **out);
-int vfs_unlink(struct kernel *k, const char *path);
-struct inode *inode_new_shmem(struct kernel *k, uint64_t size);
-void inode_get(struct inode *ino);
-void inode_put(struct kernel *k, struct inode *ino);
-void inode_put_new(struct kernel *k, struct inode *ino);
-int inode_unmap_beyond(struct kernel *k, struct inode *ino, uint64_t idx);
-int inode_truncate(struct kernel *k, struct inode *ino, uint64_t size);
-int pagecache_get(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t *out);
-int inode_read(struct kernel *k, struct inode *ino, uint64_t off, uint8_t *buf, uint64_t n);
-int inode_write(struct kernel *k, struct inode *ino, uint64_t off, const uint8_t *buf, uint64_t n);
 
-// ---- fdtable.c: open file descriptions and per-process descriptor tables ----
+// ---- fs/fdtable.c: open file descriptions and per-process descriptor tables ----
 struct file {
   struct inode *ino;        // what it refers to
   int flags;                // O_ACCMODE | O_APPEND ...
@@ -257,40 +200,18 @@ struct fdtable {
 
 #define FD_MAX 1024         // RLIMIT_NOFILE soft limit
 #define NO_OWNER 0xffffffffU  // a tmpfs inode just created, before its opener owns it
-int file_open(struct kernel *k, struct proc *p, const char *path, int flags, unsigned mode,
-              struct file **out);
-int fdt_alloc(struct fdtable *t, int lowest, struct file *f, int cloexec);
-struct file *fdt_get(struct fdtable *t, int fd);
-int fdt_close(struct kernel *k, struct fdtable *t, int fd);
-void fdt_fini(struct kernel *k, struct fdtable *t);
-void file_put(struct kernel *k, struct file *f);
 
-// ---- pipe.c: pipes ----
-void pipe_free(struct pipe *pp);
-void pipe_release(struct file *f);
-int64_t pipe_read(struct pipe *pp, uint8_t *buf, uint64_t n);
-int64_t pipe_write(struct pipe *pp, const uint8_t *buf, uint64_t n);
 
-// ---- fault.c: the page-fault path ----
+// ---- mm/fault.c: the page-fault path ----
 enum fault_kind {
   FAULT_ANON, FAULT_ZERO, FAULT_FILE, FAULT_SHARED, FAULT_COW, FAULT_WP_REUSE,
   FAULT_WP_SHARED, FAULT_NR
 };
-int handle_fault(struct mm *mm, struct vma *v, uint64_t va, int write, pfn_t *out);
-int fault_huge(struct mm *mm, struct vma *v, uint64_t va, int write, pfn_t *out);
-int fault_table(struct mm *mm, struct vma *v, uint64_t va, pfn_t *table);
-int fault_pte(struct mm *mm, struct vma *v, pfn_t table, pte_t *pte, uint64_t va,
-              int write, pfn_t *out);
 
-// ---- fork.c: fork policies and shared file page tables ----
+// ---- mm/fork.c: fork policies ----
 enum { FORK_COPY = 0, FORK_COW_PT = 1, FORK_COW_PT_EAGER = 2 };
-struct mm *mm_dup(struct mm *src, int mode, int *err);
-int mm_map_cow(struct mm *dst, struct mm *src, uint64_t start, uint64_t end);
-int ptshare_attach(struct mm *mm, const struct vma *v, uint64_t va, pfn_t pmdt, pte_t *pmd);
-void inode_ptshare_forget(struct inode *ino, uint64_t chunk, pfn_t table);
-int vma_allows(const struct vma *v, int write);
 
-// ---- mm.c: address spaces ----
+// ---- mm/mmap.c: address spaces ----
 struct mm {
   struct kernel *k;         // owner
   pfn_t pgd;                // top-level table
@@ -300,16 +221,9 @@ struct mm {
   uint64_t start_stack;     // maps shows [stack] for the vma holding it (0: none)
 };
 
-struct mm *mm_create(struct kernel *k, int *err);
 struct proc;
-int mm_mmap(struct proc *p, uint64_t addr, uint64_t len, int prot, int flags, struct file *f,
-            uint64_t off, uint64_t *out);
-int mm_munmap(struct mm *mm, uint64_t addr, uint64_t len);
-int mm_mprotect(struct mm *mm, uint64_t addr, uint64_t len, int prot);
-int mm_access(struct mm *mm, uint64_t addr, uint8_t *rbuf, const uint8_t *wbuf, uint64_t len);
-void mm_destroy(struct mm *mm);
 
-// ---- proc.c: processes ----
+// ---- kernel/proc.c: processes ----
 enum proc_state { PS_RUNNING = 0, PS_ZOMBIE, PS_EMBRYO };
 struct cred {
   uint32_t uid, euid, suid;  // real, effective, saved user ids
@@ -331,31 +245,13 @@ struct proc {
   char cwd[4096];           // working directory
 };
 
-struct proc *proc_get(struct kernel *k, int pid);
-struct proc *proc_get_any(struct kernel *k, int pid);
-int proc_new(struct kernel *k, int ppid, struct mm *mm, struct proc **out);
-void proc_free(struct kernel *k, struct proc *p);
-int fdt_dup_table(struct fdtable *dst, const struct fdtable *src);
-void fdt_close_on_exec(struct kernel *k, struct fdtable *t);
-void proc_release_vfork(struct kernel *k, struct proc *p);
-int proc_exit(struct kernel *k, struct proc *p, int wstatus);
-int proc_chdir(struct kernel *k, struct proc *p, const char *path);
 #define NO_ID 0xffffffffU     // setresuid(-1): unchanged
-int cred_change(struct cred *c, const uint32_t *ids);
-struct proc *proc_by_handle(struct kernel *k, const struct inode *ino);
-// ---- spawn.c: the fd model (zero-thread embryos, builder fds, wait handles) ----
-struct inode *handle_inode_new(struct kernel *k, enum inode_kind kind, struct proc *target);
-void builder_release(struct kernel *k, struct inode *ino);
-int builder_launch(struct kernel *k, struct file *f);
-// ---- exec.c: shared with spawn.c ----
+// ---- fs/exec.c: the stack builder, shared with kernel/spawn.c ----
 struct stack_aux {
   uint64_t phdr, phnum, base, entry;  // AT_PHDR, AT_PHNUM, AT_BASE, AT_ENTRY
 };
-int exec_build_stack(struct proc *p, const char *execfn, const char *strings, uint64_t len,
-                     int argc, int envc, uint64_t seed, const struct stack_aux *aux,
-                     uint64_t *sp);
 
-// ---- huge.c: transparent huge pages for private anonymous memory ----
+// ---- mm/huge_memory.c: transparent huge pages for private anonymous memory ----
 #define FF_THP_HEAD 0x4000  // aux flag of a data frame: the first frame of a huge page
 #define FF_THP_TAIL 0x2000  // aux flag: one of its other 511 frames
 #define FF_THP (FF_THP_HEAD | FF_THP_TAIL)
@@ -364,16 +260,7 @@ int exec_build_stack(struct proc *p, const char *execfn, const char *strings, ui
 enum { THP_NEVER = 0, THP_MADVISE, THP_ALWAYS };
 enum { THP_COW_SPLIT = 0, THP_COW_COPY };
 #define pmd_is_huge(e) (((e) & (PTE_P | PTE_PS)) == (PTE_P | PTE_PS))
-int thp_init(struct kernel *k);
-uint32_t frame_mapcount(struct kernel *k, pfn_t pfn);
-int thp_eligible(struct kernel *k, const struct vma *v, uint64_t va);
-int thp_fault(struct mm *mm, struct vma *v, pfn_t pmdt, pte_t *pmd, uint64_t va, pfn_t *out);
-int thp_wp_fault(struct mm *mm, struct vma *v, pfn_t pmdt, pte_t *pmd, uint64_t va,
-                 pfn_t *out);
-int thp_split_pmd(struct mm *mm, pfn_t pmdt, pte_t *pmd);
-void thp_zap_pmd(struct mm *mm, pfn_t pmdt, pte_t *pmd);
-void thp_put(struct kernel *k, pfn_t head);
-// ---- kernel.c: the machine ----
+// ---- kernel/main.c: the machine ----
 struct kernel {
   struct frames fr;                  // physical memory
   struct kstats st;                  // deterministic counters
@@ -395,31 +282,6 @@ struct kernel {
 };
 
 void kpanic(struct kernel *k, const char *fmt, ...);
-int path_normalise(const char *cwd, const char *path, char *out, size_t cap);
-#define ENTER(k, pid, p)                 \
-  do {                                   \
-    if ((k)->panicked)                   \
-      return -KPANIC;                    \
-    (p) = proc_get((k), (pid));          \
-    if (!(p))                            \
-      return -ESRCH;                     \
-    if ((p)->vfork_child)                \
-      return -EAGAIN;                    \
-  } while (0)
-// ENTER for inspection (maps, statistics, registers): embryos can be looked at, not changed.
-#define ENTER_VIEW(k, pid, p)                              \
-  do {                                                     \
-    if ((k)->panicked)                                     \
-      return -KPANIC;                                      \
-    (p) = proc_get_any((k), (pid));                        \
-    if (!(p) || (p)->state == PS_ZOMBIE)                   \
-      return -ESRCH;                                       \
-    if ((p)->vfork_child)                                  \
-      return -EAGAIN;                                      \
-  } while (0)
-#define LEAVE(k, rc) ((k)->panicked ? -KPANIC : (rc))
 
-// ---- check.c: recompute truth ----
-int check_kernel(struct kernel *k, char *msg, size_t cap);
 
 #endif

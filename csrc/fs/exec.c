@@ -12,7 +12,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
-#include "spawnfd.h"
+#include "fs/fs.h"
+#include "kernel/kernel.h"  // up: ENTER; execve releases a vfork parent (proc_get_any)
 
 #define ELF_ET_DYN_BASE 0x555555554000ULL  // (DEFAULT_MAP_WINDOW / 3 * 2), page aligned
 #define STACK_EXPAND (128 * 1024ULL)        // setup_arg_pages(): stack_expand

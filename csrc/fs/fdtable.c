@@ -7,7 +7,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "spawnfd.h"
+#include "fs/fs.h"
+#include "kernel/kernel.h"  // up: ENTER; builder_release/launch as the builder's f_op->release
 
 // Grow t to hold at least n descriptors.
 static int fdt_grow(struct fdtable *t, int n) {

@@ -8,7 +8,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "spawnfd.h"
+#include "fs/fs.h"
+#include "kernel/kernel.h"  // up: ENTER, the sfd_* entry guard (Linux: current)
 
 #define PIPE_SIZE (64 * 1024)
 #define PIPE_BUF_ATOMIC 4096

@@ -1,10 +1,10 @@
-// file.c — the VFS: inodes and their page cache.
+// vfs.c — the VFS: inodes, path lookup, the dentry cache.
 //   host files:  visible read-only under their own (canonical) paths, read lazily page by page
 //   tmpfs:       writable files in /tmp and /dev/shm, content only in the page cache
 //   shmem:       unnamed inodes behind MAP_SHARED|MAP_ANONYMOUS ("/dev/zero (deleted)")
 //   /dev/null, /dev/zero
-// The page cache of an inode is an array of pfns by page index; it holds one reference on each
-// frame. Host inodes stay cached for the kernel's life, as Linux keeps page cache warm.
+// An inode's pages live in its page cache (mm/filemap.c). Host inodes stay cached for the
+// kernel's life, as Linux keeps page cache warm.
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -14,7 +14,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "spawnfd.h"
+#include "fs/fs.h"
 
 #define ITAB_BUCKETS 4096
 
@@ -64,17 +64,6 @@ static struct inode *inode_alloc(struct kernel *k, enum inode_kind kind, const c
     return NULL;
   }
   return ino;
-}
-
-// Drop every page-cache page at index >= from.
-static void pagecache_drop(struct kernel *k, struct inode *ino, uint64_t from) {
-  for (uint64_t i = from; i < ino->cache_cap; i++) {
-    if (ino->cache[i] != NO_PFN) {
-      frame_put(k, ino->cache[i]);
-      ino->cache[i] = NO_PFN;
-      ino->cached--;
-    }
-  }
 }
 
 static void inode_free(struct kernel *k, struct inode *ino) {
@@ -361,25 +350,9 @@ int vfs_unlink(struct kernel *k, const char *p) {
   return 0;
 }
 
-// Grow the page-cache index to hold idx. -ENOMEM if the host is out of memory.
-static int pagecache_reserve(struct inode *ino, uint64_t idx) {
-  if (idx < ino->cache_cap)
-    return 0;
-  uint64_t cap = ino->cache_cap ? ino->cache_cap : 16;
-  while (cap <= idx)
-    cap *= 2;
-  uint32_t *c = realloc(ino->cache, cap * sizeof(*c));
-  if (!c)
-    return -ENOMEM;
-  for (uint64_t i = ino->cache_cap; i < cap; i++)
-    c[i] = NO_PFN;
-  ino->cache = c;
-  ino->cache_cap = cap;
-  return 0;
-}
-
-// Read page idx of a host file into a fresh frame's content.
-static int host_fill(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t pfn) {
+// Read page idx of a host file into a fresh frame's content (the page cache's read_folio for
+// host files). -EIO if the host file cannot be read.
+int host_read_page(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t pfn) {
   uint8_t buf[PAGE_SIZE];
   if (ino->host_fd < 0 && (ino->host_fd = open(ino->path, O_RDONLY | O_CLOEXEC)) < 0)
     return -EIO;
@@ -394,29 +367,6 @@ static int host_fill(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t pf
       return frame_write_bytes(&k->fr, pfn, 0, buf, PAGE_SIZE);
   }
   return 0;  // an all-zero page stays CT_ZERO
-}
-
-// The page-cache frame for page idx of ino, read in (host) or zero-filled (tmpfs, shmem) on
-// a miss. The cache keeps its own reference; the caller takes one per use.
-int pagecache_get(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t *out) {
-  if (idx < ino->cache_cap && ino->cache[idx] != NO_PFN) {
-    *out = ino->cache[idx];
-    return 0;
-  }
-  int err = pagecache_reserve(ino, idx);
-  if (err)
-    return err;
-  pfn_t pfn;
-  if ((err = frame_alloc(k, FK_PAGECACHE, &pfn)))
-    return err;
-  if (ino->kind == IK_HOST && (err = host_fill(k, ino, idx, pfn))) {
-    frame_put(k, pfn);
-    return err;
-  }
-  ino->cache[idx] = pfn;
-  ino->cached++;
-  *out = pfn;
-  return 0;
 }
 
 // Set a tmpfs file's size. Shrinking unmaps and drops the pages past the end and zeroes the
@@ -439,52 +389,4 @@ int inode_truncate(struct kernel *k, struct inode *ino, uint64_t size) {
   }
   ino->size = size;
   return 0;
-}
-
-// Read up to n bytes at off (short at end of file). Returns bytes read.
-int inode_read(struct kernel *k, struct inode *ino, uint64_t off, uint8_t *buf, uint64_t n) {
-  if (off >= ino->size)
-    return 0;
-  if (n > ino->size - off)
-    n = ino->size - off;
-  if (n > INT32_MAX)
-    n = INT32_MAX & PAGE_MASK;
-  for (uint64_t done = 0; done < n;) {
-    uint64_t pos = off + done, in = pos & (PAGE_SIZE - 1);
-    uint64_t chunk = PAGE_SIZE - in < n - done ? PAGE_SIZE - in : n - done;
-    pfn_t pfn;
-    int err = pagecache_get(k, ino, pos >> PAGE_SHIFT, &pfn);
-    if (err)
-      return done ? (int)done : err;
-    frame_read_bytes(&k->fr, pfn, in, buf + done, chunk);
-    done += chunk;
-  }
-  return (int)n;
-}
-
-// Write n bytes at off into a tmpfs file, extending it. Returns bytes written.
-int inode_write(struct kernel *k, struct inode *ino, uint64_t off, const uint8_t *buf,
-                uint64_t n) {
-  if (n > INT32_MAX)
-    n = INT32_MAX & PAGE_MASK;
-  if (off + n < off || off + n > (1ULL << 43))
-    return -EFBIG;
-  uint64_t done = 0;
-  while (done < n) {
-    uint64_t pos = off + done, in = pos & (PAGE_SIZE - 1);
-    uint64_t chunk = PAGE_SIZE - in < n - done ? PAGE_SIZE - in : n - done;
-    pfn_t pfn;
-    int err = pagecache_get(k, ino, pos >> PAGE_SHIFT, &pfn);
-    if (!err)
-      err = frame_write_bytes(&k->fr, pfn, in, buf + done, chunk);
-    if (err) {
-      if (!done)
-        return err;
-      break;
-    }
-    done += chunk;
-  }
-  if (off + done > ino->size)
-    ino->size = off + done;
-  return (int)done;
 }

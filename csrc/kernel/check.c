@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "spawnfd.h"
+#include "kernel/kernel.h"
 
 struct recount {
   struct kernel *k;

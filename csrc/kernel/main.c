@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "spawnfd.h"
+#include "kernel/kernel.h"
 
 #define PID_MAX 32768
 

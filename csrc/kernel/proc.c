@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "spawnfd.h"
+#include "kernel/kernel.h"
 
 // The process (live or zombie) with this pid, or NULL.
 struct proc *proc_get_any(struct kernel *k, int pid) {

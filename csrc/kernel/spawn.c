@@ -20,7 +20,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
-#include "spawnfd.h"
+#include "kernel/kernel.h"
 
 #define ANON_INODE_MINOR 0xe  // the anon_inode filesystem's device, as in Linux maps
 

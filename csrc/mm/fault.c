@@ -3,7 +3,7 @@
 //   pte empty, anonymous vma      -> do_anonymous_page: read maps the zero page, write allocates
 //   pte empty, file vma           -> do_read_fault / do_cow_fault / do_shared_fault
 //   pte present, write to !W pte  -> do_wp_page
-#include "spawnfd.h"
+#include "mm/mm.h"
 
 // Whether the vma's protection allows the access (x86: any of r/w/x implies readable).
 int vma_allows(const struct vma *v, int write) {

@@ -1,5 +1,5 @@
-// fork.c — duplicating an address space under three policies, and shared page tables for
-// big MAP_SHARED file mappings.
+// fork.c — duplicating an address space under three policies (shared page tables for
+// MAP_SHARED file mappings are mm/ptshare.c's).
 //
 //   FORK_COPY        classic fork, compare Linux dup_mmap() + copy_page_range(): every pte of
 //                    a vma that needs copying is copied, COW pages write-protected on both
@@ -15,7 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "spawnfd.h"
+#include "mm/mm.h"
+#include "fs/fs.h"  // up: inode_get: the child's file vmas hold their inodes (get_file())
 
 // A private mapping that may become writable: its pages are copied on write.
 // compare Linux is_cow_mapping().
@@ -201,32 +202,10 @@ static int copy_upper_range(struct fork_ctx *c, uint64_t addr, uint64_t end) {
   return 0;
 }
 
-// Attach the child to the file-shared tables the parent uses in a shared vma.
-static int attach_shared_range(struct fork_ctx *c) {
-  struct kernel *k = c->src->k;
-  pfn_t src_pmdt, dst_pmdt;
-  pte_t *src_pmd;
-  uint64_t end = c->v->end;
-  for (uint64_t addr = c->v->start, next; (src_pmd = pt_next_pmd(c->src, &addr, end, &src_pmdt));
-       addr = next) {
-    next = level_end(addr, end, 1);
-    int err = 0;
-    if (pt_share(k, PTE_PFN(*src_pmd)) != PT_FILE)
-      continue;
-    pte_t *dst_pmd = pt_walk_pmd(c->dst, addr, 1, &dst_pmdt, &err);
-    if (!dst_pmd)
-      return err;
-    frame_get(k, PTE_PFN(*src_pmd));
-    pt_set(k, dst_pmdt, dst_pmd, *src_pmd);
-    c->dst->nr_tables++;
-  }
-  return 0;
-}
-
 // Copy one vma's page tables into the child. compare Linux copy_page_range().
 static int copy_page_range(struct fork_ctx *c) {
   if (c->v->flags & VM_SHARED)
-    return attach_shared_range(c);
+    return ptshare_fork_range(c->dst, c->src, c->v);
   if (!vma_needs_copy(c->v))
     return 0;  // refaulted lazily by the child
   return copy_upper_range(c, c->v->start, c->v->end);
@@ -298,76 +277,4 @@ int mm_map_cow(struct mm *dst, struct mm *src, uint64_t start, uint64_t end) {
   if (err)
     mm_munmap(dst, start, end - start);
   return err;
-}
-
-// ---- shared page tables for MAP_SHARED file mappings ----
-
-// The chunk index of va if vma v may use the file's shared table for it: a shared file
-// mapping covering the whole 2 MiB chunk, at an address congruent to its file offset.
-static int ptshare_chunk(const struct vma *v, uint64_t va, uint64_t *chunk) {
-  uint64_t lo = va & ~(PMD_SIZE - 1);
-  if (!v->ino || !(v->flags & VM_SHARED) || lo < v->start || lo + PMD_SIZE > v->end)
-    return 0;
-  uint64_t idx = v->pgoff + ((lo - v->start) >> PAGE_SHIFT);
-  if (idx & (PTRS_PER_TABLE - 1))
-    return 0;
-  *chunk = idx / PTRS_PER_TABLE;
-  return 1;
-}
-
-// The registry entry of a file chunk, growing the registry. NULL if the host is out of memory.
-static struct ptshare_ent *ptshare_slot(struct inode *ino, uint64_t chunk) {
-  if (chunk >= ino->ptshare_cap) {
-    uint64_t cap = ino->ptshare_cap ? ino->ptshare_cap : 8;
-    while (cap <= chunk)
-      cap *= 2;
-    struct ptshare_ent *r = realloc(ino->ptshare, cap * sizeof(*r));
-    if (!r)
-      return NULL;
-    for (uint64_t i = ino->ptshare_cap; i < cap; i++)
-      r[i].table = NO_PFN;
-    ino->ptshare = r;
-    ino->ptshare_cap = cap;
-  }
-  return &ino->ptshare[chunk];
-}
-
-// Fill an empty pmd entry of a shared file mapping with the file's table for the chunk:
-// attach to the existing one when its protection matches, or create and register it.
-// Leaves the entry empty when sharing does not apply (the caller builds a private table).
-// compare Linux huge_pmd_share() and the mshare proposal.
-int ptshare_attach(struct mm *mm, const struct vma *v, uint64_t va, pfn_t pmdt, pte_t *pmd) {
-  struct kernel *k = mm->k;
-  uint64_t chunk;
-  uint32_t want = v->flags & (VM_READ | VM_WRITE | VM_EXEC | VM_SHARED);
-  if (!k->share_pagetables || !ptshare_chunk(v, va, &chunk))
-    return 0;
-  struct ptshare_ent *e = ptshare_slot(v->ino, chunk);
-  if (!e)
-    return -ENOMEM;
-  if (e->table != NO_PFN) {
-    if (e->flags != want)
-      return 0;
-    frame_get(k, e->table);
-    pt_set(k, pmdt, pmd, PTE_MK(e->table, PTE_P | PTE_W | PTE_U));
-    mm->nr_tables++;
-    k->st.tables_shared++;
-    return 0;
-  }
-  int err = pt_fill_pmd(mm, pmdt, pmd);
-  if (err)
-    return err;
-  struct ptpage *pg = pt_page(k, PTE_PFN(*pmd));
-  pt_set_share(k, PTE_PFN(*pmd), PT_FILE, 0);
-  pg->ino = v->ino;
-  pg->chunk = chunk;
-  e->table = PTE_PFN(*pmd);
-  e->flags = want;
-  return 0;
-}
-
-// Take a freed table out of its file's registry.
-void inode_ptshare_forget(struct inode *ino, uint64_t chunk, pfn_t table) {
-  if (chunk < ino->ptshare_cap && ino->ptshare[chunk].table == table)
-    ino->ptshare[chunk].table = NO_PFN;
 }

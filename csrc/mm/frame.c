@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "spawnfd.h"
+#include "mm/mm.h"
 
 static inline uint32_t link_next(const struct frames *fr, pfn_t p) {
   return (uint32_t)(fr->data[p] >> 32);

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "spawnfd.h"
+#include "mm/mm.h"
 
 // Allocate the map-count array (one word per 2 MiB of simulated memory, untouched until
 // used). -ENOMEM if the host is out of memory.

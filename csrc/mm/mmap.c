@@ -6,7 +6,9 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "spawnfd.h"
+#include "mm/mm.h"
+#include "fs/fs.h"  // up: fdt_get (mmap's fd, as ksys_mmap_pgoff's fget), inode refs, shmem
+#include "kernel/kernel.h"  // up: ENTER, the sfd_* entry guard (Linux: current)
 
 #define PROT_ALL (PROT_READ | PROT_WRITE | PROT_EXEC)
 #ifndef PROT_SEM

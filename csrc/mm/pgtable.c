@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "spawnfd.h"
+#include "mm/mm.h"
 
 static inline unsigned pt_index(uint64_t va, int level) {
   return (unsigned)(va >> (PAGE_SHIFT + 9 * level)) & 511;
@@ -88,7 +88,7 @@ void pt_free(struct kernel *k, pfn_t pfn) {
   if (k->fr.f[pfn].ref == 1) {
     struct ptpage *pg = pt_page(k, pfn);
     if (pt_share(k, pfn) == PT_FILE)
-      inode_ptshare_forget(pg->ino, pg->chunk, pfn);
+      ptshare_forget(pg->ino, pg->chunk, pfn);
     k->st.tables_freed++;
   }
   frame_put(k, pfn);

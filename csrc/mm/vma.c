@@ -5,7 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "spawnfd.h"
+#include "mm/mm.h"
+#include "fs/fs.h"  // up: inode_get/inode_put: a file vma holds its inode, as vm_file holds get_file()
 
 // Index of the first vma whose end is above va (the one containing va, or the next).
 int vma_first_at_or_after(struct vma_list *l, uint64_t va) {

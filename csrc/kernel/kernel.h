@@ -1,0 +1,53 @@
+// kernel/kernel.h — what the process layer exports: processes and credentials, the fd
+// model's embryos and handles, check(), and the system-call entry guards. Calls go down to
+// fs/ and mm/.
+#ifndef SPAWNFD_KERNEL_H
+#define SPAWNFD_KERNEL_H
+
+#include "fs/fs.h"
+
+// ---- proc.c: processes ----
+struct proc *proc_get(struct kernel *k, int pid);
+struct proc *proc_get_any(struct kernel *k, int pid);
+int proc_new(struct kernel *k, int ppid, struct mm *mm, struct proc **out);
+void proc_free(struct kernel *k, struct proc *p);
+void proc_release_vfork(struct kernel *k, struct proc *p);
+int proc_exit(struct kernel *k, struct proc *p, int wstatus);
+int proc_chdir(struct kernel *k, struct proc *p, const char *path);
+int cred_change(struct cred *c, const uint32_t *ids);
+
+// ---- spawn.c: the fd model (zero-thread embryos, builder fds, wait handles) ----
+struct inode *handle_inode_new(struct kernel *k, enum inode_kind kind, struct proc *target);
+void builder_release(struct kernel *k, struct inode *ino);
+int builder_launch(struct kernel *k, struct file *f);
+struct proc *proc_by_handle(struct kernel *k, const struct inode *ino);
+
+// ---- check.c: recompute truth ----
+int check_kernel(struct kernel *k, char *msg, size_t cap);
+
+// The system-call entry guards (every sfd_* entry point): resolve pid to a live process and
+// refuse while the kernel is panicked or the process is a suspended vfork parent.
+#define ENTER(k, pid, p)                 \
+  do {                                   \
+    if ((k)->panicked)                   \
+      return -KPANIC;                    \
+    (p) = proc_get((k), (pid));          \
+    if (!(p))                            \
+      return -ESRCH;                     \
+    if ((p)->vfork_child)                \
+      return -EAGAIN;                    \
+  } while (0)
+// ENTER for inspection (maps, statistics, registers): embryos can be looked at, not changed.
+#define ENTER_VIEW(k, pid, p)                              \
+  do {                                                     \
+    if ((k)->panicked)                                     \
+      return -KPANIC;                                      \
+    (p) = proc_get_any((k), (pid));                        \
+    if (!(p) || (p)->state == PS_ZOMBIE)                   \
+      return -ESRCH;                                       \
+    if ((p)->vfork_child)                                  \
+      return -EAGAIN;                                      \
+  } while (0)
+#define LEAVE(k, rc) ((k)->panicked ? -KPANIC : (rc))
+
+#endif
