@@ -1,4 +1,4 @@
-"""cffi builder for ``spawnfd._kernel``: the simulated kernel in ``csrc/*.c``.
+"""cffi builder for ``spawnfd.sim._kernel``: the simulated kernel in ``csrc/*.c``.
 
 API (out-of-line) mode: ``spawnfd.cdef`` is the only C surface Python sees. Set
 ``SPAWNFD_SANITIZE=1`` at build time for an AddressSanitizer + UndefinedBehaviorSanitizer
@@ -30,7 +30,7 @@ if os.environ.get("SPAWNFD_SANITIZE") == "1":
 
 sources = sorted(glob.glob(os.path.join(HERE, "**", "*.c"), recursive=True))
 ffibuilder.set_source(
-    "spawnfd._kernel",
+    "spawnfd.sim._kernel",
     '#include "api.h"\n',
     sources=[os.path.relpath(s, os.getcwd()) if s.startswith(os.getcwd()) else s for s in sources],
     include_dirs=[HERE],

@@ -25,7 +25,7 @@ from . import host as _host
 from .sim import subprocess as _sim
 
 if TYPE_CHECKING:
-    from ._core import Kernel
+    from .sim.kernel import Kernel
 
 __all__ = ["system", "run_process", "open_process"]
 

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from ._constants import PAGE_SIZE
-from ._core import Kernel, Process
+from .sim.kernel import Kernel, Process
 
 GIB = 1 << 30
 RW = mmap.PROT_READ | mmap.PROT_WRITE
@@ -42,7 +42,7 @@ SYSTEM_METHODS = (("fork+exec (copy)", "copy"), ("fork+exec (cow-pt)", "cow-pt")
 
 async def _system_rows(sizes_gib: tuple[int, ...], repeat: int) -> list[tuple[Any, ...]]:
     from . import _dispatch
-    from .sim.runtime import open_kernel
+    from .sim.machine import open_kernel
 
     rows = []
     async with open_kernel(f"{sum(sizes_gib) + 4}G") as k:
@@ -101,7 +101,7 @@ def builder_walkthrough() -> None:
     """One child built step by step through a builder fd, its maps before and after."""
     import trio
 
-    from .sim.runtime import open_kernel
+    from .sim.machine import open_kernel
 
     async def main() -> None:
         async with open_kernel("1G") as k:
@@ -186,7 +186,7 @@ def mm_tour() -> None:
     _section("exec /bin/cat in a child, then the simulated ld.so maps its libraries")
     child = p.fork()
     rip, rsp = child.execve("/bin/cat", ["cat"], {"PATH": "/bin"})
-    from .sim import ldso
+    from .sim.programs import ldso
 
     ldso.load_program(child)
     print(f"    first thread would start at {rip:#x} (ld.so's entry), stack at {rsp:#x}")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 import spawnfd
-from spawnfd import _core
+from spawnfd.sim import kernel as _core
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""spawnfd.calibrate: the least-squares fit, the cost model, its storage, and real runs on this
+"""spawnfd.bench.calibrate: the least-squares fit, the cost model, its storage, and real runs on this
 host's kernel (`spawnfd calibrate --quick [--validate]`)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from spawnfd import calibrate as cal
+from spawnfd.bench.calibrate import measure as cal
 from spawnfd.__main__ import main as spawnfd_main
-from spawnfd.calibrate import CostModel, ForkPoint
+from spawnfd.bench.calibrate.measure import CostModel, ForkPoint
 
 MODEL = CostModel(fork_base=1e-3, per_pte=1.25e-7, per_table=2e-6, fault_anon=1.2e-6,
                   fault_file=2.5e-7, fault_cow=1.75e-6, exec_base=4e-4)
@@ -140,7 +140,7 @@ def test_fork_counters_and_counters_between() -> None:
 
 
 def test_counters_between_real_simulator_statistics() -> None:
-    from spawnfd import _core
+    from spawnfd.sim import kernel as _core
 
     fields = {f for f in _core.KernelStatistics.__dataclass_fields__}
     assert {"ptes_copied", "tables_allocated", "frames_allocated", "pages_copied",

@@ -20,7 +20,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 import spawnfd
-from spawnfd.sim import ldso
+from spawnfd.sim.programs import ldso
 
 from .helpers import PAGE
 

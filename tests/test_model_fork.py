@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis.stateful import initialize, precondition, rule
 
-from spawnfd._core import FORK_MODES
+from spawnfd.sim.kernel import FORK_MODES
 
 from .test_model import (ADVICE, HUGE_AT, PAGE, THP_DRAWS, WINDOW, MemoryModel, Space,
                          ThpMemoryModel)

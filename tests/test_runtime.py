@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 import spawnfd
-from spawnfd.sim.runtime import open_kernel
+from spawnfd.sim.machine import open_kernel
 
 
 def stdio(sh: spawnfd.Process) -> None:

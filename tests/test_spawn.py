@@ -23,17 +23,18 @@ import trio
 import trio.testing
 
 import spawnfd
-from spawnfd._builder import Builder
+from spawnfd.sim.builder import Builder
 from spawnfd._constants import MAP_FIXED, MAP_FIXED_NOREPLACE
-from spawnfd.sim import ldso, programs
-from spawnfd.sim.runtime import open_kernel
+from spawnfd.sim.programs import coreutils as programs
+from spawnfd.sim.programs import ldso
+from spawnfd.sim.machine import open_kernel
 from spawnfd.sim.spawn import Open, spawn
 
 from .helpers import ANON, PAGE, RW, frames, stamp_bytes
 
 LD = "/lib64/ld-linux-x86-64.so.2"
 AT_UID, AT_EUID, AT_GID, AT_EGID, AT_SECURE = 11, 12, 13, 14, 23
-EMBRYO, RUNNING, ZOMBIE = 2, 0, 1  # Builder handle states, as csrc/spawn.c reports them
+EMBRYO, RUNNING, ZOMBIE = 2, 0, 1  # Builder handle states, as csrc/kernel/spawn.c reports them
 
 
 # ---- helpers --------------------------------------------------------------------------

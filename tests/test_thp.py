@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 import spawnfd
-from spawnfd._core import FORK_MODES
+from spawnfd.sim.kernel import FORK_MODES
 
 from .helpers import ANON, PAGE, PTE_W, RW, pte_pfn, stamp_bytes
 

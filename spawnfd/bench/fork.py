@@ -18,7 +18,7 @@ import statistics
 import time
 from typing import Any
 
-from .._core import Kernel
+from ..sim.kernel import Kernel
 
 GIB = 1 << 30
 PAGE = 4096

@@ -43,7 +43,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .. import __version__
-from .._core import Kernel
+from ..sim.kernel import Kernel
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -94,7 +94,7 @@ Tick = Callable[[str], None]
 
 def _cost_model() -> Any:
     """The cost model ``spawnfd calibrate`` stored for this host, or None."""
-    from ..calibrate import try_load
+    from .calibrate.measure import try_load
 
     try:
         return try_load()

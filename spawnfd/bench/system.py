@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from ..sim.runtime import open_kernel
+from ..sim.machine import open_kernel
 from ..sim.spawn import spawn
 
 GIB = 1 << 30

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .._core import Kernel, Process
+from ..sim.kernel import Kernel, Process
 
 MIB = 1 << 20
 PAGE = 4096

@@ -15,7 +15,6 @@ import errno
 import fcntl
 import os
 import stat
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -23,17 +22,11 @@ from typing import Any, Final, NamedTuple, final
 
 import trio
 
+from .. import elf
 from . import _libc_bindings as _libc
 from ._process import NoPublicConstructor, Process, reap_orphans
-from ._subprocess import (
-    RESTORED_MASK,
-    add_note,
-    StrOrBytesPath,
-    env_items,
-    exec_candidates,
-    fsencode_arg,
-    signal_mask,
-)
+from .._subprocess import StrOrBytesPath, fsencode_arg
+from ._subprocess import RESTORED_MASK, add_note, env_items, exec_candidates, signal_mask
 
 _NO_MEMORY: Final = (
     "{name}(): the Linux kernel cannot map or write memory into a child before it execs; "
@@ -42,8 +35,6 @@ _NO_MEMORY: Final = (
     "`async with spawnfd.open_kernel() as k: async with k.init.create_process() as child: ...`"
 )
 
-_PT_INTERP: Final = 3
-_ELF_MAGIC: Final = b"\x7fELF"
 
 
 @final
@@ -69,27 +60,9 @@ class Elf:
     interpreter: str | None
 
 
-class _Header(NamedTuple):
-    machine: int
-    entry: int
-    phoff: int
-    interp: bytes | None
-
-
-def _read_elf(fd: int, name: object) -> _Header:
-    """Parse a 64-bit little-endian ELF header and its PT_INTERP; ENOEXEC if it is not one."""
-    head = os.pread(fd, 64, 0)
-    if len(head) < 64 or head[:4] != _ELF_MAGIC or head[4] != 2 or head[5] != 1:
-        raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), name)
-    machine, _, entry, phoff = struct.unpack_from("<HIQQ", head, 18)
-    phentsize, phnum = struct.unpack_from("<HH", head, 54)
-    interp = None
-    table = os.pread(fd, phentsize * phnum, phoff) if phentsize >= 56 else b""
-    for i in range(len(table) // max(phentsize, 1)):
-        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
-        if p_type == _PT_INTERP:
-            interp = os.pread(fd, p_filesz, p_offset).rstrip(b"\0")
-    return _Header(machine, entry, phoff, interp)
+def _read_elf(fd: int, name: object) -> elf.ElfHeaders:
+    """The ELF headers of the host file open at fd, of any machine (ENOEXEC if not ELF)."""
+    return elf.read_headers(lambda n, off: os.pread(fd, n, off), name, machine=None)
 
 
 _host_machine: int | None = None
@@ -100,7 +73,7 @@ def _machine_of_this_host() -> int:
     if _host_machine is None:
         fd = os.open("/proc/self/exe", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _host_machine = _read_elf(fd, "/proc/self/exe").machine
+            _host_machine = _read_elf(fd, "/proc/self/exe").e_machine
         finally:
             os.close(fd)
     return _host_machine
@@ -293,8 +266,8 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
         finally:
             os.close(fd)
-        interp = os.fsdecode(head.interp) if head.interp is not None else None
-        return Elf(os.fsdecode(path), 0, head.entry, head.phoff, interp)
+        interp = os.fsdecode(head.interpreter) if head.interpreter is not None else None
+        return Elf(os.fsdecode(path), 0, head.e_entry, head.e_phoff, interp)
 
     async def setup_stack(
         self,
@@ -332,7 +305,7 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
             raise ValueError(f"{interpreter.path} is a dynamically linked program, not an interpreter")
         fd = os.open(program, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._dirfd)
         try:
-            if self._check_elf(fd, name).interp is None:
+            if self._check_elf(fd, name).interpreter is None:
                 exc = OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), name)
                 add_note(exc, "a static program cannot be run through the dynamic loader")
                 raise exc
@@ -487,9 +460,9 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
         if not isinstance(child_fd, int) or not 0 <= child_fd < limit:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
 
-    def _check_elf(self, fd: int, name: object) -> _Header:
+    def _check_elf(self, fd: int, name: object) -> elf.ElfHeaders:
         head = _read_elf(fd, name)
-        if head.machine != _machine_of_this_host():
+        if head.e_machine != _machine_of_this_host():
             raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), name)
         return head
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from typing import Any, NoReturn, TypeVar, final
 
 import trio
+
+from .._subprocess import close_and_wait, describe_state
 
 T = TypeVar("T")
 
@@ -46,30 +47,6 @@ def reap_orphans() -> None:
             pass
         _orphans.remove(pidfd)
         os.close(pidfd)
-
-
-def describe_state(proc: Any) -> str:
-    """How trio's Process repr states a child: running, or how it ended (both backends)."""
-    rc = proc.returncode
-    if rc is None:
-        return f"running with PID {proc.pid}"
-    return f"exited with signal {-rc}" if rc < 0 else f"exited with status {rc}"
-
-
-async def close_and_wait(proc: Any) -> None:
-    """trio's Process.aclose(), for the host's and the simulator's processes alike: close the
-    pipes, wait for the exit; if cancelled, kill and wait before propagating."""
-    with trio.CancelScope(shield=True):
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                await stream.aclose()
-    try:
-        await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            with trio.CancelScope(shield=True):
-                await proc.wait()
 
 
 @final
@@ -114,7 +91,7 @@ class Process(metaclass=NoPublicConstructor):
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
-        self.stdio: trio.StapledStream | None = None
+        self.stdio: trio.StapledStream[Any, Any] | None = None
         if stdin is not None and stdout is not None:
             self.stdio = trio.StapledStream(stdin, stdout)
 
@@ -242,9 +219,3 @@ class Process(metaclass=NoPublicConstructor):
         except RuntimeError:
             pass  # not inside trio.run: nobody can be waiting on it
         os.close(fd)
-
-
-def check_returncode(proc: Process, stdout: bytes | None, stderr: bytes | None) -> None:
-    """Raise `subprocess.CalledProcessError` if proc exited nonzero (as trio.run_process)."""
-    if proc.returncode:
-        raise subprocess.CalledProcessError(proc.returncode, proc.args, output=stdout, stderr=stderr)

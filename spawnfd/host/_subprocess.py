@@ -15,23 +15,19 @@ import fcntl
 import os
 import signal
 import subprocess
-import warnings
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Union
 
 import trio
 
 from . import _libc_bindings as _libc
-from ._process import Process, check_returncode, reap_orphans
+from .._subprocess import (EMPTY_INPUT, POSIX_ONLY_IGNORED, Command, StrOrBytesPath,
+                           build_argv, check_options, check_returncode, fsencode_arg,
+                           supervise)
+from ._process import Process, reap_orphans
 
-StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
-Command = Union[StrOrBytesPath, Sequence[StrOrBytesPath]]
 Redirect = Union[int, Any, None]  # an fd, an object with fileno(), PIPE, DEVNULL, STDOUT or None
 
-_SHELL = "/bin/sh"
-
-#: stdin= value for a pipe already at end-of-file (run_process's default b"").
-EMPTY_INPUT: Any = object()
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 # Dispositions subprocess's restore_signals=True puts back: Python ignores these in the parent.
@@ -45,7 +41,6 @@ _UNSUPPORTED = {
     "group": "changing credentials before exec is not implemented by spawnfd.host",
     "extra_groups": "changing credentials before exec is not implemented by spawnfd.host",
 }
-_POSIX_ONLY_IGNORED = ("startupinfo", "creationflags")
 _KNOWN = {
     "cwd",
     "env",
@@ -64,7 +59,7 @@ _KNOWN = {
     "errors",
     "bufsize",
     *_UNSUPPORTED,
-    *_POSIX_ONLY_IGNORED,
+    *POSIX_ONLY_IGNORED,
 }
 
 
@@ -96,14 +91,6 @@ def posix_spawn_culprit(exc: OSError, fds: Iterable[int], cwd: StrOrBytesPath | 
     finally:
         os.close(dirfd)
     return exc
-
-
-def fsencode_arg(arg: StrOrBytesPath) -> bytes:
-    """An argv/env item as bytes; ValueError on an embedded NUL, as `os.execv` raises."""
-    b = os.fsencode(arg)
-    if b"\0" in b:
-        raise ValueError("embedded null byte")
-    return b
 
 
 def env_items(env: Mapping[Any, Any]) -> list[bytes]:
@@ -139,47 +126,6 @@ def first_existing(paths: list[bytes]) -> list[bytes]:
 
 def _fileno(obj: Any) -> int:
     return obj if isinstance(obj, int) else int(obj.fileno())
-
-
-def _check_options(options: Mapping[str, Any], known: Collection[str] = frozenset(),
-                   unsupported: Mapping[str, str] | None = None,
-                   what: str = "spawnfd.host.Process") -> None:
-    """Popen's argument checks, as trio makes them; the simulator passes its own tables."""
-    known = known or _KNOWN
-    unsupported = _UNSUPPORTED if unsupported is None else unsupported
-    for key in ("universal_newlines", "text", "encoding", "errors", "bufsize"):
-        if options.get(key):
-            raise TypeError(
-                f"{what} only supports communicating over unbuffered byte streams; "
-                f"the '{key}' option is not supported"
-            )
-    for key in options:
-        if key not in known:
-            raise TypeError(f"open_process() got an unexpected keyword argument {key!r}")
-        if key in unsupported and options[key] is not None:
-            raise NotImplementedError(f"{key}= is not supported: {unsupported[key]}")
-    for key in _POSIX_ONLY_IGNORED:
-        if options.get(key):
-            raise ValueError(f"{key} is only supported on Windows platforms")
-
-
-def _argv(command: Command, shell: bool, executable: StrOrBytesPath | None) -> tuple[list[Any], Any]:
-    """argv and the name errors report (Popen's orig_executable), as Popen builds them."""
-    if isinstance(command, (str, bytes)):
-        args: list[Any] = [command]
-    elif isinstance(command, os.PathLike):
-        if shell:
-            raise TypeError("path-like args is not allowed when shell is true")
-        args = [command]
-    else:
-        args = list(command)
-    if shell:
-        args = [_SHELL, "-c", *args]
-        if executable:
-            args[0] = executable
-    if not args:
-        raise IndexError("list index out of range")  # what Popen raises for []
-    return args, (executable if executable is not None else args[0])
 
 
 async def open_process(
@@ -220,7 +166,7 @@ async def open_process(
             option, or an unknown option.
         NotImplementedError: ``preexec_fn``, ``user``, ``group`` or ``extra_groups``.
     """
-    _check_options(options)
+    check_options(options, _KNOWN, _UNSUPPORTED, "spawnfd.host.Process")
     if method not in _libc.METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(_libc.METHODS)}")
     shell = bool(options.get("shell", False))
@@ -231,7 +177,7 @@ async def open_process(
     await trio.lowlevel.checkpoint_if_cancelled()
     reap_orphans()
 
-    args, orig_executable = _argv(command, shell, options.get("executable"))
+    args, orig_executable = build_argv(command, shell, options.get("executable"))
     env = options.get("env")
     argv = [fsencode_arg(a) for a in args]
     envp = None if env is None else env_items(env)
@@ -350,144 +296,6 @@ def _option_steps(options: dict[str, Any], method: str) -> list[tuple[_libc.Acti
     return steps
 
 
-async def _posix_deliver_cancel(p: Any) -> None:
-    """trio's default for both backends: SIGTERM, then SIGKILL after 5 seconds (trio time)."""
-    try:
-        p.terminate()
-        await trio.sleep(5)
-        warnings.warn(
-            RuntimeWarning(
-                f"process {p!r} ignored SIGTERM for 5 seconds. "
-                "(Maybe you should pass a custom deliver_cancel?) "
-                "Trying SIGKILL."
-            ),
-            stacklevel=1,
-        )
-        p.kill()
-    except OSError as exc:
-        warnings.warn(
-            RuntimeWarning(f"tried to kill process {p!r}, but failed with: {exc!r}"), stacklevel=1
-        )
-
-
-async def _supervise(
-    command: Command,
-    *,
-    stdin: bytes | bytearray | memoryview | Redirect,
-    capture_stdout: bool,
-    capture_stderr: bool,
-    deliver_cancel: Callable[[Any], Awaitable[object]] | None,
-    task_status: trio.TaskStatus[Any],
-    options: dict[str, Any],
-    opener: Callable[..., Awaitable[Any]] | None = None,
-) -> tuple[Any, bytes | None, bytes | None]:
-    """trio.run_process's body: start, feed, collect, wait, and kill if cancelled. Shared by
-    the host and the simulator: ``opener`` is their open_process (default: the host's)."""
-    open_child = open_process if opener is None else opener
-    if isinstance(stdin, str):
-        raise UnicodeError("process stdin must be bytes, not str")
-    if task_status is trio.TASK_STATUS_IGNORED:
-        if stdin is subprocess.PIPE:
-            raise ValueError(
-                "stdout=subprocess.PIPE is only valid with nursery.start, "
-                "since that's the only way to access the pipe; use nursery.start "
-                "or pass the data you want to write directly"
-            )
-        for name in ("stdout", "stderr"):
-            if options.get(name) is subprocess.PIPE:
-                raise ValueError(
-                    f"{name}=subprocess.PIPE is only valid with nursery.start, "
-                    "since that's the only way to access the pipe"
-                )
-    data: bytes | bytearray | memoryview | None = None
-    if isinstance(stdin, (bytes, bytearray, memoryview)):
-        data = stdin
-        options["stdin"] = subprocess.PIPE
-    else:
-        options["stdin"] = stdin
-    if capture_stdout:
-        if "stdout" in options:
-            raise ValueError("can't specify both stdout and capture_stdout")
-        options["stdout"] = subprocess.PIPE
-    if capture_stderr:
-        if "stderr" in options:
-            raise ValueError("can't specify both stderr and capture_stderr")
-        options["stderr"] = subprocess.PIPE
-    if deliver_cancel is None:
-        deliver_cancel = _posix_deliver_cancel
-
-    stdout_chunks: list[bytes] = []
-    stderr_chunks: list[bytes] = []
-
-    async def feed_input(stream: trio.abc.SendStream, data: bytes | bytearray | memoryview) -> None:
-        async with stream:
-            try:
-                await stream.send_all(data)
-            except trio.BrokenResourceError:
-                pass
-
-    async def read_output(stream: trio.abc.ReceiveStream, chunks: list[bytes]) -> None:
-        async with stream:
-            async for chunk in stream:
-                chunks.append(chunk)
-
-    async def stop(proc: Any, nursery: trio.Nursery) -> None:
-        # Run deliver_cancel beside a wait for the exit, then cancel it: call under a shield.
-        killer_cscope = trio.CancelScope(shield=True)
-
-        async def killer() -> None:
-            with killer_cscope:
-                await deliver_cancel(proc)
-
-        nursery.start_soon(killer)
-        await proc.wait()
-        killer_cscope.cancel()
-
-    if data is not None and not len(data):
-        options["stdin"] = EMPTY_INPUT  # a pipe already at end-of-file: no feeding task
-        data = None
-    if data is None and not capture_stdout and not capture_stderr:
-        # Nothing runs beside the wait: a nursery is opened only if the child must be stopped.
-        proc = await open_child(command, **options)
-        try:
-            task_status.started(proc)
-            await proc.wait()
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                async with trio.open_nursery() as nursery:
-                    await stop(proc, nursery)
-            raise
-        return proc, None, None
-
-    proc = await open_child(command, **options)  # outside the nursery, as trio >= 0.25
-    async with trio.open_nursery() as nursery:
-        try:
-            if data is not None:
-                assert proc.stdin is not None
-                nursery.start_soon(feed_input, proc.stdin, data)
-                proc.stdin = None
-                proc.stdio = None
-            if capture_stdout:
-                assert proc.stdout is not None
-                nursery.start_soon(read_output, proc.stdout, stdout_chunks)
-                proc.stdout = None
-                proc.stdio = None
-            if capture_stderr:
-                assert proc.stderr is not None
-                nursery.start_soon(read_output, proc.stderr, stderr_chunks)
-                proc.stderr = None
-            task_status.started(proc)
-            await proc.wait()
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await stop(proc, nursery)
-            raise
-
-    stdout = b"".join(stdout_chunks) if capture_stdout else None
-    stderr = b"".join(stderr_chunks) if capture_stderr else None
-    return proc, stdout, stderr
-
-
 async def run_process(
     command: Command,
     *,
@@ -530,8 +338,9 @@ async def run_process(
         UnicodeError: stdin is a str.
     """
     options["method"] = method
-    proc, stdout, stderr = await _supervise(
+    proc, stdout, stderr = await supervise(
         command,
+        opener=open_process,
         stdin=stdin,
         capture_stdout=capture_stdout,
         capture_stderr=capture_stderr,
@@ -568,8 +377,9 @@ async def system(
     Raises:
         OSError: The shell could not be started.
     """
-    proc, _, _ = await _supervise(
+    proc, _, _ = await supervise(
         command,
+        opener=open_process,
         stdin=None,
         capture_stdout=False,
         capture_stderr=False,

@@ -1,4 +1,4 @@
-"""The one module that imports the cffi extension ``spawnfd._kernel``.
+"""The one module that imports the cffi extension ``spawnfd.sim._kernel``.
 
 It owns the C kernel's lifetime (``ffi.gc``), turns every negative errno into the ``OSError``
 subclass the :mod:`os` module would raise, turns the kernel's panic into

@@ -24,20 +24,18 @@ import stat
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
-from ._constants import MAP_FIXED, MAP_FIXED_NOREPLACE
-from .sim import ldso
+from .._constants import MAP_FIXED, MAP_FIXED_NOREPLACE
+from .. import elf
 
 if TYPE_CHECKING:
     from ._bindings import CKernel
-    from ._core import Process
+    from .kernel import Process
 
 __all__ = ["Builder", "LoadedElf", "ELF_ET_DYN_BASE"]
 
 ELF_ET_DYN_BASE: Final = 0x555555554000  # where binfmt_elf puts a PIE that has an interpreter
 _PAGE: Final = 4096
 _NO_ID: Final = 0xFFFFFFFF
-ET_EXEC, ET_DYN = 2, 3
-PT_INTERP = 3
 _STATE_RUNNING, _STATE_ZOMBIE, _STATE_EMBRYO = 0, 1, 2
 
 
@@ -58,15 +56,6 @@ class LoadedElf:
     interpreter: str | None   #: its PT_INTERP (the ld.so it asks for), if any
     start: int                #: lowest mapped address
     end: int                  #: one past the highest mapped address
-
-
-@dataclasses.dataclass(frozen=True)
-class _Elf:
-    e_type: int
-    e_entry: int
-    e_phoff: int
-    phdrs: list[ldso.Phdr]
-    interpreter: str | None
 
 
 def _enc(x: str | bytes) -> bytes:
@@ -196,24 +185,12 @@ class Builder:
         self._c.spawn_set_regs(self._cpid, self._bfd(), rip, rsp)
 
     # ---- the user-space ELF loader ----
-    def _read_elf(self, fd: int, path: str) -> _Elf:
+    def _read_elf(self, fd: int, path: str) -> elf.ElfHeaders:
         proc = self.creator
-        raw, phdrs = ldso.read_elf(proc, fd, path)  # ENOEXEC for anything not x86-64 ELF
-        e_type = int.from_bytes(raw[16:18], "little")
-        if e_type not in (ET_EXEC, ET_DYN):
-            raise OSError(errno.ENOEXEC, f"{os.strerror(errno.ENOEXEC)}: {path}")
-        interp = None
-        for ph in phdrs:
-            if ph.p_type == PT_INTERP:  # usually inside the first read already
-                end = ph.p_offset + ph.p_filesz
-                name = (raw[ph.p_offset:end] if end <= len(raw)
-                        else proc.pread(fd, ph.p_filesz, ph.p_offset))
-                if len(name) < 2 or name[-1:] != b"\0":
-                    raise OSError(errno.ENOEXEC, f"bad PT_INTERP in {path}")
-                interp = name[:-1].decode()
-                break
-        return _Elf(e_type, int.from_bytes(raw[24:32], "little"),
-                    int.from_bytes(raw[32:40], "little"), phdrs, interp)
+        h = elf.read_headers(lambda n, off: proc.pread(fd, n, off), path)
+        if h.e_type not in (elf.ET_EXEC, elf.ET_DYN):
+            raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), path)
+        return h
 
     def load_elf(self, path: str | os.PathLike[str], addr: int | None = None, *,
                  check_exec: bool = False) -> LoadedElf:
@@ -240,20 +217,20 @@ class Builder:
                 mode = proc.fstat(fd).st_mode
                 if not stat.S_ISREG(mode) or not mode & 0o111:
                     raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
-            elf = self._read_elf(fd, path)
-            return self._map_elf(fd, path, elf, addr)
+            return self._map_elf(fd, path, self._read_elf(fd, path), addr)
         finally:
             proc.close(fd)
 
-    def _map_elf(self, fd: int, path: str, elf: _Elf, addr: int | None) -> LoadedElf:
-        loads = [ph for ph in elf.phdrs if ph.p_type == ldso.PT_LOAD]
+    def _map_elf(self, fd: int, path: str, h: elf.ElfHeaders, addr: int | None) -> LoadedElf:
+        loads = [ph for ph in h.phdrs if ph.p_type == elf.PT_LOAD]
         if not loads:
-            raise OSError(errno.ENOEXEC, f"{os.strerror(errno.ENOEXEC)}: no PT_LOAD in {path}")
-        dyn = elf.e_type == ET_DYN
+            raise OSError(errno.ENOEXEC, f"{os.strerror(errno.ENOEXEC)} (no PT_LOAD)", path)
+        dyn = h.e_type == elf.ET_DYN
+        interp = None if h.interpreter is None else os.fsdecode(h.interpreter)
         if addr is not None:
             base = addr
         else:
-            base = ELF_ET_DYN_BASE if dyn and elf.interpreter else 0
+            base = ELF_ET_DYN_BASE if dyn and interp else 0
         bias = base if dyn else 0
         mapped: list[tuple[int, int]] = []
         try:
@@ -271,21 +248,20 @@ class Builder:
             raise
         phdr = 0
         for ph in loads:
-            if ph.p_offset <= elf.e_phoff < ph.p_offset + ph.p_filesz:
-                phdr = bias + elf.e_phoff - ph.p_offset + ph.p_vaddr
+            if ph.p_offset <= h.e_phoff < ph.p_offset + ph.p_filesz:
+                phdr = bias + h.e_phoff - ph.p_offset + ph.p_vaddr
                 break
         start = min(a for a, _ in mapped)
         end = max(a + n for a, n in mapped)
-        return LoadedElf(path, bias, bias + elf.e_entry, phdr, len(elf.phdrs),
-                         elf.interpreter, start, end)
+        return LoadedElf(path, bias, bias + h.e_entry, phdr, len(h.phdrs), interp, start, end)
 
-    def _load_segment(self, fd: int, ph: ldso.Phdr, bias: int, total: int,
+    def _load_segment(self, fd: int, ph: elf.Phdr, bias: int, total: int,
                       mapped: list[tuple[int, int]]) -> int:
         """One PT_LOAD: compare exec.c elf_load() (Linux elf_map() + elf_load())."""
         pgoff = ph.p_vaddr & (_PAGE - 1)
         addr = (bias + ph.p_vaddr) & ~(_PAGE - 1)
         size = _page_up(ph.p_filesz + pgoff)
-        prot = ldso._prot(ph.p_flags)
+        prot = elf.prot(ph.p_flags)
         if ph.p_filesz:
             length = _page_up(total) if total else size
             flags = mmap.MAP_PRIVATE | (0 if total else MAP_FIXED_NOREPLACE)

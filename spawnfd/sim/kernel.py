@@ -13,9 +13,14 @@ import os
 import re
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 from ._bindings import FAULT_KINDS, CKernel, KernelPanic
+from .builder import Builder
+from .process_builder import ProcessBuilder
+
+if TYPE_CHECKING:
+    from .runtime import RunningProcess
 
 __all__ = ["Kernel", "Process", "AddressSpace", "KernelStatistics", "MMStatistics",
            "FaultStatistics", "KernelPanic", "FORK_MODES", "parse_size"]
@@ -287,32 +292,20 @@ class Process:
         return self._sys
 
     async def fork_exec(self, path: str, argv: list[str], env: dict[str, str] | None = None,
-                        fork_mode: str | None = None) -> Any:
+                        fork_mode: str | None = None) -> RunningProcess:
         """fork (under ``fork_mode``, default the kernel's) + execve; the child inherits this
         process's descriptors. Returns a :class:`spawnfd.RunningProcess` (``pid``, ``mm``,
         ``await wait()``). A failed exec makes the child exit with 127."""
-        from .sim.runtime import RunningProcess
-
-        env = {} if env is None else env
-
-        async def child(sys: Any) -> int:
-            try:
-                await sys.execve(path, argv, env)
-            except OSError:
-                return 127
-            return 0
-
-        pid = await self.sys.fork(child, fork_mode)
-        return RunningProcess._new(self, self.kernel._process(pid))
+        child: RunningProcess = await self.sys.fork_exec(path, argv, {} if env is None else env,
+                                                         fork_mode)
+        return child
 
     async def vfork_exec(self, path: str, argv: list[str],
-                         env: dict[str, str] | None = None) -> Any:
+                         env: dict[str, str] | None = None) -> RunningProcess:
         """vfork + execve, what glibc's posix_spawn does: nothing is copied. Returns a
         :class:`spawnfd.RunningProcess`."""
-        from .sim.runtime import RunningProcess
-
-        pid = await self.sys.vfork_execve(path, argv, {} if env is None else env)
-        return RunningProcess._new(self, self.kernel._process(pid))
+        child: RunningProcess = await self.sys.vfork_exec(path, argv, {} if env is None else env)
+        return child
 
     @property
     def _c(self) -> CKernel:
@@ -423,20 +416,16 @@ class Process:
             self.kernel._launched(launched)
         self._wake()
 
-    def create_process(self) -> Any:
+    def create_process(self) -> ProcessBuilder:
         """The fd model, async: ``async with proc.create_process() as child:`` gives a
         :class:`spawnfd.ProcessBuilder`; leaving the block launches the child (an exception
         or cancellation inside destroys it). Processes run inside ``spawnfd.open_kernel()``."""
-        from .sim.builder import ProcessBuilder
-
         return ProcessBuilder(self)
 
-    def process_create(self) -> Any:
+    def process_create(self) -> Builder:
         """The fd model: a new embryo child (zero threads, empty memory and descriptor
         table, this process's credentials and cwd). Returns a :class:`spawnfd.Builder`
         holding the builder fd and the wait handle in this process's table."""
-        from ._builder import Builder
-
         return Builder._new(self)
 
     @property

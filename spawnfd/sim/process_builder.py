@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, final
 
 import trio
 
-from .._builder import Builder, LoadedElf
+from .builder import Builder, LoadedElf
 
 if TYPE_CHECKING:
-    from .._core import AddressSpace, Process
+    from .kernel import AddressSpace, Process
 
 __all__ = ["ProcessBuilder", "LoadedElf"]
 

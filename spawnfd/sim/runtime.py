@@ -1,4 +1,5 @@
-"""Running simulated processes with trio: ``open_kernel()``, ``Sys``, threads as tasks.
+"""Running simulated processes with trio: ``Sys``, threads as tasks (``open_kernel()`` is
+:mod:`spawnfd.sim.machine`'s).
 
 Each simulated thread is a trio task in the kernel's nursery. It runs *behaviours*: async
 Python functions registered for program paths, started by the simulated ld.so after
@@ -12,16 +13,17 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any, final
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, final
 
 import trio
 
-from .._core import Kernel, Process
-from . import ldso
+from .programs import ldso
 
-__all__ = ["open_kernel", "Sys", "Behaviour", "ProgramExit", "RunningProcess"]
+if TYPE_CHECKING:
+    from .kernel import Kernel, Process
+
+__all__ = ["Sys", "Behaviour", "ProgramExit", "RunningProcess"]
 
 Behaviour = Callable[["Sys", list[str], dict[str, str]], Awaitable[int]]
 
@@ -301,6 +303,28 @@ class Sys:
 
         return await self.vfork(child)
 
+    # ---- library helpers over those calls (what Process.fork_exec / vfork_exec use) ----
+    async def fork_exec(self, path: str, argv: list[str], env: dict[str, str],
+                        fork_mode: str | None = None) -> RunningProcess:
+        """fork (under ``fork_mode``) + execve; the child, held by this process, exits 127
+        if the exec fails."""
+
+        async def child(csys: Sys) -> int:
+            try:
+                await csys.execve(path, argv, env)
+            except OSError:
+                return 127
+            return 0  # not reached: a successful execve does not return
+
+        pid = await self.fork(child, fork_mode)
+        return RunningProcess._new(self.proc, self.proc.kernel._process(pid))
+
+    async def vfork_exec(self, path: str, argv: list[str],
+                         env: dict[str, str]) -> RunningProcess:
+        """:meth:`vfork_execve`, the child held by this process as a `RunningProcess`."""
+        pid = await self.vfork_execve(path, argv, env)
+        return RunningProcess._new(self.proc, self.proc.kernel._process(pid))
+
     async def execve(self, path: str, argv: list[str], env: dict[str, str]) -> None:
         """execve(2), then the simulated ld.so, then the program's behaviour. On success it
         does not return (the old program is gone); on failure it raises the OSError."""
@@ -463,39 +487,3 @@ def _sys_for(proc: Process, rt: _Runtime) -> Sys:
     s = Sys(proc, rt)
     proc._sys = s
     return s
-
-
-@asynccontextmanager
-async def open_kernel(memory: int | str = "16G", **kwargs: Any) -> AsyncIterator[Kernel]:
-    """A simulated machine whose processes run: each thread is a task in a trio nursery.
-
-    ``k.init.sys`` is init's system-call object, driven by the caller. Leaving the block
-    kills whatever still runs (SIGKILL) and waits for the tasks to finish.
-    """
-    from . import programs
-
-    k = Kernel(memory, **kwargs)
-    async with trio.open_nursery() as nursery:
-        rt = _Runtime(k, nursery)
-        k._runtime = rt
-        programs.register_builtins(rt.programs)
-        rt.programs.update(k._programs)
-        _sys_for(k.init, rt)
-        try:
-            yield k
-        finally:
-            for pid in list(rt.scopes):
-                rt.pending_signal[pid] = signal.SIGKILL
-                rt.scopes[pid].cancel()
-    _reap_all(k)
-
-
-def _reap_all(k: Kernel) -> None:
-    """After the nursery: every simulated thread is gone; reap the zombies, orphans that
-    went to init included, so the machine is left with init alone."""
-    while True:
-        try:
-            if k.init.wait_pid(-1, nohang=True) is None:
-                return
-        except ChildProcessError:
-            return

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import trio
 
 if TYPE_CHECKING:
-    from .._core import AddressSpace, Process
+    from .kernel import AddressSpace, Process
 
 __all__ = ["spawn", "Open", "SpawnedProcess", "METHODS"]
 
@@ -105,7 +105,7 @@ async def spawn(parent: Process, path: str, argv: Sequence[str],
 
 async def _spawn_fd_model(parent: Process, path: str, argv: list[str], env: dict[str, str],
                           fds: dict[int, FdSpec] | None, cwd: str | None) -> SpawnedProcess:
-    from .builder import ProcessBuilder
+    from .process_builder import ProcessBuilder
 
     # The same steps as `async with parent.create_process()`, made through the synchronous
     # builder with one checkpoint for the whole spawn (each step is a C call or two).

@@ -37,15 +37,13 @@ from typing import TYPE_CHECKING, Any, Final, Union, final
 
 import trio
 
-from ..host._subprocess import EMPTY_INPUT, _argv, fsencode_arg
-from ..host._process import close_and_wait, describe_state
-from ..host._subprocess import _check_options as _host_check_options
-from ..host._subprocess import _supervise as _host_supervise
-from .ldso import search_path
+from .._subprocess import (EMPTY_INPUT, build_argv, check_options, close_and_wait,
+                           describe_state, fsencode_arg, supervise)
+from .programs.ldso import search_path
 from .spawn import METHODS, FdSpec, Open, SpawnedProcess, _default_fds, spawn
 
 if TYPE_CHECKING:
-    from .._core import Kernel, Process
+    from .kernel import Kernel, Process
 
 __all__ = ["system", "run_process", "open_process", "SimProcess", "SimSendStream",
            "SimReceiveStream", "DEFAULT_ENV", "METHODS"]
@@ -84,7 +82,7 @@ _KNOWN = {
 
 def _check_options(options: Mapping[str, Any]) -> None:
     """The host backend's checks, plus the options the simulator cannot honour."""
-    _host_check_options(options, _KNOWN, _UNSUPPORTED, "spawnfd.sim.subprocess.SimProcess")
+    check_options(options, _KNOWN, _UNSUPPORTED, "spawnfd.sim.subprocess.SimProcess")
     if not options.get("close_fds", True):
         raise NotImplementedError(
             "close_fds=False is not simulated: the child gets 0, 1, 2 and pass_fds")
@@ -120,7 +118,7 @@ def _env_dict(env: Mapping[Any, Any] | None) -> dict[str, str]:
 
 
 def _resolve_parent(kernel: Kernel, parent: Any) -> Process:
-    from .._core import Kernel, Process
+    from .kernel import Kernel, Process
 
     if not isinstance(kernel, Kernel):
         raise TypeError(f"kernel must be a spawnfd.Kernel, not {type(kernel).__name__}")
@@ -192,7 +190,7 @@ class _SimStream:
 
 
 @final
-class SimSendStream(_SimStream, trio.abc.SendStream):  # type: ignore[misc]
+class SimSendStream(_SimStream, trio.abc.SendStream):  # type: ignore[misc,unused-ignore]
     """The write end of a simulated pipe (a child's stdin), as a `trio.abc.SendStream`."""
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -233,7 +231,7 @@ class SimSendStream(_SimStream, trio.abc.SendStream):  # type: ignore[misc]
 
 
 @final
-class SimReceiveStream(_SimStream, trio.abc.ReceiveStream):  # type: ignore[misc]
+class SimReceiveStream(_SimStream, trio.abc.ReceiveStream):  # type: ignore[misc,unused-ignore]
     """The read end of a simulated pipe (a child's stdout or stderr), as a
     `trio.abc.ReceiveStream`; ``b""`` at end-of-file."""
 
@@ -295,7 +293,7 @@ class SimProcess:
         self.stdin: trio.abc.SendStream | None = stdin
         self.stdout: trio.abc.ReceiveStream | None = stdout
         self.stderr: trio.abc.ReceiveStream | None = stderr
-        self.stdio: trio.StapledStream | None = None
+        self.stdio: trio.StapledStream[Any, Any] | None = None
         if stdin is not None and stdout is not None:
             self.stdio = trio.StapledStream(stdin, stdout)
         self._status: int | None = None
@@ -308,7 +306,7 @@ class SimProcess:
         """Reap the child if it has exited (never blocks); its wait status or None."""
         if self._status is not None:
             return self._status
-        from .builder import ProcessBuilder
+        from .process_builder import ProcessBuilder
 
         h = self.handle
         if self.parent.kernel.closed:
@@ -555,7 +553,7 @@ async def open_process(
     proc = _resolve_parent(kernel, parent)
     await trio.lowlevel.checkpoint_if_cancelled()
 
-    args, orig_executable = _argv(command, shell, options.get("executable"))
+    args, orig_executable = build_argv(command, shell, options.get("executable"))
     argv = [_str(a) for a in args]
     name = _str(orig_executable)
     envd = _env_dict(env)
@@ -603,7 +601,7 @@ async def open_process(
 async def _supervise(command: Command, **kwargs: Any) -> tuple[SimProcess, bytes | None,
                                                                 bytes | None]:
     """trio.run_process's body, shared with the host backend, opening simulated children."""
-    proc, stdout, stderr = await _host_supervise(command, opener=open_process, **kwargs)
+    proc, stdout, stderr = await supervise(command, opener=open_process, **kwargs)
     assert isinstance(proc, SimProcess)
     return proc, stdout, stderr
 

@@ -111,27 +111,3 @@ async def memload_main(sys: Any, argv: list[str], env: dict[str, str]) -> int:
         while await sys.read(0, 4096):
             pass
     return 0
-
-
-def _sh() -> Main:
-    from .shell import sh_main
-
-    return sh_main
-
-
-BUILTINS: dict[str, Main] = {
-    "sh": _sh(),
-    "true": true_main, "false": false_main, "echo": echo_main, "cat": cat_main,
-    "head": head_main, "wc": wc_main, "yes": yes_main, "sleep": sleep_main, "env": env_main,
-}
-
-
-def register_builtins(table: dict[str, Main]) -> None:
-    """Register each built-in for its real program path on this host (/bin/echo, …)."""
-    import os
-    import shutil
-
-    for name, main in BUILTINS.items():
-        path = shutil.which(name, path="/usr/bin:/bin")
-        if path:
-            table.setdefault(os.path.realpath(path), main)

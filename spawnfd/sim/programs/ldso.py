@@ -7,26 +7,25 @@ stack, finds the program through ``AT_PHDR`` (mapping it itself when started as
 every library as glibc's ``_dl_map_segments()`` does (reserve the whole span with the first
 segment, ``PROT_NONE`` over the holes, each further segment ``MAP_FIXED``, the bss page cleared
 and the rest anonymous), and after "relocating" makes each object's ``PT_GNU_RELRO`` read-only
-(``_dl_protect_relro()``). ELF structures are parsed with pyelftools' struct definitions, from
-the simulated files and memory, reading only the headers and the dynamic section.
+(``_dl_protect_relro()``). ELF structures are parsed by :mod:`spawnfd.elf`, from the
+simulated files and memory, reading only the headers and the dynamic section.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import mmap
 import os
 import struct
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final
 
-from elftools.elf.constants import P_FLAGS
-from elftools.elf.enums import ENUM_D_TAG, ENUM_E_MACHINE, ENUM_P_TYPE_BASE
-from elftools.elf.structs import ELFStructs
+from ... import elf
+from ...elf import (DT_NEEDED, DT_SONAME, DT_STRTAB, PHDR_SIZE, PT_DYNAMIC, PT_GNU_RELRO,
+                   PT_LOAD, PT_PHDR, Phdr)
 
 if TYPE_CHECKING:
-    from .._core import Process
+    from ..kernel import Process
 
 __all__ = ["InitialStack", "LoadedObject", "read_initial_stack", "load_program", "map_object",
            "SEARCH_PATH"]
@@ -35,56 +34,6 @@ PAGE: Final = 4096
 SEARCH_PATH: Final = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64",
                       "/usr/lib64", "/lib", "/usr/lib")
 AT_NULL, AT_PHDR, AT_PHNUM, AT_BASE, AT_ENTRY, AT_EXECFN = 0, 3, 5, 7, 9, 31
-_STRUCTS = ELFStructs(little_endian=True, elfclass=64)
-_STRUCTS.create_basic_structs()
-_STRUCTS.create_advanced_structs(e_type="ET_DYN", e_machine="EM_X86_64", e_ident_osabi="ELFOSABI_SYSV")
-PHDR_SIZE: Final = _STRUCTS.Elf_Phdr.sizeof()
-DYN_SIZE: Final = _STRUCTS.Elf_Dyn.sizeof()
-# Program headers and dynamic entries are parsed in bulk with struct (the hot path of every
-# exec); their numbers come from pyelftools' tables.
-PT_LOAD, PT_DYNAMIC, PT_PHDR = (ENUM_P_TYPE_BASE[n] for n in ("PT_LOAD", "PT_DYNAMIC", "PT_PHDR"))
-PT_GNU_RELRO = ENUM_P_TYPE_BASE["PT_GNU_RELRO"]
-DT_NULL, DT_NEEDED, DT_STRTAB, DT_SONAME = (
-    ENUM_D_TAG[n] for n in ("DT_NULL", "DT_NEEDED", "DT_STRTAB", "DT_SONAME"))
-_PHDR = struct.Struct("<IIQQQQQQ")
-EM_X86_64: Final = ENUM_E_MACHINE["EM_X86_64"]
-assert _PHDR.size == PHDR_SIZE and DYN_SIZE == 16
-
-
-class Phdr(NamedTuple):
-    """One Elf64_Phdr."""
-
-    p_type: int
-    p_flags: int
-    p_offset: int
-    p_vaddr: int
-    p_paddr: int
-    p_filesz: int
-    p_memsz: int
-    p_align: int
-
-
-@functools.lru_cache(maxsize=256)
-def _phdrs_cached(raw: bytes) -> tuple[Phdr, ...]:
-    return tuple(Phdr(*t) for t in _PHDR.iter_unpack(raw[: len(raw) // PHDR_SIZE * PHDR_SIZE]))
-
-
-def _phdrs(raw: bytes) -> list[Phdr]:
-    return list(_phdrs_cached(raw))
-
-
-@functools.lru_cache(maxsize=256)
-def _dyn_entries(raw: bytes) -> tuple[tuple[int, int], ...]:
-    return tuple(_dyn_entries_uncached(raw))
-
-
-def _dyn_entries_uncached(raw: bytes) -> list[tuple[int, int]]:
-    out = []
-    for tag, val in struct.iter_unpack("<qQ", raw[: len(raw) // 16 * 16]):
-        if tag == DT_NULL:
-            break
-        out.append((tag, val))
-    return out
 
 
 def _page_down(x: int) -> int:
@@ -198,37 +147,6 @@ def read_initial_stack(proc: Process, mem: _Memory | None = None) -> InitialStac
         auxv[key] = val
 
 
-def _prot(flags: int) -> int:
-    return ((mmap.PROT_READ if flags & P_FLAGS.PF_R else 0)
-            | (mmap.PROT_WRITE if flags & P_FLAGS.PF_W else 0)
-            | (mmap.PROT_EXEC if flags & P_FLAGS.PF_X else 0))
-
-
-def read_elf(proc: Process, fd: int, path: str) -> tuple[bytes, list[Phdr]]:
-    """The first bytes of the file (its ELF header, at least 64) and its program headers,
-    read as glibc's ``open_verify()`` does (one 832-byte read, more only if the headers do
-    not fit).
-    ``ENOEXEC`` if it is not an x86-64 ELF."""
-    raw = proc.pread(fd, 832, 0)
-    if len(raw) < 64 or raw[:4] != b"\x7fELF" or raw[4] != 2 or raw[5] != 1:
-        raise OSError(8, f"{os.strerror(8)}: {path}")
-    # Elf64_Ehdr fields (offsets from pyelftools' Elf_Ehdr): e_machine at 18, e_phoff at 32,
-    # e_phentsize and e_phnum at 54; unpacked directly, this runs on every spawn.
-    (e_machine,) = struct.unpack_from("<H", raw, 18)
-    (e_phoff,) = struct.unpack_from("<Q", raw, 32)
-    e_phentsize, e_phnum = struct.unpack_from("<HH", raw, 54)
-    if e_machine != EM_X86_64 or e_phentsize != PHDR_SIZE:
-        raise OSError(8, f"{os.strerror(8)}: {path}")
-    end = e_phoff + e_phnum * PHDR_SIZE
-    table = raw[e_phoff:end] if end <= len(raw) else proc.pread(fd, e_phnum * PHDR_SIZE, e_phoff)
-    return raw, _phdrs(table)
-
-
-def _read_headers(proc: Process, fd: int, path: str) -> list[Phdr]:
-    """The program headers of the ELF file open at fd (ENOEXEC if it is not x86-64 ELF)."""
-    return read_elf(proc, fd, path)[1]
-
-
 def map_object(proc: Process, path: str, fd: int | None = None) -> LoadedObject:
     """Map a shared object into ``proc`` as glibc's ``_dl_map_segments()`` does (``fd``: the
     object already open, as ld.so's library search leaves it; it is closed).
@@ -239,14 +157,14 @@ def map_object(proc: Process, path: str, fd: int | None = None) -> LoadedObject:
     if fd is None:
         fd = proc.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        phdrs = _read_headers(proc, fd, path)
+        phdrs = elf.read_headers(lambda n, off: proc.pread(fd, n, off), path).phdrs
         loads = [ph for ph in phdrs if ph.p_type == PT_LOAD]
         if not loads:
-            raise OSError(8, f"{os.strerror(8)}: no PT_LOAD in {path}")
+            raise OSError(8, f"{os.strerror(8)} (no PT_LOAD)", path)
         first, last = loads[0], loads[-1]
         mapstart = _page_down(first.p_vaddr)
         maplength = last.p_vaddr + last.p_memsz - mapstart
-        start = proc.mm.mmap(maplength, _prot(first.p_flags), mmap.MAP_PRIVATE, fd,
+        start = proc.mm.mmap(maplength, elf.prot(first.p_flags), mmap.MAP_PRIVATE, fd,
                              _page_down(first.p_offset))
         bias = start - mapstart
         contiguous = all(_page_up(a.p_vaddr + a.p_filesz) == _page_down(b.p_vaddr)
@@ -257,13 +175,13 @@ def map_object(proc: Process, path: str, fd: int | None = None) -> LoadedObject:
         for i, c in enumerate(loads):
             if i:
                 proc.mm.mmap(_page_up(c.p_vaddr + c.p_filesz) - _page_down(c.p_vaddr),
-                             _prot(c.p_flags), mmap.MAP_PRIVATE | 0x10, fd,
+                             elf.prot(c.p_flags), mmap.MAP_PRIVATE | 0x10, fd,
                              _page_down(c.p_offset), addr=bias + _page_down(c.p_vaddr))
             _zero_bss(proc, bias, c)
     finally:
         proc.close(fd)
     # The dynamic section is read where it is mapped (l_ld), as ld.so reads it.
-    obj = _dynamic_from_memory(_Memory(proc), path, bias, phdrs)
+    obj = _dynamic_from_memory(_Memory(proc), path, bias, list(phdrs))
     return obj
 
 
@@ -273,10 +191,10 @@ def _zero_bss(proc: Process, bias: int, c: Any) -> None:
         return
     zero, zeroend = bias + c.p_vaddr + c.p_filesz, bias + c.p_vaddr + c.p_memsz
     zeropage = min(_page_up(zero), zeroend)
-    if zeropage > zero and c.p_flags & P_FLAGS.PF_W:
+    if zeropage > zero and elf.prot(c.p_flags) & mmap.PROT_WRITE:
         proc.mm.write(zero, bytes(zeropage - zero))
     if zeroend > zeropage:
-        proc.mm.mmap(zeroend - zeropage, _prot(c.p_flags),
+        proc.mm.mmap(zeroend - zeropage, elf.prot(c.p_flags),
                      mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x10, addr=zeropage)
 
 
@@ -287,7 +205,7 @@ def _dynamic_from_memory(mem: _Memory, path: str, bias: int, phdrs: list[Phdr]
     soname = None
     dyn = next((p for p in phdrs if p.p_type == PT_DYNAMIC), None)
     if dyn is not None:  # the whole dynamic section in one read, as ld.so walks it
-        entries = _dyn_entries(mem.read(bias + dyn.p_vaddr, dyn.p_memsz))
+        entries = elf.dynamic_entries(mem.read(bias + dyn.p_vaddr, dyn.p_memsz))
         strtab = next((val for tag, val in entries if tag == DT_STRTAB), None)
         if strtab is not None:
             needed = [mem.cstring(bias + strtab + val).decode()
@@ -301,7 +219,7 @@ def _object_from_memory(mem: _Memory, phdr_addr: int, phnum: int, path: str,
                         bias: int | None = None) -> LoadedObject:
     """An object the kernel mapped: headers and PT_DYNAMIC read from memory. Without a bias,
     it is found from PT_PHDR, as ld.so does for the program."""
-    phdrs = _phdrs(mem.read(phdr_addr, phnum * PHDR_SIZE))
+    phdrs = list(elf.parse_phdrs(mem.read(phdr_addr, phnum * PHDR_SIZE)))
     if bias is None:
         self_ph = next((p for p in phdrs if p.p_type == PT_PHDR), None)
         bias = phdr_addr - self_ph.p_vaddr if self_ph is not None else 0
@@ -378,7 +296,8 @@ def load_program(proc: Process) -> tuple[InitialStack, list[LoadedObject]]:
         phoff, = struct.unpack("<Q", mem.read(interp_base + 32, 8))
         phnum, = struct.unpack("<H", mem.read(interp_base + 56, 2))
         ldso = LoadedObject("ld.so", interp_base,
-                            _phdrs(mem.read(interp_base + phoff, phnum * PHDR_SIZE)), [])
+                            list(elf.parse_phdrs(mem.read(interp_base + phoff, phnum * PHDR_SIZE))),
+                            [])
     objects = [program] + ([ldso] if ldso else [])
     loaded = {"ld-linux-x86-64.so.2"} if ldso else set()
     queue = list(program.needed)

@@ -20,7 +20,7 @@ import shlex
 from typing import Any
 
 from .ldso import search_path
-from .spawn import FdSpec, Open, SpawnedProcess, spawn
+from ..spawn import FdSpec, Open, SpawnedProcess, spawn
 
 __all__ = ["sh_main", "parse", "ShellSyntaxError"]
 
