@@ -75,6 +75,25 @@ int sfd_process_create(struct kernel *k, int pid, int flags, int *out);
 int sfd_spawn_mmap(struct kernel *k, int pid, int bfd, uint64_t addr, uint64_t len, int prot,
                    int flags, int fd, uint64_t off, uint64_t *out);
 int sfd_spawn_munmap(struct kernel *k, int pid, int bfd, uint64_t addr, uint64_t len);
+// One step of sfd_spawn_mmapv: what a user-space ELF loader does to an embryo, batched.
+enum { SFD_MAPV_MMAP = 0, SFD_MAPV_MUNMAP = 1, SFD_MAPV_ZERO = 2 };
+enum { SFD_MAPV_ABS = 0, SFD_MAPV_REL = 1, SFD_MAPV_BIAS = 2 };
+#define SFD_MAPV_MAX 4096   // steps in one call (3 per PT_LOAD, 1170 PT_LOADs at most)
+struct sfd_mapv {
+  uint64_t addr;   // ABS: the address; REL: added to the bias; BIAS: the mmap's link address
+  uint64_t len;    // bytes
+  uint64_t off;    // MMAP of a file: its offset
+  int32_t op;      // SFD_MAPV_MMAP, _MUNMAP or _ZERO (write zero bytes: padzero)
+  int32_t rel;     // SFD_MAPV_ABS, _REL or _BIAS (the first step only: the kernel picks the
+                   // address and the bias becomes result - addr)
+  int32_t prot;    // MMAP: PROT_*
+  int32_t flags;   // MMAP: MAP_*
+  int32_t fd;      // MMAP of a file: a descriptor of the caller
+  int32_t pad;     // (zero)
+  uint64_t out;    // MMAP: the address mapped (written back)
+};
+int sfd_spawn_mmapv(struct kernel *k, int pid, int bfd, struct sfd_mapv *v, uint32_t n,
+                    uint64_t *bias, uint32_t *failed);
 int sfd_spawn_mprotect(struct kernel *k, int pid, int bfd, uint64_t addr, uint64_t len,
                        int prot);
 int sfd_spawn_access(struct kernel *k, int pid, int bfd, uint64_t addr, uint8_t *rbuf,

@@ -177,6 +177,8 @@ struct inode {
   uint64_t ptshare_cap;      // entries in ptshare
   struct inode *hnext;       // hash chain
   uint32_t uid, gid;         // owner (setuid/setgid executables take these)
+  uint64_t version;          // content changes by write and truncate (statx change cookie)
+  int mmap_writable;         // ever mapped shared and writable: content may change unseen
   int target;                // IK_BUILDER, IK_PIDFD: the process it refers to
   uint64_t target_serial;    // ... and that process's serial (a reused pid is not it)
   uint32_t check_refs;       // check.c: references found by the recount

@@ -144,6 +144,8 @@ def read_headers(pread: Pread, name: object, *, machine: int | None = EM_X86_64,
      e_phnum) = _EHDR.unpack_from(raw, 16)
     if (machine is not None and e_machine != machine) or e_phentsize != PHDR_SIZE:
         raise _noexec(name)
+    if not 0 < e_phnum * PHDR_SIZE <= 65536:  # compare Linux load_elf_phdrs()
+        raise _noexec(name, "bad program header count")
     end = e_phoff + e_phnum * PHDR_SIZE
     table = raw[e_phoff:end] if end <= len(raw) else pread(e_phnum * PHDR_SIZE, e_phoff)
     phdrs = parse_phdrs(table)

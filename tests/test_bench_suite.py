@@ -35,7 +35,10 @@ def test_system_counters(quick: tuple[dict, Path]) -> None:
     assert by[(0, "spawnfd")]["ptes_copied"] == by[(1, "spawnfd")]["ptes_copied"] == 0
     assert by[(0, "spawnfd")]["tables"] == by[(1, "spawnfd")]["tables"]
     rates = quick[0]["scenarios"]["system"]["summary"]["spawns_per_second"]
-    assert all(r > 0 for r in rates.values())
+    assert set(rates) == {"spawnfd, async with create_process()", "spawnfd, sim.spawn()",
+                          "fork+exec (copy)", "vfork+exec"}
+    assert all(r["wall"] > 0 and r["cpu"] > 0 and r["ratio"] > 0 for r in rates.values())
+    assert rates["vfork+exec"]["ratio"] == 1.0  # each round's ratio to itself
 
 
 def test_fork_sweep_counts(quick: tuple[dict, Path]) -> None:

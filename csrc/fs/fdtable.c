@@ -179,6 +179,8 @@ int sfd_fstat(struct kernel *k, int pid, int fd, uint64_t *out) {
   out[2] = f->ino->mode;
   out[3] = f->ino->uid == NO_OWNER ? 0 : f->ino->uid;
   out[4] = f->ino->gid == NO_OWNER ? 0 : f->ino->gid;
+  // The content's version: 0 when it may change without one (a shared writable mapping).
+  out[5] = f->ino->mmap_writable ? 0 : f->ino->version + 1;
   return 0;
 }
 

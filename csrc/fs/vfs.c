@@ -374,6 +374,7 @@ int host_read_page(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t pfn)
 int inode_truncate(struct kernel *k, struct inode *ino, uint64_t size) {
   if (ino->kind != IK_TMPFS)
     return ino->kind == IK_HOST ? -EROFS : -EINVAL;
+  ino->version++;
   if (size < ino->size) {
     uint64_t keep = PAGE_ROUND_UP(size) >> PAGE_SHIFT;
     int err = inode_unmap_beyond(k, ino, keep);

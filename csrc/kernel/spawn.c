@@ -167,6 +167,76 @@ int sfd_spawn_munmap(struct kernel *k, int pid, int bfd, uint64_t addr, uint64_t
   return LEAVE(k, mm_munmap(e->mm, addr, len));
 }
 
+// The address step v names, given the bias so far. -EINVAL if it overflows.
+static int mapv_addr(const struct sfd_mapv *v, uint64_t bias, uint64_t *addr) {
+  if (v->rel != SFD_MAPV_REL) {
+    *addr = v->rel == SFD_MAPV_BIAS ? 0 : v->addr;
+    return 0;
+  }
+  return __builtin_add_overflow(bias, v->addr, addr) ? -EINVAL : 0;
+}
+
+// Run one step of sfd_spawn_mmapv on embryo e (files from the creator p's table).
+static int mapv_step(struct proc *p, struct proc *e, struct sfd_mapv *v, uint64_t *bias) {
+  uint64_t addr;
+  int err = mapv_addr(v, *bias, &addr);
+  if (err)
+    return err;
+  switch (v->op) {
+  case SFD_MAPV_MMAP: {
+    struct file *f = NULL;
+    if (v->off & (PAGE_SIZE - 1))
+      return -EINVAL;
+    if (!(v->flags & MAP_ANONYMOUS) && (!(f = fdt_get(&p->fds, v->fd)) || (f->flags & O_PATH)))
+      return -EBADF;
+    if ((err = mm_mmap(e, addr, v->len, v->prot, v->flags, f, v->off, &v->out)))
+      return err;
+    if (v->rel == SFD_MAPV_BIAS)
+      *bias = v->out - v->addr;  // wraps as the loader's own arithmetic would
+    return 0;
+  }
+  case SFD_MAPV_MUNMAP:
+    return mm_munmap(e->mm, addr, v->len);
+  case SFD_MAPV_ZERO: {
+    static const uint8_t zero[PAGE_SIZE];
+    if (v->len > PAGE_SIZE)
+      return -EINVAL;
+    return mm_access(e->mm, addr, NULL, zero, v->len);
+  }
+  }
+  return -EINVAL;
+}
+
+// A user-space ELF loader's mmap, munmap and padzero steps on the embryo in one call, in
+// order. Only the first step may be SFD_MAPV_BIAS; REL steps are relative to the bias it
+// sets. On failure every mapping this call made is unmapped again (the step that failed is
+// *failed) and the error returned; otherwise *bias is the bias and each MMAP step's out set.
+int sfd_spawn_mmapv(struct kernel *k, int pid, int bfd, struct sfd_mapv *v, uint32_t n,
+                    uint64_t *bias, uint32_t *failed) {
+  struct proc *p, *e;
+  BUILDER_ENTER(k, pid, bfd, p, e);
+  if (n > SFD_MAPV_MAX)
+    return -EINVAL;
+  *bias = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    if (v[i].rel == SFD_MAPV_BIAS && (i || v[i].op != SFD_MAPV_MMAP))
+      return -EINVAL;
+    if (v[i].rel < SFD_MAPV_ABS || v[i].rel > SFD_MAPV_BIAS)
+      return -EINVAL;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    int err = mapv_step(p, e, &v[i], bias);
+    if (err) {
+      *failed = i;
+      while (i--)  // undo: nothing of this call stays mapped
+        if (v[i].op == SFD_MAPV_MMAP)
+          mm_munmap(e->mm, v[i].out, v[i].len);
+      return LEAVE(k, err);
+    }
+  }
+  return LEAVE(k, 0);
+}
+
 int sfd_spawn_mprotect(struct kernel *k, int pid, int bfd, uint64_t addr, uint64_t len,
                        int prot) {
   struct proc *p, *e;

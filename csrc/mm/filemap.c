@@ -88,6 +88,7 @@ int inode_write(struct kernel *k, struct inode *ino, uint64_t off, const uint8_t
     n = INT32_MAX & PAGE_MASK;
   if (off + n < off || off + n > (1ULL << 43))
     return -EFBIG;
+  ino->version++;
   uint64_t done = 0;
   while (done < n) {
     uint64_t pos = off + done, in = pos & (PAGE_SIZE - 1);

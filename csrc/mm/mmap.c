@@ -264,6 +264,8 @@ int mm_mmap(struct proc *p, uint64_t addr, uint64_t len, int prot, int flags, st
       return -ENOMEM;
   } else if (v.ino) {
     inode_get(v.ino);
+    if ((v.flags & (VM_SHARED | VM_MAYWRITE)) == (VM_SHARED | VM_MAYWRITE))
+      v.ino->mmap_writable = 1;  // Linux: mapping_map_writable()
   }
   if ((err = unmap_range(mm, v.start, v.end)) || (err = vma_insert(&mm->vmas, &v)) < 0) {
     if (v.ino)

@@ -123,11 +123,11 @@ def scenario_system(quick: bool, tick: Tick) -> Result:
                     "ptes_copied": row["ptes_copied"], "tables_allocated": row["tables"],
                     "frames_allocated": row["frames"], "forks": forks, "execs": 2})
             rows.append(row)
-    rates = {}
-    for label, how in (("spawnfd", "builder"), ("vfork+exec", "vfork-exec"),
-                       ("fork+exec (copy)", "copy")):
-        tick(f"spawn rate, {label}")
-        rates[label] = trio.run(system._spawn_rate, how, 1.0 if quick else 3.0)
+    tick("spawn rates, interleaved")
+    rate_methods = {"spawnfd, async with create_process()": "builder",
+                    "spawnfd, sim.spawn()": "spawnfd", "fork+exec (copy)": "copy",
+                    "vfork+exec": "vfork-exec"}
+    rates = trio.run(system.spawn_rates, rate_methods, 2.0 if quick else 12.0)
     lo, hi = min(sizes), max(sizes)
     growth = {}
     for label in system.METHODS:
@@ -137,8 +137,9 @@ def scenario_system(quick: bool, tick: Tick) -> Result:
                          "tables_pct": 100 * (b["tables"] / a["tables"] - 1)}
     notes = [f"{label}: time {g['time_pct']:+.1f} %, tables {g['tables_pct']:+.1f} % "
              f"from {lo} to {hi} GiB" for label, g in growth.items()]
-    notes += [f"spawns of /bin/true per second from an empty parent, {label}: {r:,.0f}"
-              for label, r in rates.items()]
+    notes += [f"spawns of /bin/true per second from an empty parent, {label}: "
+              f"{r['wall']:,.0f} ({r['cpu']:,.0f} per CPU second), x{r['ratio']:.3f} "
+              "vfork+exec's rate" for label, r in rates.items()]
     cols = [Column("gib", "parent GiB"), Column("method", "method"),
             Column("ms", "ms per call", "{:.3f}"), Column("ptes_copied", "PTEs copied", "{:,}"),
             Column("tables", "tables alloc.", "{:,}"), Column("frames", "frames alloc.", "{:,}")]

@@ -8,6 +8,8 @@ layer sees ``ffi`` or ``lib``.
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 from typing import Any, NoReturn
 
@@ -40,6 +42,46 @@ def _path(path: str | bytes | os.PathLike[Any]) -> bytes:
     if b"\0" in p:
         raise ValueError("embedded null byte")
     return p
+
+
+MAPV_MMAP, MAPV_MUNMAP, MAPV_ZERO = lib.SFD_MAPV_MMAP, lib.SFD_MAPV_MUNMAP, lib.SFD_MAPV_ZERO
+MAPV_ABS, MAPV_REL, MAPV_BIAS = lib.SFD_MAPV_ABS, lib.SFD_MAPV_REL, lib.SFD_MAPV_BIAS
+MAPV_MAX = lib.SFD_MAPV_MAX
+_U64 = (1 << 64) - 1
+
+
+class MapSteps:
+    """A user-space ELF loader's steps for one file, in C memory, reusable: an
+    ``sfd_mapv[]`` for ``sfd_spawn_mmapv``. Each step is ``(op, rel, addr, length, offset,
+    prot, flags)`` with ``op`` one of ``MAPV_MMAP``/``MAPV_MUNMAP``/``MAPV_ZERO`` and ``rel``
+    one of ``MAPV_ABS``/``MAPV_REL``/``MAPV_BIAS``; an mmap without ``MAP_ANONYMOUS`` maps
+    the file given to :meth:`CKernel.spawn_mmapv`.
+
+    Raises:
+        OSError: ``EINVAL`` if a value does not fit the kernel's 64-bit fields (an ELF whose
+            arithmetic overflows), or more than ``MAPV_MAX`` steps.
+    """
+
+    def __init__(self, steps: list[tuple[int, int, int, int, int, int, int]]) -> None:
+        if len(steps) > MAPV_MAX:
+            raise OSError(errno.EINVAL, f"more than {MAPV_MAX} loader steps")
+        self.n = len(steps)
+        self._v = ffi.new("struct sfd_mapv[]", max(self.n, 1))
+        self._bias = ffi.new("uint64_t *")
+        self._failed = ffi.new("uint32_t *")
+        self._file_steps: list[int] = []
+        for i, (op, rel, addr, length, offset, prot, flags) in enumerate(steps):
+            if not (0 <= addr <= _U64 and 0 <= length <= _U64 and 0 <= offset <= _U64):
+                raise OSError(errno.EINVAL, "an address or length of the ELF overflows")
+            e = self._v[i]
+            e.op, e.rel, e.addr, e.len, e.off = op, rel, addr, length, offset
+            e.prot, e.flags, e.fd = prot, flags, -1
+            if op == MAPV_MMAP and not flags & mmap.MAP_ANONYMOUS:
+                self._file_steps.append(i)
+
+    def out(self, i: int) -> int:
+        """Where step ``i`` (an mmap) mapped, after the last run."""
+        return int(self._v[i].out)
 
 
 class CKernel:
@@ -242,10 +284,22 @@ class CKernel:
         self._call(lib.sfd_fstat_size(self.ptr, pid, fd, out))
         return int(out[0])
 
-    def fstat(self, pid: int, fd: int) -> tuple[int, int, int, int, int]:
-        out = ffi.new("uint64_t[5]")
+    def fstat(self, pid: int, fd: int) -> tuple[int, int, int, int, int, int]:
+        """``(ino, size, mode, uid, gid, version)``; version 0: the content may change
+        without notice (the file is mapped shared and writable)."""
+        out = ffi.new("uint64_t[6]")
         self._call(lib.sfd_fstat(self.ptr, pid, fd, out))
-        return int(out[0]), int(out[1]), int(out[2]), int(out[3]), int(out[4])
+        return (int(out[0]), int(out[1]), int(out[2]), int(out[3]), int(out[4]), int(out[5]))
+
+    def spawn_mmapv(self, pid: int, bfd: int, steps: MapSteps, fd: int) -> int:
+        """Run ``steps`` (their file mappings from the creator's ``fd``) on the embryo in one
+        call; returns the bias (see ``sfd_spawn_mmapv``)."""
+        v = steps._v
+        for i in steps._file_steps:
+            v[i].fd = fd
+        self._call(lib.sfd_spawn_mmapv(self.ptr, pid, bfd, v, steps.n, steps._bias,
+                                       steps._failed))
+        return int(steps._bias[0])
 
     def close_range(self, pid: int, first: int, last: int) -> None:
         self._call(lib.sfd_close_range(self.ptr, pid, first, last))

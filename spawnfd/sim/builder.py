@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from .._constants import MAP_FIXED, MAP_FIXED_NOREPLACE
 from .. import elf
+from ._bindings import (MAPV_ABS, MAPV_BIAS, MAPV_MMAP, MAPV_MUNMAP, MAPV_REL, MAPV_ZERO,
+                        MapSteps)
 
 if TYPE_CHECKING:
     from ._bindings import CKernel
@@ -56,6 +58,83 @@ class LoadedElf:
     interpreter: str | None   #: its PT_INTERP (the ld.so it asks for), if any
     start: int                #: lowest mapped address
     end: int                  #: one past the highest mapped address
+
+
+_PLAN_CACHE: Final = 256  # loader plans kept per kernel (file version x placement)
+
+
+@dataclasses.dataclass
+class _Plan:
+    """How one version of an ELF file is mapped for one placement: the loader's steps and
+    where the result lies relative to the load bias, which the kernel picks with the first
+    mapping (``relative``) or which is fixed at ``base``."""
+
+    steps: MapSteps
+    relative: bool
+    base: int
+    entry: int
+    phdr: int | None          # None: the program headers are not in a loaded segment
+    phnum: int
+    interpreter: str | None
+    start: int
+    end: int
+    last: LoadedElf | None = None  # the result of the last load (it is immutable)
+
+
+def _plan(h: elf.ElfHeaders, addr: int | None, path: str) -> _Plan:
+    """The loader's steps for ELF ``h`` at ``addr`` (None: binfmt_elf's placement). compare
+    Linux load_elf_binary() + elf_load() (elf_map, padzero, the anonymous bss tail) and
+    csrc/fs/exec.c elf_load()."""
+    loads = [ph for ph in h.phdrs if ph.p_type == elf.PT_LOAD]
+    if not loads:
+        raise OSError(errno.ENOEXEC, f"{os.strerror(errno.ENOEXEC)} (no PT_LOAD)", path)
+    dyn = h.e_type == elf.ET_DYN
+    interp = None if h.interpreter is None else os.fsdecode(h.interpreter)
+    base = addr if addr is not None else (ELF_ET_DYN_BASE if dyn and interp else 0)
+    relative = dyn and not base  # ld.so: top-down wherever its whole span fits
+    if relative and not loads[0].p_filesz:
+        raise OSError(errno.ENOEXEC, f"{os.strerror(errno.ENOEXEC)} (first PT_LOAD has no "
+                      "file content)", path)
+    bias = base if dyn and not relative else 0
+    rel = MAPV_REL if relative else MAPV_ABS
+    steps: list[tuple[int, int, int, int, int, int, int]] = []
+    ranges: list[tuple[int, int]] = []
+    for i, ph in enumerate(loads):
+        pgoff = ph.p_vaddr & (_PAGE - 1)
+        at = bias + ph.p_vaddr - pgoff      # in the steps' terms (relative: to the bias)
+        size = _page_up(ph.p_filesz + pgoff)
+        prot = elf.prot(ph.p_flags)
+        if ph.p_filesz:
+            if relative and i == 0:          # reserve the whole span, keep the first segment
+                total = _page_up(loads[-1].p_vaddr + loads[-1].p_memsz - at)
+                steps.append((MAPV_MMAP, MAPV_BIAS, at, total, ph.p_offset - pgoff, prot,
+                              mmap.MAP_PRIVATE))
+                if total > size:
+                    steps.append((MAPV_MUNMAP, MAPV_REL, at + size, total - size, 0, 0, 0))
+            else:
+                steps.append((MAPV_MMAP, rel, at, size, ph.p_offset - pgoff, prot,
+                              mmap.MAP_PRIVATE | MAP_FIXED_NOREPLACE))
+            ranges.append((at, size))
+        if ph.p_memsz > ph.p_filesz:
+            zero_start = at + pgoff + ph.p_filesz
+            zero_end = at + pgoff + ph.p_memsz
+            pad = _page_up(zero_start) - zero_start
+            if ph.p_filesz and pad and prot & mmap.PROT_WRITE:  # padzero()
+                steps.append((MAPV_ZERO, rel, zero_start, pad, 0, 0, 0))
+            zs, ze = _page_up(zero_start), _page_up(zero_end)
+            if ze > zs:
+                steps.append((MAPV_MMAP, rel, zs, ze - zs, 0,
+                              mmap.PROT_READ | mmap.PROT_WRITE | (prot & mmap.PROT_EXEC),
+                              mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_FIXED))
+                ranges.append((zs, ze - zs))
+    phdr = None
+    for ph in loads:
+        if ph.p_offset <= h.e_phoff < ph.p_offset + ph.p_filesz:
+            phdr = h.e_phoff - ph.p_offset + ph.p_vaddr
+            break
+    off = 0 if relative else bias  # ranges are in the steps' terms; LoadedElf adds the bias
+    return _Plan(MapSteps(steps), relative, bias, h.e_entry, phdr, len(h.phdrs), interp,
+                 min(a for a, _ in ranges) - off, max(a + n for a, n in ranges) - off)
 
 
 def _enc(x: str | bytes) -> bytes:
@@ -201,6 +280,10 @@ class Builder:
         ``ELF_ET_DYN_BASE``, an object without one (ld.so) top-down where its whole span
         fits, an ``ET_EXEC`` at its link addresses; ``addr`` overrides the base.
 
+        The loader reads a file's headers once per version of its content (the kernel's
+        change counter, like statx's change cookie) and maps all its segments through the
+        builder fd in one call (``sfd_spawn_mmapv``): open, fstat, map, close.
+
         With ``check_exec`` the file must be what ``execve`` accepts: a regular file with an
         execute bit (``EACCES`` otherwise).
 
@@ -210,80 +293,33 @@ class Builder:
                 mapped.
         """
         path = os.fspath(path)
-        proc = self.creator
-        fd = proc.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        proc, c, cpid = self.creator, self._c, self._cpid
+        fd = c.open(cpid, path, os.O_RDONLY | os.O_CLOEXEC, 0)  # a plain file: no wake-ups
         try:
-            if check_exec:
-                mode = proc.fstat(fd).st_mode
-                if not stat.S_ISREG(mode) or not mode & 0o111:
-                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
-            return self._map_elf(fd, path, self._read_elf(fd, path), addr)
+            ino, _, mode, _, _, version = c.fstat(cpid, fd)
+            if check_exec and (not stat.S_ISREG(mode) or not mode & 0o111):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+            plans = proc.kernel._elf_plans
+            key = (ino, version, addr)
+            plan = plans.get(key) if version else None
+            if plan is None:
+                plan = _plan(self._read_elf(fd, path), addr, path)
+                if version:
+                    if len(plans) >= _PLAN_CACHE:
+                        plans.clear()
+                    plans[key] = plan
+            bias = c.spawn_mmapv(cpid, self._bfd(), plan.steps, fd)
         finally:
-            proc.close(fd)
-
-    def _map_elf(self, fd: int, path: str, h: elf.ElfHeaders, addr: int | None) -> LoadedElf:
-        loads = [ph for ph in h.phdrs if ph.p_type == elf.PT_LOAD]
-        if not loads:
-            raise OSError(errno.ENOEXEC, f"{os.strerror(errno.ENOEXEC)} (no PT_LOAD)", path)
-        dyn = h.e_type == elf.ET_DYN
-        interp = None if h.interpreter is None else os.fsdecode(h.interpreter)
-        if addr is not None:
-            base = addr
-        else:
-            base = ELF_ET_DYN_BASE if dyn and interp else 0
-        bias = base if dyn else 0
-        mapped: list[tuple[int, int]] = []
-        try:
-            for i, ph in enumerate(loads):
-                total = 0
-                if i == 0 and dyn and not base:
-                    total = loads[-1].p_vaddr + loads[-1].p_memsz - (loads[0].p_vaddr & ~4095)
-                bias = self._load_segment(fd, ph, bias, total, mapped)
-        except BaseException:
-            for a, n in mapped:  # loader failed: nothing of the file stays mapped
-                try:
-                    self.munmap(a, n)
-                except OSError:
-                    pass
-            raise
-        phdr = 0
-        for ph in loads:
-            if ph.p_offset <= h.e_phoff < ph.p_offset + ph.p_filesz:
-                phdr = bias + h.e_phoff - ph.p_offset + ph.p_vaddr
-                break
-        start = min(a for a, _ in mapped)
-        end = max(a + n for a, n in mapped)
-        return LoadedElf(path, bias, bias + h.e_entry, phdr, len(h.phdrs), interp, start, end)
-
-    def _load_segment(self, fd: int, ph: elf.Phdr, bias: int, total: int,
-                      mapped: list[tuple[int, int]]) -> int:
-        """One PT_LOAD: compare exec.c elf_load() (Linux elf_map() + elf_load())."""
-        pgoff = ph.p_vaddr & (_PAGE - 1)
-        addr = (bias + ph.p_vaddr) & ~(_PAGE - 1)
-        size = _page_up(ph.p_filesz + pgoff)
-        prot = elf.prot(ph.p_flags)
-        if ph.p_filesz:
-            length = _page_up(total) if total else size
-            flags = mmap.MAP_PRIVATE | (0 if total else MAP_FIXED_NOREPLACE)
-            out = self.mmap(length, prot, flags, fd, ph.p_offset - pgoff, addr)
-            if total:
-                bias = out - (ph.p_vaddr & ~(_PAGE - 1))
-                if length > size:
-                    self.munmap(out + size, length - size)
-            mapped.append((out, size))
-            addr = out
-        if ph.p_memsz > ph.p_filesz:
-            zero_start = addr + pgoff + ph.p_filesz
-            zero_end = addr + pgoff + ph.p_memsz
-            pad = _page_up(zero_start) - zero_start
-            if ph.p_filesz and pad and prot & mmap.PROT_WRITE:  # padzero()
-                self.write(zero_start, bytes(pad))
-            zs, ze = _page_up(zero_start), _page_up(zero_end)
-            if ze > zs:
-                self.mmap(ze - zs, mmap.PROT_READ | mmap.PROT_WRITE | (prot & mmap.PROT_EXEC),
-                          mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_FIXED, addr=zs)
-                mapped.append((zs, ze - zs))
-        return bias
+            c.close_fd(cpid, fd)
+        if not plan.relative:
+            bias = plan.base
+        last = plan.last
+        if last is not None and last.base == bias and last.path == path:
+            return last  # the same file at the same place as the last load: same answer
+        plan.last = LoadedElf(path, bias, bias + plan.entry,
+                              0 if plan.phdr is None else bias + plan.phdr, plan.phnum,
+                              plan.interpreter, bias + plan.start, bias + plan.end)
+        return plan.last
 
     def setup_stack(self, argv: Sequence[str | bytes],
                     env: Mapping[str, str] | Sequence[str | bytes] | None = None, *,

@@ -170,6 +170,7 @@ class Kernel:
             self._c.set_thp(THP_MODES.index(thp), THP_COW_POLICIES.index(thp_cow))
         self._procs: dict[int, Process] = {}
         self._programs: dict[str, Any] = {}
+        self._elf_plans: dict[tuple[int, int, int | None], Any] = {}  # Builder.load_elf
         self._runtime: Any = None  # set by spawnfd.open_kernel(): processes then run
         #: how the simulated sh starts children: "fork-exec" (this kernel's fork policy),
         #: "copy" or "cow-pt" (fork+exec under that policy), or "vfork-exec"
@@ -477,7 +478,7 @@ class Process:
     def fstat(self, fd: int) -> os.stat_result:
         """fstat(2): ``st_ino``, ``st_size``, ``st_mode``, ``st_uid``, ``st_gid`` are the
         simulator's; the other fields are 0."""
-        ino, size, mode, uid, gid = self._c.fstat(self.pid, fd)
+        ino, size, mode, uid, gid, _ = self._c.fstat(self.pid, fd)
         return os.stat_result((mode, ino, 0, 1, uid, gid, size, 0, 0, 0))
 
     def close_range(self, first: int, last: int = 0xFFFFFFFF) -> None:

@@ -28,6 +28,9 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
 
+from .process_builder import ProcessBuilder
+from .runtime import RunningProcess
+
 if TYPE_CHECKING:
     from .kernel import AddressSpace, Process
 
@@ -105,8 +108,6 @@ async def spawn(parent: Process, path: str, argv: Sequence[str],
 
 async def _spawn_fd_model(parent: Process, path: str, argv: list[str], env: dict[str, str],
                           fds: dict[int, FdSpec] | None, cwd: str | None) -> SpawnedProcess:
-    from .process_builder import ProcessBuilder
-
     # The same steps as `async with parent.create_process()`, made through the synchronous
     # builder with one checkpoint for the whole spawn (each step is a C call or two).
     await trio.lowlevel.checkpoint()
@@ -148,8 +149,6 @@ def _resolve_in(parent: Process, cwd: str | None, path: str) -> str:
 async def _spawn_fork(parent: Process, path: str, argv: list[str], env: dict[str, str],
                       fds: dict[int, FdSpec], cwd: str | None, method: str,
                       close_fds: bool) -> SpawnedProcess:
-    from .runtime import RunningProcess
-
     psys = parent.sys
     r, w = psys.pipe(os.O_CLOEXEC)
 

@@ -33,17 +33,17 @@ import signal
 import subprocess
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Union, final
+from typing import Any, Final, Union, final
 
 import trio
 
 from .._subprocess import (EMPTY_INPUT, build_argv, check_options, close_and_wait,
                            describe_state, fsencode_arg, supervise)
+from .kernel import Kernel, Process
+from .process_builder import ProcessBuilder
 from .programs.ldso import search_path
+from .runtime import _Signalled
 from .spawn import METHODS, FdSpec, Open, SpawnedProcess, _default_fds, spawn
-
-if TYPE_CHECKING:
-    from .kernel import Kernel, Process
 
 __all__ = ["system", "run_process", "open_process", "SimProcess", "SimSendStream",
            "SimReceiveStream", "DEFAULT_ENV", "METHODS"]
@@ -118,8 +118,6 @@ def _env_dict(env: Mapping[Any, Any] | None) -> dict[str, str]:
 
 
 def _resolve_parent(kernel: Kernel, parent: Any) -> Process:
-    from .kernel import Kernel, Process
-
     if not isinstance(kernel, Kernel):
         raise TypeError(f"kernel must be a spawnfd.Kernel, not {type(kernel).__name__}")
     if kernel._runtime is None:
@@ -194,8 +192,6 @@ class SimSendStream(_SimStream, trio.abc.SendStream):  # type: ignore[misc,unuse
     """The write end of a simulated pipe (a child's stdin), as a `trio.abc.SendStream`."""
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        from .runtime import _Signalled
-
         scope = self._enter("send")
         try:
             with scope:
@@ -306,8 +302,6 @@ class SimProcess:
         """Reap the child if it has exited (never blocks); its wait status or None."""
         if self._status is not None:
             return self._status
-        from .process_builder import ProcessBuilder
-
         h = self.handle
         if self.parent.kernel.closed:
             self._status = 0  # leaving open_kernel() reaped everything
