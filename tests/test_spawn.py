@@ -1,6 +1,6 @@
 """The fd model: process_create, the builder fd and the wait handle, launch, and spawn().
 
-Each rule of DESIGN.md "The fd model" has a test that fails when the rule is broken: the
+Each rule of docs/fd-model.md ("The rules") has a test that fails when the rule is broken: the
 builder fd is close-on-exec, never inherited, never duplicated, never installed; builder
 operations fail with ESRCH once the embryo is no embryo; an embryo whose creator exits or
 execs dies of SIGKILL with nothing leaked; setuid is honoured by execve only; errors leave
