@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from spawnfd.bench.calibrate import measure as cal
 from spawnfd.__main__ import main as spawnfd_main
-from spawnfd.bench.calibrate.measure import CostModel, ForkPoint
+from spawnfd.bench import calibrate as cal
+from spawnfd.bench.calibrate import CostModel, ForkPoint
 
 MODEL = CostModel(fork_base=1e-3, per_pte=1.25e-7, per_table=2e-6, fault_anon=1.2e-6,
                   fault_file=2.5e-7, fault_cow=1.75e-6, exec_base=4e-4)
