@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         bench(rest)
         return 0
     if args.command == "calibrate":
-        from .bench.calibrate import measure as calibrate
+        from .bench import calibrate
 
         return calibrate.main(rest)
     return 2

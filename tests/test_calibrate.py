@@ -1,21 +1,26 @@
-"""spawnfd.bench.calibrate: the least-squares fit, the cost model, its storage, and real runs on this
-host's kernel (`spawnfd calibrate --quick [--validate]`)."""
+"""spawnfd.bench.calibrate: the least-squares fit, the cost model, its storage, the measuring
+file that runs alone, and real runs on this host's kernel (`spawnfd calibrate --quick
+[--validate]`)."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import types
 from pathlib import Path
 
 import pytest
 
-from spawnfd.bench.calibrate import measure as cal
 from spawnfd.__main__ import main as spawnfd_main
-from spawnfd.bench.calibrate.measure import CostModel, ForkPoint
+from spawnfd.bench import calibrate as cal
+from spawnfd.bench.calibrate import CostModel, ForkPoint
+from spawnfd.bench.calibrate import measure, model
 
 MODEL = CostModel(fork_base=1e-3, per_pte=1.25e-7, per_table=2e-6, fault_anon=1.2e-6,
                   fault_file=2.5e-7, fault_cow=1.75e-6, exec_base=4e-4)
@@ -197,6 +202,35 @@ def test_default_path_env_var_and_xdg(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cal.default_path() == tmp_path / "home" / ".cache" / "spawnfd" / "cost-model.json"
+
+
+# -- the measuring file runs alone ---------------------------------------------------------------
+
+
+def test_measure_imports_the_standard_library_only() -> None:
+    # measure.py runs as a file in a fresh `python -I -S`: no package, no site-packages there
+    path = Path(measure.__file__)
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"relative import at line {node.lineno}"
+            imported.add((node.module or "").split(".")[0])
+        elif isinstance(node, ast.Import):
+            imported.update(a.name.split(".")[0] for a in node.names)
+    assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+def test_measure_runs_alone_and_only_as_the_worker() -> None:
+    done = subprocess.run([sys.executable, "-I", "-S", measure.__file__], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1 and "--worker" in done.stderr, done
+
+
+def test_measure_and_model_agree_on_the_page_geometry() -> None:
+    for name in ("PAGE", "PTES_PER_TABLE", "TABLE_SPAN", "MiB"):
+        assert getattr(measure, name) == getattr(model, name), name
+    assert set(measure.PointRow.__annotations__) == {
+        f.name for f in dataclasses.fields(ForkPoint)}
 
 
 # -- real runs on this host's kernel ------------------------------------------------------------

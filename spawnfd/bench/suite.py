@@ -94,7 +94,7 @@ Tick = Callable[[str], None]
 
 def _cost_model() -> Any:
     """The cost model ``spawnfd calibrate`` stored for this host, or None."""
-    from .calibrate.measure import try_load
+    from .calibrate import try_load
 
     try:
         return try_load()
