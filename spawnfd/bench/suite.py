@@ -19,7 +19,7 @@ Each scenario answers one question of the 2022 discussion with figures measured 
 Memory of this machine: a full run peaks at 8.0 GiB (the host scenario's parent touches 8 GiB
 of real memory; the database scenario's 256 processes hold 2 GiB of simulated page tables,
 which are real memory too). --max-gib N caps what any scenario holds at about N GiB, by
-leaving out the bigger sizes: --max-gib 1 keeps the run near 1 GiB. --quick needs 0.3 GiB.
+leaving out the bigger sizes: --max-gib 1 keeps the run under 1.5 GiB. --quick needs 0.3 GiB.
 A cap above what the machine has available is lowered, and the run says so before it starts.
 
 Below each table a legend explains its columns. The JSON file holds every figure and the
@@ -692,7 +692,7 @@ def memory_cap(names: list[str], quick: bool, max_gib: float,
                          f"{held:g}); the bigger sizes are left out. --max-gib sets the cap.")
     if held >= 2:
         return held, (f"memory: this run holds up to {held:g} GiB of this machine's memory "
-                      "(the host scenario's parent); --max-gib 1 keeps it near 1 GiB")
+                      "(the host scenario's parent); --max-gib 1 keeps it under 1.5 GiB")
     return held, None
 
 
@@ -780,7 +780,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-gib", metavar="N", type=float, default=8.0,
                     help="the most memory of this machine a scenario may hold, in GiB: bigger "
                          "sizes of host, anchors and database are left out (default 8: a full "
-                         "run peaks at 8.0 GiB; 1 keeps it near 1 GiB)")
+                         "run peaks at 8.0 GiB; 1 keeps it under 1.5 GiB)")
     args = ap.parse_args(argv)
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
