@@ -80,19 +80,25 @@ def system_comparison(sizes_gib: tuple[int, ...] = (0, 4, 32), repeat: int = 5) 
 
     _section('system("true") = /bin/sh -c true, four ways, on one simulated kernel')
     print("    the parent (init) holds N GiB of populated private memory; the shell starts")
-    print(f"    true the same way; median of {repeat} calls; counters are per call\n")
+    print(f"    true the same way; median of {repeat} calls; counters are per call")
+    print("    (time: wall time of one call on the simulator; PTEs copied, tables alloc.,")
+    print("    frames alloc.: page-table entries copied, page-table pages and 4 KiB frames")
+    print("    allocated by the kernel for the call)\n")
     rows = trio.run(_system_rows, sizes_gib, repeat)
     print(f"    {'GiB':>4}  {'method':<19} {'time':>9}  {'PTEs copied':>11}  "
           f"{'tables alloc.':>13}  {'frames alloc.':>13}")
     for gib, label, sec, ptes, tables, frames in rows:
         print(f"    {gib:>4}  {label:<19} {sec * 1e3:>6.2f} ms  {ptes:>11,}  {tables:>13,}  "
               f"{frames:>13,}")
+    from .bench.suite import ratio  # growth is printed one way everywhere: ×N
+
     lo, hi = min(sizes_gib), max(sizes_gib)
     by = {(g, m): (sec, tables) for g, m, sec, _, tables, _ in rows}
     print(f"\n    from {lo} to {hi} GiB, per call:")
     for label, _ in SYSTEM_METHODS:
         (t0, n0), (t1, n1) = by[(lo, label)], by[(hi, label)]
-        print(f"      {label:<19} time x{t1 / t0:6.2f}   page tables allocated {n0:,} -> {n1:,}")
+        print(f"      {label:<19} time {ratio(t1 / t0):>7}   page tables allocated "
+              f"{n0:,} -> {n1:,}")
     print("    fork+exec (copy) copies every PTE of the parent only to throw them away at exec;")
     print("    cow-pt shares the last-level tables instead; vfork and spawnfd copy nothing.")
 

@@ -27,6 +27,9 @@ def test_system_comparison_counters(capsys: pytest.CaptureFixture[str]) -> None:
     assert rows[(0, "spawnfd")][1:] == rows[(1, "spawnfd")][1:]
     assert rows[(0, "vfork+exec")][1:] == rows[(1, "vfork+exec")][1:]
     assert rows[(1, "fork+exec (copy)")][1] > 512  # a table per 2 MiB of the parent
+    # growth is printed as the bench prints it (×N), and the columns are explained
+    assert len(re.findall(r"^ +\S.*\S +time +×[\d.,]+ +page tables allocated", out, re.M)) == 4
+    assert "PTEs copied, tables alloc.," in out
 
 
 def test_builder_walkthrough(capsys: pytest.CaptureFixture[str]) -> None:

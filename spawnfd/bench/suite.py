@@ -1,6 +1,6 @@
-"""``spawnfd bench``: the comparison scenarios as one tool — tables, JSON, plots.
+"""spawnfd bench: the comparison scenarios as one tool: tables, JSON, plots.
 
-    spawnfd bench                          # every scenario, full sizes
+    spawnfd bench                          # every scenario but mm, full sizes
     spawnfd bench system fork --quick      # some, at small sizes
     spawnfd bench --quick --json out.json --plots plots/
 
@@ -13,10 +13,19 @@ Each scenario answers one question of the 2022 discussion with figures measured 
   database  processes x shared-mapping size, with and without shared page tables; mshare case
   zygote    a template starting apps: fork, huge pages (split / copy-huge), cow-pt, map_cow
   anchors   the published figures beside the simulator's
+  mm        the simulator itself: populate and munmap speed, host memory per simulated GiB
+            (run by name only: it measures the tool, not a question)
 
-The JSON file holds every figure and the machine; ``--plots DIR`` writes one PNG per scenario.
-When ``spawnfd calibrate`` has stored a cost model for this host, the simulator's scenarios also
-print the time a real kernel here would take for the same counters.
+Memory of this machine: a full run peaks at 8.0 GiB (the host scenario's parent touches 8 GiB
+of real memory; the database scenario's 256 processes hold 2 GiB of simulated page tables,
+which are real memory too). --max-gib N caps what any scenario holds at about N GiB, by
+leaving out the bigger sizes: --max-gib 1 keeps the run under 1.5 GiB. --quick needs 0.3 GiB.
+A cap above what the machine has available is lowered, and the run says so before it starts.
+
+Below each table a legend explains its columns. The JSON file holds every figure and the
+machine; --plots DIR writes one PNG per scenario (needs matplotlib); --markdown FILE the tables.
+When spawnfd calibrate has stored a cost model for this host, the simulator's scenarios also
+show the time this host's real kernel would take for the same counters ("host model" columns).
 """
 
 from __future__ import annotations
@@ -56,6 +65,18 @@ class Column:
     key: str
     header: str
     fmt: str = "{}"
+    help: str = ""  # what the column is: the legend printed below the table
+
+
+MODEL_HELP = ("what this host's real kernel would take for the same counters, priced by the "
+              "cost model spawnfd calibrate stores (the column appears once it has run)")
+NO_MODEL_NOTE = ("no cost model for this host: run spawnfd calibrate once to add a column "
+                 "with what its real kernel would take for these counters")
+
+
+def ratio(x: float) -> str:
+    """Growth or speed-up, printed one way everywhere: ×1.02, ×12.3, ×176."""
+    return f"×{x:,.2f}" if x < 10 else f"×{x:,.1f}" if x < 100 else f"×{x:,.0f}"
 
 
 @dataclasses.dataclass
@@ -86,7 +107,17 @@ class Result:
 
     def as_json(self) -> dict[str, Any]:
         return {"title": self.title, "rows": self.rows, "summary": self.summary,
-                "notes": self.notes, **self.extra}
+                "notes": self.notes,
+                "columns": {c.key: {"header": c.header, "help": c.help} for c in self.columns},
+                **self.extra}
+
+    def numeric(self, c: Column) -> bool:
+        """Is the column a number (right-aligned)?"""
+        return any(isinstance(r.get(c.key), (int, float)) and not isinstance(r.get(c.key), bool)
+                   for r in self.rows)
+
+    def legend(self) -> list[str]:
+        return [f"{c.header}: {c.help}" for c in self.columns if c.help]
 
 
 Tick = Callable[[str], None]
@@ -124,27 +155,33 @@ def scenario_system(quick: bool, tick: Tick) -> Result:
                     "frames_allocated": row["frames"], "forks": forks, "execs": 2})
             rows.append(row)
     tick("spawn rates, interleaved")
-    rate_methods = {"spawnfd, async with create_process()": "builder",
-                    "spawnfd, sim.spawn()": "spawnfd", "fork+exec (copy)": "copy",
-                    "vfork+exec": "vfork-exec"}
-    rates = trio.run(system.spawn_rates, rate_methods, 2.0 if quick else 12.0)
+    rates = trio.run(system.spawn_rates, system.RATE_METHODS, 2.0 if quick else 12.0)
     lo, hi = min(sizes), max(sizes)
     growth = {}
     for label in system.METHODS:
         a = next(r for r in rows if r["method"] == label and r["gib"] == lo)
         b = next(r for r in rows if r["method"] == label and r["gib"] == hi)
         growth[label] = {"time_pct": 100 * (b["ms"] / a["ms"] - 1),
-                         "tables_pct": 100 * (b["tables"] / a["tables"] - 1)}
-    notes = [f"{label}: time {g['time_pct']:+.1f} %, tables {g['tables_pct']:+.1f} % "
-             f"from {lo} to {hi} GiB" for label, g in growth.items()]
+                         "tables_pct": 100 * (b["tables"] / a["tables"] - 1),
+                         "time_ratio": b["ms"] / a["ms"], "tables_ratio": b["tables"] / a["tables"]}
+    notes = [f"{label}, from {lo} to {hi} GiB: time {ratio(g['time_ratio'])}, "
+             f"tables {ratio(g['tables_ratio'])}" for label, g in growth.items()]
     notes += [f"spawns of /bin/true per second from an empty parent, {label}: "
-              f"{r['wall']:,.0f} ({r['cpu']:,.0f} per CPU second), x{r['ratio']:.3f} "
-              "vfork+exec's rate" for label, r in rates.items()]
-    cols = [Column("gib", "parent GiB"), Column("method", "method"),
-            Column("ms", "ms per call", "{:.3f}"), Column("ptes_copied", "PTEs copied", "{:,}"),
-            Column("tables", "tables alloc.", "{:,}"), Column("frames", "frames alloc.", "{:,}")]
+              f"{r['wall']:,.0f} ({r['cpu']:,.0f} per CPU second), {ratio(r['ratio'])} "
+              "vfork+exec's rate (interleaved rounds)" for label, r in rates.items()]
+    cols = [Column("gib", "parent GiB", help="private memory the parent has populated"),
+            Column("method", "method", help="how sh -c true and its true are started"),
+            Column("ms", "ms per call", "{:.3f}",
+                   "wall time of one system(\"true\") on the simulator (median)"),
+            Column("ptes_copied", "PTEs copied", "{:,}",
+                   "page-table entries copied by the call (a fork copies the parent's)"),
+            Column("tables", "tables alloc.", "{:,}", "page-table pages allocated by the call"),
+            Column("frames", "frames alloc.", "{:,}",
+                   "4 KiB frames allocated by the call (tables included)")]
     if model is not None:
-        cols.append(Column("host_model_ms", "host model ms", "{:.3f}"))
+        cols.append(Column("host_model_ms", "host model ms", "{:,.3f}", MODEL_HELP))
+    else:
+        notes.append(NO_MODEL_NOTE)
     return Result("system", 'system("true") on the simulator as the parent grows', cols, rows,
                   notes, {"growth": growth, "spawns_per_second": rates},
                   PlotSpec("gib", "ms", "method", "parent's populated memory (GiB)",
@@ -174,8 +211,15 @@ def _host_medians(sizes: list[float], repeats: int, names: list[str]) -> dict[st
         return result
 
 
-def scenario_host(quick: bool, tick: Tick) -> Result:
+def host_sizes(quick: bool, max_gib: float = 8.0) -> list[float]:
+    """The parents the host scenario measures, in GiB: 0 up to 8 (0.25 with quick), none
+    above max_gib, and max_gib itself if it cuts the list."""
     sizes = [0.0, 0.25] if quick else [0.0, 1.0, 4.0, 8.0]
+    return sorted({g for g in sizes if g < max_gib} | {min(max_gib, max(sizes))})
+
+
+def scenario_host(quick: bool, tick: Tick, max_gib: float = 8.0) -> Result:
+    sizes = host_sizes(quick, max_gib)
     repeats = 5 if quick else 30
     names = list(HOST_METHODS.values())
     tick(f"{', '.join(f'{g:g}' for g in sizes)} GiB held, in a fresh interpreter")
@@ -187,13 +231,17 @@ def scenario_host(quick: bool, tick: Tick) -> Result:
                          "runs": repeats if name != "fork+exec" else max(5, repeats // 3)})
     lo, hi = min(sizes), max(sizes)
     by = {(r["gib"], r["method"]): r["ms"] for r in rows}
-    notes = [f"{label}: x{by[(hi, label)] / by[(lo, label)]:.2f} from {lo:g} to {hi:g} GiB"
+    notes = [f"{label}, from {lo:g} to {hi:g} GiB: time {ratio(by[(hi, label)] / by[(lo, label)])}"
              for label in HOST_METHODS]
     notes.append(f"spawnfd (host) / os.posix_spawn at {hi:g} GiB: "
-                 f"{by[(hi, 'spawnfd (host)')] / by[(hi, 'os.posix_spawn')]:.2f}")
+                 f"{ratio(by[(hi, 'spawnfd (host)')] / by[(hi, 'os.posix_spawn')])}")
     return Result("host", "spawning /bin/true on this host's real kernel",
-                  [Column("gib", "parent GiB", "{:g}"), Column("method", "method"),
-                   Column("ms", "ms (median)", "{:.3f}"), Column("runs", "runs")],
+                  [Column("gib", "parent GiB", "{:g}",
+                          "memory the Python parent has touched (real, on this machine)"),
+                   Column("method", "method", help="how the parent spawns /bin/true"),
+                   Column("ms", "ms (median)", "{:.3f}",
+                          "wall time to spawn and reap /bin/true (median of the runs)"),
+                   Column("runs", "runs", help="spawns timed")],
                   rows, notes, {"load_average": os.getloadavg()[0]},
                   PlotSpec("gib", "ms", "method", "parent's touched memory (GiB)",
                            "spawn + reap /bin/true (ms)", logy=True))
@@ -263,7 +311,7 @@ def scenario_fork(quick: bool, tick: Tick) -> Result:
             (r["fraction_pct"] for r in sweep if r["series"] == f"cow-pt, {pattern}"
              and r["total_ms"] >= by[(f"copy, {pattern}", r["fraction_pct"])]), None)
     fork_ms = {(r["gib"], r["mode"]): r["fork_ms"] for r in rows}
-    notes = [f"{g} GiB: cow-pt forks {fork_ms[(g, 'copy')] / fork_ms[(g, 'cow-pt')]:.0f}x "
+    notes = [f"{g} GiB: cow-pt forks {ratio(fork_ms[(g, 'copy')] / fork_ms[(g, 'cow-pt')])} "
              "faster than copy" for g in sizes]
     for pattern, f_stop in crossover.items():
         notes.append(f"fork of {size // MIB} MiB + the child writing f % of its pages "
@@ -271,12 +319,18 @@ def scenario_fork(quick: bool, tick: Tick) -> Result:
                                          if f_stop is not None
                                          else "cow-pt pays at every f measured"))
     return Result("fork", "fork policies, and the cost moved into faults",
-                  [Column("gib", "GiB"), Column("mode", "policy"),
-                   Column("fork_ms", "fork ms", "{:.3f}"),
-                   Column("ptes_copied", "PTEs copied", "{:,}"),
-                   Column("tables_shared", "tables shared", "{:,}"),
-                   Column("child_private_kb", "child private tables kB", "{:,}")]
-                  + ([Column("host_model_ms", "this host's kernel, ms (model)", "{:.2f}")]
+                  [Column("gib", "GiB", help="private memory the parent has populated"),
+                   Column("mode", "policy", help="the fork policy (Kernel(fork_mode=...))"),
+                   Column("fork_ms", "fork ms", "{:.3f}",
+                          "wall time of the simulator's fork (median of 3)"),
+                   Column("ptes_copied", "PTEs copied", "{:,}",
+                          "page-table entries the fork copied"),
+                   Column("tables_shared", "tables shared", "{:,}",
+                          "last-level page tables shared copy-on-write instead of copied"),
+                   Column("child_private_kb", "child private tables kB", "{:,}",
+                          "page tables the child owns alone (shared ones not counted)")]
+                  + ([Column("host_model_ms", "host model ms", "{:,.2f}",
+                             MODEL_HELP + "; copy only")]
                      if model is not None else []),
                   rows, notes, {"crossover_pct": crossover, "sweep_bytes": size},
                   PlotSpec("fraction_pct", "total_ms", "series",
@@ -288,11 +342,19 @@ def scenario_fork(quick: bool, tick: Tick) -> Result:
 
 # ---- database --------------------------------------------------------------------------------
 
-def scenario_database(quick: bool, tick: Tick) -> Result:
+def database_procs(quick: bool, max_gib: float = 8.0) -> list[int]:
+    """The process counts the database scenario measures: up to 256, none whose private page
+    tables (2 MiB per GiB mapped, per process; real memory of this machine) pass max_gib."""
+    gib = 1 if quick else 4
+    procs = [1, 4, 16] if quick else [1, 4, 16, 64, 256]
+    return [n for n in procs if n == 1 or n * gib * 2 * MIB <= max_gib * GIB]
+
+
+def scenario_database(quick: bool, tick: Tick, max_gib: float = 8.0) -> Result:
     from . import fork
 
     gib = 1 if quick else 4
-    procs = [1, 4, 16] if quick else [1, 4, 16, 64, 256]
+    procs = database_procs(quick, max_gib)
     rows = []
     for share in (False, True):
         for n in procs:
@@ -306,14 +368,19 @@ def scenario_database(quick: bool, tick: Tick) -> Result:
                                      "share": r["tables"] == "shared",
                                      "pagetable_frames_bytes": r["pagetable_mib"] * MIB}
                                     for r in rows])
-    notes = [f"mshare case ({fork.MSHARE_GB} GB x {fork.MSHARE_PROCS} processes), from this "
+    notes = [f"mshare case ({fork.MSHARE_GB} GB × {fork.MSHARE_PROCS} processes), from this "
              f"run's accounting: {ms['unshared_total_gb']:.0f} GB of page tables without "
              f"sharing (published ~{fork.MSHARE_TABLES_GB} GB), {ms['shared_total_gb']:.1f} GB "
              "with"]
     return Result("database", f"N processes map one {gib} GiB file MAP_SHARED and touch it",
-                  [Column("procs", "processes"), Column("tables", "page tables"),
-                   Column("pagetable_mib", "page-table MiB", "{:,.1f}"),
-                   Column("faults", "faults", "{:,}"), Column("seconds", "seconds", "{:.2f}")],
+                  [Column("procs", "processes", help="processes mapping the file"),
+                   Column("tables", "page tables",
+                          help="private: each process its own; shared: "
+                               "Kernel(share_pagetables=True)"),
+                   Column("pagetable_mib", "page-table MiB", "{:,.1f}",
+                          "page tables of the whole machine"),
+                   Column("faults", "faults", "{:,}", "page faults taken to touch the file"),
+                   Column("seconds", "seconds", "{:.2f}", "wall time of the mapping and touching")],
                   rows, notes, {"mshare": ms},
                   PlotSpec("procs", "pagetable_mib", "tables", "processes",
                            "page tables, whole machine (MiB)", logx=True, logy=True))
@@ -336,16 +403,23 @@ def scenario_zygote(quick: bool, tick: Tick) -> Result:
                                     f"{f['pages_copied']}"})
     notes = [f"template {res['size_mib']} MiB ({res['heap_bytes'] // MIB} MiB heap), "
              f"{res['apps']} apps writing {res['pages_written_per_app']} random heap pages each",
-             "first write: frames / page tables allocated / pages copied by the first app's "
-             "first write (split: one 4 KiB frame plus one page table)"]
+             "first write of the THP split policy: one 4 KiB frame plus one page table"]
     return Result("zygote", "a template process starting apps",
-                  [Column("method", "start an app by"), Column("start_ms", "start ms", "{:.3f}"),
-                   Column("pagetable_kib", "tables KiB/app", "{:,.0f}"),
-                   Column("frames", "frames/app", "{:,.0f}"),
-                   Column("pss_mib", "PSS MiB/app", "{:,.2f}"),
-                   Column("total_frames", "frames, all apps", "{:,}"),
-                   Column("total_pss_mib", "PSS MiB, all", "{:,.0f}"),
-                   Column("first_write", "first write")],
+                  [Column("method", "start an app by", help="how the template starts an app"),
+                   Column("start_ms", "start ms", "{:.3f}",
+                          "wall time to start one app (median)"),
+                   Column("pagetable_kib", "tables KiB/app", "{:,.0f}",
+                          "page tables of one app after its writes (median)"),
+                   Column("frames", "frames/app", "{:,.0f}",
+                          "4 KiB frames allocated for one app (median)"),
+                   Column("pss_mib", "PSS MiB/app", "{:,.2f}",
+                          "proportional set size of one app (median)"),
+                   Column("total_frames", "frames, all apps", "{:,}",
+                          "frames allocated for all apps together"),
+                   Column("total_pss_mib", "PSS MiB, all", "{:,.0f}", "PSS of all apps together"),
+                   Column("first_write", "first write",
+                          help="frames / page tables allocated / pages copied by the first "
+                               "app's first write")],
                   rows, notes, {"raw": res},
                   PlotSpec("method", "total_frames", "method", "",
                            "frames allocated by all apps", logy=True, kind="bar"))
@@ -384,7 +458,7 @@ def _host_flatness(gib: float) -> dict[str, float]:
     return out
 
 
-def scenario_anchors(quick: bool, tick: Tick) -> Result:
+def scenario_anchors(quick: bool, tick: Tick, max_gib: float = 8.0) -> Result:
     from . import fork
 
     tick("1 GiB fork, copy and cow-pt")
@@ -395,7 +469,7 @@ def scenario_anchors(quick: bool, tick: Tick) -> Result:
     db = [fork.db_row(1, 1, False), fork.db_row(4, 1, True)]
     ms = fork.mshare_extrapolation(db)
     tick("host: posix_spawn and fork+exec, small and big parent")
-    big = 0.25 if quick else 2.0
+    big = min(0.25 if quick else 2.0, max_gib)
     hf = _host_flatness(big)
     rows = [
         {"anchor": "RFC (2022): 1 GiB child's page tables, copy", "published": 2096,
@@ -403,10 +477,10 @@ def scenario_anchors(quick: bool, tick: Tick) -> Result:
         {"anchor": "RFC (2022): 1 GiB child's page tables, COW page tables", "published": 44,
          "simulator": g1["cow-pt"]["private_kb"], "unit": "kB (private)"},
         {"anchor": "RFC v2: fork of 512 MB, copy / COW page tables", "published": 10 / 0.625,
-         "simulator": m512["copy"]["fork_ms"] / m512["cow-pt"]["fork_ms"], "unit": "x faster"},
+         "simulator": m512["copy"]["fork_ms"] / m512["cow-pt"]["fork_ms"], "unit": "× faster"},
         {"anchor": "On-demand-fork (2021): fork of 1 GB, speed-up", "published": 65,
-         "simulator": g1["copy"]["fork_ms"] / g1["cow-pt"]["fork_ms"], "unit": "x faster"},
-        {"anchor": "mshare: 300 GB x 1500 processes, page tables", "published": 878,
+         "simulator": g1["copy"]["fork_ms"] / g1["cow-pt"]["fork_ms"], "unit": "× faster"},
+        {"anchor": "mshare: 300 GB × 1500 processes, page tables", "published": 878,
          "simulator": ms["unshared_total_gb"], "unit": "GB"},
         {"anchor": f"A fork() in the road: posix_spawn, {big:g} GiB / 0 GiB parent (host)",
          "published": 1.0, "simulator": hf[f"posix_spawn@{big:g}"] / hf["posix_spawn@0"],
@@ -421,17 +495,66 @@ def scenario_anchors(quick: bool, tick: Tick) -> Result:
              "parent",
              "the simulator's fork times are its C core's; ratios compare like with like"]
     return Result("anchors", "published figures beside the simulator's",
-                  [Column("anchor", "anchor"), Column("published", "published", "{:,.1f}"),
-                   Column("simulator", "this run", "{:,.1f}"), Column("unit", "unit")],
+                  [Column("anchor", "anchor", help="a published figure and where it is from"),
+                   Column("published", "published", "{:,.1f}", "the figure as published"),
+                   Column("simulator", "this run", "{:,.1f}",
+                          "the same figure measured in this run"),
+                   Column("unit", "unit", help="the unit of both figures")],
                   rows, notes, {"fork_1gib": g1, "fork_512mib": m512, "mshare": ms,
                                 "host_ms": hf},
                   PlotSpec("anchor", "simulator", "anchor", "", "value (see unit)", logy=True,
                            kind="anchors"))
 
 
-SCENARIOS: dict[str, Callable[[bool, Tick], Result]] = {
+# ---- mm ----------------------------------------------------------------------------------------
+
+def _mm_child(*args: str) -> dict[str, float]:
+    """spawnfd.bench.mm in a fresh interpreter, so host RSS is measured cleanly."""
+    out = subprocess.run([sys.executable, "-m", "spawnfd.bench.mm", *args], check=True,
+                         capture_output=True, text=True).stdout
+    result: dict[str, float] = json.loads(out)
+    return result
+
+
+def scenario_mm(quick: bool, tick: Tick) -> Result:
+    sizes = [1] if quick else [1, 8, 64]
+    tick("Kernel(memory='1T'), in a fresh interpreter")
+    boot = _mm_child("--boot")
+    rows = []
+    for gib in sizes:
+        tick(f"populate {gib} GiB, in a fresh interpreter")
+        r = _mm_child("--child", str(gib))
+        rows.append({"gib": gib, "populate_mpages_s": r["populate_pages_per_s"] / 1e6,
+                     "munmap_mpages_s": r["munmap_pages_per_s"] / 1e6,
+                     "pagetable_mib": r["pagetable_bytes"] / MIB,
+                     "host_rss_mib": r["host_rss_mib"],
+                     "host_mib_per_gib": r["host_rss_mib_per_gib"]})
+    notes = [f"Kernel(memory=\"1T\") boots in {boot['boot_1t_s'] * 1e3:.1f} ms and costs the "
+             f"host {boot['boot_1t_host_rss_mib']:.1f} MiB"]
+    return Result("mm", "the simulator's memory manager: populate, munmap, host memory",
+                  [Column("gib", "populated GiB",
+                          help="private anonymous memory populated with write faults"),
+                   Column("populate_mpages_s", "populate M pages/s", "{:,.1f}",
+                          "pages faulted in per second by one populate call"),
+                   Column("munmap_mpages_s", "munmap M pages/s", "{:,.1f}",
+                          "pages unmapped per second by one munmap call"),
+                   Column("pagetable_mib", "page tables MiB", "{:,.1f}",
+                          "simulated page tables of the populated range"),
+                   Column("host_rss_mib", "host RSS MiB", "{:,.0f}",
+                          "what the simulation costs this machine (resident memory)"),
+                   Column("host_mib_per_gib", "host MiB per GiB", "{:,.1f}",
+                          "host memory per simulated GiB populated")],
+                  rows, notes, {"boot": boot})
+
+
+SCENARIOS: dict[str, Callable[..., Result]] = {
     "system": scenario_system, "host": scenario_host, "fork": scenario_fork,
-    "database": scenario_database, "zygote": scenario_zygote, "anchors": scenario_anchors}
+    "database": scenario_database, "zygote": scenario_zygote, "anchors": scenario_anchors,
+    "mm": scenario_mm}
+# What `spawnfd bench` runs without names: mm measures the tool, not a question.
+DEFAULT = [n for n in SCENARIOS if n != "mm"]
+# Scenarios that hold real memory on this machine, up to --max-gib GiB.
+HOLDS_MEMORY = ("host", "anchors", "database")
 
 
 # ---- output ----------------------------------------------------------------------------------
@@ -460,9 +583,7 @@ def machine() -> dict[str, Any]:
 def render(result: Result) -> Table:
     t = Table(title=result.title, title_justify="left")
     for c in result.columns:
-        t.add_column(c.header, justify="left" if c.key in ("method", "mode", "anchor", "unit",
-                                                            "tables", "first_write")
-                     else "right")
+        t.add_column(c.header, justify="right" if result.numeric(c) else "left")
     for r in result.rows:
         cells = []
         for c in result.columns:
@@ -530,7 +651,8 @@ def markdown(result: Result) -> str:
     """The scenario's table and notes in Markdown (for the README's Results)."""
     head = [c.header for c in result.columns]
     lines = [f"**{result.title}**", "", "| " + " | ".join(head) + " |",
-             "|" + "|".join("---" for _ in head) + "|"]
+             "|" + "|".join("---:" if result.numeric(c) else "---" for c in result.columns)
+             + "|"]
     for r in result.rows:
         cells = []
         for c in result.columns:
@@ -539,14 +661,57 @@ def markdown(result: Result) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"- {n}" for n in result.notes]
+    lines += ["", "Columns:", ""] + [f"- {h}" for h in result.legend()]
     return "\n".join(lines) + "\n"
+
+
+def available_gib() -> float | None:
+    """MemAvailable of this machine, in GiB (None if unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(next(ln for ln in f if ln.startswith("MemAvailable")).split()[1])
+    except (OSError, StopIteration, ValueError):
+        return None
+    return kib / (1 << 20)
+
+
+def memory_cap(names: list[str], quick: bool, max_gib: float,
+               avail: float | None = None) -> tuple[float, str | None]:
+    """The GiB a scenario may hold on this machine, and what to tell the user before the run.
+    ``avail``: MemAvailable in GiB (default: this machine's)."""
+    if quick or not any(n in HOLDS_MEMORY for n in names):
+        return max_gib, None
+    avail = available_gib() if avail is None else avail
+    held = min(max_gib, 8.0)
+    if avail is not None and held + 1 > avail:  # leave a GiB for the rest of the run
+        lowered = max(0.25, float(int(avail - 1)))
+        return lowered, (f"memory: only {avail:.1f} GiB of this machine's memory is available, "
+                         f"so no scenario holds more than about {lowered:g} GiB (asked: "
+                         f"{held:g}); the bigger sizes are left out. --max-gib sets the cap.")
+    if held >= 2:
+        return held, (f"memory: this run holds up to {held:g} GiB of this machine's memory "
+                      "(the host scenario's parent); --max-gib 1 keeps it under 1.5 GiB")
+    return held, None
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader went away (spawnfd bench | head): let spawnfd's main end quietly with
+        the status of a tool killed by SIGPIPE (rich would exit 1)."""
+        self.quiet = True
+        raise BrokenPipeError
 
 
 def run(names: list[str], quick: bool, console: Console | None = None,
         json_path: str | None = None, plots: str | None = None,
-        markdown_path: str | None = None) -> dict[str, Any]:
+        markdown_path: str | None = None, max_gib: float = 8.0) -> dict[str, Any]:
     if console is None:  # not a terminal: wide enough for the tables anyway
-        console = Console(width=None if os.isatty(1) else 150)
+        console = _Console(width=None if os.isatty(1) else 150)
+    if plots:
+        require_matplotlib()  # before the run, not after it
+    max_gib, notice = memory_cap(names, quick, max_gib)
+    if notice:
+        print(notice, file=sys.stderr)
     results: dict[str, Result] = {}
     with Progress(TextColumn("[bold]{task.fields[scenario]:<9}"), BarColumn(),
                   TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -558,42 +723,67 @@ def run(names: list[str], quick: bool, console: Console | None = None,
             def tick(what: str) -> None:
                 progress.update(task, description=what)
 
-            results[name] = SCENARIOS[name](quick, tick)
+            kw = {"max_gib": max_gib} if name in HOLDS_MEMORY else {}
+            results[name] = SCENARIOS[name](quick, tick, **kw)
             progress.advance(task)
-    out: dict[str, Any] = {"machine": machine(), "quick": quick,
+    out: dict[str, Any] = {"machine": machine(), "quick": quick, "max_gib": max_gib,
                            "scenarios": {n: r.as_json() for n, r in results.items()}}
+    written: list[str] = []
     for r in results.values():
         console.print(render(r))
         for note in r.notes:
             console.print(f"  {note}")
+        console.print("  [dim]columns:[/dim]")
+        for line in r.legend():
+            console.print(f"    {line}", style="dim", highlight=False)
         console.print()
         if plots:
             path = plot(r, Path(plots))
             if path:
                 out["scenarios"][r.name]["plot"] = str(path)
+                written.append(f"{path} (plot of {r.name})")
     if json_path:
         with open(json_path, "w") as f:
             json.dump(out, f, indent=2, default=str)
+        written.insert(0, f"{json_path} (every figure and the machine, JSON)")
     if markdown_path:
         with open(markdown_path, "w") as f:
             f.write("\n".join(markdown(r) for r in results.values()))
+        written.insert(1 if json_path else 0, f"{markdown_path} (the tables, Markdown)")
+    for w in written:
+        print(f"wrote {w}", file=sys.stderr)
     return out
 
 
+def require_matplotlib() -> None:
+    """--plots needs matplotlib, which is the optional extra spawnfd[plots]."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise SystemExit("spawnfd bench: --plots needs matplotlib, which is not installed; "
+                         "install it with: pip install 'spawnfd[plots]'") from None
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="spawnfd bench", description=(__doc__ or "").splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="scenarios: " + ", ".join(SCENARIOS))
+    ap = argparse.ArgumentParser(prog="spawnfd bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO",
-                    help="any of " + ", ".join(SCENARIOS) + " (default: all)")
+                    help="any of " + ", ".join(SCENARIOS) + " (default: all but mm)")
     ap.add_argument("--quick", action="store_true", help="small sizes: every scenario in "
                     "under a minute")
     ap.add_argument("--json", metavar="FILE", help="write every figure and the machine here")
-    ap.add_argument("--plots", metavar="DIR", help="write a PNG per scenario here")
+    ap.add_argument("--plots", metavar="DIR", help="write a PNG per scenario here "
+                    "(needs matplotlib: pip install 'spawnfd[plots]')")
     ap.add_argument("--markdown", metavar="FILE", help="write the tables in Markdown here")
+    ap.add_argument("--max-gib", metavar="N", type=float, default=8.0,
+                    help="the most memory of this machine a scenario may hold, in GiB: bigger "
+                         "sizes of host, anchors and database are left out (default 8: a full "
+                         "run peaks at 8.0 GiB; 1 keeps it under 1.5 GiB)")
     args = ap.parse_args(argv)
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
         ap.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
-    run(args.scenarios or list(SCENARIOS), args.quick, json_path=args.json, plots=args.plots,
-        markdown_path=args.markdown)
+    if args.max_gib <= 0:
+        ap.error("--max-gib must be positive")
+    run(args.scenarios or DEFAULT, args.quick, json_path=args.json, plots=args.plots,
+        markdown_path=args.markdown, max_gib=args.max_gib)

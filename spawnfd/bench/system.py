@@ -83,10 +83,11 @@ async def _true_builder(p: Any) -> int:
     return int(await child.wait())
 
 
-#: The spawn-rate methods: label -> "builder" (the async API) or a ``spawn()`` method.
+#: The spawn-rate methods: label -> "builder" (the async API) or a ``spawn()`` method; the
+#: last is the one the others' rates are compared with.
 RATE_METHODS = {"spawnfd, async with create_process()": "builder",
-                "spawnfd, sim.spawn()": "spawnfd", "vfork+exec": "vfork-exec",
-                "fork+exec (copy)": "copy"}
+                "spawnfd, sim.spawn()": "spawnfd", "fork+exec (copy)": "copy",
+                "vfork+exec": "vfork-exec"}
 
 
 async def _spawn_true(p: Any, how: str) -> None:
@@ -155,14 +156,14 @@ def main(argv: list[str] | None = None) -> None:
         for m in METHODS:
             a = next(r for r in rows if r["method"] == m and r["gib"] == lo)
             b = next(r for r in rows if r["method"] == m and r["gib"] == hi)
-            print(f"     {m:<20} time {100 * (b['seconds'] / a['seconds'] - 1):+8.1f} %   "
-                  f"tables {100 * (b['tables_allocated'] / a['tables_allocated'] - 1):+8.1f} %"
-                  f"   frames {100 * (b['frames_allocated'] / a['frames_allocated'] - 1):+8.1f} %")
+            print(f"     {m:<20} time ×{b['seconds'] / a['seconds']:<8.2f} "
+                  f"tables ×{b['tables_allocated'] / a['tables_allocated']:<8.2f} "
+                  f"frames ×{b['frames_allocated'] / a['frames_allocated']:.2f}")
     print("spawns of /bin/true per second from an empty parent (interleaved rounds; "
-          "ratio: to fork+exec (copy)):")
+          "ratio: to vfork+exec's rate, per round):")
     for label, rate in rates.items():
         print(f"     {label:<40} {rate['wall']:>8,.0f} wall {rate['cpu']:>8,.0f} CPU "
-              f"{rate['ratio']:>6.2f}")
+              f"×{rate['ratio']:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"system": rows, "spawns_per_second": rates}, f, indent=2)
