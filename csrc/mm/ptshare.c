@@ -78,8 +78,10 @@ void ptshare_forget(struct inode *ino, uint64_t chunk, pfn_t table) {
     ino->ptshare[chunk].table = NO_PFN;
 }
 
-// Fork: attach the child dst to the file-shared tables the parent src uses in shared vma v.
-// -ENOMEM if an upper-level table cannot be allocated.
+// Fork and map_cow: attach the child dst to the file-shared tables the parent src uses in
+// shared vma v (perhaps clipped to a range), only for 2 MiB chunks v wholly covers and dst has
+// no table for yet; the rest dst refaults from the page cache. -ENOMEM if an upper-level
+// table cannot be allocated.
 int ptshare_fork_range(struct mm *dst, struct mm *src, const struct vma *v) {
   struct kernel *k = src->k;
   pfn_t src_pmdt, dst_pmdt;
@@ -89,11 +91,14 @@ int ptshare_fork_range(struct mm *dst, struct mm *src, const struct vma *v) {
        addr = next) {
     next = level_end(addr, end, 1);
     int err = 0;
-    if (pt_share(k, PTE_PFN(*src_pmd)) != PT_FILE)
+    uint64_t lo = addr & ~(PMD_SIZE - 1);
+    if (pt_share(k, PTE_PFN(*src_pmd)) != PT_FILE || lo < v->start || lo + PMD_SIZE > v->end)
       continue;
     pte_t *dst_pmd = pt_walk_pmd(dst, addr, 1, &dst_pmdt, &err);
     if (!dst_pmd)
       return err;
+    if (*dst_pmd & PTE_P)
+      continue;
     frame_get(k, PTE_PFN(*src_pmd));
     pt_set(k, dst_pmdt, dst_pmd, *src_pmd);
     dst->nr_tables++;
