@@ -57,3 +57,28 @@ def test_map_cow_one_page_of_shared_chunk() -> None:
     b.abort()
     k.check()
 
+
+# ---- 2. close_range with huge descriptors ----
+
+@pytest.mark.parametrize("first,last", [(2**31, 2**32 - 1), (2**32 - 1, 2**32 - 1),
+                                        (2**31 - 1, 2**31), (1000, 2**32 - 1)])
+def test_close_range_huge_first_closes_nothing(first: int, last: int) -> None:
+    k = spawnfd.Kernel("16M")
+    p = k.init
+    fd = p.open("/tmp/f", os.O_RDWR | os.O_CREAT, 0o644)
+    p.close_range(first, last)
+    assert p.write(fd, b"ok") == 2
+    k.check()
+
+
+@pytest.mark.parametrize("first,last", [(-1, 5), (0, -1), (2**32, 2**32), (0, 2**64)])
+def test_close_range_out_of_range_is_einval(first: int, last: int) -> None:
+    k = spawnfd.Kernel("16M")
+    p = k.init
+    fd = p.open("/tmp/f", os.O_RDWR | os.O_CREAT, 0o644)
+    with pytest.raises(OSError) as e:
+        p.close_range(first, last)
+    assert e.value.errno == errno.EINVAL
+    assert p.write(fd, b"ok") == 2
+    k.check()
+

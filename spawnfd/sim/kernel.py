@@ -51,6 +51,13 @@ def parse_size(size: int | str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
+def _u32(value: int, what: str) -> int:
+    # An unsigned int argument (close_range): out of range is EINVAL.
+    if _u64(value, what) >= 1 << 32:
+        raise OSError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: {what} out of range")
+    return value
+
+
 def _u64(value: int, what: str) -> int:
     # The C calls take unsigned 64-bit values; out of range is EINVAL, as the kernel says.
     if type(value) is int and 0 <= value < _U64:  # the common case, first
@@ -481,8 +488,9 @@ class Process:
         return os.stat_result((mode, ino, 0, 1, uid, gid, size, 0, 0, 0))
 
     def close_range(self, first: int, last: int = 0xFFFFFFFF) -> None:
-        """close_range(2): close every descriptor in ``[first, last]``."""
-        self._c.close_range(self.pid, first, last)
+        """close_range(2): close every descriptor in ``[first, last]`` (unsigned 32-bit
+        values, as Linux takes them; beyond the table nothing is closed)."""
+        self._c.close_range(self.pid, _u32(first, "first"), _u32(last, "last"))
         self._wake()
 
     def dup(self, fd: int) -> int:
