@@ -82,3 +82,26 @@ def test_close_range_out_of_range_is_einval(first: int, last: int) -> None:
     assert p.write(fd, b"ok") == 2
     k.check()
 
+
+# ---- 3. touch with a stride that wraps ----
+
+@pytest.mark.parametrize("every", [2**52, 2**52 + 1, 2**63, 2**64 - 1])
+def test_touch_huge_stride_touches_first_page(every: int) -> None:
+    k = spawnfd.Kernel("16M")
+    p = k.init
+    a = p.mm.mmap(8192, 3, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    assert p.mm.touch(a, 8192, every=every) == 1
+    assert p.mm.statistics().rss_anon_bytes == PAGE
+    k.check()
+
+
+def test_touch_stride_near_end_of_address_space() -> None:
+    k = spawnfd.Kernel("16M")
+    p = k.init
+    a = p.mm.mmap(3 * PAGE, 3, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    assert p.mm.touch(a, 3 * PAGE, every=2) == 2
+    for bad in (0, -1, 2**64):
+        with pytest.raises(OSError) as e:
+            p.mm.touch(a, PAGE, every=bad)
+        assert e.value.errno == errno.EINVAL
+    k.check()
