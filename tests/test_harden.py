@@ -105,3 +105,81 @@ def test_touch_stride_near_end_of_address_space() -> None:
             p.mm.touch(a, PAGE, every=bad)
         assert e.value.errno == errno.EINVAL
     k.check()
+
+
+# ---- 4. a sparse page cache and shared-table registry ----
+
+def _host_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_byte_far_into_tmpfs_file_costs_little_host_memory() -> None:
+    import time
+    k = spawnfd.Kernel("16M")
+    p = k.init
+    fd = p.open("/tmp/far", os.O_RDWR | os.O_CREAT, 0o644)
+    before = _host_rss()
+    p.lseek(fd, 2**40, os.SEEK_SET)
+    assert p.write(fd, b"x") == 1
+    assert p.pread(fd, 1, 2**40) == b"x"
+    assert p.pread(fd, 2, 2**40 - 1) == b"\0x"
+    t = time.perf_counter()
+    k.check()
+    assert time.perf_counter() - t < 0.5
+    assert _host_rss() - before < 8 << 20
+    p.ftruncate(fd, 2**40 - 4096 * 3)  # truncate drops from an index up
+    assert p.pread(fd, 1, 2**40) == b""
+    p.ftruncate(fd, 2**40 + 1)
+    assert p.pread(fd, 1, 2**40) == b"\0"
+    k.check()
+
+
+def test_page_at_end_of_4tib_shared_mapping_costs_little_host_memory() -> None:
+    import time
+    k = spawnfd.Kernel("16M", share_pagetables=True)
+    p = k.init
+    fd = p.open("/tmp/huge", os.O_RDWR | os.O_CREAT, 0o644)
+    size = 4 << 40
+    p.ftruncate(fd, size)
+    before = _host_rss()
+    a = p.mm.mmap(size, 3, mmap.MAP_SHARED, fd, 0)
+    p.mm.write(a + size - PAGE, b"end")
+    child = p.fork()
+    assert child.mm.read(a + size - PAGE, 3) == b"end"
+    child.mm.write(a + size - 2 * PAGE, b"kid")
+    assert p.mm.read(a + size - 2 * PAGE, 3) == b"kid"
+    t = time.perf_counter()
+    k.check()
+    assert time.perf_counter() - t < 0.5
+    assert _host_rss() - before < 8 << 20
+    assert p.pread(fd, 3, size - PAGE) == b"end"
+    p.mm.munmap(a, size)
+    child.exit(0)
+    k.check()
+
+
+def test_scattered_pages_truncate_in_index_order() -> None:
+    import random
+    rnd = random.Random(16)
+    k = spawnfd.Kernel("16M")
+    p = k.init
+    fd = p.open("/tmp/scatter", os.O_RDWR | os.O_CREAT, 0o644)
+    offs = sorted({rnd.randrange(0, 2**43 - 8192) & ~0xFFF for _ in range(200)} | {0, 2**43 - 4096})
+    for i, off in enumerate(offs):
+        p.lseek(fd, off, os.SEEK_SET)
+        p.write(fd, i.to_bytes(4, "little"))
+    k.check()
+    mid = offs[len(offs) // 2] + 2
+    p.ftruncate(fd, mid)
+    k.check()
+    for i, off in enumerate(offs):
+        want = i.to_bytes(4, "little")
+        if off + 4 <= mid:
+            assert p.pread(fd, 4, off) == want
+        elif off < mid:
+            assert p.pread(fd, 4, off) == want[:mid - off]
+        else:
+            assert p.pread(fd, 4, off) == b""
+    p.ftruncate(fd, 0)
+    k.check()
