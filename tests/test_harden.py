@@ -183,3 +183,42 @@ def test_scattered_pages_truncate_in_index_order() -> None:
             assert p.pread(fd, 4, off) == b""
     p.ftruncate(fd, 0)
     k.check()
+
+
+# ---- 5. no stack arrays sized by argc ----
+
+def test_initial_stack_with_many_arguments_is_exact() -> None:
+    from spawnfd.sim.programs import ldso
+    k = spawnfd.Kernel("64M")
+    argv = ["true"] + [f"a{i}" for i in range(3000)]
+    env = [f"E{i}={i}".encode() for i in range(2000)]
+    c = k.init.fork()
+    c.execve("/bin/true", argv, env)
+    st = ldso.read_initial_stack(c)
+    assert st.argv == [a.encode() for a in argv]
+    assert st.envp == env
+    assert ldso._cstring(c, st.auxv[31]) == b"/bin/true"  # AT_EXECFN
+    k.check()
+
+
+_BIG_ARGC = r"""
+import sys, threading, spawnfd
+threading.stack_size(1 << 20)
+out = []
+def run():
+    k = spawnfd.Kernel("64M")
+    c = k.init.fork()
+    c.execve("/bin/true", ["true"] + ["x"] * 200000, {})
+    k.check()
+    out.append("ok")
+t = threading.Thread(target=run); t.start(); t.join()
+print(out[0])
+"""
+
+
+def test_exec_with_argc_200000_on_a_small_thread_stack() -> None:
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", _BIG_ARGC], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
