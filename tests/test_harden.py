@@ -222,3 +222,19 @@ def test_exec_with_argc_200000_on_a_small_thread_stack() -> None:
     r = subprocess.run([sys.executable, "-c", _BIG_ARGC], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+# ---- 6. a relative program with cwd= is the child's ----
+
+@pytest.mark.parametrize("method", ["spawnfd", "fork-exec", "vfork-exec", "cow-pt"])
+async def test_relative_program_with_cwd_runs_in_the_childs_cwd(method: str) -> None:
+    async with spawnfd.open_kernel("256M") as k:
+        for _ in range(3):
+            k.init.open("/dev/null", os.O_RDWR)
+        r = await spawnfd.run_process(["./echo", "hi"], cwd="/bin", capture_stdout=True,
+                                      kernel=k, method=method)
+        assert (r.returncode, r.stdout) == (0, b"hi\n")
+        r = await spawnfd.run_process(["./false"], cwd="/bin", check=False, kernel=k,
+                                      method=method)
+        assert r.returncode == 1
+        k.check()
