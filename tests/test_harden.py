@@ -238,3 +238,61 @@ async def test_relative_program_with_cwd_runs_in_the_childs_cwd(method: str) -> 
                                       method=method)
         assert r.returncode == 1
         k.check()
+
+
+# ---- 7. paths that are not UTF-8 ----
+
+def _copy_in(p: spawnfd.Process, src: str, dst: bytes, patch: tuple[bytes, bytes] | None = None
+             ) -> None:
+    with open(src, "rb") as f:
+        data = f.read()
+    if patch is not None:
+        assert data.count(patch[0]) == 1
+        data = data.replace(*patch)
+    fd = p.open(dst, os.O_RDWR | os.O_CREAT, 0o755)
+    p.write(fd, data)
+    p.close(fd)
+
+
+def test_maps_with_a_file_name_that_is_not_utf8() -> None:
+    k = spawnfd.Kernel("64M")
+    p = k.init
+    name = b"/tmp/caf\xe9"
+    fd = p.open(name, os.O_RDWR | os.O_CREAT, 0o644)
+    p.ftruncate(fd, PAGE)
+    a = p.mm.mmap(PAGE, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    text = p.mm.maps()
+    assert text.splitlines()[0].endswith(os.fsdecode(name))
+    assert os.fsencode(text.splitlines()[0].split(None, 5)[5]) == name
+    p.mm.munmap(a, PAGE)
+    assert p.mm.maps() == ""
+    k.check()
+
+
+async def test_program_and_interpreter_paths_that_are_not_utf8() -> None:
+    interp = b"/lib64/ld-linux-x86-64.so.2"
+    bad_interp = interp[:-1] + b"\xff"
+    async with spawnfd.open_kernel("256M") as k:
+        p = k.init
+        for _ in range(3):
+            p.open("/dev/null", os.O_RDWR)
+        _copy_in(p, "/bin/true", b"/tmp/tr\xffue")
+        _copy_in(p, "/bin/true", b"/tmp/badinterp", (interp + b"\0", bad_interp + b"\0"))
+        # the fd model's loader: a clean ENOENT for the interpreter, like execve
+        b = p.process_create()
+        prog = b.load_elf("/tmp/badinterp")
+        assert prog.interpreter is not None and os.fsencode(prog.interpreter) == bad_interp
+        with pytest.raises(FileNotFoundError):
+            b.load_elf(prog.interpreter)
+        b.abort()
+        c = p.fork()
+        with pytest.raises(FileNotFoundError):
+            c.execve("/tmp/badinterp", ["x"])
+        c.exit(0)
+        p.wait_pid(c.pid)
+        # a program whose own name is not UTF-8 runs and shows in maps
+        for method in ("spawnfd", "fork-exec", "vfork-exec"):
+            r = await spawnfd.run_process([os.fsdecode(b"/tmp/tr\xffue")], kernel=k,
+                                          method=method, check=False)
+            assert r.returncode in (0, -4), method  # no behaviour registered: SIGILL
+        k.check()

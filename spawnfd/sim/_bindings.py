@@ -188,7 +188,7 @@ class CKernel:
             buf = ffi.new("char[]", cap)
             n = self._call(lib.sfd_maps(self.ptr, pid, buf, cap))
             if n < cap:
-                return bytes(ffi.buffer(buf, n)).decode()
+                return os.fsdecode(bytes(ffi.buffer(buf, n)))  # paths are bytes
             cap = n + 1
 
     def mmstats(self, pid: int) -> dict[str, int]:

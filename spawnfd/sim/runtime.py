@@ -448,8 +448,8 @@ def _program_step(sys: Sys) -> Callable[[], Awaitable[int]]:
     behaviour = sys._rt.behaviour(_program_path(sys.proc, objects[0]))
     if behaviour is None:
         return _sigill
-    args = [a.decode() for a in stack.argv]
-    envd = dict(e.decode().split("=", 1) for e in stack.envp if b"=" in e)
+    args = [os.fsdecode(a) for a in stack.argv]
+    envd = dict(os.fsdecode(e).split("=", 1) for e in stack.envp if b"=" in e)
     b = behaviour
     return lambda: b(sys, args, envd)
 
