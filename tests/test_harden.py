@@ -296,3 +296,56 @@ async def test_program_and_interpreter_paths_that_are_not_utf8() -> None:
                                           method=method, check=False)
             assert r.returncode in (0, -4), method  # no behaviour registered: SIGILL
         k.check()
+
+
+# ---- 8. hostile 64-bit values: an errno, never a wrap ----
+
+_PH = {"offset": 8, "vaddr": 16, "filesz": 32, "memsz": 40}
+
+
+def _patched_true(which: int, field: str, value: int) -> bytes:
+    import struct
+    from spawnfd import elf
+    with open("/bin/true", "rb") as f:
+        data = bytearray(f.read())
+    h = elf.read_headers(lambda n, off: bytes(data[off:off + n]), "true")
+    i = [j for j, ph in enumerate(h.phdrs) if ph.p_type == elf.PT_LOAD][which]
+    struct.pack_into("<Q", data, h.e_phoff + 56 * i + _PH[field], value % 2**64)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("which", [0, -1])
+@pytest.mark.parametrize("field,value", [
+    ("memsz", 2**64 - 1), ("memsz", 2**64 - 4096), ("memsz", 2**63), ("filesz", 2**64 - 1),
+    ("filesz", 2**64 - 4096), ("vaddr", 2**64 - 4096), ("vaddr", 2**63), ("offset", 1),
+    ("offset", 2**64 - 1), ("offset", 0xfff)])
+def test_exec_of_elf_with_hostile_segment_is_einval(which: int, field: str, value: int
+                                                    ) -> None:
+    k = spawnfd.Kernel("64M")
+    p = k.init
+    fd = p.open("/tmp/x", os.O_RDWR | os.O_CREAT, 0o755)
+    p.write(fd, _patched_true(which, field, value))
+    p.close(fd)
+    c = p.fork()
+    before = c.mm.maps()
+    with pytest.raises(OSError) as e:
+        c.execve("/tmp/x", ["x"])
+    assert e.value.errno in (errno.EINVAL, errno.EOVERFLOW, errno.ENOMEM)
+    if field in ("memsz", "filesz", "vaddr") or value in (1, 0xfff):
+        assert e.value.errno == errno.EINVAL
+    assert c.mm.maps() == before
+    k.check()
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64 - 1, 2**64, -2**63 - 1])
+def test_lseek_and_ftruncate_out_of_64_bits_are_einval(value: int) -> None:
+    k = spawnfd.Kernel("16M")
+    p = k.init
+    fd = p.open("/tmp/f", os.O_RDWR | os.O_CREAT, 0o644)
+    p.write(fd, b"abc")
+    for call in (lambda: p.lseek(fd, value, os.SEEK_SET), lambda: p.ftruncate(fd, value)):
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.EINVAL
+    assert p.pread(fd, 3, 0) == b"abc" and p.lseek(fd, 0, os.SEEK_CUR) == 3
+    k.check()

@@ -75,10 +75,21 @@ static uint64_t elf_span(const struct elf *e) {
       continue;
     if ((ph->p_vaddr & PAGE_MASK) < lo)
       lo = ph->p_vaddr & PAGE_MASK;
-    if (ph->p_vaddr + ph->p_memsz > hi)
+    if (ph->p_vaddr + ph->p_memsz > hi)  // no wrap: elf_check_load
       hi = ph->p_vaddr + ph->p_memsz;
   }
   return hi > lo ? hi - lo : 0;
+}
+
+// A PT_LOAD segment the address space can hold, its file offset congruent to its address:
+// -EINVAL otherwise, before anything wraps. compare the p_memsz/TASK_SIZE check of
+// load_elf_binary() and the offset_in_page() check of do_mmap().
+static int elf_check_load(const Elf64_Phdr *ph) {
+  if (ph->p_filesz > ph->p_memsz || ph->p_memsz > TASK_SIZE || ph->p_vaddr > TASK_SIZE ||
+      TASK_SIZE - ph->p_memsz < ph->p_vaddr ||
+      ((ph->p_offset - ph->p_vaddr) & (PAGE_SIZE - 1)))
+    return -EINVAL;
+  return 0;
 }
 
 // Map one PT_LOAD segment at bias: the file part, the zeroed tail of its last page, and an
@@ -126,15 +137,17 @@ static int elf_load(struct proc *p, struct file *f, const Elf64_Phdr *ph, uint64
 // receives the load bias. compare the PT_LOAD loop of load_elf_binary() / load_elf_interp().
 static int elf_map_all(struct proc *p, const struct elf *e, uint64_t base, uint64_t *bias) {
   struct file f = {.ino = e->ino, .flags = O_RDONLY, .refs = 1};  // the kernel's own open
-  int first = 1, dyn = e->eh.e_type == ET_DYN;
+  int first = 1, dyn = e->eh.e_type == ET_DYN, err;
   *bias = dyn ? base : 0;
+  for (int i = 0; i < e->eh.e_phnum; i++)
+    if (e->ph[i].p_type == PT_LOAD && (err = elf_check_load(&e->ph[i])))
+      return err;
   for (int i = 0; i < e->eh.e_phnum; i++) {
     const Elf64_Phdr *ph = &e->ph[i];
     if (ph->p_type != PT_LOAD)
       continue;
     uint64_t total = (first && dyn && !base) ? elf_span(e) : 0;
-    int err = elf_load(p, &f, ph, bias, total, !total);
-    if (err)
+    if ((err = elf_load(p, &f, ph, bias, total, !total)))
       return err;
     first = 0;
   }
@@ -146,7 +159,7 @@ static uint64_t elf_phdr_addr(const struct elf *e, uint64_t bias) {
   for (int i = 0; i < e->eh.e_phnum; i++) {
     const Elf64_Phdr *ph = &e->ph[i];
     if (ph->p_type == PT_LOAD && ph->p_offset <= e->eh.e_phoff &&
-        e->eh.e_phoff < ph->p_offset + ph->p_filesz)
+        e->eh.e_phoff - ph->p_offset < ph->p_filesz)
       return bias + e->eh.e_phoff - ph->p_offset + ph->p_vaddr;
   }
   return 0;

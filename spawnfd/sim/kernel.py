@@ -58,6 +58,15 @@ def _u32(value: int, what: str) -> int:
     return value
 
 
+def _i64(value: int, what: str) -> int:
+    # A signed 64-bit argument (loff_t: lseek, ftruncate): out of range is EINVAL.
+    if type(value) is int and -(1 << 63) <= value < 1 << 63:
+        return value
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    raise OSError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: {what} out of range")
+
+
 def _u64(value: int, what: str) -> int:
     # The C calls take unsigned 64-bit values; out of range is EINVAL, as the kernel says.
     if type(value) is int and 0 <= value < _U64:  # the common case, first
@@ -471,11 +480,11 @@ class Process:
 
     def lseek(self, fd: int, offset: int, whence: int) -> int:
         """Move the file offset (``os.SEEK_SET``/``SEEK_CUR``/``SEEK_END``)."""
-        return self._c.lseek(self.pid, fd, offset, whence)
+        return self._c.lseek(self.pid, fd, _i64(offset, "offset"), whence)
 
     def ftruncate(self, fd: int, length: int) -> None:
         """Set a tmpfs file's size; shrinking unmaps the pages past the end everywhere."""
-        self._c.ftruncate(self.pid, fd, length)
+        self._c.ftruncate(self.pid, fd, _i64(length, "length"))
 
     def fstat_size(self, fd: int) -> int:
         """The size of the file behind ``fd``."""
