@@ -349,3 +349,34 @@ def test_lseek_and_ftruncate_out_of_64_bits_are_einval(value: int) -> None:
         assert e.value.errno == errno.EINVAL
     assert p.pread(fd, 3, 0) == b"abc" and p.lseek(fd, 0, os.SEEK_CUR) == 3
     k.check()
+
+
+def test_huge_read_lengths_cost_no_host_memory() -> None:
+    k = spawnfd.Kernel("64M")
+    p = k.init
+    fd = p.open("/tmp/f", os.O_RDWR | os.O_CREAT, 0o644)
+    data = bytes(range(256)) * 40000  # 10 MB: more than one host chunk
+    p.write(fd, data)
+    before = _host_rss()
+    for n in (2**31, 2**40, 2**63, 2**64 - 1):
+        assert p.pread(fd, n, 0) == data
+        assert p.pread(fd, n, 5) == data[5:]
+        p.lseek(fd, 7, os.SEEK_SET)
+        assert p.read(fd, n) == data[7:]
+    assert _host_rss() - before < 256 << 20
+    a = p.mm.mmap(8 * PAGE, 3, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    p.mm.write(a, b"xyz")
+    for n in (2**40, 2**47, 2**63, 2**64 - 1):
+        with pytest.raises(OSError) as e:
+            p.mm.read(a, n)
+        assert e.value.errno == errno.EFAULT
+    b = p.mm.mmap(2**40, 1, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000)  # MAP_NORESERVE
+    with pytest.raises(OSError) as e:
+        p.mm.read(b + 2**40 - PAGE, 2**30)  # past the end of the mapping: EFAULT
+    assert e.value.errno == errno.EFAULT
+    assert _host_rss() - before < 256 << 20
+    assert p.mm.read(a, 3) == b"xyz"
+    r, w = p.pipe()
+    p.write(w, b"pipe")
+    assert p.read(r, 2**63) == b"pipe"
+    k.check()
