@@ -380,3 +380,23 @@ def test_huge_read_lengths_cost_no_host_memory() -> None:
     p.write(w, b"pipe")
     assert p.read(r, 2**63) == b"pipe"
     k.check()
+
+
+def test_integers_that_do_not_fit_their_c_type_are_einval() -> None:
+    k = spawnfd.Kernel("16M")
+    p = k.init
+    a = p.mm.mmap(PAGE, 3, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    b = p.process_create()
+    calls = [lambda: p.close(2**40), lambda: p.dup2(0, -2**63), lambda: p.read(2**31, 1),
+             lambda: p.mm.mprotect(a, PAGE, 2**63), lambda: p.mm.madvise(a, PAGE, -2**40),
+             lambda: p.open("/tmp/x", os.O_RDWR | os.O_CREAT, 2**40),
+             lambda: b.mmap(-1, 3, 0x22), lambda: b.map_cow(p, -PAGE, PAGE),
+             lambda: b.mprotect(0, PAGE, -1), lambda: p.exit(2**32)]
+    for call in calls:
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.EINVAL
+    p.mm.write(a, b"ok")
+    assert p.mm.read(a, 2) == b"ok"
+    b.abort()
+    k.check()

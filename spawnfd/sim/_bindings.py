@@ -8,8 +8,10 @@ layer sees ``ffi`` or ``lib``.
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 from ._kernel import ffi, lib
 
@@ -387,3 +389,23 @@ class CKernel:
         target, state = ffi.new("int *"), ffi.new("int *")
         self._call(lib.sfd_handle_target(self.ptr, pid, fd, target, state))
         return int(target[0]), int(state[0])
+
+
+def _range_checked(fn: Callable[..., Any]) -> Callable[..., Any]:
+    # An integer argument that does not fit its C type (an int descriptor of 2**40, a
+    # negative unsigned) is EINVAL, as the kernel answers out-of-range values: never a
+    # host OverflowError.
+    @functools.wraps(fn)
+    def call(*args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except OverflowError:
+            raise OSError(errno.EINVAL,
+                          f"{os.strerror(errno.EINVAL)}: argument out of range") from None
+    return call
+
+
+for _name, _fn in list(vars(CKernel).items()):
+    if not _name.startswith("_") and callable(_fn):
+        setattr(CKernel, _name, _range_checked(_fn))
+del _name, _fn
