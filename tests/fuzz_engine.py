@@ -331,7 +331,19 @@ class World:
         else:
             self.call("b.abort", b.abort)
 
-    OPS = [("op_mmap", 6), ("op_munmap", 2), ("op_mprotect", 2), ("op_madvise", 2),
+    def op_inject(self) -> None:
+        """Fail the n-th frame allocation from now: ENOMEM in the middle of a later call."""
+        self.call("fail_nth_allocation", self.k.fail_nth_allocation,
+                  self.rnd.choice([0, 1, 2, 3, 5, 10, 50, 2**64 - 1, -1]))
+
+    def op_execve(self) -> None:
+        p = self.proc()
+        self.call("execve", p.execve, self.rnd.choice(["/bin/true", "/tmp/a", "/bin/sh", "",
+                                                        "/tmp", "/nonexistent"]),
+                  self.rnd.choice([["x"], [], ["x"] * 1000, ["x" * 200000]]),
+                  self.rnd.choice([None, {"A": "1"}, ["B=2"], ["C" * 100]]))
+
+    OPS = [("op_inject", 1), ("op_execve", 1), ("op_mmap", 6), ("op_munmap", 2), ("op_mprotect", 2), ("op_madvise", 2),
            ("op_populate", 3), ("op_mem", 3), ("op_touch", 1), ("op_fork", 2),
            ("op_exit", 1), ("op_wait", 1), ("op_open", 2), ("op_file", 3), ("op_fds", 2),
            ("op_create", 1), ("op_builder", 3)]
