@@ -58,7 +58,8 @@ class World:
         self.addrs: list[int] = [0x10000000, 1 << 21, 0x7F0000000000]
         self.maps: list[tuple[int, int]] = []  # (start, length) of mmaps that succeeded
         self.fds: list[int] = [0, 1, 2, 3]
-        self.zero_fds: set[int] = set()  # /dev/zero: a huge read is gigabytes of real bytes
+        self.pipe_fds: set[int] = set()  # a huge read of anything else may be gigabytes of
+                                         # real bytes (/dev/zero, a sparse 1 TiB file)
         self.files: list[int] = []  # init's descriptors of tmpfs files, opened O_RDWR
         k = self.k.init
         for name in ("/tmp/a", "/tmp/b"):
@@ -243,14 +244,13 @@ class World:
                        self.small_int([0o644, 0o755, 0]))
         if fd is not None:
             self.fds.append(fd)
-            if path == "/dev/zero":
-                self.zero_fds.add(fd)
+
 
     def op_file(self) -> None:
         p = self.proc()
         choice = self.rnd.randrange(6)
         fd = self.fd()
-        n = self.length() if fd not in self.zero_fds else min(self.length(), 1 << 22)
+        n = self.length() if fd in self.pipe_fds else min(self.length(), 1 << 22)
         if choice == 0:
             self.call("pread", p.pread, fd, n, self.num())
         elif choice == 1:
@@ -281,6 +281,7 @@ class World:
             fds = self.call("pipe", p.pipe, self.small_int([0, os.O_CLOEXEC, os.O_NONBLOCK]))
             if fds is not None:
                 self.fds += list(fds)
+                self.pipe_fds.update(fds)
         else:
             fd = self.call("dup", p.dup, self.fd())
             if fd is not None:
