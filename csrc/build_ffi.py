@@ -16,7 +16,9 @@ ffibuilder = FFI()
 with open(os.path.join(HERE, "spawnfd.cdef")) as f:
     ffibuilder.cdef(f.read())
 
-cflags = ["-std=gnu11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden"]
+# -Wvla: no stack array sized at run time (cffi's generated glue uses alloca, bounded)
+cflags = ["-std=gnu11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-Wvla",
+          "-fvisibility=hidden"]
 ldflags = []
 if os.environ.get("SPAWNFD_DEBUG") == "1":
     cflags += ["-O0", "-g"]

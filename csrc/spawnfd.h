@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "api.h"
+#include "lib/lib.h"
 
 #define PAGE_SHIFT 12
 #define PAGE_SIZE (1ULL << PAGE_SHIFT)
@@ -153,11 +154,6 @@ struct pipe {
   uint32_t readers, writers; // open file descriptions of each end
 };
 
-struct ptshare_ent {
-  uint32_t table;            // the chunk's shared pte table, NO_PFN when none
-  uint32_t flags;            // the vma protection it was built for
-};
-
 struct inode {
   uint64_t ino;              // inode number shown in maps
   uint32_t dev_major;        // device numbers shown in maps
@@ -167,14 +163,12 @@ struct inode {
   uint64_t size;             // file size in bytes
   char *path;                // absolute path (NULL for anonymous shmem)
   int host_fd;               // IK_HOST: read-only host descriptor, -1 until needed
-  uint32_t *cache;           // page cache: pfn per page index, NO_PFN where absent
-  uint64_t cache_cap;        // entries in cache
-  uint64_t cached;           // pages present in the cache
+  struct xarray cache;       // page cache: pfn by page index (count: pages present)
   uint32_t refs;             // open files + mappings + 1 while linked in the namespace
   int linked;                // still reachable by path (tmpfs: not unlinked)
   struct pipe *pipe;         // IK_PIPE: the buffer
-  struct ptshare_ent *ptshare; // shared page tables by 2 MiB chunk (share_pagetables)
-  uint64_t ptshare_cap;      // entries in ptshare
+  struct xarray ptshare;     // shared page tables by 2 MiB chunk (share_pagetables):
+                             // table pfn | vma protection << 32
   struct inode *hnext;       // hash chain
   uint32_t uid, gid;         // owner (setuid/setgid executables take these)
   uint64_t version;          // content changes by write and truncate (statx change cookie)

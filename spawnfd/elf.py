@@ -156,6 +156,6 @@ def read_headers(pread: Pread, name: object, *, machine: int | None = EM_X86_64,
             path = raw[ph.p_offset:stop] if stop <= len(raw) else pread(ph.p_filesz, ph.p_offset)
             if len(path) != ph.p_filesz or len(path) < 2 or path[-1:] != b"\0":
                 raise _noexec(name, "bad PT_INTERP")
-            interp = path[:-1]
+            interp = path[:path.index(b"\0")]  # the kernel opens it as a C string
             break
     return ElfHeaders(e_type, e_machine, e_entry, e_phoff, phdrs, interp)

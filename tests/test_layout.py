@@ -157,7 +157,7 @@ def test_only_bindings_import_the_c_kernel() -> None:
     assert [_module_name(p) for p in users] == ["spawnfd.sim._bindings"]
 
 
-LAYERS = ["mm", "fs", "kernel", "arch"]
+LAYERS = ["lib", "mm", "fs", "kernel", "arch"]
 
 
 def _c_includes() -> list[tuple[str, str, str]]:

@@ -75,10 +75,21 @@ static uint64_t elf_span(const struct elf *e) {
       continue;
     if ((ph->p_vaddr & PAGE_MASK) < lo)
       lo = ph->p_vaddr & PAGE_MASK;
-    if (ph->p_vaddr + ph->p_memsz > hi)
+    if (ph->p_vaddr + ph->p_memsz > hi)  // no wrap: elf_check_load
       hi = ph->p_vaddr + ph->p_memsz;
   }
   return hi > lo ? hi - lo : 0;
+}
+
+// A PT_LOAD segment the address space can hold, its file offset congruent to its address:
+// -EINVAL otherwise, before anything wraps. compare the p_memsz/TASK_SIZE check of
+// load_elf_binary() and the offset_in_page() check of do_mmap().
+static int elf_check_load(const Elf64_Phdr *ph) {
+  if (ph->p_filesz > ph->p_memsz || ph->p_memsz > TASK_SIZE || ph->p_vaddr > TASK_SIZE ||
+      TASK_SIZE - ph->p_memsz < ph->p_vaddr ||
+      ((ph->p_offset - ph->p_vaddr) & (PAGE_SIZE - 1)))
+    return -EINVAL;
+  return 0;
 }
 
 // Map one PT_LOAD segment at bias: the file part, the zeroed tail of its last page, and an
@@ -126,15 +137,17 @@ static int elf_load(struct proc *p, struct file *f, const Elf64_Phdr *ph, uint64
 // receives the load bias. compare the PT_LOAD loop of load_elf_binary() / load_elf_interp().
 static int elf_map_all(struct proc *p, const struct elf *e, uint64_t base, uint64_t *bias) {
   struct file f = {.ino = e->ino, .flags = O_RDONLY, .refs = 1};  // the kernel's own open
-  int first = 1, dyn = e->eh.e_type == ET_DYN;
+  int first = 1, dyn = e->eh.e_type == ET_DYN, err;
   *bias = dyn ? base : 0;
+  for (int i = 0; i < e->eh.e_phnum; i++)
+    if (e->ph[i].p_type == PT_LOAD && (err = elf_check_load(&e->ph[i])))
+      return err;
   for (int i = 0; i < e->eh.e_phnum; i++) {
     const Elf64_Phdr *ph = &e->ph[i];
     if (ph->p_type != PT_LOAD)
       continue;
     uint64_t total = (first && dyn && !base) ? elf_span(e) : 0;
-    int err = elf_load(p, &f, ph, bias, total, !total);
-    if (err)
+    if ((err = elf_load(p, &f, ph, bias, total, !total)))
       return err;
     first = 0;
   }
@@ -146,7 +159,7 @@ static uint64_t elf_phdr_addr(const struct elf *e, uint64_t bias) {
   for (int i = 0; i < e->eh.e_phnum; i++) {
     const Elf64_Phdr *ph = &e->ph[i];
     if (ph->p_type == PT_LOAD && ph->p_offset <= e->eh.e_phoff &&
-        e->eh.e_phoff < ph->p_offset + ph->p_filesz)
+        e->eh.e_phoff - ph->p_offset < ph->p_filesz)
       return bias + e->eh.e_phoff - ph->p_offset + ph->p_vaddr;
   }
   return 0;
@@ -231,53 +244,62 @@ static int fill_auxv(uint64_t *v, const struct auxv_ctx *c) {
 }
 
 // Copy the strings to the top of the stack, as copy_strings() does: the exec path first
-// (highest), then the environment, then the arguments, each list last string first.
-// Fills addr[] with each string's address (argv first, then envp).
+// (highest), then argv's and envp's strings as one block (argv[0] lowest: where pushing each
+// list last string first leaves them). Each string's address goes into words[] where the
+// initial stack wants it: argv[i] at 1 + i, envp[i] at argc + 2 + i.
 static int copy_strings(struct mm *mm, const struct exec_args *a, uint64_t *sp,
-                        uint64_t *addr, uint64_t *execfn) {
-  const char *s[a->argc + a->envc + 1];
+                        uint64_t *words, uint64_t *execfn) {
+  int n = a->argc + a->envc;
   const char *c = a->strings;
-  for (int i = 0; i < a->argc + a->envc; i++) {
-    s[i] = c;
+  for (int i = 0; i < n; i++)  // terminated within len: exec_args_check
     c += strlen(c) + 1;
-  }
   int err = push(mm, sp, a->execfn, strlen(a->execfn) + 1);
   *execfn = *sp;
-  for (int i = a->argc + a->envc - 1; i >= 0 && !err; i--) {
-    err = push(mm, sp, s[i], strlen(s[i]) + 1);
-    addr[i] = *sp;
+  if (err || (err = push(mm, sp, a->strings, (uint64_t)(c - a->strings))))
+    return err;
+  c = a->strings;
+  for (int i = 0; i < n; i++) {
+    words[i < a->argc ? 1 + i : 2 + i] = *sp + (uint64_t)(c - a->strings);
+    c += strlen(c) + 1;
   }
-  return err;
+  return 0;
 }
 
 // Build the initial stack: strings, platform, AT_RANDOM, then argc, argv, envp and auxv at a
-// 16-byte aligned sp. compare create_elf_tables(). Returns the new sp via *sp.
+// 16-byte aligned sp. compare create_elf_tables(). Returns the new sp via *sp. The table is
+// built on the heap (its size is the caller's argc + envc); -ENOMEM if the host has no room.
 static int create_elf_tables(struct mm *mm, const struct exec_args *a, struct auxv_ctx *aux,
                              uint64_t *sp) {
-  uint64_t addr[a->argc + a->envc + 1], rnd[2], auxv[48];
-  int err = copy_strings(mm, a, sp, addr, &aux->execfn);
+  uint64_t rnd[2], auxv[48], items, bytes;
+  int naux = fill_auxv(auxv, aux), err;
+  if (__builtin_add_overflow((uint64_t)a->argc + (uint64_t)a->envc, 3 + (uint64_t)naux,
+                             &items) ||
+      __builtin_mul_overflow(items, 8, &bytes))
+    return -E2BIG;
+  uint64_t *words = malloc(bytes);
+  if (!words)
+    return -ENOMEM;
+  if ((err = copy_strings(mm, a, sp, words, &aux->execfn)))
+    goto out;
   *sp &= ~15ULL;  // arch_align_stack() without randomisation
-  if (!err && !(err = push(mm, sp, "x86_64", 7)))
-    aux->platform = *sp;
+  if ((err = push(mm, sp, "x86_64", 7)))
+    goto out;
+  aux->platform = *sp;
   rnd[0] = a->seed * 0x9E3779B97F4A7C15ULL + 1;
   rnd[1] = rnd[0] * 0xBF58476D1CE4E5B9ULL + 2;
-  if (!err && !(err = push(mm, sp, rnd, 16)))
-    aux->random = *sp;
-  if (err)
-    return err;
-  int naux = fill_auxv(auxv, aux);
-  uint64_t items = 1 + (uint64_t)a->argc + 1 + (uint64_t)a->envc + 1 + (uint64_t)naux;
-  *sp = (*sp - items * 8) & ~15ULL;  // STACK_ROUND()
-  uint64_t words[items], w = 0;
-  words[w++] = (uint64_t)a->argc;
-  for (int i = 0; i < a->argc; i++)
-    words[w++] = addr[i];
-  words[w++] = 0;
-  for (int i = 0; i < a->envc; i++)
-    words[w++] = addr[a->argc + i];
-  words[w++] = 0;
-  memcpy(&words[w], auxv, (size_t)naux * 8);
-  return mm_access(mm, *sp, NULL, (const uint8_t *)words, items * 8);
+  if ((err = push(mm, sp, rnd, 16)))
+    goto out;
+  aux->random = *sp;
+  naux = fill_auxv(auxv, aux);  // again: execfn, platform and random are known now
+  *sp = (*sp - bytes) & ~15ULL;  // STACK_ROUND()
+  words[0] = (uint64_t)a->argc;
+  words[1 + a->argc] = 0;
+  words[2 + (uint64_t)a->argc + (uint64_t)a->envc] = 0;
+  memcpy(&words[3 + (uint64_t)a->argc + (uint64_t)a->envc], auxv, (size_t)naux * 8);
+  err = mm_access(mm, *sp, NULL, (const uint8_t *)words, bytes);
+out:
+  free(words);
+  return err;
 }
 
 // Where the stack vma starts: room for the strings and tables plus 128 KiB below.

@@ -161,9 +161,9 @@ int sfd_close_range(struct kernel *k, int pid, unsigned first, unsigned last) {
   ENTER(k, pid, p);
   if (first > last)
     return -EINVAL;
-  for (int fd = (int)first; fd < p->fds.cap && (unsigned)fd <= last; fd++)
+  for (uint64_t fd = first; fd < (uint64_t)p->fds.cap && fd <= last; fd++)
     if (p->fds.fd[fd])
-      fdt_close(k, &p->fds, fd);
+      fdt_close(k, &p->fds, (int)fd);
   return LEAVE(k, 0);
 }
 

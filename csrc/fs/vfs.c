@@ -70,8 +70,8 @@ static void inode_free(struct kernel *k, struct inode *ino) {
   pagecache_drop(k, ino, 0);
   if (ino->host_fd >= 0)
     close(ino->host_fd);
-  free(ino->cache);
-  free(ino->ptshare);
+  xa_destroy(&ino->cache);
+  xa_destroy(&ino->ptshare);
   pipe_free(ino->pipe);
   free(ino->path);
   free(ino);
@@ -381,10 +381,11 @@ int inode_truncate(struct kernel *k, struct inode *ino, uint64_t size) {
     if (err)
       return err;
     pagecache_drop(k, ino, keep);
-    if ((size & (PAGE_SIZE - 1)) && keep - 1 < ino->cache_cap && ino->cache[keep - 1] != NO_PFN) {
+    uint64_t last;
+    if ((size & (PAGE_SIZE - 1)) && xa_load(&ino->cache, keep - 1, &last)) {
       uint8_t zero[PAGE_SIZE] = {0};
       uint64_t off = size & (PAGE_SIZE - 1);
-      if (frame_write_bytes(&k->fr, ino->cache[keep - 1], off, zero, PAGE_SIZE - off))
+      if (frame_write_bytes(&k->fr, (pfn_t)last, off, zero, PAGE_SIZE - off))
         return -ENOMEM;
     }
   }

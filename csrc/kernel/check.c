@@ -89,8 +89,9 @@ static int check_sharing(struct recount *r, struct proc *p, pfn_t t, pte_t pmd) 
     return fail(r, "pid %d: private table pfn %u under a read-only pmd", p->pid, t);
   if (share == PT_COW && (pmd & PTE_W))
     return fail(r, "pid %d: COW-shared table pfn %u under a writable pmd", p->pid, t);
-  if (share == PT_FILE && (pg->chunk >= pg->ino->ptshare_cap ||
-                               pg->ino->ptshare[pg->chunk].table != t))
+  uint64_t ent;
+  if (share == PT_FILE &&
+      (!xa_load(&pg->ino->ptshare, pg->chunk, &ent) || (pfn_t)ent != t))
     return fail(r, "pid %d: file-shared table pfn %u missing from its registry", p->pid, t);
   return 0;
 }
@@ -237,21 +238,21 @@ static int check_mm(struct recount *r, struct proc *p) {
 
 // Count an inode's page cache once (check_refs is used as the visited mark by the caller).
 static int check_pagecache(struct recount *r, struct inode *ino) {
-  uint64_t n = 0;
-  for (uint64_t i = 0; i < ino->cache_cap; i++) {
-    if (ino->cache[i] == NO_PFN)
-      continue;
+  uint64_t n = 0, pfn;
+  for (uint64_t i = 0; xa_find(&ino->cache, &i, &pfn); i++) {
     n++;
-    if (r->k->fr.f[ino->cache[i]].kind != FK_PAGECACHE)
+    if (pfn >= r->k->fr.nframes || r->k->fr.f[pfn].kind != FK_PAGECACHE)
       return fail(r, "inode %lu page %lu is not a page-cache frame", (unsigned long)ino->ino,
                   (unsigned long)i);
-    int err = ref_frame(r, ino->cache[i], "page cache");
+    int err = ref_frame(r, (pfn_t)pfn, "page cache");
     if (err)
       return err;
+    if (i == UINT64_MAX)
+      break;
   }
-  if (n != ino->cached)
+  if (n != ino->cache.count)
     return fail(r, "inode %lu caches %lu pages, counted %lu", (unsigned long)ino->ino,
-                (unsigned long)ino->cached, (unsigned long)n);
+                (unsigned long)ino->cache.count, (unsigned long)n);
   return 0;
 }
 

@@ -1,6 +1,7 @@
 // filemap.c — the page cache (compare Linux mm/filemap.c): an inode's pages by page index,
 // each holding one frame reference; reads and writes of file content go through it.
-// The index is an array of pfns by page index, NO_PFN where a page is absent.
+// The index is a sparse array (lib/xarray.c) of pfns by page index: host memory follows the
+// pages present, however far into the file they lie.
 // Calls up: host_read_page() (fs/vfs.c) fills a host file's page on a miss, as Linux calls the
 // address space's read_folio.
 #include <stdlib.h>
@@ -9,53 +10,34 @@
 #include "mm/mm.h"
 #include "fs/fs.h"  // up: host_read_page (read_folio)
 
-// Drop every page-cache page at index >= from.
+// Drop every page-cache page at index >= from, in index order.
 void pagecache_drop(struct kernel *k, struct inode *ino, uint64_t from) {
-  for (uint64_t i = from; i < ino->cache_cap; i++) {
-    if (ino->cache[i] != NO_PFN) {
-      frame_put(k, ino->cache[i]);
-      ino->cache[i] = NO_PFN;
-      ino->cached--;
-    }
+  uint64_t pfn;
+  for (uint64_t i = from; xa_find(&ino->cache, &i, &pfn); i++) {
+    xa_erase(&ino->cache, i, NULL);
+    frame_put(k, (pfn_t)pfn);
+    if (i == UINT64_MAX)
+      break;
   }
-}
-
-// Grow the page-cache index to hold idx. -ENOMEM if the host is out of memory.
-static int pagecache_reserve(struct inode *ino, uint64_t idx) {
-  if (idx < ino->cache_cap)
-    return 0;
-  uint64_t cap = ino->cache_cap ? ino->cache_cap : 16;
-  while (cap <= idx)
-    cap *= 2;
-  uint32_t *c = realloc(ino->cache, cap * sizeof(*c));
-  if (!c)
-    return -ENOMEM;
-  for (uint64_t i = ino->cache_cap; i < cap; i++)
-    c[i] = NO_PFN;
-  ino->cache = c;
-  ino->cache_cap = cap;
-  return 0;
 }
 
 // The page-cache frame for page idx of ino, read in (host) or zero-filled (tmpfs, shmem) on
 // a miss. The cache keeps its own reference; the caller takes one per use.
 int pagecache_get(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t *out) {
-  if (idx < ino->cache_cap && ino->cache[idx] != NO_PFN) {
-    *out = ino->cache[idx];
+  uint64_t hit;
+  if (xa_load(&ino->cache, idx, &hit)) {
+    *out = (pfn_t)hit;
     return 0;
   }
-  int err = pagecache_reserve(ino, idx);
+  pfn_t pfn;
+  int err = frame_alloc(k, FK_PAGECACHE, &pfn);
   if (err)
     return err;
-  pfn_t pfn;
-  if ((err = frame_alloc(k, FK_PAGECACHE, &pfn)))
-    return err;
-  if (ino->kind == IK_HOST && (err = host_read_page(k, ino, idx, pfn))) {
+  if ((ino->kind == IK_HOST && (err = host_read_page(k, ino, idx, pfn))) ||
+      (err = xa_store(&ino->cache, idx, pfn))) {
     frame_put(k, pfn);
     return err;
   }
-  ino->cache[idx] = pfn;
-  ino->cached++;
   *out = pfn;
   return 0;
 }

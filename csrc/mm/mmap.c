@@ -622,12 +622,17 @@ int64_t sfd_touch(struct kernel *k, int pid, uint64_t addr, uint64_t len, uint64
   ENTER(k, pid, p);
   if (!stride || (addr & (PAGE_SIZE - 1)) || addr + len < addr || addr + len > TASK_SIZE)
     return -EINVAL;
+  uint64_t step, end = addr + len;
+  if (__builtin_mul_overflow(stride, PAGE_SIZE, &step))
+    step = end - addr;  // past the range: only the first page is touched
   int64_t n = 0;
-  for (uint64_t va = addr; va < addr + len; va += stride * PAGE_SIZE, n++) {
+  for (uint64_t va = addr; va < end; n++) {
     pfn_t pfn;
     int err = access_page(p->mm, va, write, &pfn);
     if (err)
       return LEAVE(k, err);
+    if (__builtin_add_overflow(va, step, &va))
+      break;
   }
   return LEAVE(k, n);
 }

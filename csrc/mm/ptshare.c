@@ -21,22 +21,6 @@ static int ptshare_chunk(const struct vma *v, uint64_t va, uint64_t *chunk) {
   return 1;
 }
 
-// The registry entry of a file chunk, growing the registry. NULL if the host is out of memory.
-static struct ptshare_ent *ptshare_slot(struct inode *ino, uint64_t chunk) {
-  if (chunk >= ino->ptshare_cap) {
-    uint64_t cap = ino->ptshare_cap ? ino->ptshare_cap : 8;
-    while (cap <= chunk)
-      cap *= 2;
-    struct ptshare_ent *r = realloc(ino->ptshare, cap * sizeof(*r));
-    if (!r)
-      return NULL;
-    for (uint64_t i = ino->ptshare_cap; i < cap; i++)
-      r[i].table = NO_PFN;
-    ino->ptshare = r;
-    ino->ptshare_cap = cap;
-  }
-  return &ino->ptshare[chunk];
-}
 
 // Fill an empty pmd entry of a shared file mapping with the file's table for the chunk:
 // attach to the existing one when its protection matches, or create and register it.
@@ -48,14 +32,13 @@ int ptshare_attach(struct mm *mm, const struct vma *v, uint64_t va, pfn_t pmdt, 
   uint32_t want = v->flags & (VM_READ | VM_WRITE | VM_EXEC | VM_SHARED);
   if (!k->share_pagetables || !ptshare_chunk(v, va, &chunk))
     return 0;
-  struct ptshare_ent *e = ptshare_slot(v->ino, chunk);
-  if (!e)
-    return -ENOMEM;
-  if (e->table != NO_PFN) {
-    if (e->flags != want)
+  uint64_t ent;
+  if (xa_load(&v->ino->ptshare, chunk, &ent)) {
+    pfn_t table = (pfn_t)ent;
+    if ((uint32_t)(ent >> 32) != want)
       return 0;
-    frame_get(k, e->table);
-    pt_set(k, pmdt, pmd, PTE_MK(e->table, PTE_P | PTE_W | PTE_U));
+    frame_get(k, table);
+    pt_set(k, pmdt, pmd, PTE_MK(table, PTE_P | PTE_W | PTE_U));
     mm->nr_tables++;
     k->st.tables_shared++;
     return 0;
@@ -63,23 +46,27 @@ int ptshare_attach(struct mm *mm, const struct vma *v, uint64_t va, pfn_t pmdt, 
   int err = pt_fill_pmd(mm, pmdt, pmd);
   if (err)
     return err;
-  struct ptpage *pg = pt_page(k, PTE_PFN(*pmd));
-  pt_set_share(k, PTE_PFN(*pmd), PT_FILE, 0);
+  pfn_t table = PTE_PFN(*pmd);
+  if (xa_store(&v->ino->ptshare, chunk, table | (uint64_t)want << 32))
+    return 0;  // no room in the registry: the table stays this mm's own
+  struct ptpage *pg = pt_page(k, table);
+  pt_set_share(k, table, PT_FILE, 0);
   pg->ino = v->ino;
   pg->chunk = chunk;
-  e->table = PTE_PFN(*pmd);
-  e->flags = want;
   return 0;
 }
 
 // Take a freed table out of its file's registry.
 void ptshare_forget(struct inode *ino, uint64_t chunk, pfn_t table) {
-  if (chunk < ino->ptshare_cap && ino->ptshare[chunk].table == table)
-    ino->ptshare[chunk].table = NO_PFN;
+  uint64_t ent;
+  if (xa_load(&ino->ptshare, chunk, &ent) && (pfn_t)ent == table)
+    xa_erase(&ino->ptshare, chunk, NULL);
 }
 
-// Fork: attach the child dst to the file-shared tables the parent src uses in shared vma v.
-// -ENOMEM if an upper-level table cannot be allocated.
+// Fork and map_cow: attach the child dst to the file-shared tables the parent src uses in
+// shared vma v (perhaps clipped to a range), only for 2 MiB chunks v wholly covers and dst has
+// no table for yet; the rest dst refaults from the page cache. -ENOMEM if an upper-level
+// table cannot be allocated.
 int ptshare_fork_range(struct mm *dst, struct mm *src, const struct vma *v) {
   struct kernel *k = src->k;
   pfn_t src_pmdt, dst_pmdt;
@@ -89,11 +76,14 @@ int ptshare_fork_range(struct mm *dst, struct mm *src, const struct vma *v) {
        addr = next) {
     next = level_end(addr, end, 1);
     int err = 0;
-    if (pt_share(k, PTE_PFN(*src_pmd)) != PT_FILE)
+    uint64_t lo = addr & ~(PMD_SIZE - 1);
+    if (pt_share(k, PTE_PFN(*src_pmd)) != PT_FILE || lo < v->start || lo + PMD_SIZE > v->end)
       continue;
     pte_t *dst_pmd = pt_walk_pmd(dst, addr, 1, &dst_pmdt, &err);
     if (!dst_pmd)
       return err;
+    if (*dst_pmd & PTE_P)
+      continue;
     frame_get(k, PTE_PFN(*src_pmd));
     pt_set(k, dst_pmdt, dst_pmd, *src_pmd);
     dst->nr_tables++;

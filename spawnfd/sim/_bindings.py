@@ -9,13 +9,17 @@ layer sees ``ffi`` or ``lib``.
 from __future__ import annotations
 
 import errno
+import functools
 import mmap
 import os
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 from ._kernel import ffi, lib
 
 _KPANIC = 1000  # -_KPANIC: the kernel has panicked (csrc/spawnfd.h)
+_TASK_SIZE = 0x7FFFFFFFF000  # csrc/spawnfd.h
+_MAX_RW_COUNT = 0x7FFFF000  # Linux: one read returns at most this (INT_MAX & PAGE_MASK)
+_CHUNK = 1 << 22  # host buffers grow a chunk at a time, as the bytes arrive
 
 FAULT_KINDS = ("anon", "zero", "file", "shared", "cow", "wp_reuse", "wp_shared")
 KSTAT_FIELDS = tuple(
@@ -212,10 +216,26 @@ class CKernel:
         self._call(lib.sfd_populate(self.ptr, pid, addr, length, int(write),
                                     int(stamp is not None), stamp or 0))
 
+    def _access_read(self, addr: int, length: int, call: Any) -> bytes:
+        # Read all of [addr, addr + length) or raise, a chunk at a time: a hostile length
+        # fails on the first page it cannot read, never as one huge host allocation.
+        if addr + length > _TASK_SIZE:
+            raise OSError(14, os.strerror(14))  # EFAULT, as the kernel's own check says
+        if length <= _CHUNK:
+            buf = ffi.new("uint8_t[]", max(length, 1))
+            self._call(call(addr, buf, length))
+            return bytes(ffi.buffer(buf, length))
+        out = bytearray()
+        while len(out) < length:
+            n = min(length - len(out), _CHUNK)
+            buf = ffi.new("uint8_t[]", n)
+            self._call(call(addr + len(out), buf, n))
+            out += ffi.buffer(buf, n)
+        return bytes(out)
+
     def mem_read(self, pid: int, addr: int, length: int) -> bytes:
-        buf = ffi.new("uint8_t[]", length)
-        self._call(lib.sfd_mem_read(self.ptr, pid, addr, buf, length))
-        return bytes(ffi.buffer(buf, length))
+        return self._access_read(addr, length, lambda a, buf, n: lib.sfd_mem_read(
+            self.ptr, pid, a, buf, n))
 
     def mem_write(self, pid: int, addr: int, data: Any) -> None:
         # The buffer is released before any exception is raised: a traceback that kept the
@@ -230,7 +250,7 @@ class CKernel:
             buf = ffi.new("char[]", cap)
             n = self._call(lib.sfd_maps(self.ptr, pid, buf, cap))
             if n < cap:
-                return bytes(ffi.buffer(buf, n)).decode()
+                return os.fsdecode(bytes(ffi.buffer(buf, n)))  # paths are bytes
             cap = n + 1
 
     def mmstats(self, pid: int) -> dict[str, int]:
@@ -261,12 +281,28 @@ class CKernel:
         return self._call(lib.sfd_close(self.ptr, pid, fd))
 
     def read(self, pid: int, fd: int, n: int, offset: int | None = None) -> bytes:
-        buf = ffi.new("uint8_t[]", max(n, 1))
-        if offset is None:
-            got = self._call(lib.sfd_read(self.ptr, pid, fd, buf, n))
-        else:
-            got = self._call(lib.sfd_pread(self.ptr, pid, fd, buf, n, offset))
-        return bytes(ffi.buffer(buf, got))
+        # One read(2): at most _MAX_RW_COUNT bytes, into host buffers that grow a chunk at a
+        # time (a huge n on a small file costs nothing); an error after some bytes is a
+        # short read, as when Linux's read meets it part way.
+        n = min(n, _MAX_RW_COUNT)
+        out = bytearray()
+        while True:
+            want = min(n - len(out), _CHUNK)
+            buf = ffi.new("uint8_t[]", max(want, 1))
+            if offset is None:
+                got = lib.sfd_read(self.ptr, pid, fd, buf, want)
+            elif not out or offset + len(out) < 1 << 63:
+                got = lib.sfd_pread(self.ptr, pid, fd, buf, want, offset + len(out))
+            else:
+                got = 0
+            if got < 0 and (not out or -got == _KPANIC):
+                self._call(got)
+            if got <= 0:
+                break
+            out += ffi.buffer(buf, got)
+            if got < want or len(out) == n:
+                break
+        return bytes(out)
 
     def write(self, pid: int, fd: int, data: Any) -> int:
         with ffi.from_buffer("uint8_t[]", data) as src:  # released first (see mem_write)
@@ -357,9 +393,8 @@ class CKernel:
         self._call(lib.sfd_spawn_mprotect(self.ptr, pid, bfd, addr, length, prot))
 
     def spawn_read(self, pid: int, bfd: int, addr: int, length: int) -> bytes:
-        buf = ffi.new("uint8_t[]", max(length, 1))
-        self._call(lib.sfd_spawn_access(self.ptr, pid, bfd, addr, buf, ffi.NULL, length))
-        return bytes(ffi.buffer(buf, length))
+        return self._access_read(addr, length, lambda a, buf, n: lib.sfd_spawn_access(
+            self.ptr, pid, bfd, a, buf, ffi.NULL, n))
 
     def spawn_write(self, pid: int, bfd: int, addr: int, data: Any) -> None:
         with ffi.from_buffer("uint8_t[]", data) as src:  # released first (see mem_write)
@@ -407,3 +442,23 @@ class CKernel:
         target, state = ffi.new("int *"), ffi.new("int *")
         self._call(lib.sfd_handle_target(self.ptr, pid, fd, target, state))
         return int(target[0]), int(state[0])
+
+
+def _range_checked(fn: Callable[..., Any]) -> Callable[..., Any]:
+    # An integer argument that does not fit its C type (an int descriptor of 2**40, a
+    # negative unsigned) is EINVAL, as the kernel answers out-of-range values: never a
+    # host OverflowError.
+    @functools.wraps(fn)
+    def call(*args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except OverflowError:
+            raise OSError(errno.EINVAL,
+                          f"{os.strerror(errno.EINVAL)}: argument out of range") from None
+    return call
+
+
+for _name, _fn in list(vars(CKernel).items()):
+    if not _name.startswith("_") and callable(_fn):
+        setattr(CKernel, _name, _range_checked(_fn))
+del _name, _fn

@@ -51,6 +51,22 @@ def parse_size(size: int | str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
+def _u32(value: int, what: str) -> int:
+    # An unsigned int argument (close_range): out of range is EINVAL.
+    if _u64(value, what) >= 1 << 32:
+        raise OSError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: {what} out of range")
+    return value
+
+
+def _i64(value: int, what: str) -> int:
+    # A signed 64-bit argument (loff_t: lseek, ftruncate): out of range is EINVAL.
+    if type(value) is int and -(1 << 63) <= value < 1 << 63:
+        return value
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    raise OSError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: {what} out of range")
+
+
 def _u64(value: int, what: str) -> int:
     # The C calls take unsigned 64-bit values; out of range is EINVAL, as the kernel says.
     if type(value) is int and 0 <= value < _U64:  # the common case, first
@@ -465,11 +481,11 @@ class Process:
 
     def lseek(self, fd: int, offset: int, whence: int) -> int:
         """Move the file offset (``os.SEEK_SET``/``SEEK_CUR``/``SEEK_END``)."""
-        return self._c.lseek(self.pid, fd, offset, whence)
+        return self._c.lseek(self.pid, fd, _i64(offset, "offset"), whence)
 
     def ftruncate(self, fd: int, length: int) -> None:
         """Set a tmpfs file's size; shrinking unmaps the pages past the end everywhere."""
-        self._c.ftruncate(self.pid, fd, length)
+        self._c.ftruncate(self.pid, fd, _i64(length, "length"))
 
     def fstat_size(self, fd: int) -> int:
         """The size of the file behind ``fd``."""
@@ -482,8 +498,9 @@ class Process:
         return os.stat_result((mode, ino, 0, 1, uid, gid, size, 0, 0, 0))
 
     def close_range(self, first: int, last: int = 0xFFFFFFFF) -> None:
-        """close_range(2): close every descriptor in ``[first, last]``."""
-        self._c.close_range(self.pid, first, last)
+        """close_range(2): close every descriptor in ``[first, last]`` (unsigned 32-bit
+        values, as Linux takes them; beyond the table nothing is closed)."""
+        self._c.close_range(self.pid, _u32(first, "first"), _u32(last, "last"))
         self._wake()
 
     def dup(self, fd: int) -> int:

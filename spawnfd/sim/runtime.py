@@ -445,13 +445,30 @@ def _program_step(sys: Sys) -> Callable[[], Awaitable[int]]:
     """What the first instruction at the start registers leads to: the simulated ld.so
     loads the program and its libraries, then the program's behaviour runs (none: SIGILL)."""
     stack, objects = ldso.load_program(sys.proc)
-    behaviour = sys._rt.behaviour(objects[0].path)
+    behaviour = sys._rt.behaviour(_program_path(sys.proc, objects[0]))
     if behaviour is None:
         return _sigill
-    args = [a.decode() for a in stack.argv]
-    envd = dict(e.decode().split("=", 1) for e in stack.envp if b"=" in e)
+    args = [os.fsdecode(a) for a in stack.argv]
+    envd = dict(os.fsdecode(e).split("=", 1) for e in stack.envp if b"=" in e)
     b = behaviour
     return lambda: b(sys, args, envd)
+
+
+def _program_path(proc: Process, program: ldso.LoadedObject) -> str:
+    """The program's path for looking up its behaviour: a relative AT_EXECFN names a file in
+    the simulated process's cwd, never the host's, so the file the kernel mapped there (its
+    absolute path, from the maps) is the one."""
+    if program.path.startswith("/"):
+        return program.path
+    load = next((p for p in program.phdrs if p.p_type == 1), None)  # PT_LOAD
+    if load is not None:
+        addr = (program.bias + load.p_vaddr) & ~0xFFF
+        for line in proc.mm.maps().splitlines():
+            fields = line.split(None, 5)
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if lo <= addr < hi and len(fields) == 6 and fields[5].startswith("/"):
+                return fields[5]
+    return program.path
 
 
 async def _run_launched(sys: Sys) -> int:

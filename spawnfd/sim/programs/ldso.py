@@ -208,9 +208,9 @@ def _dynamic_from_memory(mem: _Memory, path: str, bias: int, phdrs: list[Phdr]
         entries = elf.dynamic_entries(mem.read(bias + dyn.p_vaddr, dyn.p_memsz))
         strtab = next((val for tag, val in entries if tag == DT_STRTAB), None)
         if strtab is not None:
-            needed = [mem.cstring(bias + strtab + val).decode()
+            needed = [os.fsdecode(mem.cstring(bias + strtab + val))
                       for tag, val in entries if tag == DT_NEEDED]
-            soname = next((mem.cstring(bias + strtab + val).decode()
+            soname = next((os.fsdecode(mem.cstring(bias + strtab + val))
                            for tag, val in entries if tag == DT_SONAME), None)
     return LoadedObject(path, bias, phdrs, needed, soname)
 
@@ -249,7 +249,7 @@ def _open_library(proc: Process, name: str, env: list[bytes]) -> tuple[str, int]
     dirs: list[str] = []
     for e in env:
         if e.startswith(b"LD_LIBRARY_PATH="):
-            dirs += [d for d in e[16:].decode().split(":") if d]
+            dirs += [d for d in os.fsdecode(e[16:]).split(":") if d]
     for d in ([""] if "/" in name else [*dirs, *SEARCH_PATH]):
         path = f"{d}/{name}" if d else name
         try:
@@ -284,11 +284,11 @@ def load_program(proc: Process) -> tuple[InitialStack, list[LoadedObject]]:
     interp_base = aux.get(AT_BASE, 0)
     if interp_base and aux.get(AT_ENTRY) != rip:
         program = _object_from_memory(mem, aux[AT_PHDR], aux[AT_PHNUM],
-                                      mem.cstring(aux[AT_EXECFN]).decode())
+                                      os.fsdecode(mem.cstring(aux[AT_EXECFN])))
     else:  # ld.so was executed directly: the program is argv[1]
         if len(stack.argv) < 2:
             raise OSError(22, "ld.so needs a program to run")
-        program = map_object(proc, stack.argv[1].decode())
+        program = map_object(proc, os.fsdecode(stack.argv[1]))
         # compare _dl_start_user(): the program sees argv without ld.so's own name
         stack = InitialStack(stack.argv[1:], stack.envp, stack.auxv)
     ldso = None
