@@ -204,3 +204,27 @@ def test_many_segments_map_in_one_call(kernel: spawnfd.Kernel) -> None:
     assert b.read(e.start + 100, 8) == bytes(8)  # padzero cleared the tail of the page
     b.abort()
     kernel.check()
+
+
+@pytest.mark.parametrize("why,phdr", [
+    ("file part larger than memory", (1, 6, 0, 0x10000, 8192, 4096)),
+    ("offset not congruent to address", (1, 6, 0x100, 0x10000, 4096, 4096)),
+    ("beyond the user address space", (1, 6, 0, 0x7FFFFFFFF000, 4096, 4096)),
+])
+def test_the_loader_refuses_what_exec_refuses(kernel: spawnfd.Kernel, why: str,
+                                              phdr: tuple[int, ...]) -> None:
+    # The fd model's loader and the kernel's execve check a PT_LOAD alike, before mapping.
+    p = kernel.init
+    _put(p, "/tmp/odd", _elf([phdr], e_type=2))  # type: ignore[list-item]
+    b = p.process_create()
+    with pytest.raises(OSError) as built:
+        b.load_elf("/tmp/odd")
+    assert b.process.mm.maps() == ""
+    c = p.fork()
+    with pytest.raises(OSError) as execd:
+        c.execve("/tmp/odd", ["odd"], {})
+    assert built.value.errno == execd.value.errno == errno.EINVAL, why
+    b.abort()
+    c.exit(0)
+    p.wait(c.pid)
+    kernel.check()

@@ -37,6 +37,7 @@ __all__ = ["Builder", "LoadedElf", "ELF_ET_DYN_BASE"]
 
 ELF_ET_DYN_BASE: Final = 0x555555554000  # where binfmt_elf puts a PIE that has an interpreter
 _PAGE: Final = 4096
+_TASK_SIZE: Final = 0x7FFFFFFFF000  # csrc/spawnfd.h: the user address space
 _NO_ID: Final = 0xFFFFFFFF
 _STATE_RUNNING, _STATE_ZOMBIE, _STATE_EMBRYO = 0, 1, 2
 
@@ -88,6 +89,11 @@ def _plan(h: elf.ElfHeaders, addr: int | None, path: str) -> _Plan:
     loads = [ph for ph in h.phdrs if ph.p_type == elf.PT_LOAD]
     if not loads:
         raise OSError(errno.ENOEXEC, f"{os.strerror(errno.ENOEXEC)} (no PT_LOAD)", path)
+    for ph in loads:  # as csrc/fs/exec.c elf_check_load(), before anything is mapped
+        if (ph.p_filesz > ph.p_memsz or ph.p_memsz > _TASK_SIZE or ph.p_vaddr > _TASK_SIZE
+                or _TASK_SIZE - ph.p_memsz < ph.p_vaddr
+                or (ph.p_offset - ph.p_vaddr) & (_PAGE - 1)):
+            raise OSError(errno.EINVAL, f"{os.strerror(errno.EINVAL)} (bad PT_LOAD)", path)
     dyn = h.e_type == elf.ET_DYN
     interp = None if h.interpreter is None else os.fsdecode(h.interpreter)
     base = addr if addr is not None else (ELF_ET_DYN_BASE if dyn and interp else 0)
