@@ -52,7 +52,7 @@ struct dentry;
 
 // ---- mm/frame.c: physical frames, buddy allocator, lazily materialised content ----
 enum frame_kind { FK_FREE = 0, FK_ANON, FK_PAGECACHE, FK_PAGETABLE, FK_ZERO };
-enum content_type { CT_ZERO = 0, CT_STAMP, CT_BUF };
+enum content_type { CT_ZERO = 0, CT_STAMP, CT_BUF };  // Invariant: a slot not CT_BUF reads zero
 #define FF_BUDDY_HEAD 0x8000  // aux flag: head of a free buddy block; low bits: order
 
 // One frame's metadata, 8 bytes. The array is reserved with MAP_NORESERVE and reads as
@@ -68,9 +68,12 @@ struct frame {
 
 struct frames {
   struct frame *f;            // metadata, indexed by pfn, nframes long
-  uint64_t *data;             // per pfn: CT_STAMP stamp; CT_BUF/table buffer; free links
+  uint64_t *data;             // per pfn: CT_STAMP stamp; table buffer; free links
+  uint8_t *mem;               // content slots: frame pfn's CT_BUF bytes at mem + pfn * 4 KiB
+                              // (MAP_NORESERVE; the CPU maps it as its physical memory)
   size_t map_bytes;           // bytes reserved for f
   size_t data_bytes;          // bytes reserved for data
+  size_t mem_bytes;           // bytes reserved for mem (nframes * 4 KiB)
   uint32_t nframes;           // simulated memory / 4 KiB
   uint32_t used;              // frames not free
   uint32_t high;              // one past the highest pfn ever allocated

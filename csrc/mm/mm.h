@@ -20,6 +20,7 @@ void frame_read_bytes(const struct frames *fr, pfn_t p, uint64_t off, uint8_t *b
 int frame_write_bytes(struct frames *fr, pfn_t p, uint64_t off, const uint8_t *buf, uint64_t n);
 void frame_set_stamp(struct frames *fr, pfn_t p, uint64_t stamp);
 uint8_t *frame_materialise(struct frames *fr, pfn_t p);
+uint8_t *frame_slot(const struct frames *fr, pfn_t p);
 
 // ---- pgtable.c: 4-level tables, each a frame holding a struct ptpage ----
 uint64_t level_end(uint64_t addr, uint64_t end, int level);
