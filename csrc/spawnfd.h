@@ -217,6 +217,15 @@ enum fault_kind {
 enum { FORK_COPY = 0, FORK_COW_PT = 1, FORK_COW_PT_EAGER = 2 };
 
 // ---- mm/mmap.c: address spaces ----
+// What a CPU that caches translations of an address space registers on it (compare Linux's
+// mmu_notifier): the memory manager calls invalidate wherever Linux flushes the TLB (a
+// translation of [start, end) was removed, write-protected or pointed elsewhere) and release
+// when the mm is torn down. The one upward call from mm/ to arch/, by function pointer.
+struct mmu_notifier_ops {
+  void (*invalidate)(struct mm *mm, uint64_t start, uint64_t end);
+  void (*release)(struct mm *mm);
+};
+
 struct mm {
   struct kernel *k;         // owner
   pfn_t pgd;                // top-level table
@@ -224,6 +233,8 @@ struct mm {
   uint64_t nr_tables;       // page tables it references, shared ones included (pgd too)
   uint64_t mmap_base;       // top-down placement starts below this
   uint64_t start_stack;     // maps shows [stack] for the vma holding it (0: none)
+  const struct mmu_notifier_ops *mn_ops;  // the CPU caching its translations (NULL: none)
+  void *mn_data;            // ... and its state (arch/x86: struct cpu)
 };
 
 struct proc;
