@@ -69,8 +69,9 @@ static bool cpu_tlb_fill(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tlb
   c->in_fill = 1;
   int err = mm_fault_translate(c->mm, vaddr, access, &pfn, &perms);
   c->in_fill = 0;
-  if (err) {
-    c->fault_addr = vaddr;
+  if (err) {  // the exception Unicorn raises next ends the run: SIGSEGV at the first one
+    if (!c->fault_addr)
+      c->fault_addr = vaddr;
     return false;
   }
   if (pfn != k->fr.zero_pfn && k->fr.f[pfn].ctype != CT_BUF)
@@ -87,7 +88,18 @@ static void cpu_syscall(uc_engine *uc, void *data) {
   syscall_dispatch(data);
 }
 
-// A CPU exception: the signal Linux's trap handlers would send. compare do_trap(),
+// An invalid instruction: SIGILL at its address. compare Linux exc_invalid_op().
+static bool cpu_invalid_insn(uc_engine *uc, void *data) {
+  struct cpu *c = data;
+  uint64_t rip = 0;
+  uc_reg_read(uc, UC_X86_REG_RIP, &rip);
+  c->stop = CPU_KILLED;
+  c->status = SIGILL;
+  c->fault_addr = rip;
+  return false;
+}
+
+// A CPU exception a hook sees: the signal Linux's trap handlers would send. compare do_trap(),
 // exc_page_fault(), exc_invalid_op().
 static void cpu_interrupt(uc_engine *uc, uint32_t intno, void *data) {
   struct cpu *c = data;
@@ -149,6 +161,8 @@ static int cpu_create(struct kernel *k, struct proc *p, struct cpu **out) {
       uc_hook_add(c->uc, &h, UC_HOOK_INSN, (void *)cpu_syscall, c, 1, 0,
                   UC_X86_INS_SYSCALL) != UC_ERR_OK ||
       uc_hook_add(c->uc, &h, UC_HOOK_INTR, (void *)cpu_interrupt, c, 1, 0) != UC_ERR_OK ||
+      uc_hook_add(c->uc, &h, UC_HOOK_INSN_INVALID, (void *)cpu_invalid_insn, c, 1, 0) !=
+          UC_ERR_OK ||
       uc_hook_add(c->uc, &h, UC_HOOK_CODE, (void *)cpu_count, c, 1, 0) != UC_ERR_OK)
     goto err_close;
   uint64_t rip = p->rip, rsp = p->rsp, rflags = 0x202;
@@ -209,10 +223,11 @@ int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_ex
       break;
     if (ue == UC_ERR_OK)
       continue;  // stopped for a translation flush
-    c->stop = CPU_KILLED;  // an exception no hook took (an unmapped fetch, a bad insn)
-    uc_reg_read(c->uc, UC_X86_REG_RIP, &rip);
+    // An exception no hook took: a page fault the fill hook refused (Unicorn reports
+    // UC_ERR_EXCEPTION), or another trap. No IDT: it is never delivered to the program.
+    c->stop = CPU_KILLED;
     c->status = ue == UC_ERR_INSN_INVALID ? SIGILL : SIGSEGV;
-    if (ue == UC_ERR_INSN_INVALID || !c->fault_addr)
+    if (!c->fault_addr)
       c->fault_addr = rip;
     break;
   }
@@ -221,7 +236,7 @@ out:
   out->reason = c->stop;
   out->status = c->status;
   out->fd = c->block_fd;
-  out->addr = c->fault_addr;
+  out->addr = c->stop == CPU_KILLED ? c->fault_addr : 0;
   out->insns = c->insns;
   return LEAVE(k, 0);
 }
