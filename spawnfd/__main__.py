@@ -10,12 +10,13 @@ def bench(rest: list[str]) -> None:
     """``spawnfd bench [SCENARIO...] [--quick] [--json F] [--plots D]`` (the suite); one
     scenario with its own options (``spawnfd bench fork --sizes 1 8``) or ``mm`` runs that
     scenario's script."""
-    from .bench import fork, mm, suite, system, zygote
+    from .bench import cpu, fork, mm, suite, system, zygote
 
-    scripts = {"mm": mm.main, "fork": fork.main, "system": system.main, "zygote": zygote.main}
+    scripts = {"mm": mm.main, "fork": fork.main, "system": system.main, "zygote": zygote.main,
+               "cpu": cpu.main}
     suite_options = {"--quick", "--json", "--plots", "--markdown", "-h", "--help"}
     options = [a.split("=", 1)[0] for a in rest if a.startswith("-")]
-    if rest and rest[0] in scripts and (rest[0] == "mm" or
+    if rest and rest[0] in scripts and (rest[0] in ("mm", "cpu") or
                                         any(o not in suite_options for o in options)):
         scripts[rest[0]](rest[1:])
     else:

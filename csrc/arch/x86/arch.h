@@ -12,6 +12,13 @@
 // Why a slice of sfd_cpu_run stopped (struct sfd_cpu_exit.reason, api.h).
 enum cpu_stop { CPU_RUNNING = 0, CPU_SLICE, CPU_EXITED, CPU_KILLED, CPU_BLOCKED };
 
+#define CPU_ICACHE 4096  // translated blocks whose instruction count is remembered
+
+struct icount_slot {
+  uint64_t addr;             // a block's first instruction
+  uint32_t icount;           // its instructions (0: empty slot)
+};
+
 // One CPU: the Unicorn engine running the one thread of the process whose mm it serves.
 struct cpu {
   struct kernel *k;
@@ -31,6 +38,7 @@ struct cpu {
   uint64_t brk_start, brk;   // the program break (0: not yet placed)
   uint64_t rng;              // getrandom's generator state (deterministic per process)
   int trace;                 // SPAWNFD_STRACE set: print each system call on stderr
+  struct icount_slot icache[CPU_ICACHE];  // instructions per translated block
 };
 
 // ---- cpu.c: the CPU ----
