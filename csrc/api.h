@@ -32,7 +32,15 @@ struct kstats {
   uint64_t thp_split_pmd;      // pmd leaves split into page tables
   uint64_t thp_copied;         // huge pages copied whole on a write (thp_cow "copy-huge")
   uint64_t faults[8];          // by kind: anon, zero, file, shared, cow, wp_reuse, wp_shared
+  uint64_t cpu_instructions;   // x86-64 instructions executed by CPUs (arch/x86)
+  uint64_t syscalls;           // system calls made by real code
+  uint64_t syscalls_unknown;   // ... of which had no entry in the table (-ENOSYS)
+  uint64_t tlb_fills;          // CPU TLB misses resolved through the page tables
+  uint64_t tlb_flushes;        // CPU TLB flushes by the mmu notifier
+  uint64_t tb_flushes;         // translated-code flushes (munmap/mprotect of code)
+  uint64_t syscalls_by_nr[512];  // system calls by x86-64 number
 };
+#define SFD_NR_SYSCALLS 512
 
 struct mmstats {
   uint64_t rss_anon;           // resident anonymous pages (MM_ANONPAGES)
@@ -145,5 +153,18 @@ int sfd_pipe_avail(struct kernel *k, int pid, int fd, uint64_t *avail, int *peer
 int sfd_fstat_size(struct kernel *k, int pid, int fd, uint64_t *size);
 int sfd_fstat(struct kernel *k, int pid, int fd, uint64_t *out);
 int sfd_close_range(struct kernel *k, int pid, unsigned first, unsigned last);
+
+// The CPU (arch/x86/cpu.c): run pid's thread on real x86-64 code for at most max_insns
+// instructions. reason: 1 slice over, 2 exited (status: code), 3 killed (status: signal,
+// addr: faulting address), 4 blocked in a system call on descriptor fd.
+struct sfd_cpu_exit {
+  int32_t reason;
+  int32_t status;
+  int32_t fd;
+  int32_t pad;
+  uint64_t addr;
+  uint64_t insns;
+};
+int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_exit *out);
 
 #endif

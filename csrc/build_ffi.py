@@ -10,6 +10,16 @@ import os
 
 from cffi import FFI
 
+
+def _unicorn_include() -> str:
+    """The C headers shipped in the unicorn wheel (a build requirement). The library itself
+    is not linked: spawnfd.sim._bindings loads libunicorn.so.2 from the installed package
+    with RTLD_GLOBAL before importing the extension, whose unicorn symbols resolve to it."""
+    import unicorn
+
+    return os.path.join(os.path.dirname(unicorn.__file__), "include")
+
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 ffibuilder = FFI()
@@ -35,7 +45,7 @@ ffibuilder.set_source(
     "spawnfd.sim._kernel",
     '#include "api.h"\n',
     sources=[os.path.relpath(s, os.getcwd()) if s.startswith(os.getcwd()) else s for s in sources],
-    include_dirs=[HERE],
+    include_dirs=[HERE, _unicorn_include()],
     extra_compile_args=cflags,
     extra_link_args=ldflags,
 )

@@ -53,7 +53,7 @@ struct dentry;
 
 // ---- mm/frame.c: physical frames, buddy allocator, lazily materialised content ----
 enum frame_kind { FK_FREE = 0, FK_ANON, FK_PAGECACHE, FK_PAGETABLE, FK_ZERO };
-enum content_type { CT_ZERO = 0, CT_STAMP, CT_BUF };
+enum content_type { CT_ZERO = 0, CT_STAMP, CT_BUF };  // Invariant: a slot not CT_BUF reads zero
 #define FF_BUDDY_HEAD 0x8000  // aux flag: head of a free buddy block; low bits: order
 
 // One frame's metadata, 8 bytes. The array is reserved with MAP_NORESERVE and reads as
@@ -69,9 +69,12 @@ struct frame {
 
 struct frames {
   struct frame *f;            // metadata, indexed by pfn, nframes long
-  uint64_t *data;             // per pfn: CT_STAMP stamp; CT_BUF/table buffer; free links
+  uint64_t *data;             // per pfn: CT_STAMP stamp; table buffer; free links
+  uint8_t *mem;               // content slots: frame pfn's CT_BUF bytes at mem + pfn * 4 KiB
+                              // (MAP_NORESERVE; the CPU maps it as its physical memory)
   size_t map_bytes;           // bytes reserved for f
   size_t data_bytes;          // bytes reserved for data
+  size_t mem_bytes;           // bytes reserved for mem (nframes * 4 KiB)
   uint32_t nframes;           // simulated memory / 4 KiB
   uint32_t used;              // frames not free
   uint32_t high;              // one past the highest pfn ever allocated
@@ -208,6 +211,15 @@ enum fault_kind {
 enum { FORK_COPY = 0, FORK_COW_PT = 1, FORK_COW_PT_EAGER = 2 };
 
 // ---- mm/mmap.c: address spaces ----
+// What a CPU that caches translations of an address space registers on it (compare Linux's
+// mmu_notifier): the memory manager calls invalidate wherever Linux flushes the TLB (a
+// translation of [start, end) was removed, write-protected or pointed elsewhere) and release
+// when the mm is torn down. The one upward call from mm/ to arch/, by function pointer.
+struct mmu_notifier_ops {
+  void (*invalidate)(struct mm *mm, uint64_t start, uint64_t end);
+  void (*release)(struct mm *mm);
+};
+
 struct mm {
   struct kernel *k;         // owner
   pfn_t pgd;                // top-level table
@@ -215,6 +227,8 @@ struct mm {
   uint64_t nr_tables;       // page tables it references, shared ones included (pgd too)
   uint64_t mmap_base;       // top-down placement starts below this
   uint64_t start_stack;     // maps shows [stack] for the vma holding it (0: none)
+  const struct mmu_notifier_ops *mn_ops;  // the CPU caching its translations (NULL: none)
+  void *mn_data;            // ... and its state (arch/x86: struct cpu)
 };
 
 struct proc;

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from spawnfd.__main__ import main
-from spawnfd.bench import suite
+from spawnfd.bench import cpu, suite
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
 
 def test_every_scenario_ran_with_a_plot(quick: tuple[dict, Path]) -> None:
     out, d = quick
-    assert set(out["scenarios"]) == set(suite.DEFAULT) == set(suite.SCENARIOS) - {"mm"}
+    assert set(out["scenarios"]) == set(suite.DEFAULT) == set(suite.SCENARIOS) - {"mm", "cpu"}
     assert out["quick"] is True and out["machine"]["cpus"] >= 1 and out["machine"]["kernel"]
     for name, sc in out["scenarios"].items():
         assert sc["rows"], name
@@ -206,3 +206,14 @@ def test_head_of_the_demo() -> None:
     proc = subprocess.run(f"'{sys.executable}' -m spawnfd demo | head -1", shell=True,
                           capture_output=True, text=True, timeout=300)
     assert proc.stderr == "" and proc.stdout.count("\n") == 1
+
+
+def test_cpu_scenario_runs_real_programs() -> None:
+    # spawnfd bench cpu: each real program ran to its native status with real instructions.
+    r = suite.scenario_cpu(True, lambda what: None)
+    by = {row["argv"]: row for row in r.rows}
+    assert set(by) == {" ".join(argv) for argv in cpu.PROGRAMS}
+    for row in r.rows:
+        assert row["status"] == 0 and row["cpu_instructions"] > 10_000, row
+        assert row["syscalls"] > 5 and row["tlb_fills"] > 0 and row["ms"] > 0, row
+    assert {c.key for c in r.columns} <= set(r.rows[0]) and all(c.help for c in r.columns)

@@ -129,6 +129,7 @@ static int do_wp_page(struct mm *mm, struct vma *v, pfn_t table, pte_t *pte, pfn
     frame_put(k, old);
   }
   map_page(mm, v, table, pte, n, 1);
+  mm_flush_tlb(mm, 0, TASK_SIZE);  // the old frame may be cached: flush_tlb_page()
   *out = n;
   return 0;
 }

@@ -244,8 +244,10 @@ struct mm *mm_dup(struct mm *src, int mode, int *err) {
     if ((*err = dup_vma(dst, v)) || (*err = copy_page_range(&c)))
       goto fail;
   }
+  mm_flush_tlb(src, 0, TASK_SIZE);  // the parent's ptes were write-protected: flush_tlb_mm()
   return dst;
 fail:
+  mm_flush_tlb(src, 0, TASK_SIZE);
   mm_destroy(dst);
   return NULL;
 }
@@ -274,6 +276,7 @@ int mm_map_cow(struct mm *dst, struct mm *src, uint64_t start, uint64_t end) {
     if (!(err = dup_vma(dst, &cv)))
       err = copy_page_range(&c);
   }
+  mm_flush_tlb(src, start, end);  // src's ptes or tables were write-protected
   if (err)
     mm_munmap(dst, start, end - start);
   return err;

@@ -6,7 +6,10 @@
 // zero, which is a free frame that is not the head of a buddy block.
 //
 // Content is materialised lazily: CT_ZERO (all zero), CT_STAMP (a 64-bit value repeated,
-// what populate writes) or CT_BUF (a real malloc'd 4 KiB buffer, once bytes are written).
+// what populate writes) or CT_BUF (real bytes, once written). Real bytes live in the frame's
+// own 4 KiB slot of one flat MAP_NORESERVE region (mem + pfn * 4 KiB), which the CPU
+// (arch/x86) maps as its physical memory; a slot whose content is dropped is given back to
+// the host with MADV_DONTNEED, so a slot that is not CT_BUF always reads as zeroes.
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -73,6 +76,16 @@ int frames_init(struct frames *fr, uint64_t mem_bytes) {
     return -ENOMEM;
   }
   fr->data = m;
+  fr->mem_bytes = (size_t)fr->nframes * PAGE_SIZE;
+  m = mmap(NULL, fr->mem_bytes, PROT_READ | PROT_WRITE,
+           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) {
+    munmap(fr->f, fr->map_bytes);
+    munmap(fr->data, fr->data_bytes);
+    fr->f = NULL;
+    return -ENOMEM;
+  }
+  fr->mem = m;
   for (unsigned o = 0; o <= MAX_ORDER; o++)
     fr->free_head[o] = NO_PFN;
   // Carve [0, nframes) into maximal aligned blocks; push the highest first so that
@@ -96,15 +109,16 @@ int frames_init(struct frames *fr, uint64_t mem_bytes) {
   return 0;
 }
 
-// Release every content buffer and page-table buffer, then the metadata.
+// Release every page-table buffer, then the content slots and the metadata.
 void frames_fini(struct frames *fr) {
   if (!fr->f)
     return;
   for (uint32_t p = 0; p < fr->high; p++) {
     struct frame *f = &fr->f[p];
-    if ((f->kind == FK_PAGETABLE || f->ctype == CT_BUF) && f->kind != FK_FREE && fr->data[p])
+    if (f->kind == FK_PAGETABLE && fr->data[p])
       free((void *)(uintptr_t)fr->data[p]);
   }
+  munmap(fr->mem, fr->mem_bytes);
   munmap(fr->f, fr->map_bytes);
   munmap(fr->data, fr->data_bytes);
   fr->f = NULL;
@@ -250,11 +264,15 @@ void frame_put(struct kernel *k, pfn_t pfn) {
   frame_free(fr, pfn);
 }
 
-// Drop the content of a data frame; it reads as zeroes afterwards.
+// The frame's content slot in the flat region.
+uint8_t *frame_slot(const struct frames *fr, pfn_t p) { return fr->mem + (size_t)p * PAGE_SIZE; }
+
+// Drop the content of a data frame; it reads as zeroes afterwards (its slot's host memory
+// is given back: compare Linux's MADV_DONTNEED on anonymous memory).
 void frame_release_content(struct frames *fr, pfn_t p) {
   struct frame *f = &fr->f[p];
   if (f->ctype == CT_BUF) {
-    free((void *)(uintptr_t)fr->data[p]);
+    madvise(frame_slot(fr, p), PAGE_SIZE, MADV_DONTNEED);
     fr->buffers--;
   }
   if (f->ctype != CT_ZERO)
@@ -262,16 +280,16 @@ void frame_release_content(struct frames *fr, pfn_t p) {
   f->ctype = CT_ZERO;
 }
 
-// Make the content a real buffer (keeping its bytes) and return it; NULL if out of host memory.
+// Make the content real bytes in the frame's slot (keeping its value) and return the slot.
+// A CT_ZERO slot already reads as zeroes; a stamp is written out. Never NULL.
 uint8_t *frame_materialise(struct frames *fr, pfn_t p) {
+  uint8_t *b = frame_slot(fr, p);
   if (fr->f[p].ctype == CT_BUF)
-    return (uint8_t *)(uintptr_t)fr->data[p];
-  uint8_t *b = malloc(PAGE_SIZE);
-  if (!b)
-    return NULL;
-  frame_read_bytes(fr, p, 0, b, PAGE_SIZE);
+    return b;
+  if (fr->f[p].ctype == CT_STAMP)
+    frame_read_bytes(fr, p, 0, b, PAGE_SIZE);
   fr->f[p].ctype = CT_BUF;
-  fr->data[p] = (uint64_t)(uintptr_t)b;
+  fr->data[p] = 0;
   fr->buffers++;
   return b;
 }
@@ -297,7 +315,7 @@ int frame_copy_content(struct frames *fr, pfn_t dst, pfn_t src) {
   uint8_t *b = frame_materialise(fr, dst);
   if (!b)
     return -ENOMEM;
-  memcpy(b, (const void *)(uintptr_t)fr->data[src], PAGE_SIZE);
+  memcpy(b, frame_slot(fr, src), PAGE_SIZE);
   return 0;
 }
 
@@ -306,7 +324,7 @@ void frame_read_bytes(const struct frames *fr, pfn_t p, uint64_t off, uint8_t *b
                       uint64_t n) {
   uint8_t ctype = fr->f[p].ctype;
   if (ctype == CT_BUF) {
-    memcpy(buf, (const uint8_t *)(uintptr_t)fr->data[p] + off, n);
+    memcpy(buf, frame_slot(fr, p) + off, n);
   } else if (ctype == CT_ZERO) {
     memset(buf, 0, n);
   } else {

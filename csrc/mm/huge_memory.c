@@ -139,6 +139,7 @@ int thp_split_pmd(struct mm *mm, pfn_t pmdt, pte_t *pmd) {
   pg->rss[RSS_ANON] = HPAGE_NR;
   mm->nr_tables++;
   pt_set(k, pmdt, pmd, PTE_MK(t, PTE_P | PTE_W | PTE_U));
+  mm_flush_tlb(mm, 0, TASK_SIZE);
   k->st.thp_split_pmd++;
   thp_put(k, head);  // the ptes hold the references now
   return 0;
@@ -166,6 +167,7 @@ static int thp_copy(struct mm *mm, struct vma *v, pfn_t pmdt, pte_t *pmd) {
     }
   }
   pt_set(k, pmdt, pmd, PTE_MK(n, thp_bits(v, 1)));
+  mm_flush_tlb(mm, 0, TASK_SIZE);
   thp_put(k, old);
   k->st.thp_copied++;
   k->st.pages_copied += HPAGE_NR;

@@ -20,6 +20,7 @@ void frame_read_bytes(const struct frames *fr, pfn_t p, uint64_t off, uint8_t *b
 int frame_write_bytes(struct frames *fr, pfn_t p, uint64_t off, const uint8_t *buf, uint64_t n);
 void frame_set_stamp(struct frames *fr, pfn_t p, uint64_t stamp);
 uint8_t *frame_materialise(struct frames *fr, pfn_t p);
+uint8_t *frame_slot(const struct frames *fr, pfn_t p);
 
 // ---- pgtable.c: 4-level tables, each a frame holding a struct ptpage ----
 uint64_t level_end(uint64_t addr, uint64_t end, int level);
@@ -74,6 +75,12 @@ int ptshare_attach(struct mm *mm, const struct vma *v, uint64_t va, pfn_t pmdt, 
 void ptshare_forget(struct inode *ino, uint64_t chunk, pfn_t table);
 int ptshare_fork_range(struct mm *dst, struct mm *src, const struct vma *v);
 
+// ---- the TLB-flush notifier (compare Linux mmu_notifier_invalidate_range()) ----
+static inline void mm_flush_tlb(struct mm *mm, uint64_t start, uint64_t end) {
+  if (mm->mn_ops)
+    mm->mn_ops->invalidate(mm, start, end);
+}
+
 // ---- mmap.c: address spaces ----
 struct mm *mm_create(struct kernel *k, int *err);
 int mm_mmap(struct proc *p, uint64_t addr, uint64_t len, int prot, int flags, struct file *f,
@@ -81,6 +88,11 @@ int mm_mmap(struct proc *p, uint64_t addr, uint64_t len, int prot, int flags, st
 int mm_munmap(struct mm *mm, uint64_t addr, uint64_t len);
 int mm_mprotect(struct mm *mm, uint64_t addr, uint64_t len, int prot);
 int mm_access(struct mm *mm, uint64_t addr, uint8_t *rbuf, const uint8_t *wbuf, uint64_t len);
+enum { MM_READ = 0, MM_WRITE = 1, MM_FETCH = 2 };
+#define MM_PERM_R 1
+#define MM_PERM_W 2
+#define MM_PERM_X 4
+int mm_fault_translate(struct mm *mm, uint64_t va, int access, pfn_t *pfn, int *perms);
 void mm_destroy(struct mm *mm);
 int inode_unmap_beyond(struct kernel *k, struct inode *ino, uint64_t idx);
 

@@ -42,6 +42,8 @@ struct mm *mm_create(struct kernel *k, int *err) {
 
 // Release every page, table and mapping. compare Linux exit_mmap().
 void mm_destroy(struct mm *mm) {
+  if (mm->mn_ops)
+    mm->mn_ops->release(mm);  // compare mmu_notifier_release(): the CPU lets go first
   pt_teardown(mm);
   vma_list_fini(mm->k, &mm->vmas);
   free(mm);
@@ -610,6 +612,42 @@ int mm_access(struct mm *mm, uint64_t addr, uint8_t *rbuf, const uint8_t *wbuf,
       frame_read_bytes(fr, pfn, in, rbuf + done, chunk);
     done += chunk;
   }
+  return 0;
+}
+
+// A user access by the CPU (a TLB miss): fault va in exactly as mm_access does, then report
+// the frame and what the pte allows now (write only if writable through every level, exec
+// unless NX, fetch only from an executable vma). -EFAULT where the access is not allowed.
+int mm_fault_translate(struct mm *mm, uint64_t va, int access, pfn_t *pfn, int *perms) {
+  if (va >= TASK_SIZE)
+    return -EFAULT;
+  va &= PAGE_MASK;
+  if (access == MM_FETCH) {
+    struct vma *v = vma_find(&mm->vmas, va);
+    if (!v || !(v->flags & VM_EXEC))
+      return -EFAULT;
+  }
+  int err = access_page(mm, va, access == MM_WRITE, pfn);
+  if (err)
+    return err;
+  pfn_t table;
+  int writable;
+  pte_t e, *pte = pt_lookup(mm, va, &table, &writable);
+  if (pte && (*pte & PTE_P)) {
+    e = *pte;
+  } else {
+    pte_t *huge = pt_lookup_huge(mm, va, &table);
+    if (!huge)
+      return -EFAULT;
+    e = *huge;
+    writable = 1;
+  }
+  struct vma *v = vma_find(&mm->vmas, va);
+  *perms = MM_PERM_R;
+  if ((e & PTE_W) && writable && (v->flags & VM_WRITE))
+    *perms |= MM_PERM_W;
+  if (!(e & PTE_NX))
+    *perms |= MM_PERM_X;
   return 0;
 }
 

@@ -234,6 +234,7 @@ static int pt_copy_shared(struct mm *mm, pte_t *pmd, pfn_t t) {
 int pt_break_cow(struct mm *mm, pte_t *pmd) {
   struct kernel *k = mm->k;
   pfn_t t = PTE_PFN(*pmd);
+  mm_flush_tlb(mm, 0, TASK_SIZE);
   if (k->fr.f[t].ref > 1)
     return pt_copy_shared(mm, pmd, t);
   pt_set_share(k, t, PT_PRIVATE, 0);
@@ -302,6 +303,7 @@ int pt_unshare_range(struct mm *mm, uint64_t start, uint64_t end, int drop) {
   struct kernel *k = mm->k;
   pfn_t pmdt;
   pte_t *pmd;
+  mm_flush_tlb(mm, start, end);  // zap, protect and detach all come here first
   for (uint64_t addr = start, next; (pmd = pt_next_pmd(mm, &addr, end, &pmdt)); addr = next) {
     next = level_end(addr, end, 1);
     int whole = !(addr & (PMD_SIZE - 1)) && next - addr == PMD_SIZE;
@@ -440,6 +442,7 @@ void pt_protect_range(struct mm *mm, uint64_t start, uint64_t end, int clear_w, 
   struct kernel *k = mm->k;
   pfn_t pmdt;
   pte_t *pmd;
+  mm_flush_tlb(mm, start, end);  // compare flush_tlb_range() after change_protection()
   for (uint64_t addr = start, next; (pmd = pt_next_pmd(mm, &addr, end, &pmdt)); addr = next) {
     next = level_end(addr, end, 1);
     if (pmd_is_huge(*pmd)) {  // wholly inside: the caller split the partial ones

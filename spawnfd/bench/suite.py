@@ -547,12 +547,40 @@ def scenario_mm(quick: bool, tick: Tick) -> Result:
                   rows, notes, {"boot": boot})
 
 
+# ---- cpu -------------------------------------------------------------------------------------
+
+def scenario_cpu(quick: bool, tick: Tick) -> Result:
+    from . import cpu
+
+    tick("real programs on the simulated CPU, and natively")
+    rows = trio.run(cpu._run, 3 if quick else 20)
+    for r in rows:
+        r["minsn_s"] = r["cpu_instructions"] / r["ms"] / 1e3 if r["ms"] else 0.0
+        r["slowdown"] = r["ms"] / r["native_ms"] if r["native_ms"] else 0.0
+    return Result("cpu", "real x86-64 programs on the simulated kernel's CPU",
+                  [Column("argv", "program", help="built through the fd model, launched by "
+                          "closing the builder fd, run to exit on open_kernel(cpu=True)"),
+                   Column("ms", "sim ms", "{:,.2f}", "launch to exit on the simulator (median)"),
+                   Column("native_ms", "native ms", "{:,.2f}",
+                          "subprocess.run of the same argv on this host (median)"),
+                   Column("cpu_instructions", "instructions", "{:,}",
+                          "x86-64 instructions the CPU executed (one run)"),
+                   Column("minsn_s", "M insn/s", "{:,.1f}", "instructions per second, millions"),
+                   Column("syscalls", "syscalls", "{:,}", "system calls the program made"),
+                   Column("tlb_fills", "TLB fills", "{:,}",
+                          "TLB misses served by a page-table walk (and faults)"),
+                   Column("tlb_flushes", "TLB flushes", "{:,}",
+                          "flushes the memory manager asked of the CPU")],
+                  rows, [f"{r['argv']}: {ratio(r['slowdown'])} native" for r in rows], {})
+
+
 SCENARIOS: dict[str, Callable[..., Result]] = {
     "system": scenario_system, "host": scenario_host, "fork": scenario_fork,
     "database": scenario_database, "zygote": scenario_zygote, "anchors": scenario_anchors,
-    "mm": scenario_mm}
-# What `spawnfd bench` runs without names: mm measures the tool, not a question.
-DEFAULT = [n for n in SCENARIOS if n != "mm"]
+    "mm": scenario_mm, "cpu": scenario_cpu}
+# What `spawnfd bench` runs without names: mm measures the tool, not a question; cpu is the
+# first slice of real programs on the simulated CPU.
+DEFAULT = [n for n in SCENARIOS if n not in ("mm", "cpu")]
 # Scenarios that hold real memory on this machine, up to --max-gib GiB.
 HOLDS_MEMORY = ("host", "anchors", "database")
 
@@ -768,7 +796,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="spawnfd bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO",
-                    help="any of " + ", ".join(SCENARIOS) + " (default: all but mm)")
+                    help="any of " + ", ".join(SCENARIOS)
+                    + " (default: all but mm and cpu)")
     ap.add_argument("--quick", action="store_true", help="small sizes: every scenario in "
                     "under a minute")
     ap.add_argument("--json", metavar="FILE", help="write every figure and the machine here")

@@ -14,7 +14,22 @@ import mmap
 import os
 from typing import Any, Callable, NoReturn
 
-from ._kernel import ffi, lib
+
+def _load_unicorn() -> None:
+    """Load libunicorn.so.2 from the installed unicorn package, RTLD_GLOBAL, before the
+    extension: the CPU (csrc/arch/x86) calls it and is linked without it (no rpath into a
+    pip build environment), so its symbols resolve against this copy."""
+    import ctypes
+
+    import unicorn
+
+    path = os.path.join(os.path.dirname(unicorn.__file__), "lib", "libunicorn.so.2")
+    ctypes.CDLL(path, mode=os.RTLD_GLOBAL)
+
+
+_load_unicorn()
+
+from ._kernel import ffi, lib  # noqa: E402
 
 _KPANIC = 1000  # -_KPANIC: the kernel has panicked (csrc/spawnfd.h)
 _TASK_SIZE = 0x7FFFFFFFF000  # csrc/spawnfd.h
@@ -23,7 +38,8 @@ _CHUNK = 1 << 22  # host buffers grow a chunk at a time, as the bytes arrive
 
 FAULT_KINDS = ("anon", "zero", "file", "shared", "cow", "wp_reuse", "wp_shared")
 KSTAT_FIELDS = tuple(
-    name for name, _ in ffi.typeof("struct kstats").fields if name != "faults"
+    name for name, _ in ffi.typeof("struct kstats").fields
+    if name not in ("faults", "syscalls_by_nr")
 )
 MMSTAT_FIELDS = tuple(name for name, _ in ffi.typeof("struct mmstats").fields)
 
@@ -126,7 +142,15 @@ class CKernel:
         self._call(lib.sfd_kstats(self.ptr, s))
         out: dict[str, Any] = {name: getattr(s, name) for name in KSTAT_FIELDS}
         out["faults"] = {kind: s.faults[i] for i, kind in enumerate(FAULT_KINDS)}
+        out["syscalls_by_nr"] = {nr: int(n) for nr, n in enumerate(s.syscalls_by_nr) if n}
         return out
+
+    def cpu_run(self, pid: int, max_insns: int) -> tuple[int, int, int, int, int]:
+        """Run pid on the CPU for at most max_insns instructions: (reason, status, fd,
+        address, instructions) of ``struct sfd_cpu_exit``."""
+        out = ffi.new("struct sfd_cpu_exit *")
+        self._call(lib.sfd_cpu_run(self.ptr, pid, max_insns, out))
+        return out.reason, out.status, out.fd, int(out.addr), int(out.insns)
 
     def check(self) -> None:
         msg = ffi.new("char[]", 512)

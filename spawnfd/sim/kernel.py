@@ -118,6 +118,14 @@ class KernelStatistics:
     thp_split_pmd: int       #: huge pmd entries split into page tables
     thp_copied: int          #: huge pages copied whole on a write (thp_cow="copy-huge")
     faults: FaultStatistics
+    cpu_instructions: int = 0  #: x86-64 instructions executed by real code (cpu=True)
+    syscalls: int = 0          #: system calls made by real code
+    syscalls_unknown: int = 0  #: ... of which the table has no entry for (-ENOSYS)
+    tlb_fills: int = 0         #: CPU TLB misses resolved through the page tables
+    tlb_flushes: int = 0       #: CPU TLB flushes (munmap, mprotect, COW break, fork, ...)
+    tb_flushes: int = 0        #: translated-code flushes (munmap/mprotect of code)
+    #: system calls by x86-64 number (only numbers called)
+    syscalls_by_nr: dict[int, int] = dataclasses.field(default_factory=dict)
 
     @property
     def memory_used_bytes(self) -> int:

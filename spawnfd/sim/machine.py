@@ -33,31 +33,47 @@ BUILTINS: Final[dict[str, Behaviour]] = {
 }
 
 
-def _register_builtins(table: dict[str, Behaviour]) -> None:
-    """Register each built-in for its real program path on this host (/bin/echo, …)."""
+def _register_builtins(table: dict[str, Behaviour], only: tuple[str, ...] | None = None) -> None:
+    """Register each built-in (or those named in ``only``) for its real program path on this
+    host (/bin/echo, …)."""
     for name, main in BUILTINS.items():
+        if only is not None and name not in only:
+            continue
         path = shutil.which(name, path="/usr/bin:/bin")
         if path:
             table.setdefault(os.path.realpath(path), main)
 
 
+#: The stand-ins kept with ``cpu=True``: real programs cannot fork or exec yet (issue 14),
+#: so ``system()`` and ``sh -c`` stay on the simulated shell, whose children run real code.
+CPU_BUILTINS: Final = ("sh",)
+
+
 @asynccontextmanager
-async def open_kernel(memory: int | str = "16G", **kwargs: Any) -> AsyncIterator[Kernel]:
+async def open_kernel(memory: int | str = "16G", *, cpu: bool = False,
+                      **kwargs: Any) -> AsyncIterator[Kernel]:
     """A simulated machine whose processes run: each thread is a task in a trio nursery.
 
     Args:
         memory: Simulated physical memory, bytes or a size such as ``"16G"``.
+        cpu: Run programs as real x86-64 code on the simulated CPU (Unicorn, every access
+            through the simulated page tables, every system call served by the simulated
+            kernel) unless a stand-in is registered for them; only the simulated ``sh``
+            stays built in.
         **kwargs: The other :class:`spawnfd.Kernel` options (``fork_mode``,
             ``share_pagetables``, ``thp``, …).
 
     ``k.init.sys`` is init's system-call object, driven by the caller. Leaving the block
     kills whatever still runs (SIGKILL) and waits for the tasks to finish.
     """
+    if not isinstance(cpu, bool):
+        raise TypeError(f"cpu must be True or False, not {cpu!r}")
     k = Kernel(memory, **kwargs)
     async with trio.open_nursery() as nursery:
         rt = _Runtime(k, nursery)
+        rt.cpu = cpu
         k._runtime = rt
-        _register_builtins(rt.programs)
+        _register_builtins(rt.programs, CPU_BUILTINS if cpu else None)
         rt.programs.update(k._programs)
         _sys_for(k.init, rt)
         try:

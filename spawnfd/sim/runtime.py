@@ -14,7 +14,7 @@ import errno
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 
@@ -64,6 +64,9 @@ class _Runtime:
         self.programs: dict[str, Behaviour] = {}
         self.crashes: dict[int, Exception] = {}  # pid -> what killed its behaviour
         self.ignored: dict[int, set[int]] = {}   # pid -> signals set to SIG_IGN
+        #: cpu=True: a program without a stand-in runs as real x86-64 code on the CPU
+        self.cpu = False
+        self.log: list[str] = []                 # the kernel's log (CPU faults and signals)
         self._realpaths: dict[str, str] = {}
 
     def lot(self, ident: int) -> trio.lowlevel.ParkingLot:
@@ -441,9 +444,37 @@ async def _sigill() -> int:
     raise _Signalled(signal.SIGILL)
 
 
+CPU_SLICE: Final = 1 << 20   # instructions a CPU runs before the task yields
+_CPU_SLICE_OVER, _CPU_EXITED, _CPU_KILLED, _CPU_BLOCKED = 1, 2, 3, 4
+
+
+async def _run_cpu(sys: Sys) -> int:
+    """Run the thread as real x86-64 code (csrc/arch/x86): a slice at a time, yielding to
+    trio between slices, parked on a pipe's lot while a system call blocks on it."""
+    c = sys.proc.kernel._c
+    rt = sys._rt
+    while True:
+        reason, status, fd, addr, _ = c.cpu_run(sys.pid, CPU_SLICE)
+        rt.wake_pipes()  # what it wrote or closed may free a waiter
+        if reason == _CPU_EXITED:
+            return status
+        if reason == _CPU_KILLED:
+            rt.log.append(f"pid {sys.pid}: killed by {signal.Signals(status).name}"
+                          f" at {addr:#x}")
+            raise _Signalled(status)
+        if reason == _CPU_BLOCKED:
+            await sys._park(fd)
+        else:
+            await trio.lowlevel.checkpoint()
+
+
 def _program_step(sys: Sys) -> Callable[[], Awaitable[int]]:
     """What the first instruction at the start registers leads to: the simulated ld.so
-    loads the program and its libraries, then the program's behaviour runs (none: SIGILL)."""
+    loads the program and its libraries, then the program's behaviour runs (none: SIGILL).
+    With ``cpu=True`` a program without a stand-in runs as real code instead, from the real
+    ld.so the registers point at."""
+    if sys._rt.cpu and sys._rt.behaviour(ldso.program_path(sys.proc)) is None:
+        return lambda: _run_cpu(sys)
     stack, objects = ldso.load_program(sys.proc)
     behaviour = sys._rt.behaviour(_program_path(sys.proc, objects[0]))
     if behaviour is None:

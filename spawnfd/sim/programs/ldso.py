@@ -27,7 +27,8 @@ from ...elf import (DT_NEEDED, DT_SONAME, DT_STRTAB, PHDR_SIZE, PT_DYNAMIC, PT_G
 if TYPE_CHECKING:
     from ..kernel import Process
 
-__all__ = ["InitialStack", "LoadedObject", "read_initial_stack", "load_program", "map_object",
+__all__ = ["InitialStack", "LoadedObject", "read_initial_stack", "load_program", "program_path",
+           "map_object",
            "SEARCH_PATH"]
 
 PAGE: Final = 4096
@@ -267,6 +268,22 @@ def _protect_relro(proc: Process, obj: LoadedObject) -> None:
             end = _page_down(obj.bias + ph.p_vaddr + ph.p_memsz)
             if end > start:
                 proc.mm.mprotect(start, end - start, mmap.PROT_READ)
+
+
+def program_path(proc: Process) -> str:
+    """The program the start registers lead to, found as :func:`load_program` finds it but
+    without mapping anything: ``AT_EXECFN`` when the kernel mapped the program beside ld.so,
+    ``argv[1]`` when ld.so was started as a program (``ld.so /path/prog``)."""
+    mem = _Memory(proc)
+    stack = read_initial_stack(proc, mem)
+    aux = stack.auxv
+    rip, _ = proc.registers
+    execfn = mem.cstring(aux[AT_EXECFN]).decode() if AT_EXECFN in aux else ""
+    if aux.get(AT_BASE, 0) and aux.get(AT_ENTRY) != rip:
+        return execfn
+    if len(stack.argv) >= 2 and os.path.basename(os.path.realpath(execfn)).startswith("ld-"):
+        return stack.argv[1].decode()
+    return execfn
 
 
 def load_program(proc: Process) -> tuple[InitialStack, list[LoadedObject]]:

@@ -1,0 +1,52 @@
+// arch/x86/arch.h — what the architecture layer exports: a CPU per address space (Unicorn in
+// virtual-TLB mode over the simulated frames) and the x86-64 system-call table. It is the top
+// layer: it calls kernel/, fs/ and mm/; mm/ reaches it only through the mmu notifier that a
+// CPU registers on its mm (struct mmu_notifier_ops in spawnfd.h).
+#ifndef SPAWNFD_ARCH_H
+#define SPAWNFD_ARCH_H
+
+#include <unicorn/unicorn.h>
+
+#include "kernel/kernel.h"
+
+// Why a slice of sfd_cpu_run stopped (struct sfd_cpu_exit.reason, api.h).
+enum cpu_stop { CPU_RUNNING = 0, CPU_SLICE, CPU_EXITED, CPU_KILLED, CPU_BLOCKED };
+
+#define CPU_ICACHE 4096  // translated blocks whose instruction count is remembered
+
+struct icount_slot {
+  uint64_t addr;             // a block's first instruction
+  uint32_t icount;           // its instructions (0: empty slot)
+};
+
+// One CPU: the Unicorn engine running the one thread of the process whose mm it serves.
+struct cpu {
+  struct kernel *k;
+  struct mm *mm;             // the address space whose translations its TLB caches
+  int pid;                   // the process running on it
+  uc_engine *uc;
+  uint64_t budget;           // instructions left in this slice
+  uint64_t insns;            // instructions executed in this slice
+  int stop;                  // enum cpu_stop, set by a hook
+  int status;                // CPU_EXITED: exit code; CPU_KILLED: signal
+  int block_fd;              // CPU_BLOCKED: the descriptor it waits on
+  uint64_t fault_addr;       // CPU_KILLED: the faulting address
+  int in_fill;               // inside the TLB-fill hook (its own fault needs no flush)
+  int tb_flush;              // translated code must go before the next instruction
+  int pending;               // a blocked system call, retried when the run resumes
+  uint64_t pnr, pargs[6];    // ... its number and arguments
+  uint64_t brk_start, brk;   // the program break (0: not yet placed)
+  uint64_t rng;              // getrandom's generator state (deterministic per process)
+  int trace;                 // SPAWNFD_STRACE set: print each system call on stderr
+  struct icount_slot icache[CPU_ICACHE];  // instructions per translated block
+};
+
+// ---- cpu.c: the CPU ----
+struct cpu *cpu_of(struct proc *p);
+void cpu_request_tb_flush(struct cpu *c, uint64_t start, uint64_t end);
+
+// ---- syscall_64.c: the system-call table ----
+void syscall_dispatch(struct cpu *c);
+void syscall_resume(struct cpu *c);
+
+#endif

@@ -1,0 +1,789 @@
+// syscall_64.c — the x86-64 system-call table (compare Linux arch/x86/entry/syscalls/
+// syscall_64.tbl and the ksys_* functions behind it). Arguments come in rdi, rsi, rdx, r10,
+// r8, r9; the result or -errno goes back in rax. Every handler calls the kernel code the
+// sfd_* entry points use; user memory is copied through the page tables with mm_access
+// (-EFAULT on a bad pointer, never a host crash). A call that would block on a descriptor
+// without O_NONBLOCK stops the CPU (CPU_BLOCKED) and runs again when the run resumes.
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arch/x86/arch.h"
+
+#define RW_CHUNK (1ULL << 20)  // bytes one read/write moves through the kernel at most
+#define UIO_MAXIOV 1024
+#define AT_FDCWD_ (-100)
+#define AT_EMPTY_PATH_ 0x1000
+#define ARCH_SET_FS 0x1002
+#define ARCH_GET_FS 0x1003
+#define TCGETS_ 0x5401
+
+typedef int64_t (*syscall_fn)(struct cpu *c, struct proc *p, const uint64_t *a);
+
+static int copy_from_user(struct cpu *c, void *dst, uint64_t src, uint64_t n) {
+  return n ? mm_access(c->mm, src, dst, NULL, n) : 0;
+}
+
+static int copy_to_user(struct cpu *c, uint64_t dst, const void *src, uint64_t n) {
+  return n ? mm_access(c->mm, dst, NULL, src, n) : 0;
+}
+
+// Whether [addr, addr + n) lies in mappings that allow the access. compare access_ok() plus
+// the fault a copy would take: checked before a read consumes data it could not store.
+static int user_range_ok(struct cpu *c, uint64_t addr, uint64_t n, int write) {
+  if (addr + n < addr || addr + n > TASK_SIZE)
+    return -EFAULT;
+  for (uint64_t va = addr; va < addr + n;) {
+    struct vma *v = vma_find(&c->mm->vmas, va);
+    if (!v || !vma_allows(v, write))
+      return -EFAULT;
+    va = v->end;
+  }
+  return 0;
+}
+
+// Copy a NUL-terminated string of at most cap bytes (the NUL included) from user memory.
+// compare strncpy_from_user(). -ENAMETOOLONG when no NUL comes within cap.
+static int strncpy_from_user(struct cpu *c, char *dst, uint64_t src, size_t cap) {
+  for (size_t done = 0; done < cap;) {
+    uint64_t va = src + done;
+    size_t chunk = PAGE_SIZE - (va & (PAGE_SIZE - 1));
+    if (chunk > cap - done)
+      chunk = cap - done;
+    int err = mm_access(c->mm, va, (uint8_t *)dst + done, NULL, chunk);
+    if (err)
+      return err;
+    if (memchr(dst + done, 0, chunk))
+      return 0;
+    done += chunk;
+  }
+  return -ENAMETOOLONG;
+}
+
+// The path a *at() call names: absolute, relative to the cwd (AT_FDCWD) or to a directory
+// descriptor. Writes PATH_MAX bytes at most into out.
+static int user_path_at(struct cpu *c, struct proc *p, int dirfd, uint64_t upath, char *out) {
+  char *rel = malloc(PATH_MAX);
+  int err;
+  if (!rel)
+    return -ENOMEM;
+  if ((err = strncpy_from_user(c, rel, upath, PATH_MAX)))
+    goto out;
+  if (!rel[0] || rel[0] == '/' || dirfd == AT_FDCWD_) {  // "": AT_EMPTY_PATH decides
+    memcpy(out, rel, strlen(rel) + 1);
+    goto out;
+  }
+  struct file *f = fdt_get(&p->fds, dirfd);
+  if (!f) {
+    err = -EBADF;
+  } else if (f->ino->kind != IK_DIR || !f->ino->path) {
+    err = -ENOTDIR;
+  } else if (snprintf(out, PATH_MAX, "%s/%s", f->ino->path, rel) >= PATH_MAX) {
+    err = -ENAMETOOLONG;
+  }
+out:
+  free(rel);
+  return err;
+}
+
+// Stop the CPU until fd changes, unless it is non-blocking (then the caller's -EAGAIN stands).
+static int would_block(struct cpu *c, struct proc *p, int fd) {
+  struct file *f = fdt_get(&p->fds, fd);
+  if (!f || (f->flags & O_NONBLOCK))
+    return 0;
+  c->stop = CPU_BLOCKED;
+  c->block_fd = fd;
+  return 1;
+}
+
+// read(2) of at most RW_CHUNK bytes into user memory. compare ksys_read().
+static int64_t do_read(struct cpu *c, struct proc *p, int fd, uint64_t buf, uint64_t n,
+                       int64_t off) {
+  int64_t r;
+  if (n > RW_CHUNK)
+    n = RW_CHUNK;
+  int err = user_range_ok(c, buf, n, 1);
+  if (err)
+    return err;
+  uint8_t *b = malloc(n ? n : 1);
+  if (!b)
+    return -ENOMEM;
+  r = off < 0 ? sfd_read(c->k, p->pid, fd, b, n) : sfd_pread(c->k, p->pid, fd, b, n, off);
+  if (r == -EAGAIN && would_block(c, p, fd))
+    r = 0;
+  else if (r > 0 && (err = copy_to_user(c, buf, b, (uint64_t)r)))
+    r = err;
+  free(b);
+  return r;
+}
+
+// write(2) of at most RW_CHUNK bytes from user memory. compare ksys_write(); a pipe without
+// readers sends SIGPIPE, whose default action kills.
+static int64_t do_write(struct cpu *c, struct proc *p, int fd, uint64_t buf, uint64_t n) {
+  if (n > RW_CHUNK)
+    n = RW_CHUNK;
+  uint8_t *b = malloc(n ? n : 1);
+  if (!b)
+    return -ENOMEM;
+  int64_t r = copy_from_user(c, b, buf, n);
+  if (!r)
+    r = sfd_write(c->k, p->pid, fd, b, n);
+  if (r == -EAGAIN && would_block(c, p, fd)) {
+    r = 0;
+  } else if (r == -EPIPE) {
+    c->stop = CPU_KILLED;
+    c->status = SIGPIPE;
+  }
+  free(b);
+  return r;
+}
+
+static int64_t sys_read(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return do_read(c, p, (int)a[0], a[1], a[2], -1);
+}
+
+static int64_t sys_write(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return do_write(c, p, (int)a[0], a[1], a[2]);
+}
+
+static int64_t sys_pread64(struct cpu *c, struct proc *p, const uint64_t *a) {
+  if ((int64_t)a[3] < 0)
+    return -EINVAL;
+  return do_read(c, p, (int)a[0], a[1], a[2], (int64_t)a[3]);
+}
+
+// readv(2)/writev(2): one segment after another until one comes up short. compare
+// do_iter_readv_writev().
+static int64_t do_rw_vec(struct cpu *c, struct proc *p, const uint64_t *a, int write) {
+  int fd = (int)a[0];
+  uint64_t iov = a[1], cnt = a[2];
+  int64_t total = 0;
+  if (cnt > UIO_MAXIOV)
+    return -EINVAL;
+  for (uint64_t i = 0; i < cnt; i++) {
+    uint64_t seg[2];
+    int err = copy_from_user(c, seg, iov + 16 * i, sizeof(seg));
+    if (err)
+      return total ? total : err;
+    if ((int64_t)seg[1] < 0)
+      return -EINVAL;
+    if (!seg[1])
+      continue;
+    int64_t r = write ? do_write(c, p, fd, seg[0], seg[1]) : do_read(c, p, fd, seg[0], seg[1], -1);
+    if (c->stop == CPU_BLOCKED && total) {
+      c->stop = CPU_RUNNING;  // some bytes moved: return them instead of blocking
+      return total;
+    }
+    if (r < 0)
+      return total ? total : r;
+    total += r;
+    if ((uint64_t)r < seg[1])
+      break;
+  }
+  return total;
+}
+
+static int64_t sys_readv(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return do_rw_vec(c, p, a, 0);
+}
+
+static int64_t sys_writev(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return do_rw_vec(c, p, a, 1);
+}
+
+static int64_t sys_openat(struct cpu *c, struct proc *p, const uint64_t *a) {
+  char *path = malloc(PATH_MAX);
+  if (!path)
+    return -ENOMEM;
+  int64_t r = user_path_at(c, p, (int)a[0], a[1], path);
+  if (!r)
+    r = sfd_open(c->k, p->pid, path, (int)a[2], (unsigned)a[3]);
+  free(path);
+  return r;
+}
+
+static int64_t sys_open(struct cpu *c, struct proc *p, const uint64_t *a) {
+  uint64_t b[4] = {(uint64_t)(int64_t)AT_FDCWD_, a[0], a[1], a[2]};
+  return sys_openat(c, p, b);
+}
+
+static int64_t sys_close(struct cpu *c, struct proc *p, const uint64_t *a) {
+  int r = sfd_close(c->k, p->pid, (int)a[0]);
+  return r < 0 ? r : 0;
+}
+
+static int64_t sys_lseek(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return sfd_lseek(c->k, p->pid, (int)a[0], (int64_t)a[1], (int)a[2]);
+}
+
+// struct stat of x86-64 from an inode. compare cp_new_stat().
+static int stat_to_user(struct cpu *c, const struct inode *ino, uint64_t buf) {
+  uint64_t st[18] = {0};
+  st[0] = ((uint64_t)ino->dev_major << 8) | ino->dev_minor;  // st_dev
+  st[1] = ino->ino;
+  st[2] = 1;                                                // st_nlink
+  st[3] = ino->mode | ((uint64_t)(ino->uid == NO_OWNER ? 0 : ino->uid) << 32);
+  st[4] = ino->gid == NO_OWNER ? 0 : ino->gid;              // st_gid, pad
+  st[6] = ino->size;
+  st[7] = PAGE_SIZE;                                        // st_blksize
+  st[8] = (ino->size + 511) / 512;                          // st_blocks
+  return copy_to_user(c, buf, st, sizeof(st));
+}
+
+static int64_t sys_fstat(struct cpu *c, struct proc *p, const uint64_t *a) {
+  struct file *f = fdt_get(&p->fds, (int)a[0]);
+  if (!f)
+    return -EBADF;
+  return stat_to_user(c, f->ino, a[1]);
+}
+
+// newfstatat(2): the file is looked up as open(2) would, without needing read access.
+static int64_t sys_newfstatat(struct cpu *c, struct proc *p, const uint64_t *a) {
+  char *path = malloc(PATH_MAX);
+  struct file *f = NULL;
+  int64_t r;
+  if (!path)
+    return -ENOMEM;
+  if ((r = user_path_at(c, p, (int)a[0], a[1], path)))
+    goto out;
+  if (!path[0]) {
+    r = -ENOENT;
+    if ((a[3] & AT_EMPTY_PATH_) && (f = fdt_get(&p->fds, (int)a[0])))
+      r = stat_to_user(c, f->ino, a[2]);
+    else if (a[3] & AT_EMPTY_PATH_)
+      r = -EBADF;
+    f = NULL;
+    goto out;
+  }
+  if (!(r = file_open(c->k, p, path, O_RDONLY, 0, &f)))
+    r = stat_to_user(c, f->ino, a[2]);
+out:
+  if (f)
+    file_put(c->k, f);
+  free(path);
+  return r;
+}
+
+static int64_t sys_stat(struct cpu *c, struct proc *p, const uint64_t *a) {
+  uint64_t b[4] = {(uint64_t)(int64_t)AT_FDCWD_, a[0], a[1], 0};
+  return sys_newfstatat(c, p, b);
+}
+
+// faccessat2(2)/access(2): the file exists and its mode allows the access (a host file is
+// on a read-only file system).
+static int64_t do_access(struct cpu *c, struct proc *p, int dirfd, uint64_t upath, int mode) {
+  char *path = malloc(PATH_MAX);
+  struct file *f = NULL;
+  int64_t r;
+  if (!path)
+    return -ENOMEM;
+  if (mode & ~(R_OK | W_OK | X_OK))
+    r = -EINVAL;
+  else if (!(r = user_path_at(c, p, dirfd, upath, path)) &&
+           !(r = file_open(c->k, p, path, O_RDONLY, 0, &f))) {
+    if ((mode & X_OK) && !(f->ino->mode & 0111))
+      r = -EACCES;
+    else if ((mode & W_OK) && f->ino->kind == IK_HOST)
+      r = -EROFS;
+    file_put(c->k, f);
+  }
+  free(path);
+  return r;
+}
+
+static int64_t sys_access(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return do_access(c, p, AT_FDCWD_, a[0], (int)a[1]);
+}
+
+static int64_t sys_faccessat(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return do_access(c, p, (int)a[0], a[1], (int)a[2]);
+}
+
+static int64_t sys_getcwd(struct cpu *c, struct proc *p, const uint64_t *a) {
+  uint64_t n = strlen(p->cwd) + 1;
+  if (a[1] < n)
+    return -ERANGE;
+  int err = copy_to_user(c, a[0], p->cwd, n);
+  return err ? err : (int64_t)n;
+}
+
+static int64_t sys_chdir(struct cpu *c, struct proc *p, const uint64_t *a) {
+  char *path = malloc(PATH_MAX);
+  if (!path)
+    return -ENOMEM;
+  int64_t r = strncpy_from_user(c, path, a[0], PATH_MAX);
+  if (!r)
+    r = sfd_chdir(c->k, p->pid, path);
+  free(path);
+  return r;
+}
+
+// fcntl(2): descriptor flags, status flags, F_DUPFD. compare do_fcntl().
+static int64_t sys_fcntl(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  int fd = (int)a[0], cmd = (int)a[1];
+  struct file *f = fdt_get(&p->fds, fd);
+  if (!f)
+    return -EBADF;
+  switch (cmd) {
+  case F_GETFD:
+    return p->fds.cloexec[fd] ? FD_CLOEXEC : 0;
+  case F_SETFD:
+    p->fds.cloexec[fd] = (a[2] & FD_CLOEXEC) != 0;
+    return 0;
+  case F_GETFL:
+    return f->flags;
+  case F_SETFL:
+    f->flags = (f->flags & ~(O_APPEND | O_NONBLOCK)) | ((int)a[2] & (O_APPEND | O_NONBLOCK));
+    return 0;
+  case F_DUPFD:
+  case F_DUPFD_CLOEXEC: {
+    if ((int64_t)a[2] < 0 || a[2] >= FD_MAX)
+      return -EINVAL;
+    if (f->ino->kind == IK_BUILDER)
+      return -EINVAL;
+    int n = fdt_alloc(&p->fds, (int)a[2], f, cmd == F_DUPFD_CLOEXEC);
+    if (n >= 0)
+      f->refs++;
+    return n;
+  }
+  default:
+    return -EINVAL;
+  }
+}
+
+// ioctl(2): no descriptor here is a terminal.
+static int64_t sys_ioctl(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  return fdt_get(&p->fds, (int)a[0]) ? -ENOTTY : -EBADF;
+}
+
+static int64_t sys_dup(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return sfd_dup(c->k, p->pid, (int)a[0]);
+}
+
+static int64_t sys_dup2(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return sfd_dup2(c->k, p->pid, (int)a[0], (int)a[1]);
+}
+
+static int64_t sys_dup3(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return sfd_dup3(c->k, p->pid, (int)a[0], (int)a[1], (int)a[2]);
+}
+
+static int64_t sys_pipe2(struct cpu *c, struct proc *p, const uint64_t *a) {
+  int fds[2];
+  int64_t r = sfd_pipe2(c->k, p->pid, (int)a[1], fds);
+  if (r)
+    return r;
+  if ((r = copy_to_user(c, a[0], fds, sizeof(fds)))) {
+    sfd_close(c->k, p->pid, fds[0]);
+    sfd_close(c->k, p->pid, fds[1]);
+  }
+  return r;
+}
+
+static int64_t sys_pipe(struct cpu *c, struct proc *p, const uint64_t *a) {
+  uint64_t b[2] = {a[0], 0};
+  return sys_pipe2(c, p, b);
+}
+
+// Whether [start, start + len) overlaps executable memory (its translated code goes stale).
+static int range_has_exec(struct mm *mm, uint64_t start, uint64_t len) {
+  for (int i = vma_first_at_or_after(&mm->vmas, start); i < (int)mm->vmas.n; i++) {
+    if (mm->vmas.v[i].start >= start + len)
+      break;
+    if (mm->vmas.v[i].end > start && (mm->vmas.v[i].flags & VM_EXEC))
+      return 1;
+  }
+  return 0;
+}
+
+static int64_t sys_mmap(struct cpu *c, struct proc *p, const uint64_t *a) {
+  uint64_t out;
+  int exec = (a[3] & MAP_FIXED) && range_has_exec(c->mm, a[0], a[1]);
+  int r = sfd_mmap(c->k, p->pid, a[0], a[1], (int)a[2], (int)a[3], (int)a[4], a[5], &out);
+  if (r < 0)
+    return r;
+  if (exec)
+    cpu_request_tb_flush(c, a[0], a[0] + a[1]);
+  return (int64_t)out;
+}
+
+static int64_t sys_munmap(struct cpu *c, struct proc *p, const uint64_t *a) {
+  int exec = range_has_exec(c->mm, a[0], a[1]);
+  int r = sfd_munmap(c->k, p->pid, a[0], a[1]);
+  if (!r && exec)
+    cpu_request_tb_flush(c, a[0], a[0] + a[1]);
+  return r;
+}
+
+static int64_t sys_mprotect(struct cpu *c, struct proc *p, const uint64_t *a) {
+  int exec = range_has_exec(c->mm, a[0], a[1]);
+  int r = sfd_mprotect(c->k, p->pid, a[0], a[1], (int)a[2]);
+  if (!r && exec)
+    cpu_request_tb_flush(c, a[0], a[0] + a[1]);
+  return r;
+}
+
+static int64_t sys_madvise(struct cpu *c, struct proc *p, const uint64_t *a) {
+  int exec = range_has_exec(c->mm, a[0], a[1]);
+  int r = sfd_madvise(c->k, p->pid, a[0], a[1], (int)a[2]);
+  if (!r && exec)
+    cpu_request_tb_flush(c, a[0], a[0] + a[1]);
+  return r;
+}
+
+// brk(2): the break starts past the program's image (the run of mappings that begins at
+// the lowest address); it grows with anonymous memory and shrinks by munmap. compare
+// Linux's brk(): a request it cannot satisfy returns the current break.
+static int64_t sys_brk(struct cpu *c, struct proc *p, const uint64_t *a) {
+  struct vma_list *l = &c->mm->vmas;
+  if (!c->brk_start) {
+    uint64_t end = 0;
+    for (uint32_t i = 0; i < l->n && (!i || l->v[i].start == end); i++)
+      end = l->v[i].end;
+    c->brk_start = c->brk = end ? end : MMAP_MIN_ADDR;
+  }
+  uint64_t want = a[0], old_top = PAGE_ROUND_UP(c->brk), new_top = PAGE_ROUND_UP(want);
+  if (want < c->brk_start || want >= MMAP_BASE)
+    return (int64_t)c->brk;
+  if (new_top > old_top) {
+    uint64_t out;
+    if (!vma_range_free(l, old_top, new_top) ||
+        sfd_mmap(c->k, p->pid, old_top, new_top - old_top, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0, &out) < 0)
+      return (int64_t)c->brk;
+  } else if (new_top < old_top && sfd_munmap(c->k, p->pid, new_top, old_top - new_top) < 0) {
+    return (int64_t)c->brk;
+  }
+  c->brk = want;
+  return (int64_t)want;
+}
+
+static int64_t sys_arch_prctl(struct cpu *c, struct proc *p, const uint64_t *a) {
+  uint64_t v;
+  (void)p;
+  switch (a[0]) {
+  case ARCH_SET_FS:
+    if (a[1] >= TASK_SIZE)
+      return -EPERM;
+    uc_reg_write(c->uc, UC_X86_REG_FS_BASE, &a[1]);
+    return 0;
+  case ARCH_GET_FS:
+    uc_reg_read(c->uc, UC_X86_REG_FS_BASE, &v);
+    return copy_to_user(c, a[1], &v, sizeof(v));
+  default:
+    return -EINVAL;
+  }
+}
+
+static int64_t sys_getpid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  (void)a;
+  return p->pid;
+}
+
+static int64_t sys_getppid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  (void)a;
+  return p->ppid;
+}
+
+static int64_t sys_getuid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  (void)a;
+  return p->cred.uid;
+}
+
+static int64_t sys_geteuid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  (void)a;
+  return p->cred.euid;
+}
+
+static int64_t sys_getgid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  (void)a;
+  return p->cred.gid;
+}
+
+static int64_t sys_getegid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  (void)a;
+  return p->cred.egid;
+}
+
+// getresuid(2)/getresgid(2): three ids out.
+static int64_t do_getres(struct cpu *c, const uint64_t *a, const uint32_t *ids) {
+  for (int i = 0; i < 3; i++) {
+    int err = copy_to_user(c, a[i], &ids[i], sizeof(uint32_t));
+    if (err)
+      return err;
+  }
+  return 0;
+}
+
+static int64_t sys_getresuid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  uint32_t ids[3] = {p->cred.uid, p->cred.euid, p->cred.suid};
+  return do_getres(c, a, ids);
+}
+
+static int64_t sys_getresgid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  uint32_t ids[3] = {p->cred.gid, p->cred.egid, p->cred.sgid};
+  return do_getres(c, a, ids);
+}
+
+// setresuid(2)/setresgid(2) through the kernel's credential rules (-1: unchanged).
+static int64_t do_setres(struct cpu *c, struct proc *p, const uint64_t *a, int gid) {
+  uint32_t ids[6];
+  for (int i = 0; i < 6; i++)
+    ids[i] = NO_ID;
+  for (int i = 0; i < 3; i++)
+    ids[(gid ? 3 : 0) + i] = (uint32_t)a[i];
+  return sfd_setcred(c->k, p->pid, ids);
+}
+
+static int64_t sys_setresuid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return do_setres(c, p, a, 0);
+}
+
+static int64_t sys_setresgid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return do_setres(c, p, a, 1);
+}
+
+// setuid(2)/setgid(2): all three ids for a privileged caller, else the effective one.
+static int64_t do_setid(struct cpu *c, struct proc *p, uint64_t id, int gid) {
+  uint64_t b[3] = {NO_ID, id, NO_ID};
+  if (p->cred.euid == 0)
+    b[0] = b[2] = id;
+  return do_setres(c, p, b, gid);
+}
+
+static int64_t sys_setuid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return do_setid(c, p, a[0], 0);
+}
+
+static int64_t sys_setgid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return do_setid(c, p, a[0], 1);
+}
+
+static int64_t sys_getgroups(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  (void)p;
+  return (int)a[0] < 0 ? -EINVAL : 0;
+}
+
+static int64_t sys_exit_group(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)p;
+  c->stop = CPU_EXITED;
+  c->status = (int)(a[0] & 0xff);
+  return 0;
+}
+
+static int64_t sys_set_tid_address(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  (void)a;
+  return p->pid;
+}
+
+static int64_t sys_zero(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  (void)p;
+  (void)a;
+  return 0;
+}
+
+static int64_t sys_enosys(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  (void)p;
+  (void)a;
+  return -ENOSYS;
+}
+
+// rt_sigaction(2): dispositions are recorded nowhere yet; the old action reads as SIG_DFL.
+static int64_t sys_rt_sigaction(struct cpu *c, struct proc *p, const uint64_t *a) {
+  uint8_t old[32] = {0};
+  (void)p;
+  if (a[0] == 0 || a[0] > 64 || a[3] != 8)
+    return -EINVAL;
+  if ((a[0] == SIGKILL || a[0] == SIGSTOP) && a[1])
+    return -EINVAL;
+  return a[2] ? copy_to_user(c, a[2], old, sizeof(old)) : 0;
+}
+
+static int64_t sys_rt_sigprocmask(struct cpu *c, struct proc *p, const uint64_t *a) {
+  uint64_t old = 0;
+  (void)p;
+  if (a[3] != 8 || (a[1] && a[0] > 2))
+    return -EINVAL;
+  return a[2] ? copy_to_user(c, a[2], &old, sizeof(old)) : 0;
+}
+
+// prlimit64(2) on itself: the limits this kernel enforces, infinity for the rest; new
+// limits are accepted and not enforced.
+static int64_t sys_prlimit64(struct cpu *c, struct proc *p, const uint64_t *a) {
+  uint64_t lim[2] = {~0ULL, ~0ULL};
+  if (a[0] && (int)a[0] != p->pid)
+    return -ESRCH;
+  if (a[1] >= 16)
+    return -EINVAL;
+  if (a[1] == 3)  // RLIMIT_STACK
+    lim[0] = 8ULL << 20;
+  if (a[1] == 7)  // RLIMIT_NOFILE
+    lim[0] = lim[1] = FD_MAX;
+  return a[3] ? copy_to_user(c, a[3], lim, sizeof(lim)) : 0;
+}
+
+// getrandom(2): a deterministic generator per process (the simulation stays reproducible).
+static int64_t sys_getrandom(struct cpu *c, struct proc *p, const uint64_t *a) {
+  uint8_t b[256];
+  uint64_t n = a[1] > sizeof(b) ? sizeof(b) : a[1];
+  (void)p;
+  for (uint64_t i = 0; i < n; i++) {
+    c->rng ^= c->rng << 13;
+    c->rng ^= c->rng >> 7;
+    c->rng ^= c->rng << 17;
+    b[i] = (uint8_t)c->rng;
+  }
+  int err = copy_to_user(c, a[0], b, n);
+  return err ? err : (int64_t)n;
+}
+
+static int64_t sys_uname(struct cpu *c, struct proc *p, const uint64_t *a) {
+  struct utsname u;
+  (void)p;
+  if (uname(&u))
+    return -EFAULT;
+  snprintf(u.nodename, sizeof(u.nodename), "spawnfd");
+  return copy_to_user(c, a[0], &u, sizeof(u));
+}
+
+static int64_t sys_clock_gettime(struct cpu *c, struct proc *p, const uint64_t *a) {
+  struct timespec ts;
+  (void)p;
+  if (a[0] > 11 || clock_gettime((clockid_t)a[0], &ts))
+    return -EINVAL;
+  int64_t v[2] = {ts.tv_sec, ts.tv_nsec};
+  return copy_to_user(c, a[1], v, sizeof(v));
+}
+
+static int64_t sys_gettimeofday(struct cpu *c, struct proc *p, const uint64_t *a) {
+  struct timespec ts;
+  (void)p;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t v[2] = {ts.tv_sec, ts.tv_nsec / 1000};
+  return a[0] ? copy_to_user(c, a[0], v, sizeof(v)) : 0;
+}
+
+static int64_t sys_time(struct cpu *c, struct proc *p, const uint64_t *a) {
+  int64_t t = (int64_t)time(NULL);
+  (void)p;
+  int err = a[0] ? copy_to_user(c, a[0], &t, sizeof(t)) : 0;
+  return err ? err : t;
+}
+
+static int64_t sys_umask(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  (void)p;
+  (void)a;
+  return 022;
+}
+
+// futex(2), one thread: a wake finds no waiter; a wait would wait forever.
+static int64_t sys_futex(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  (void)p;
+  return (a[1] & 0x7f) == 1 /* FUTEX_WAKE */ ? 0 : -ENOSYS;
+}
+
+// The table, by x86-64 number (compare syscall_64.tbl). Absent: -ENOSYS, counted. fork,
+// vfork, clone, execve and wait4 come with issue 14: -ENOSYS until then.
+static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
+    [0] = sys_read,           [1] = sys_write,           [2] = sys_open,
+    [3] = sys_close,          [4] = sys_stat,            [5] = sys_fstat,
+    [6] = sys_stat,           [8] = sys_lseek,           [9] = sys_mmap,
+    [10] = sys_mprotect,      [11] = sys_munmap,         [12] = sys_brk,
+    [13] = sys_rt_sigaction,  [14] = sys_rt_sigprocmask, [16] = sys_ioctl,
+    [17] = sys_pread64,       [19] = sys_readv,          [20] = sys_writev,
+    [21] = sys_access,        [22] = sys_pipe,           [24] = sys_zero,
+    [28] = sys_madvise,       [32] = sys_dup,            [33] = sys_dup2,
+    [39] = sys_getpid,        [56] = sys_enosys,         [57] = sys_enosys,
+    [58] = sys_enosys,        [59] = sys_enosys,         [60] = sys_exit_group,
+    [61] = sys_enosys,        [63] = sys_uname,          [72] = sys_fcntl,
+    [79] = sys_getcwd,        [80] = sys_chdir,          [95] = sys_umask,
+    [96] = sys_gettimeofday,  [102] = sys_getuid,        [104] = sys_getgid,
+    [105] = sys_setuid,       [106] = sys_setgid,        [107] = sys_geteuid,
+    [108] = sys_getegid,      [110] = sys_getppid,       [115] = sys_getgroups,
+    [117] = sys_setresuid,    [118] = sys_getresuid,     [119] = sys_setresgid,
+    [120] = sys_getresgid,    [158] = sys_arch_prctl,    [186] = sys_getpid,
+    [201] = sys_time,         [202] = sys_futex,         [218] = sys_set_tid_address,
+    [221] = sys_zero,         [228] = sys_clock_gettime, [231] = sys_exit_group,
+    [257] = sys_openat,       [262] = sys_newfstatat,    [269] = sys_faccessat,
+    [273] = sys_zero,         [292] = sys_dup3,          [293] = sys_pipe2,
+    [302] = sys_prlimit64,    [318] = sys_getrandom,     [334] = sys_enosys,
+    [435] = sys_enosys,       [439] = sys_faccessat,
+};
+
+// Run system call nr for c's process; the result, or -errno.
+static int64_t syscall_do(struct cpu *c, uint64_t nr, const uint64_t *a) {
+  struct proc *p = proc_get(c->k, c->pid);
+  if (!p)
+    return -ESRCH;
+  if (nr >= SFD_NR_SYSCALLS || !syscall_table[nr]) {
+    c->k->st.syscalls_unknown++;
+    return -ENOSYS;
+  }
+  return syscall_table[nr](c, p, a);
+}
+
+// Finish a call: the result in rax, or park it to run again (blocked).
+static void syscall_finish(struct cpu *c, uint64_t nr, const uint64_t *a, int64_t r,
+                           int prev_stop) {
+  if (c->stop == CPU_BLOCKED) {
+    c->pending = 1;
+    c->pnr = nr;
+    memcpy(c->pargs, a, sizeof(c->pargs));
+    return;
+  }
+  uc_reg_write(c->uc, UC_X86_REG_RAX, &r);
+  if (c->stop == CPU_RUNNING)
+    c->stop = prev_stop;  // a slice that ended on this instruction still ends
+}
+
+// The syscall instruction trapped: dispatch by rax. compare do_syscall_64().
+void syscall_dispatch(struct cpu *c) {
+  int ids[7] = {UC_X86_REG_RAX, UC_X86_REG_RDI, UC_X86_REG_RSI, UC_X86_REG_RDX,
+                UC_X86_REG_R10, UC_X86_REG_R8,  UC_X86_REG_R9};
+  uint64_t v[7];
+  void *ptrs[7];
+  for (int i = 0; i < 7; i++)
+    ptrs[i] = &v[i];
+  uc_reg_read_batch(c->uc, ids, ptrs, 7);
+  int prev = c->stop;
+  c->stop = CPU_RUNNING;
+  c->k->st.syscalls++;
+  if (v[0] < SFD_NR_SYSCALLS)
+    c->k->st.syscalls_by_nr[v[0]]++;
+  int64_t r = syscall_do(c, v[0], v + 1);
+  if (c->trace)  // SPAWNFD_STRACE=1: strace-like lines on the host's stderr
+    fprintf(stderr, "[%d] %lu(%#lx, %#lx, %#lx, %#lx, %#lx, %#lx) = %ld\n", c->pid, v[0], v[1],
+            v[2], v[3], v[4], v[5], v[6], r);
+  syscall_finish(c, v[0], v + 1, r, prev);
+  if (c->stop != CPU_RUNNING)
+    uc_emu_stop(c->uc);
+}
+
+// Run the call that blocked again (the run loop resumes).
+void syscall_resume(struct cpu *c) {
+  uint64_t a[6];
+  memcpy(a, c->pargs, sizeof(a));
+  int64_t r = syscall_do(c, c->pnr, a);
+  syscall_finish(c, c->pnr, a, r, CPU_RUNNING);
+}

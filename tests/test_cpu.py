@@ -1,0 +1,184 @@
+"""Real x86-64 code on the simulated kernel (issue 13, first slice): ``open_kernel(cpu=True)``
+runs the host's real ld.so, libc and programs on the CPU of ``csrc/arch/x86`` (Unicorn in
+virtual-TLB mode over the simulated frames), every access through the simulated page tables
+and every system call served by the simulated kernel. Each program is compared with its
+native run on this host."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+from typing import Any
+
+import pytest
+
+import spawnfd
+from spawnfd.sim.machine import open_kernel
+
+LDSO = "/lib64/ld-linux-x86-64.so.2"
+ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LC_ALL": "C"}
+
+
+def native(argv: list[str], stdin: bytes = b"", env: dict[str, str] | None = None) -> Any:
+    return subprocess.run(argv, input=stdin, capture_output=True, env=ENV if env is None else env)
+
+
+def stdio(p: Any) -> None:
+    for _ in range(3):
+        p.open("/dev/null", os.O_RDWR)
+
+
+async def run_real(k: Any, argv: list[str], stdin: bytes = b"",
+                   env: dict[str, str] | None = None) -> Any:
+    return await spawnfd.run_process(argv, stdin=stdin, capture_stdout=True, check=False,
+                                     env=ENV if env is None else env, kernel=k)
+
+
+async def test_cpu_option_is_validated() -> None:
+    with pytest.raises(TypeError):
+        async with open_kernel("64M", cpu="yes"):  # type: ignore[arg-type]
+            pass
+
+
+async def test_readme_fd_model_example_runs_the_real_echo_through_the_real_ldso() -> None:
+    # The README's first fd-model example: the creator maps /bin/echo and ld.so, writes the
+    # stack and installs a pipe as fd 1; closing the builder fd starts ld.so at its entry.
+    async with open_kernel("1G", cpu=True) as k:
+        sh = k.init
+        stdio(sh)
+        r, w = sh.pipe(os.O_CLOEXEC)
+        async with sh.create_process() as child:
+            prog = await child.load_elf("/bin/echo")
+            ld = await child.load_elf(prog.interpreter)
+            await child.setup_stack(["echo", "hi"], {"PATH": "/bin"}, interpreter=ld,
+                                    program=prog)
+            await child.install_fd(1, w)
+            await child.open("/dev/null", os.O_RDONLY, fd=0)
+            before = child.mm.maps()
+        sh.close(w)
+        assert await sh.sys.read(r, 100) == b"hi\n"
+        assert await child.wait() == 0
+        s = k.statistics()
+        assert "libc.so.6" not in before          # the real ld.so mapped libc itself
+        assert s.cpu_instructions > 50_000 and s.tlb_fills > 100
+        assert s.syscalls_by_nr.get(1) == 1       # one write(2)
+        assert s.syscalls_by_nr.get(257, 0) >= 1  # openat of libc by the real ld.so
+        assert s.syscalls == sum(s.syscalls_by_nr.values())
+        assert k._runtime.log == []
+        k.check()
+
+
+async def test_ldso_alone_maps_the_program() -> None:
+    # The other launch form: only ld.so is mapped; it is started as `ld.so /bin/echo hi`.
+    async with open_kernel("1G", cpu=True) as k:
+        sh = k.init
+        stdio(sh)
+        r, w = sh.pipe(os.O_CLOEXEC)
+        async with sh.create_process() as child:
+            ld = await child.load_elf(LDSO)
+            await child.setup_stack(["/bin/echo", "via", "ld.so"], ENV, interpreter=ld)
+            await child.install_fd(1, w)
+        sh.close(w)
+        assert await sh.sys.read(r, 100) == native(["/bin/echo", "via", "ld.so"]).stdout
+        assert await child.wait() == 0
+        k.check()
+
+
+@pytest.mark.parametrize("argv", [["/bin/true"], ["/bin/false"], ["/bin/echo", "a", "b c"],
+                                  ["echo", "-n", "x"]])
+async def test_programs_match_native(argv: list[str]) -> None:
+    async with open_kernel("1G", cpu=True) as k:
+        stdio(k.init)
+        done = await run_real(k, argv)
+        want = native(argv)
+        assert (done.returncode, done.stdout) == (want.returncode, want.stdout)
+        assert k.statistics().cpu_instructions > 0
+        k.check()
+
+
+async def test_cat_of_a_tmpfs_file_and_of_stdin() -> None:
+    data = b"".join(b"line %d of the file\n" % i for i in range(5000))  # 100 KiB
+    async with open_kernel("1G", cpu=True) as k:
+        sh = k.init
+        stdio(sh)
+        fd = sh.open("/tmp/f.txt", os.O_CREAT | os.O_WRONLY, 0o644)
+        sh.write(fd, data)
+        sh.close(fd)
+        done = await run_real(k, ["cat", "/tmp/f.txt"])
+        assert (done.returncode, done.stdout) == (0, data)
+        done = await run_real(k, ["cat"], stdin=data)  # stdin from a pipe: reads block
+        want = native(["cat"], stdin=data)
+        assert (done.returncode, done.stdout) == (want.returncode, want.stdout)
+        done = await run_real(k, ["cat", "/nonexistent"])
+        assert done.returncode == native(["cat", "/nonexistent"]).returncode == 1
+        k.check()
+
+
+async def test_env_prints_the_given_environment() -> None:
+    env = {"A": "1", "B": "two words", "PATH": "/bin"}
+    async with open_kernel("1G", cpu=True) as k:
+        stdio(k.init)
+        done = await run_real(k, ["env"], env=env)
+        want = native(["env"], env=env)
+        assert (done.returncode, done.stdout) == (want.returncode, want.stdout)
+        k.check()
+
+
+def tiny_elf(code: bytes) -> bytes:
+    """A static ET_EXEC of one PT_LOAD (r-x at 0x400000) whose entry is code."""
+    base, hdr = 0x400000, 64 + 56
+    ehdr = (b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+            + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, base + hdr, 64, 0, 0, 64, 56, 1, 0, 0, 0))
+    size = hdr + len(code)
+    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
+    return ehdr + phdr + code
+
+
+async def run_tiny(k: Any, code: bytes) -> int:
+    sh = k.init
+    fd = sh.open("/tmp/tiny", os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o755)
+    sh.write(fd, tiny_elf(code))
+    sh.close(fd)
+    async with sh.create_process() as child:
+        prog = await child.load_elf("/tmp/tiny")
+        await child.setup_stack(["tiny"], {}, program=prog)
+        await child.install_fd(1, 1)
+    return await child.wait()
+
+
+UD2 = b"\x0f\x0b"
+WILD_JUMP = b"\x48\xb8" + struct.pack("<Q", 0xDEAD0000) + b"\xff\xe0"  # mov rax, imm; jmp rax
+# write(1, (void *)0x10, 4); exit(-rax): the errno comes back as the exit status
+BAD_WRITE = (b"\xb8\x01\x00\x00\x00\xbf\x01\x00\x00\x00\xbe\x10\x00\x00\x00\xba\x04\x00\x00\x00"
+             b"\x0f\x05\x48\x89\xc7\x48\xf7\xdf\xb8\x3c\x00\x00\x00\x0f\x05")
+UNKNOWN_SYSCALL = b"\xb8\xf4\x01\x00\x00\x0f\x05\x48\x89\xc7\x48\xf7\xdf\xb8\x3c\x00\x00\x00\x0f\x05"
+FORK = b"\xb8\x39\x00\x00\x00\x0f\x05\x48\x89\xc7\x48\xf7\xdf\xb8\x3c\x00\x00\x00\x0f\x05"
+
+
+async def test_bad_code_is_killed_and_bad_pointers_get_efault() -> None:
+    async with open_kernel("256M", cpu=True) as k:
+        stdio(k.init)
+        status = await run_tiny(k, UD2)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGILL
+        assert k._runtime.log[-1].endswith("SIGILL at 0x400078")
+        k.check()
+        status = await run_tiny(k, WILD_JUMP)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSEGV
+        assert k._runtime.log[-1].endswith("SIGSEGV at 0xdead0000")
+        k.check()
+        assert await run_tiny(k, BAD_WRITE) == 14 << 8  # EFAULT, the host unharmed
+        k.check()
+        before = k.statistics().syscalls_unknown
+        assert await run_tiny(k, UNKNOWN_SYSCALL) == 38 << 8  # ENOSYS, counted
+        assert k.statistics().syscalls_unknown == before + 1
+        assert await run_tiny(k, FORK) == 38 << 8  # fork from real code: issue 14
+        k.check()
+
+
+async def test_default_kernel_keeps_the_stand_ins() -> None:
+    async with open_kernel("256M") as k:
+        stdio(k.init)
+        done = await run_real(k, ["/bin/echo", "hi"])
+        assert done.stdout == b"hi\n" and k.statistics().cpu_instructions == 0
