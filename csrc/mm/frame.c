@@ -8,8 +8,11 @@
 // Content is materialised lazily: CT_ZERO (all zero), CT_STAMP (a 64-bit value repeated,
 // what populate writes) or CT_BUF (real bytes, once written). Real bytes live in the frame's
 // own 4 KiB slot of one flat MAP_NORESERVE region (mem + pfn * 4 KiB), which the CPU
-// (arch/x86) maps as its physical memory; a slot whose content is dropped is given back to
-// the host with MADV_DONTNEED, so a slot that is not CT_BUF always reads as zeroes.
+// (arch/x86) maps as its physical memory. A slot whose content is dropped keeps its stale
+// bytes (no system call per freed frame: the allocator hands recently freed frames out
+// first, so their host pages are reused); only a CT_BUF slot is meaningful, and a slot is
+// cleared when it becomes CT_BUF from CT_ZERO. The host thus holds at most the peak of
+// frames that ever had real bytes at once.
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -267,27 +270,27 @@ void frame_put(struct kernel *k, pfn_t pfn) {
 // The frame's content slot in the flat region.
 uint8_t *frame_slot(const struct frames *fr, pfn_t p) { return fr->mem + (size_t)p * PAGE_SIZE; }
 
-// Drop the content of a data frame; it reads as zeroes afterwards (its slot's host memory
-// is given back: compare Linux's MADV_DONTNEED on anonymous memory).
+// Drop the content of a data frame; it reads as zeroes afterwards (its slot keeps stale
+// bytes until the frame is materialised again, which clears it).
 void frame_release_content(struct frames *fr, pfn_t p) {
   struct frame *f = &fr->f[p];
-  if (f->ctype == CT_BUF) {
-    madvise(frame_slot(fr, p), PAGE_SIZE, MADV_DONTNEED);
+  if (f->ctype == CT_BUF)
     fr->buffers--;
-  }
   if (f->ctype != CT_ZERO)
     fr->data[p] = 0;
   f->ctype = CT_ZERO;
 }
 
 // Make the content real bytes in the frame's slot (keeping its value) and return the slot.
-// A CT_ZERO slot already reads as zeroes; a stamp is written out. Never NULL.
+// A CT_ZERO slot is cleared, a stamp is written out. Never NULL.
 uint8_t *frame_materialise(struct frames *fr, pfn_t p) {
   uint8_t *b = frame_slot(fr, p);
   if (fr->f[p].ctype == CT_BUF)
     return b;
   if (fr->f[p].ctype == CT_STAMP)
     frame_read_bytes(fr, p, 0, b, PAGE_SIZE);
+  else
+    memset(b, 0, PAGE_SIZE);  // the slot may hold an earlier user's bytes
   fr->f[p].ctype = CT_BUF;
   fr->data[p] = 0;
   fr->buffers++;
