@@ -437,8 +437,21 @@ class RunningProcess:
         return f"<spawnfd.sim.RunningProcess pid={self.pid} returncode={self.returncode}>"
 
 
-async def _sigill() -> int:
-    raise _Signalled(signal.SIGILL)
+def _no_program(sys: Sys, path: str) -> Callable[[], Awaitable[int]]:
+    """A program nothing can run: no stand-in behaviour is registered for it and the
+    simulated CPU cannot execute x86 code. Say so on stderr, then die of SIGILL (the first
+    instruction is one the CPU does not have)."""
+
+    async def step() -> int:
+        msg = (f"spawnfd: {path}: no stand-in program for this path (the simulated CPU "
+               f"cannot run x86 code yet); register one with Kernel.register_program\n")
+        try:
+            await sys.write(2, msg.encode(errors="surrogateescape"))
+        except (OSError, _Signalled):
+            pass  # no stderr, or nobody reading it: the signal still tells
+        raise _Signalled(signal.SIGILL)
+
+    return step
 
 
 def _program_step(sys: Sys) -> Callable[[], Awaitable[int]]:
@@ -447,7 +460,7 @@ def _program_step(sys: Sys) -> Callable[[], Awaitable[int]]:
     stack, objects = ldso.load_program(sys.proc)
     behaviour = sys._rt.behaviour(objects[0].path)
     if behaviour is None:
-        return _sigill
+        return _no_program(sys, objects[0].path)
     args = [a.decode() for a in stack.argv]
     envd = dict(e.decode().split("=", 1) for e in stack.envp if b"=" in e)
     b = behaviour
