@@ -24,3 +24,32 @@ async def test_program_without_stand_in_says_why_on_stderr() -> None:
         assert err.startswith("spawnfd: /usr/bin/ls: no stand-in program"), err
         assert "Kernel.register_program" in err
         k.check()
+
+
+@pytest.mark.parametrize("memory", [0, "100T", -4096, 4097 * 64, "128K", "lots"])
+def test_kernel_memory_out_of_range_says_the_range(memory: object) -> None:
+    with pytest.raises(ValueError, match=r"memory.*256 KiB.*16 TiB"):
+        spawnfd.Kernel(memory)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    ({"memory": 1.5}, TypeError, "memory must be an int or a str"),
+    ({"memory": True}, TypeError, "memory must be an int or a str"),
+    ({"share_pagetables": "no"}, TypeError, "share_pagetables must be a bool, not str"),
+    ({"share_pagetables": 1}, TypeError, "share_pagetables must be a bool, not int"),
+    ({"fork_mode": 1}, TypeError, "fork_mode must be a str, not int"),
+    ({"fork_mode": "cow"}, ValueError, "fork_mode must be one of"),
+    ({"thp": None}, TypeError, "thp must be a str, not NoneType"),
+    ({"thp": "sometimes"}, ValueError, "thp must be one of"),
+    ({"thp_cow": b"split"}, TypeError, "thp_cow must be a str, not bytes"),
+    ({"thp_cow": "merge"}, ValueError, "thp_cow must be one of"),
+])
+def test_kernel_options_are_validated(kwargs: dict[str, object], exc: type[Exception],
+                                      match: str) -> None:
+    with pytest.raises(exc, match=match):
+        spawnfd.Kernel(**kwargs)  # type: ignore[arg-type]
+
+
+def test_parse_size_wrong_type_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="not float"):
+        spawnfd.parse_size(1.5)  # type: ignore[arg-type]

@@ -31,6 +31,8 @@ THP_COW_POLICIES: Final = ("split", "copy-huge")
 _U64 = 1 << 64
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+MEMORY_MIN: Final = 256 << 10  #: the smallest machine (64 frames), as csrc/mm/frame.c
+MEMORY_MAX: Final = 16 << 40   #: the largest machine
 # Every kernel not yet collected: the test suite checks each one after every test.
 _live_kernels: weakref.WeakSet[Kernel] = weakref.WeakSet()
 
@@ -39,16 +41,53 @@ def parse_size(size: int | str) -> int:
     """Bytes from an int or a string like ``"512M"``, ``"64G"``, ``"1T"`` (binary units).
 
     Raises:
-        ValueError: for anything else.
+        TypeError: neither an int nor a str.
+        ValueError: a string in another form.
     """
-    if isinstance(size, bool):
-        raise TypeError("size must be an int or a string like '16G'")
+    if isinstance(size, bool) or not isinstance(size, (int, str)):
+        raise TypeError(f"size must be an int or a str like '16G', not {type(size).__name__}")
     if isinstance(size, int):
         return size
     m = _SIZE_RE.match(size)
     if not m:
         raise ValueError(f"cannot parse size {size!r}; use bytes or e.g. '512M', '64G', '1T'")
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
+
+
+def format_size(n: int) -> str:
+    """Bytes as a person reads them: ``"64 GiB"``, ``"512 MiB"``, ``"1.5 KiB"``, ``"12 B"``
+    (binary units, at most one decimal, the decimal dropped when it is zero)."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if abs(n) >= 1 << shift:
+            v = round(n / (1 << shift), 1)
+            return f"{v:g} {unit}" if v != int(v) else f"{int(v)} {unit}"
+    return f"{n} B"
+
+
+def _memory_bytes(memory: int | str) -> int:
+    # The Kernel's memory= option: its type, its form, then the range the C kernel accepts.
+    if isinstance(memory, bool) or not isinstance(memory, (int, str)):
+        raise TypeError(f"memory must be an int or a str like '16G', not "
+                        f"{type(memory).__name__}")
+    valid = (f"a multiple of 4 KiB between {format_size(MEMORY_MIN)} and "
+             f"{format_size(MEMORY_MAX)}")
+    try:
+        n = parse_size(memory)
+    except ValueError:
+        raise ValueError(f"memory must be bytes or a size like '512M', '64G', '1T' "
+                         f"({valid}), not {memory!r}") from None
+    if not MEMORY_MIN <= n <= MEMORY_MAX or n % 4096:
+        raise ValueError(f"memory must be {valid}, not {memory!r}")
+    return n
+
+
+def _choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    # A str option with a fixed set of values: TypeError for another type, ValueError else.
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, not {value!r}")
+    return value
 
 
 def _u64(value: int, what: str) -> int:
@@ -136,27 +175,32 @@ class Kernel:
 
     Args:
         memory: simulated physical memory, bytes or a string like ``"512M"``, ``"1T"``.
+            A multiple of 4 KiB between 256 KiB and 16 TiB.
         fork_mode: default fork policy, one of ``"copy"``, ``"cow-pt"``, ``"cow-pt-eager"``.
         share_pagetables: share last-level tables of big ``MAP_SHARED`` file mappings.
+        thp: transparent huge pages, ``"never"``, ``"madvise"`` or ``"always"``.
+        thp_cow: a write to a shared huge page, ``"split"`` or ``"copy-huge"``.
 
     Raises:
-        ValueError: an unparsable size or unknown fork mode.
-        OSError: ``EINVAL`` for a size that is not a multiple of 4 KiB between 256 KiB and
-            16 TiB; ``ENOMEM`` if the host cannot reserve the frame metadata.
+        TypeError: an option of the wrong type (``memory`` neither int nor str,
+            ``share_pagetables`` not a bool, a mode not a str).
+        ValueError: a size that does not parse or is out of range, or an unknown mode.
+        OSError: ``ENOMEM`` if the host cannot reserve the frame metadata.
     """
 
     def __init__(self, memory: int | str = "16G", *, fork_mode: str = "copy",
                  share_pagetables: bool = False, thp: str = "never",
                  thp_cow: str = "split") -> None:
-        if fork_mode not in FORK_MODES:
-            raise ValueError(f"fork_mode must be one of {FORK_MODES}, not {fork_mode!r}")
-        if thp not in THP_MODES:
-            raise ValueError(f"thp must be one of {THP_MODES}, not {thp!r}")
-        if thp_cow not in THP_COW_POLICIES:
-            raise ValueError(f"thp_cow must be one of {THP_COW_POLICIES}, not {thp_cow!r}")
-        self.memory_bytes: Final = parse_size(memory)
+        memory_bytes = _memory_bytes(memory)
+        _choice(fork_mode, "fork_mode", FORK_MODES)
+        _choice(thp, "thp", THP_MODES)
+        _choice(thp_cow, "thp_cow", THP_COW_POLICIES)
+        if not isinstance(share_pagetables, bool):
+            raise TypeError(f"share_pagetables must be a bool, not "
+                            f"{type(share_pagetables).__name__}")
+        self.memory_bytes: Final = memory_bytes
         self.fork_mode: Final = fork_mode
-        self.share_pagetables: Final = bool(share_pagetables)
+        self.share_pagetables: Final = share_pagetables
         #: transparent huge pages for private anonymous memory, as Linux's
         #: /sys/kernel/mm/transparent_hugepage/enabled: "never", "madvise", "always"
         self.thp: Final = thp
