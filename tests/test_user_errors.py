@@ -53,3 +53,20 @@ def test_kernel_options_are_validated(kwargs: dict[str, object], exc: type[Excep
 def test_parse_size_wrong_type_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="not float"):
         spawnfd.parse_size(1.5)  # type: ignore[arg-type]
+
+
+def test_writing_a_str_asks_for_bytes(kernel: spawnfd.Kernel) -> None:
+    p = kernel.init
+    a = p.mm.mmap(4096, 3, 0x22)
+    r, w = p.pipe()
+    b = p.process_create()
+    b.mmap(4096, 3, 0x22, addr=0x10000)
+    for call in (lambda: p.mm.write(a, "hello"), lambda: p.write(w, "hello"),
+                 lambda: b.write(0x10000, "hello")):
+        with pytest.raises(TypeError, match=r"^a bytes-like object is required, not 'str'$"):
+            call()  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^a bytes-like object is required, not 'int'$"):
+        p.mm.write(a, 5)  # type: ignore[arg-type]
+    b.abort()
+    assert p.mm.read(a, 5) == bytes(5)
+    kernel.check()
