@@ -70,3 +70,19 @@ def test_writing_a_str_asks_for_bytes(kernel: spawnfd.Kernel) -> None:
     b.abort()
     assert p.mm.read(a, 5) == bytes(5)
     kernel.check()
+
+
+def test_loader_errors_name_the_file(kernel: spawnfd.Kernel) -> None:
+    b = kernel.init.process_create()
+    with pytest.raises(IsADirectoryError) as info:
+        b.load_elf("/bin")
+    assert info.value.filename == "/bin"
+    with pytest.raises(PermissionError) as info2:
+        b.load_elf("/bin", check_exec=True)
+    assert info2.value.filename == "/bin"
+    first = b.load_elf("/bin/true")
+    with pytest.raises(FileExistsError) as info3:  # its addresses are taken
+        b.load_elf("/bin/true", addr=first.base)
+    assert info3.value.filename == "/bin/true"
+    b.abort()
+    kernel.check()

@@ -218,6 +218,8 @@ class Builder:
                 if not stat.S_ISREG(mode) or not mode & 0o111:
                     raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
             return self._map_elf(fd, path, self._read_elf(fd, path), addr)
+        except OSError as e:  # every error of the loader is about this file
+            raise elf.named(e, path) from None
         finally:
             proc.close(fd)
 
