@@ -86,3 +86,13 @@ def test_loader_errors_name_the_file(kernel: spawnfd.Kernel) -> None:
     assert info3.value.filename == "/bin/true"
     b.abort()
     kernel.check()
+
+
+@pytest.mark.parametrize("argv", ["true", b"true"])
+def test_setup_stack_checks_argv_first(kernel: spawnfd.Kernel, argv: object) -> None:
+    b = kernel.init.process_create()
+    with pytest.raises(TypeError, match="argv must be a list or tuple of str or bytes"):
+        b.setup_stack(argv, {})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="argv must not be empty"):
+        b.setup_stack([], {})
+    b.abort()

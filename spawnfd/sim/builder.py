@@ -298,7 +298,16 @@ class Builder:
         ``AT_ENTRY`` and the thread starts at ``interpreter``'s entry (or the program's, for
         a static one). Without it, ld.so is started as a program, ``ld.so argv[0] argv[1:]…``,
         and maps ``argv[0]`` itself. Returns the stack pointer.
+
+        Raises:
+            TypeError: ``argv`` is a str or bytes, not a sequence of them (as ``os.execv``).
+            ValueError: ``argv`` is empty or an item holds a NUL byte; neither
+                ``interpreter`` nor ``program`` is given.
+            OSError: ``E2BIG`` (too long), ``ENOMEM``; ``ESRCH`` once launched.
         """
+        if isinstance(argv, (str, bytes)):  # as os.execv: a sequence of arguments
+            raise TypeError(f"argv must be a list or tuple of str or bytes, not "
+                            f"{type(argv).__name__}")
         if not argv:
             raise ValueError("argv must not be empty")
         args = [_enc(a) for a in argv]
