@@ -96,3 +96,26 @@ def test_setup_stack_checks_argv_first(kernel: spawnfd.Kernel, argv: object) -> 
     with pytest.raises(ValueError, match="argv must not be empty"):
         b.setup_stack([], {})
     b.abort()
+
+
+def test_abort_after_launch_raises_like_a_second_launch(kernel: spawnfd.Kernel) -> None:
+    b = kernel.init.process_create()
+    b.launch()
+    with pytest.raises(ProcessLookupError, match="launched"):
+        b.abort()
+    with pytest.raises(ProcessLookupError, match="launched"):
+        b.launch()
+    assert b.state() == "running"  # the abort changed nothing
+    b.process.exit(0)
+    assert b.wait() == 0
+    kernel.check()
+
+
+def test_abort_twice_is_harmless_and_launch_after_abort_raises(kernel: spawnfd.Kernel) -> None:
+    b = kernel.init.process_create()
+    b.abort()
+    b.abort()  # cleanup paths may abort again: the embryo is gone either way
+    with pytest.raises(ProcessLookupError, match="aborted"):
+        b.launch()
+    assert b.state() == "reaped"
+    kernel.check()

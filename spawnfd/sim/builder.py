@@ -90,6 +90,7 @@ class Builder:
     _c: CKernel
     _cpid: int
     _closed: bool
+    _aborted: bool
 
     def __init__(self) -> None:
         raise TypeError("get a Builder from Process.process_create()")
@@ -102,7 +103,7 @@ class Builder:
         self._cpid = creator.pid
         self.fd, self.wait_fd, self.pid = creator._c.process_create(creator.pid)
         self.returncode = None
-        self._closed = False
+        self._closed = self._aborted = False
         return self
 
     # ---- plumbing ----
@@ -120,6 +121,7 @@ class Builder:
 
     @property
     def launched(self) -> bool:
+        """True once the builder fd is closed: by :meth:`launch`, or by :meth:`abort`."""
         return self._closed
 
     # ---- memory ----
@@ -345,9 +347,21 @@ class Builder:
 
     def abort(self) -> None:
         """Destroy the embryo instead of launching it (it dies of SIGKILL; its memory and
-        descriptors are released at once) and reap it."""
+        descriptors are released at once) and reap it.
+
+        Aborting again does nothing (the embryo is gone either way), so cleanup code may
+        call it freely; aborting a launched process is an error, as any builder step after
+        launch is: the running process is not killed.
+
+        Raises:
+            ProcessLookupError: ``ESRCH``, the process was launched (signal it through
+                :meth:`send_signal` instead).
+        """
         if self._closed:
-            return
+            if self._aborted:
+                return
+            raise ProcessLookupError(errno.ESRCH, "the process was launched: abort() "
+                                     "destroys an embryo only (send_signal() reaches it)")
         if self._refers_to_us(self.fd):
             try:
                 self._c.kill_exit(self.pid, signal.SIGKILL)
@@ -356,7 +370,7 @@ class Builder:
             self.creator.close(self.fd)
         if not self._refers_to_us(self.wait_fd):
             self.wait_fd = -1
-        self._closed = True
+        self._closed = self._aborted = True
         self.wait(nohang=True)
 
     def _refers_to_us(self, fd: int) -> bool:
