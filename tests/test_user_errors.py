@@ -119,3 +119,35 @@ def test_abort_twice_is_harmless_and_launch_after_abort_raises(kernel: spawnfd.K
         b.launch()
     assert b.state() == "reaped"
     kernel.check()
+
+
+def test_caller_driven_embryo_launches_without_registers(kernel: spawnfd.Kernel) -> None:
+    # On a bare Kernel nothing runs: the launched process is driven by the caller.
+    b = kernel.init.process_create()
+    b.launch()
+    assert b.state() == "running"
+    b.process.exit(0)
+    assert b.wait() == 0
+    kernel.check()
+
+
+async def test_a_running_kernel_refuses_an_embryo_without_registers() -> None:
+    async with spawnfd.open_kernel("256M") as k:
+        b = k.init.process_create()
+        with pytest.raises(RuntimeError, match="no registers"):
+            b.launch()
+        assert b.state() == "embryo" and not b.launched  # the caller's to fill or abort
+        b.abort()
+        k.check()
+
+
+async def test_an_empty_embryo_is_not_launched_in_either_backend() -> None:
+    async with spawnfd.open_kernel("256M") as k:
+        with pytest.raises(RuntimeError, match="no registers"):
+            async with k.init.create_process() as child:
+                pass
+        assert child.builder.state() == "reaped"  # destroyed, never run
+        k.check()
+    with pytest.raises(RuntimeError, match="setup_stack"):
+        async with spawnfd.host.create_process() as hchild:
+            pass

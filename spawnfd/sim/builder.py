@@ -91,6 +91,7 @@ class Builder:
     _cpid: int
     _closed: bool
     _aborted: bool
+    _started: bool  # start registers set (setup_stack or set_registers)
 
     def __init__(self) -> None:
         raise TypeError("get a Builder from Process.process_create()")
@@ -103,7 +104,7 @@ class Builder:
         self._cpid = creator.pid
         self.fd, self.wait_fd, self.pid = creator._c.process_create(creator.pid)
         self.returncode = None
-        self._closed = self._aborted = False
+        self._closed = self._aborted = self._started = False
         return self
 
     # ---- plumbing ----
@@ -184,7 +185,10 @@ class Builder:
         self._c.spawn_set_creds(self._cpid, self._bfd(), ids)
 
     def set_registers(self, rip: int, rsp: int) -> None:
+        """Set where the first thread starts (``rip``) and its stack pointer (``rsp``), for
+        a caller that lays out memory itself; :meth:`setup_stack` sets both otherwise."""
         self._c.spawn_set_regs(self._cpid, self._bfd(), rip, rsp)
+        self._started = True
 
     # ---- the user-space ELF loader ----
     def _read_elf(self, fd: int, path: str) -> elf.ElfHeaders:
@@ -325,15 +329,31 @@ class Builder:
             execfn = _enc(interpreter.path)
         else:
             raise ValueError("setup_stack needs interpreter= or program=")
-        return self._c.spawn_setup_stack(self._cpid, self._bfd(), execfn, args,
-                                         _env_items(env),
-                                         self.pid if seed is None else seed, aux, start)
+        rsp = self._c.spawn_setup_stack(self._cpid, self._bfd(), execfn, args,
+                                        _env_items(env),
+                                        self.pid if seed is None else seed, aux, start)
+        self._started = True
+        return rsp
 
     # ---- launch, abort, wait ----
     def launch(self) -> None:
         """Close the builder fd: the first thread starts (inside ``open_kernel()`` it runs
-        the simulated ld.so at the start registers)."""
+        the simulated ld.so at the start registers).
+
+        On a bare :class:`Kernel` nothing runs: the launched process is caller-driven and
+        needs no registers.
+
+        Raises:
+            RuntimeError: inside ``open_kernel()``, neither :meth:`setup_stack` nor
+                :meth:`set_registers` was called: the first thread would have nowhere to
+                start (the host backend refuses the same way). Nothing changes: the embryo
+                can still be completed or aborted.
+            ProcessLookupError: ``ESRCH``, already launched or aborted.
+        """
         self._bfd()
+        if not self._started and self.creator.kernel._runtime is not None:
+            raise RuntimeError("setup_stack() or set_registers() was not called: the embryo "
+                               "has no registers to start at")
         self._close_handle(self.fd)
         self._closed = True
 

@@ -28,7 +28,12 @@ __all__ = ["ProcessBuilder", "LoadedElf"]
 
 @final
 class ProcessBuilder:
-    """An embryo being built (inside ``async with``), then the launched child."""
+    """An embryo being built (inside ``async with``), then the launched child.
+
+    Leaving the block launches the embryo; if neither :meth:`setup_stack` nor
+    :meth:`set_registers` was called it has nowhere to start: it is destroyed instead and
+    ``RuntimeError`` raised, as the host backend's builder does without ``setup_stack``.
+    """
 
     def __init__(self, creator: Process) -> None:
         self._creator = creator
@@ -54,7 +59,11 @@ class ProcessBuilder:
         if b.launched:
             pass  # aborted inside the block
         elif exc_type is None:
-            b.launch()
+            try:
+                b.launch()
+            except RuntimeError:
+                b.abort()  # nothing to run (no setup_stack): the embryo never runs
+                raise
         else:
             b.abort()  # an error or a cancellation: the embryo never runs
         await trio.lowlevel.cancel_shielded_checkpoint()
