@@ -151,3 +151,11 @@ async def test_an_empty_embryo_is_not_launched_in_either_backend() -> None:
     with pytest.raises(RuntimeError, match="setup_stack"):
         async with spawnfd.host.create_process() as hchild:
             pass
+
+
+async def test_stdin_pipe_without_nursery_start_names_stdin() -> None:
+    async with spawnfd.open_kernel("256M") as k:
+        with pytest.raises(ValueError, match=r"^stdin=subprocess.PIPE is only valid"):
+            await spawnfd.run_process(["/bin/true"], stdin=subprocess.PIPE, kernel=k)
+    with pytest.raises(ValueError, match=r"^stdin=subprocess.PIPE is only valid"):
+        await spawnfd.host.run_process(["/bin/true"], stdin=subprocess.PIPE)
