@@ -3,11 +3,13 @@ message that says what to do, and the kernel consistent afterwards."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
 
 import pytest
+import trio
 
 import spawnfd
 
@@ -159,3 +161,42 @@ async def test_stdin_pipe_without_nursery_start_names_stdin() -> None:
             await spawnfd.run_process(["/bin/true"], stdin=subprocess.PIPE, kernel=k)
     with pytest.raises(ValueError, match=r"^stdin=subprocess.PIPE is only valid"):
         await spawnfd.host.run_process(["/bin/true"], stdin=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("method", spawnfd.host.METHODS)
+@pytest.mark.parametrize("stdin", [-5, 10**6])
+async def test_host_bad_stdin_is_ebadf_for_every_method(method: str, stdin: int) -> None:
+    with pytest.raises(OSError) as info:
+        await spawnfd.host.run_process(["/bin/true"], stdin=stdin, method=method)
+    assert info.value.errno == errno.EBADF
+
+
+@pytest.mark.parametrize("method", spawnfd.host.METHODS)
+async def test_host_negative_pass_fds_is_a_value_error(method: str) -> None:
+    with pytest.raises(ValueError, match="bad value"):
+        await spawnfd.host.run_process(["/bin/true"], pass_fds=(-3,), method=method)
+
+
+@pytest.mark.parametrize("method", ["spawnfd", "fork-exec", "vfork-exec"])
+async def test_sim_matches_trio_for_a_bad_fd_and_an_empty_name(method: str) -> None:
+    async with spawnfd.open_kernel("256M") as k:
+        for _ in range(3):
+            k.init.open("/dev/null", os.O_RDWR)
+        with pytest.raises(OSError) as info:
+            await spawnfd.run_process(["/bin/true"], stdin=-5, kernel=k, method=method)
+        assert info.value.errno == errno.EBADF and type(info.value) is OSError
+        with pytest.raises(PermissionError) as info2:
+            await spawnfd.run_process([""], kernel=k, method=method)
+        assert info2.value.filename == ""
+        k.check()
+
+
+async def test_trio_itself_says_so() -> None:
+    # What the tests above match, checked on this host.
+    with pytest.raises(OSError) as info:
+        await trio.run_process(["/bin/true"], stdin=-5)
+    assert info.value.errno == errno.EBADF
+    with pytest.raises(ValueError, match="bad value"):
+        await trio.run_process(["/bin/true"], pass_fds=(-3,))
+    with pytest.raises(PermissionError):
+        await trio.run_process([""])

@@ -277,9 +277,10 @@ class _Stdio:
 
 def _option_steps(options: dict[str, Any], method: str) -> list[tuple[_libc.Action, object]]:
     """Steps for pass_fds, cwd, umask, start_new_session and process_group, in Popen's order."""
-    steps: list[tuple[_libc.Action, object]] = [
-        (_libc.Action(_libc.DUP2, fd, fd), None) for fd in sorted(set(map(int, options.get("pass_fds", ()))))
-    ]
+    pass_fds = sorted(set(map(int, options.get("pass_fds", ()))))
+    if pass_fds and pass_fds[0] < 0:
+        raise ValueError("bad value(s) in fds_to_keep")  # as subprocess (_posixsubprocess)
+    steps: list[tuple[_libc.Action, object]] = [(_libc.Action(_libc.DUP2, fd, fd), None) for fd in pass_fds]
     cwd = options.get("cwd")
     if cwd is not None:
         steps.append((_libc.Action(_libc.CHDIR, path=fsencode_arg(cwd)), cwd))
