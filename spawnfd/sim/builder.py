@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
 from .._constants import MAP_FIXED, MAP_FIXED_NOREPLACE
+from .._format import describe_wait_status
 from .. import elf
 
 if TYPE_CHECKING:
@@ -56,6 +57,11 @@ class LoadedElf:
     interpreter: str | None   #: its PT_INTERP (the ld.so it asks for), if any
     start: int                #: lowest mapped address
     end: int                  #: one past the highest mapped address
+
+    def __repr__(self) -> str:
+        return (f"LoadedElf(path={self.path!r}, base={self.base:#x}, entry={self.entry:#x}, "
+                f"phdr={self.phdr:#x}, phnum={self.phnum}, interpreter={self.interpreter!r}, "
+                f"start={self.start:#x}, end={self.end:#x})")
 
 
 def _enc(x: str | bytes) -> bytes:
@@ -451,6 +457,25 @@ class Builder:
         self._c.kill_exit(pid, sig)
         self.creator._wake()
 
+    def describe(self) -> str:
+        """The state in words, as the repr shows it: ``"embryo"``, ``"running"``,
+        ``"zombie"``, ``"aborted"``, or how it ended once reaped (``"exited with status
+        0"``)."""
+        if self._aborted:
+            return "aborted"
+        if self.returncode is not None:
+            return describe_wait_status(self.returncode)
+        try:
+            return self.state()
+        except Exception:  # the handles are gone (the creator exec'd) or the kernel closed
+            return "gone"
+
     def __repr__(self) -> str:
-        return (f"<spawnfd.Builder pid={self.pid} fd={self.fd} "
-                f"{'launched' if self._closed else 'embryo'}>")
+        state = self.describe()
+        if self.returncode is not None or self._aborted:
+            handles = ""
+        elif self._closed:
+            handles = f" wait_fd={self.wait_fd}"
+        else:
+            handles = f" fd={self.fd} wait_fd={self.wait_fd}"
+        return f"<spawnfd.Builder pid={self.pid} {state}{handles}>"

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
+from .._format import describe_wait_status, format_size
 from ._bindings import FAULT_KINDS, CKernel, KernelPanic
 from .builder import Builder
 from .process_builder import ProcessBuilder
@@ -52,16 +53,6 @@ def parse_size(size: int | str) -> int:
     if not m:
         raise ValueError(f"cannot parse size {size!r}; use bytes or e.g. '512M', '64G', '1T'")
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
-
-
-def format_size(n: int) -> str:
-    """Bytes as a person reads them: ``"64 GiB"``, ``"512 MiB"``, ``"1.5 KiB"``, ``"12 B"``
-    (binary units, at most one decimal, the decimal dropped when it is zero)."""
-    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if abs(n) >= 1 << shift:
-            v = round(n / (1 << shift), 1)
-            return f"{v:g} {unit}" if v != int(v) else f"{int(v)} {unit}"
-    return f"{n} B"
 
 
 def _memory_bytes(memory: int | str) -> int:
@@ -298,8 +289,9 @@ class Kernel:
         return ref, ("free", "anon", "pagecache", "pagetable", "zero")[kind]
 
     def __repr__(self) -> str:
-        return (f"<spawnfd.Kernel memory={self.memory_bytes} fork_mode={self.fork_mode!r} "
-                f"thp={self.thp!r}>")
+        return (f"<spawnfd.Kernel memory={format_size(self.memory_bytes)} "
+                f"fork_mode={self.fork_mode!r} share_pagetables={self.share_pagetables} "
+                f"thp={self.thp!r} thp_cow={self.thp_cow!r}{' closed' if self.closed else ''}>")
 
 
 @final
@@ -314,6 +306,7 @@ class Process:
     mm: AddressSpace
     kernel: Kernel
     _sys: Any
+    _status: int | None  # the wait status, once reaped through wait_pid
 
     def __init__(self) -> None:
         raise TypeError("get a Process from Kernel.init, fork or spawn")
@@ -325,6 +318,7 @@ class Process:
         self.pid = pid
         self.mm = AddressSpace._new(self)
         self._sys = None
+        self._status = None
         return self
 
     @property
@@ -402,7 +396,9 @@ class Process:
         got, status = self._c.wait(self.pid, pid, nohang)
         if got == 0:
             return None
-        self.kernel._procs.pop(got, None)
+        reaped = self.kernel._procs.pop(got, None)
+        if reaped is not None:
+            reaped._status = status
         return got, status
 
     def execve(self, path: str | bytes | os.PathLike[Any], argv: Sequence[str | bytes],
@@ -554,8 +550,40 @@ class Process:
         """Remove a tmpfs name; the file lives on while it is open or mapped."""
         self._c.unlink(self.pid, path)
 
+    def state(self) -> str:
+        """What the process is now: ``"running"``, ``"embryo"`` (built through a builder
+        fd, not launched), ``"suspended"`` (a vfork parent until its child execs or exits),
+        ``"zombie"``, or once reaped how it ended (``"exited with status 0"``,
+        ``"killed by signal 9 (SIGKILL)"``; ``"reaped"`` if another handle reaped it)."""
+        if self._status is not None:
+            return describe_wait_status(self._status)
+        c = self._c
+        try:
+            c.ppid(self.pid)
+        except ProcessLookupError:
+            return "reaped"
+        try:
+            c.getcred(self.pid)
+        except ProcessLookupError:
+            return "zombie"
+        try:
+            c.fd_ident(self.pid, -1)
+        except ProcessLookupError:
+            return "embryo"
+        except BlockingIOError:
+            return "suspended"
+        except OSError:
+            pass
+        return "running"
+
     def __repr__(self) -> str:
-        return f"<spawnfd.Process pid={self.pid}>"
+        if self.kernel.closed:
+            return f"<spawnfd.Process pid={self.pid} (kernel closed)>"
+        try:
+            state = self.state()
+        except Exception as e:  # a panicked kernel: say so rather than fail
+            state = f"unknown ({type(e).__name__})"
+        return f"<spawnfd.Process pid={self.pid} {state}>"
 
 
 @final
@@ -675,3 +703,18 @@ class AddressSpace:
     def translate(self, addr: int) -> int:
         """The raw x86-64 pte mapping ``addr`` (0 if none), without faulting."""
         return self._c.translate(self._pid, _u64(addr, "addr"))
+
+    def __repr__(self) -> str:
+        head = f"<spawnfd.AddressSpace of pid {self._pid}"
+        if self._proc.kernel.closed:
+            return f"{head} (kernel closed)>"
+        try:
+            st = self.statistics()
+        except BlockingIOError:
+            return f"{head}: lent to its vfork child>"
+        except Exception:
+            return f"{head}: gone ({self._proc.state()})>"
+        n = st.vma_count
+        return (f"{head}: {n} mapping{'' if n == 1 else 's'}, "
+                f"{format_size(st.total_vm_bytes)} mapped, "
+                f"{format_size(st.rss_bytes)} resident>")

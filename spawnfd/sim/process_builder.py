@@ -187,4 +187,6 @@ class ProcessBuilder:
         self.send_signal(signal.SIGKILL)
 
     def __repr__(self) -> str:
-        return f"<spawnfd.ProcessBuilder {self._b!r}>"
+        if self._b is None:
+            return "<spawnfd.ProcessBuilder not entered>"
+        return f"<spawnfd.ProcessBuilder pid={self._b.pid} {self._b.describe()}>"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import trio
 
+from .._format import describe_wait_status
 from .programs import ldso
 
 if TYPE_CHECKING:
@@ -170,6 +171,9 @@ class Sys:
     def __init__(self, proc: Process, rt: _Runtime) -> None:
         self.proc = proc
         self._rt = rt
+
+    def __repr__(self) -> str:
+        return f"<spawnfd.Sys of pid {self.proc.pid}>"
 
     @property
     def pid(self) -> int:
@@ -434,7 +438,9 @@ class RunningProcess:
         self.send_signal(signal.SIGKILL)
 
     def __repr__(self) -> str:
-        return f"<spawnfd.sim.RunningProcess pid={self.pid} returncode={self.returncode}>"
+        state = ("running" if self.returncode is None
+                 else describe_wait_status(self.returncode))
+        return f"<spawnfd.RunningProcess pid={self.pid} {state}>"
 
 
 def _no_program(sys: Sys, path: str) -> Callable[[], Awaitable[int]]:

@@ -300,7 +300,7 @@ class SimProcess:
         self._wait_lock = trio.Lock()
 
     def __repr__(self) -> str:
-        return f"<spawnfd.sim.SimProcess {self.args!r}: {describe_state(self)}>"
+        return f"<spawnfd.SimProcess {self.args!r}: {describe_state(self)}>"
 
     def _reap(self) -> int | None:
         """Reap the child if it has exited (never blocks); its wait status or None."""
