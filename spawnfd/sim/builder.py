@@ -457,7 +457,7 @@ class Builder:
         self._c.kill_exit(pid, sig)
         self.creator._wake()
 
-    def describe(self) -> str:
+    def _describe(self) -> str:
         """The state in words, as the repr shows it: ``"embryo"``, ``"running"``,
         ``"zombie"``, ``"aborted"``, or how it ended once reaped (``"exited with status
         0"``)."""
@@ -471,7 +471,7 @@ class Builder:
             return "gone"
 
     def __repr__(self) -> str:
-        state = self.describe()
+        state = self._describe()
         if self.returncode is not None or self._aborted:
             handles = ""
         elif self._closed:

@@ -189,4 +189,4 @@ class ProcessBuilder:
     def __repr__(self) -> str:
         if self._b is None:
             return "<spawnfd.ProcessBuilder not entered>"
-        return f"<spawnfd.ProcessBuilder pid={self._b.pid} {self._b.describe()}>"
+        return f"<spawnfd.ProcessBuilder pid={self._b.pid} {self._b._describe()}>"
