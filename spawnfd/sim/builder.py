@@ -140,9 +140,20 @@ class Builder:
                                   fd, offset)
 
     def munmap(self, addr: int, length: int) -> None:
+        """munmap(2) in the embryo.
+
+        Raises:
+            OSError: ``EINVAL`` (unaligned); ``ESRCH`` after launch or abort.
+        """
         self._c.spawn_munmap(self._cpid, self._bfd(), addr, length)
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
+        """mprotect(2) in the embryo.
+
+        Raises:
+            OSError: ``EINVAL``, ``ENOMEM`` (unmapped), ``EACCES``; ``ESRCH`` after launch or
+                abort.
+        """
         self._c.spawn_mprotect(self._cpid, self._bfd(), addr, length, prot)
 
     def read(self, addr: int, length: int) -> bytes:
@@ -173,6 +184,12 @@ class Builder:
         return self._c.spawn_open(self._cpid, self._bfd(), path, flags, mode, fd)
 
     def chdir(self, path: str | bytes | os.PathLike[Any]) -> None:
+        """Set the embryo's working directory (resolved with its credentials).
+
+        Raises:
+            OSError: ``ENOENT``, ``ENOTDIR``, ``EACCES``, with ``path`` as filename; ``ESRCH``
+                after launch or abort.
+        """
         self._c.spawn_chdir(self._cpid, self._bfd(), path)
 
     def set_credentials(self, uid: int | None = None, gid: int | None = None, *,
@@ -410,6 +427,8 @@ class Builder:
             return False
 
     def poll(self) -> int | None:
+        """The wait status if the process has exited (reaping it), else None: ``wait(nohang=
+        True)``."""
         return self.wait(nohang=True)
 
     def wait(self, *, nohang: bool = False) -> int | None:

@@ -135,6 +135,7 @@ class KernelStatistics:
 
     @property
     def memory_used_bytes(self) -> int:
+        """Bytes of simulated memory in use (``frames_used`` pages of 4 KiB)."""
         return self.frames_used * 4096
 
 
@@ -154,6 +155,7 @@ class MMStatistics:
 
     @property
     def rss_bytes(self) -> int:
+        """Resident bytes: anonymous, file and shared memory together."""
         return self.rss_anon_bytes + self.rss_file_bytes + self.rss_shmem_bytes
 
 
@@ -235,6 +237,7 @@ class Kernel:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` tore the machine down."""
         return self._c.closed
 
     def statistics(self) -> KernelStatistics:
