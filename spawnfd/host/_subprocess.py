@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import signal
 import subprocess
@@ -361,7 +362,8 @@ async def system(
     method: str = "spawnfd",
     deliver_cancel: Callable[[Process], Awaitable[object]] | None = None,
 ) -> int:
-    """Run ``/bin/sh -c command`` and return its wait status, as `os.system` does.
+    """Async (``await`` it inside ``trio.run``): run ``/bin/sh -c command`` and return its
+    wait status, as `os.system` does. A script outside trio calls `system_sync` instead.
 
     The shell shares the parent's stdin, stdout and stderr. Decode the result with
     `os.waitstatus_to_exitcode` or ``os.WIFEXITED`` and friends. If cancelled, the shell is
@@ -391,6 +393,32 @@ async def system(
     status: int | None = proc.wait_status
     assert status is not None
     return status
+
+
+def system_sync(command: str | bytes, *, method: str = "spawnfd") -> int:
+    """Run ``/bin/sh -c command`` and return its wait status, as `os.system`: `system` for a
+    script that is not inside ``trio.run`` (it runs one for the call).
+
+    Args:
+        command: The shell command line.
+        method: ``"spawnfd"``, ``"fork-exec"`` or ``"posix_spawn"`` (see `open_process`).
+
+    Returns:
+        The wait status: ``exit_code << 8``, or the signal number (``| 0x80`` with a core dump).
+
+    Raises:
+        OSError: The shell could not be started.
+        RuntimeError: Called inside ``trio.run``, where ``await system(...)`` is the way
+            (a nested run would block every other task).
+    """
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("system_sync() cannot run inside trio.run(): "
+                           "use 'await spawnfd.host.system(...)' there")
+    return trio.run(functools.partial(system, command, method=method))
 
 
 def signal_mask(signals: Iterable[int]) -> int:

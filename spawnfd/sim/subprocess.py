@@ -683,7 +683,8 @@ async def system(
     parent: Any = None,
     deliver_cancel: DeliverCancel | None = None,
 ) -> int:
-    """Run ``/bin/sh -c command`` in the simulator and return its wait status, as `os.system`.
+    """Async: run ``/bin/sh -c command`` in the simulator and return its wait status, as
+    `os.system`.
 
     The shell is a child of ``parent`` (default ``kernel.init``) started with ``method``, and
     starts the commands of the line with ``method`` too (through ``SPAWNFD_METHOD`` in its
