@@ -35,13 +35,6 @@ def _raise(handle: "CKernel", rc: int, filename: object = None) -> NoReturn:
     raise OSError(err, os.strerror(err), filename)
 
 
-def _path(path: str | bytes | os.PathLike[Any]) -> bytes:
-    p = os.fsencode(path)
-    if b"\0" in p:
-        raise ValueError("embedded null byte")
-    return p
-
-
 def _from_buffer(data: Any) -> Any:
     """``data``'s bytes for a C call; anything but a bytes-like object is the TypeError the
     os module raises (cffi's own message speaks of unicode objects)."""
@@ -52,6 +45,13 @@ def _from_buffer(data: Any) -> Any:
             raise TypeError(f"a bytes-like object is required, not "
                             f"{type(data).__name__!r}") from None
     return ffi.from_buffer("uint8_t[]", data)
+
+
+def _path(path: str | bytes | os.PathLike[Any]) -> bytes:
+    p = os.fsencode(path)
+    if b"\0" in p:
+        raise ValueError("embedded null byte")
+    return p
 
 
 class CKernel:

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import mmap
 import os
 import signal
 import stat
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, final
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, final
 
 from .._constants import MAP_FIXED, MAP_FIXED_NOREPLACE
-from .._format import describe_wait_status
 from .. import elf
 
 if TYPE_CHECKING:
@@ -49,6 +49,11 @@ def _page_up(x: int) -> int:
 class LoadedElf:
     """Where :meth:`Builder.load_elf` put an ELF file in the embryo."""
 
+    def __repr__(self) -> str:
+        return (f"LoadedElf(path={self.path!r}, base={self.base:#x}, entry={self.entry:#x}, "
+                f"phdr={self.phdr:#x}, phnum={self.phnum}, interpreter={self.interpreter!r}, "
+                f"start={self.start:#x}, end={self.end:#x})")
+
     path: str
     base: int                 #: load bias (0 for a fixed-address ET_EXEC)
     entry: int                #: run-time entry point
@@ -57,11 +62,6 @@ class LoadedElf:
     interpreter: str | None   #: its PT_INTERP (the ld.so it asks for), if any
     start: int                #: lowest mapped address
     end: int                  #: one past the highest mapped address
-
-    def __repr__(self) -> str:
-        return (f"LoadedElf(path={self.path!r}, base={self.base:#x}, entry={self.entry:#x}, "
-                f"phdr={self.phdr:#x}, phnum={self.phnum}, interpreter={self.interpreter!r}, "
-                f"start={self.start:#x}, end={self.end:#x})")
 
 
 def _enc(x: str | bytes) -> bytes:
@@ -77,6 +77,25 @@ def _env_items(env: Mapping[str, str] | Sequence[str | bytes] | None) -> list[by
     if isinstance(env, Mapping):
         return [_enc(f"{k}={v}") for k, v in env.items()]
     return [_enc(e) for e in env]
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _errors_name_the_file(load: Callable[_P, _R]) -> Callable[_P, _R]:
+    """For ``load(self, path, ...)``: every OSError of a loader is about the file it loads,
+    so one that names no file gets ``path`` as its filename (as ``open`` would report it)."""
+    @functools.wraps(load)
+    def named(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return load(*args, **kwargs)
+        except OSError as e:
+            if e.filename is not None:
+                raise
+            path = kwargs["path"] if "path" in kwargs else args[1]
+            raise elf.named(e, path) from None
+    return named
 
 
 @final
@@ -221,6 +240,7 @@ class Builder:
             raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), path)
         return h
 
+    @_errors_name_the_file
     def load_elf(self, path: str | os.PathLike[str], addr: int | None = None, *,
                  check_exec: bool = False) -> LoadedElf:
         """Map an ELF file into the embryo the way the kernel's exec would.
@@ -247,8 +267,6 @@ class Builder:
                 if not stat.S_ISREG(mode) or not mode & 0o111:
                     raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
             return self._map_elf(fd, path, self._read_elf(fd, path), addr)
-        except OSError as e:  # every error of the loader is about this file
-            raise elf.named(e, path) from None
         finally:
             proc.close(fd)
 
@@ -480,6 +498,8 @@ class Builder:
         """The state in words, as the repr shows it: ``"embryo"``, ``"running"``,
         ``"zombie"``, ``"aborted"``, or how it ended once reaped (``"exited with status
         0"``)."""
+        from .._format import describe_wait_status
+
         if self._aborted:
             return "aborted"
         if self.returncode is not None:
