@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 
 import trio
 
@@ -12,6 +13,11 @@ import spawnfd
 
 def open_fds() -> set[int]:
     return {int(n) for n in os.listdir("/proc/self/fd")}
+
+
+def exited(pid: int) -> bool:
+    """Whether the child has exited (a zombie), without reaping it."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
 async def test_a_dropped_process_is_reaped_as_soon_as_it_exits() -> None:
@@ -30,7 +36,9 @@ async def test_a_dropped_process_is_reaped_as_soon_as_it_exits() -> None:
 async def test_a_dropped_process_that_already_exited_closes_at_once() -> None:
     before = open_fds()
     proc = await spawnfd.host.open_process(["true"])
-    await trio.sleep(0.2)  # it has exited; nobody waited
+    with trio.fail_after(30):
+        while not exited(proc.pid):  # nobody waits for it
+            await trio.sleep(0.01)
     del proc
     gc.collect()
     assert open_fds() - before == set()
@@ -38,14 +46,18 @@ async def test_a_dropped_process_that_already_exited_closes_at_once() -> None:
 
 def test_outside_trio_the_next_spawn_reaps() -> None:
     # A child still running when trio.run returns: the fallback reaps it at the next spawn.
+    pids = []
+
     async def start() -> None:
-        await spawnfd.host.open_process(["sleep", "0.1"])
+        pids.append((await spawnfd.host.open_process(["sleep", "0.1"])).pid)
 
     before = open_fds()
     trio.run(start)
     gc.collect()
     assert len(open_fds() - before) <= 1  # its pidfd, at most
-    trio.run(trio.sleep, 0.3)
+    deadline = time.monotonic() + 30
+    while not exited(pids[0]) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
     async def again() -> None:
         await spawnfd.host.run_process(["true"])
