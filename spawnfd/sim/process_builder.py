@@ -292,7 +292,11 @@ class ProcessBuilder:
 
     async def abort(self) -> None:
         """Destroy the embryo now instead of launching it at the end of the block (it dies
-        of SIGKILL and is reaped; ``returncode`` says so)."""
+        of SIGKILL and is reaped; ``returncode`` says so). Aborting again does nothing.
+
+        Raises:
+            ProcessLookupError: ``ESRCH``, the child was launched (``kill()`` reaches it).
+        """
         await trio.lowlevel.checkpoint()
         self._builder.abort()
 
