@@ -200,3 +200,23 @@ async def test_trio_itself_says_so() -> None:
         await trio.run_process(["/bin/true"], pass_fds=(-3,))
     with pytest.raises(PermissionError):
         await trio.run_process([""])
+
+
+async def test_no_stand_in_through_ld_so_as_a_program_names_the_program() -> None:
+    async with spawnfd.open_kernel("256M") as k:
+        r, w = k.init.pipe()
+        async with k.init.create_process() as child:
+            prog = await child.load_elf("/usr/bin/ls")
+            assert prog.interpreter is not None
+            ld = await child.load_elf(prog.interpreter)
+            await child.setup_stack(["/usr/bin/ls"], {}, interpreter=ld)  # ld.so /usr/bin/ls
+            await child.install_fd(2, w)
+        k.init.close(w)
+        status = await child.wait()
+        assert os.WTERMSIG(status) == signal.SIGILL
+        err = b""
+        while chunk := await k.init.sys.read(r, 4096):
+            err += chunk
+        k.init.close(r)
+        assert err.startswith(b"spawnfd: /usr/bin/ls: no stand-in program"), err
+        k.check()

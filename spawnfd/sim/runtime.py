@@ -386,7 +386,7 @@ class Sys:
         ev = self._rt.vfork_done.pop(self.pid, None)
         if ev is not None:
             ev.set()
-        raise _Exec(_program_step(self))
+        raise _Exec(_explained(self, _program_step(self)))
 
     # ---- credentials ----
     def getuid(self) -> int:
@@ -524,13 +524,35 @@ def _no_program(sys: Sys, path: str) -> Callable[[], Awaitable[int]]:
     return step
 
 
+def _explained(sys: Sys, step: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[int]]:
+    """``step``, or for a program with nothing to run it (SIGILL) one that says why first."""
+    if step is not _sigill:
+        return step
+    return _no_program(sys, _program_name(sys))
+
+
+def _program_name(sys: Sys) -> str:
+    """The program's path as exec was given it (``AT_EXECFN``), or ``argv[1]`` when ld.so
+    was started as a program (``ld.so /path/prog args``); as ldso.load_program decides."""
+    stack = ldso.read_initial_stack(sys.proc)
+    aux = stack.auxv
+    rip, _ = sys.proc.registers
+    if aux.get(ldso.AT_BASE, 0) and aux.get(ldso.AT_ENTRY) != rip:
+        return os.fsdecode(ldso._cstring(sys.proc, aux[ldso.AT_EXECFN]))
+    return os.fsdecode(stack.argv[1]) if len(stack.argv) > 1 else "?"
+
+
+async def _sigill() -> int:
+    raise _Signalled(signal.SIGILL)
+
+
 def _program_step(sys: Sys) -> Callable[[], Awaitable[int]]:
     """What the first instruction at the start registers leads to: the simulated ld.so
     loads the program and its libraries, then the program's behaviour runs (none: SIGILL)."""
     stack, objects = ldso.load_program(sys.proc)
     behaviour = sys._rt.behaviour(objects[0].path)
     if behaviour is None:
-        return _no_program(sys, objects[0].path)
+        return _sigill
     args = [a.decode() for a in stack.argv]
     envd = dict(e.decode().split("=", 1) for e in stack.envp if b"=" in e)
     b = behaviour
@@ -546,7 +568,7 @@ async def _run_launched(sys: Sys) -> int:
     except OSError:
         raise _Signalled(signal.SIGSEGV) from None
     try:
-        step = _program_step(sys)
+        step = _explained(sys, _program_step(sys))
     except OSError as e:  # as the real ld.so: a message on stderr and exit status 127
         if e.errno == errno.EFAULT:  # its stack is not there: it faults first
             raise _Signalled(signal.SIGSEGV) from None
