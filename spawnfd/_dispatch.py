@@ -50,8 +50,8 @@ async def system(
     cwd: Any = None,
     parent: Any = None,
 ) -> int:
-    """Async (``await`` it inside ``trio.run``): run ``/bin/sh -c command``; returns the wait
-    status, as `os.system`. A script outside trio calls `spawnfd.host.system_sync` instead.
+    """Run ``/bin/sh -c command``; returns the wait status, as `os.system`. Async: ``await``
+    it inside trio; without trio, ``trio.run(spawnfd.system, command)`` runs one call.
 
     In the simulator with ``kernel=`` (see `spawnfd.sim.subprocess.system`), else on the host
     (see `spawnfd.host.system`, which shares our descriptors and environment).

@@ -55,6 +55,17 @@ def parse_size(size: int | str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
+def _u64(value: int, what: str) -> int:
+    # The C calls take unsigned 64-bit values; out of range is EINVAL, as the kernel says.
+    if type(value) is int and 0 <= value < _U64:  # the common case, first
+        return value
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not 0 <= value < _U64:
+        raise OSError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: {what} out of range")
+    return value
+
+
 def _memory_bytes(memory: int | str) -> int:
     # The Kernel's memory= option: its type, its form, then the range the C kernel accepts.
     if isinstance(memory, bool) or not isinstance(memory, (int, str)):
@@ -78,17 +89,6 @@ def _choice(value: object, name: str, choices: tuple[str, ...]) -> str:
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, not {value!r}")
-    return value
-
-
-def _u64(value: int, what: str) -> int:
-    # The C calls take unsigned 64-bit values; out of range is EINVAL, as the kernel says.
-    if type(value) is int and 0 <= value < _U64:  # the common case, first
-        return value
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if not 0 <= value < _U64:
-        raise OSError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: {what} out of range")
     return value
 
 
