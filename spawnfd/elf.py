@@ -26,7 +26,7 @@ from elftools.elf.structs import ELFStructs
 __all__ = ["Phdr", "ElfHeaders", "read_headers", "parse_phdrs", "dynamic_entries", "prot",
            "PT_LOAD", "PT_DYNAMIC", "PT_INTERP", "PT_PHDR", "PT_GNU_RELRO", "DT_NULL",
            "DT_NEEDED", "DT_STRTAB", "DT_SONAME", "ET_EXEC", "ET_DYN", "EM_X86_64",
-           "PHDR_SIZE", "FIRST_READ"]
+           "PHDR_SIZE", "FIRST_READ", "named"]
 
 _STRUCTS = ELFStructs(little_endian=True, elfclass=64)
 _STRUCTS.create_basic_structs()
@@ -87,6 +87,16 @@ class ElfHeaders(NamedTuple):
 
 Pread = Callable[[int, int], bytes]
 """``pread(length, offset) -> bytes``: short at end of file, as ``os.pread``."""
+
+
+def named(exc: OSError, name: object) -> OSError:
+    """``exc`` about the file ``name``: itself if it names a file already, else the same
+    errno and message with ``filename`` set (the same OSError subclass)."""
+    if exc.filename is not None:
+        return exc
+    new = OSError(exc.errno, exc.strerror, name)
+    new.__traceback__ = exc.__traceback__
+    return new
 
 
 def _noexec(name: object, why: str | None = None) -> OSError:

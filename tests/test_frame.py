@@ -23,9 +23,9 @@ def test_memory_sizes(size: str | int, expected: int) -> None:
 
 
 @pytest.mark.parametrize("size,exc,code", [
-    (0, OSError, errno.EINVAL), (4097 * 64, OSError, errno.EINVAL),
-    ("17T", OSError, errno.EINVAL), ("128K", OSError, errno.EINVAL),
-    ("lots", ValueError, None), (-4096, OSError, errno.EINVAL),
+    (0, ValueError, None), (4097 * 64, ValueError, None),
+    ("17T", ValueError, None), ("128K", ValueError, None),
+    ("lots", ValueError, None), (-4096, ValueError, None),
 ])
 def test_bad_memory_sizes(size: str | int, exc: type[Exception], code: int | None) -> None:
     with pytest.raises(exc) as ei:

@@ -19,6 +19,7 @@ from ._process import Process as Process
 from ._subprocess import open_process as open_process
 from ._subprocess import run_process as run_process
 from ._subprocess import system as system
+from ._subprocess import system_sync as system_sync
 
 __all__ = [
     "METHODS",
@@ -29,4 +30,5 @@ __all__ = [
     "open_process",
     "run_process",
     "system",
+    "system_sync",
 ]

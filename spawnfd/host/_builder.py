@@ -129,7 +129,9 @@ class ProcessBuilder(metaclass=NoPublicConstructor):
     file or directory, or a program that cannot be run. The child's descriptor table starts
     empty: it gets exactly the fds installed or opened into it. Leaving the block normally
     launches the child (an exception in the block launches nothing); afterwards the builder
-    holds the child by a pidfd: `pid`, `wait`, `send_signal`, `process`.
+    holds the child by a pidfd: `pid`, `wait`, `send_signal`, `process`. A block that never
+    called `setup_stack` launches nothing and raises `RuntimeError` on leaving it, as the
+    simulator's builder does for an embryo without registers.
 
     Memory operations (`mmap`, `write`, ...) raise `NotImplementedError`: Linux cannot do them
     to a child before exec. The simulated kernel can.

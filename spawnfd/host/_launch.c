@@ -20,6 +20,7 @@
 #include <spawn.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -279,10 +280,13 @@ static void spawn_fork(struct sfd_child *c)
         return;
     }
     // Keep the pipe clear of every fd a step names: a stale number the caller passes must
-    // still be EBADF in the child, not silently our pipe.
+    // still be EBADF in the child, not silently our pipe. A number at or past RLIMIT_NOFILE
+    // can never be a descriptor (the child's dup2 says EBADF), so it is not in the way.
+    struct rlimit nofile;
+    rlim_t limit = getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? nofile.rlim_cur : RLIM_INFINITY;
     int top = 2;
     for (int i = 0; i < s->nactions; i++)
-        if (s->actions[i].fd > top)
+        if (s->actions[i].fd > top && (limit == RLIM_INFINITY || (rlim_t)s->actions[i].fd < limit))
             top = s->actions[i].fd;
     for (int i = 0; i < 2; i++) {
         if (ep[i] > top)

@@ -32,9 +32,42 @@ def status_from_siginfo(info: os.waitid_result) -> int:
     return info.si_status  # CLD_KILLED
 
 
-# Process objects dropped without being waited for: their pidfds, reaped at the next spawn
-# (what subprocess does with its _active list), so no zombie outlives them for long.
+# Process objects dropped without being waited for, while their child ran: inside trio.run a
+# system task waits on the pidfd and reaps the child the moment it exits. Those dropped outside
+# a run (or still running when it ended) land here and are reaped at the next spawn (what
+# subprocess does with its _active list), so no zombie or pidfd outlives them for long.
 _orphans: list[int] = []
+
+
+def _reap_when_exited(token: trio.lowlevel.TrioToken, pidfd: int) -> None:
+    """Hand the pidfd of a dropped, running child to a system task of the run ``token``
+    names; if that run is over, to the fallback list. Safe from any thread and from
+    ``__del__``."""
+
+    def start() -> None:
+        try:
+            trio.lowlevel.spawn_system_task(_reaper, pidfd, name=f"reap pidfd {pidfd}")
+        except RuntimeError:  # the run is shutting down
+            _orphans.append(pidfd)
+
+    try:
+        token.run_sync_soon(start)
+    except trio.RunFinishedError:
+        _orphans.append(pidfd)
+
+
+async def _reaper(pidfd: int) -> None:
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    except BaseException:  # the run is ending (Cancelled): the next spawn reaps it instead
+        _orphans.append(pidfd)
+        return
+    try:
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        pass  # reaped elsewhere (waitpid(-1))
+    trio.lowlevel.notify_closing(pidfd)
+    os.close(pidfd)
 
 
 def reap_orphans() -> None:
@@ -88,6 +121,10 @@ class Process(metaclass=NoPublicConstructor):
         self._pidfd: int | None = pidfd
         self._status: int | None = None
         self._wait_lock = trio.Lock()
+        try:  # the run that reaps the child if this object is dropped while it runs
+            self._token: trio.lowlevel.TrioToken | None = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            self._token = None
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
@@ -102,8 +139,12 @@ class Process(metaclass=NoPublicConstructor):
         pidfd = getattr(self, "_pidfd", None)
         try:
             if pidfd is not None and self._reap(block=False) is None:
-                _orphans.append(pidfd)
                 self._pidfd = None
+                token = getattr(self, "_token", None)
+                if token is None:
+                    _orphans.append(pidfd)
+                else:
+                    _reap_when_exited(token, pidfd)
         except Exception:  # interpreter shutdown: the kernel reaps for us when we exit
             pass
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import signal
 import subprocess
@@ -277,9 +278,10 @@ class _Stdio:
 
 def _option_steps(options: dict[str, Any], method: str) -> list[tuple[_libc.Action, object]]:
     """Steps for pass_fds, cwd, umask, start_new_session and process_group, in Popen's order."""
-    steps: list[tuple[_libc.Action, object]] = [
-        (_libc.Action(_libc.DUP2, fd, fd), None) for fd in sorted(set(map(int, options.get("pass_fds", ()))))
-    ]
+    pass_fds = sorted(set(map(int, options.get("pass_fds", ()))))
+    if pass_fds and pass_fds[0] < 0:
+        raise ValueError("bad value(s) in fds_to_keep")  # as subprocess (_posixsubprocess)
+    steps: list[tuple[_libc.Action, object]] = [(_libc.Action(_libc.DUP2, fd, fd), None) for fd in pass_fds]
     cwd = options.get("cwd")
     if cwd is not None:
         steps.append((_libc.Action(_libc.CHDIR, path=fsencode_arg(cwd)), cwd))
@@ -360,7 +362,8 @@ async def system(
     method: str = "spawnfd",
     deliver_cancel: Callable[[Process], Awaitable[object]] | None = None,
 ) -> int:
-    """Run ``/bin/sh -c command`` and return its wait status, as `os.system` does.
+    """Async (``await`` it inside ``trio.run``): run ``/bin/sh -c command`` and return its
+    wait status, as `os.system` does. A script outside trio calls `system_sync` instead.
 
     The shell shares the parent's stdin, stdout and stderr. Decode the result with
     `os.waitstatus_to_exitcode` or ``os.WIFEXITED`` and friends. If cancelled, the shell is
@@ -390,6 +393,32 @@ async def system(
     status: int | None = proc.wait_status
     assert status is not None
     return status
+
+
+def system_sync(command: str | bytes, *, method: str = "spawnfd") -> int:
+    """Run ``/bin/sh -c command`` and return its wait status, as `os.system`: `system` for a
+    script that is not inside ``trio.run`` (it runs one for the call).
+
+    Args:
+        command: The shell command line.
+        method: ``"spawnfd"``, ``"fork-exec"`` or ``"posix_spawn"`` (see `open_process`).
+
+    Returns:
+        The wait status: ``exit_code << 8``, or the signal number (``| 0x80`` with a core dump).
+
+    Raises:
+        OSError: The shell could not be started.
+        RuntimeError: Called inside ``trio.run``, where ``await system(...)`` is the way
+            (a nested run would block every other task).
+    """
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("system_sync() cannot run inside trio.run(): "
+                           "use 'await spawnfd.host.system(...)' there")
+    return trio.run(functools.partial(system, command, method=method))
 
 
 def signal_mask(signals: Iterable[int]) -> int:

@@ -57,6 +57,18 @@ def _raise(handle: "CKernel", rc: int, filename: object = None) -> NoReturn:
     raise OSError(err, os.strerror(err), filename)
 
 
+def _from_buffer(data: Any) -> Any:
+    """``data``'s bytes for a C call; anything but a bytes-like object is the TypeError the
+    os module raises (cffi's own message speaks of unicode objects)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            memoryview(data).release()
+        except TypeError:
+            raise TypeError(f"a bytes-like object is required, not "
+                            f"{type(data).__name__!r}") from None
+    return ffi.from_buffer("uint8_t[]", data)
+
+
 def _path(path: str | bytes | os.PathLike[Any]) -> bytes:
     p = os.fsencode(path)
     if b"\0" in p:
@@ -264,7 +276,7 @@ class CKernel:
     def mem_write(self, pid: int, addr: int, data: Any) -> None:
         # The buffer is released before any exception is raised: a traceback that kept the
         # exported memoryview alive can crash CPython < 3.12.7 at exit (gh-77894).
-        with ffi.from_buffer("uint8_t[]", data) as src:
+        with _from_buffer(data) as src:
             rc = lib.sfd_mem_write(self.ptr, pid, addr, src, len(src))
         self._call(rc)
 
@@ -329,7 +341,7 @@ class CKernel:
         return bytes(out)
 
     def write(self, pid: int, fd: int, data: Any) -> int:
-        with ffi.from_buffer("uint8_t[]", data) as src:  # released first (see mem_write)
+        with _from_buffer(data) as src:  # released first (see mem_write)
             rc = lib.sfd_write(self.ptr, pid, fd, src, len(src))
         return self._call(rc)
 
@@ -421,7 +433,7 @@ class CKernel:
             self.ptr, pid, bfd, a, buf, ffi.NULL, n))
 
     def spawn_write(self, pid: int, bfd: int, addr: int, data: Any) -> None:
-        with ffi.from_buffer("uint8_t[]", data) as src:  # released first (see mem_write)
+        with _from_buffer(data) as src:  # released first (see mem_write)
             rc = lib.sfd_spawn_access(self.ptr, pid, bfd, addr, ffi.NULL, src, len(src))
         self._call(rc)
 

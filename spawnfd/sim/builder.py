@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import mmap
 import os
 import signal
 import stat
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, final
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, final
 
 from .._constants import MAP_FIXED, MAP_FIXED_NOREPLACE
 from .. import elf
@@ -50,6 +51,11 @@ def _page_up(x: int) -> int:
 @dataclasses.dataclass(frozen=True)
 class LoadedElf:
     """Where :meth:`Builder.load_elf` put an ELF file in the embryo."""
+
+    def __repr__(self) -> str:
+        return (f"LoadedElf(path={self.path!r}, base={self.base:#x}, entry={self.entry:#x}, "
+                f"phdr={self.phdr:#x}, phnum={self.phnum}, interpreter={self.interpreter!r}, "
+                f"start={self.start:#x}, end={self.end:#x})")
 
     path: str
     base: int                 #: load bias (0 for a fixed-address ET_EXEC)
@@ -158,6 +164,25 @@ def _env_items(env: Mapping[str, str] | Sequence[str | bytes] | None) -> list[by
     return [_enc(e) for e in env]
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _errors_name_the_file(load: Callable[_P, _R]) -> Callable[_P, _R]:
+    """For ``load(self, path, ...)``: every OSError of a loader is about the file it loads,
+    so one that names no file gets ``path`` as its filename (as ``open`` would report it)."""
+    @functools.wraps(load)
+    def named(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return load(*args, **kwargs)
+        except OSError as e:
+            if e.filename is not None:
+                raise
+            path = kwargs["path"] if "path" in kwargs else args[1]
+            raise elf.named(e, path) from None
+    return named
+
+
 @final
 class Builder:
     """The creator's handle to an embryo: ``fd`` (builder), ``wait_fd``, ``pid``.
@@ -175,6 +200,8 @@ class Builder:
     _c: CKernel
     _cpid: int
     _closed: bool
+    _aborted: bool
+    _started: bool  # start registers set (setup_stack or set_registers)
 
     def __init__(self) -> None:
         raise TypeError("get a Builder from Process.process_create()")
@@ -187,7 +214,7 @@ class Builder:
         self._cpid = creator.pid
         self.fd, self.wait_fd, self.pid = creator._c.process_create(creator.pid)
         self.returncode = None
-        self._closed = False
+        self._closed = self._aborted = self._started = False
         return self
 
     # ---- plumbing ----
@@ -205,6 +232,7 @@ class Builder:
 
     @property
     def launched(self) -> bool:
+        """True once the builder fd is closed: by :meth:`launch`, or by :meth:`abort`."""
         return self._closed
 
     # ---- memory ----
@@ -216,9 +244,20 @@ class Builder:
                                   fd, offset)
 
     def munmap(self, addr: int, length: int) -> None:
+        """munmap(2) in the embryo.
+
+        Raises:
+            OSError: ``EINVAL`` (unaligned); ``ESRCH`` after launch or abort.
+        """
         self._c.spawn_munmap(self._cpid, self._bfd(), addr, length)
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
+        """mprotect(2) in the embryo.
+
+        Raises:
+            OSError: ``EINVAL``, ``ENOMEM`` (unmapped), ``EACCES``; ``ESRCH`` after launch or
+                abort.
+        """
         self._c.spawn_mprotect(self._cpid, self._bfd(), addr, length, prot)
 
     def read(self, addr: int, length: int) -> bytes:
@@ -249,6 +288,12 @@ class Builder:
         return self._c.spawn_open(self._cpid, self._bfd(), path, flags, mode, fd)
 
     def chdir(self, path: str | bytes | os.PathLike[Any]) -> None:
+        """Set the embryo's working directory (resolved with its credentials).
+
+        Raises:
+            OSError: ``ENOENT``, ``ENOTDIR``, ``EACCES``, with ``path`` as filename; ``ESRCH``
+                after launch or abort.
+        """
         self._c.spawn_chdir(self._cpid, self._bfd(), path)
 
     def set_credentials(self, uid: int | None = None, gid: int | None = None, *,
@@ -267,7 +312,10 @@ class Builder:
         self._c.spawn_set_creds(self._cpid, self._bfd(), ids)
 
     def set_registers(self, rip: int, rsp: int) -> None:
+        """Set where the first thread starts (``rip``) and its stack pointer (``rsp``), for
+        a caller that lays out memory itself; :meth:`setup_stack` sets both otherwise."""
         self._c.spawn_set_regs(self._cpid, self._bfd(), rip, rsp)
+        self._started = True
 
     # ---- the user-space ELF loader ----
     def _read_elf(self, fd: int, path: str) -> elf.ElfHeaders:
@@ -277,6 +325,7 @@ class Builder:
             raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), path)
         return h
 
+    @_errors_name_the_file
     def load_elf(self, path: str | os.PathLike[str], addr: int | None = None, *,
                  check_exec: bool = False) -> LoadedElf:
         """Map an ELF file into the embryo the way the kernel's exec would.
@@ -338,7 +387,16 @@ class Builder:
         ``AT_ENTRY`` and the thread starts at ``interpreter``'s entry (or the program's, for
         a static one). Without it, ld.so is started as a program, ``ld.so argv[0] argv[1:]…``,
         and maps ``argv[0]`` itself. Returns the stack pointer.
+
+        Raises:
+            TypeError: ``argv`` is a str or bytes, not a sequence of them (as ``os.execv``).
+            ValueError: ``argv`` is empty or an item holds a NUL byte; neither
+                ``interpreter`` nor ``program`` is given.
+            OSError: ``E2BIG`` (too long), ``ENOMEM``; ``ESRCH`` once launched.
         """
+        if isinstance(argv, (str, bytes)):  # as os.execv: a sequence of arguments
+            raise TypeError(f"argv must be a list or tuple of str or bytes, not "
+                            f"{type(argv).__name__}")
         if not argv:
             raise ValueError("argv must not be empty")
         args = [_enc(a) for a in argv]
@@ -354,15 +412,31 @@ class Builder:
             execfn = _enc(interpreter.path)
         else:
             raise ValueError("setup_stack needs interpreter= or program=")
-        return self._c.spawn_setup_stack(self._cpid, self._bfd(), execfn, args,
-                                         _env_items(env),
-                                         self.pid if seed is None else seed, aux, start)
+        rsp = self._c.spawn_setup_stack(self._cpid, self._bfd(), execfn, args,
+                                        _env_items(env),
+                                        self.pid if seed is None else seed, aux, start)
+        self._started = True
+        return rsp
 
     # ---- launch, abort, wait ----
     def launch(self) -> None:
         """Close the builder fd: the first thread starts (inside ``open_kernel()`` it runs
-        the simulated ld.so at the start registers)."""
+        the simulated ld.so at the start registers).
+
+        On a bare :class:`Kernel` nothing runs: the launched process is caller-driven and
+        needs no registers.
+
+        Raises:
+            RuntimeError: inside ``open_kernel()``, neither :meth:`setup_stack` nor
+                :meth:`set_registers` was called: the first thread would have nowhere to
+                start (the host backend refuses the same way). Nothing changes: the embryo
+                can still be completed or aborted.
+            ProcessLookupError: ``ESRCH``, already launched or aborted.
+        """
         self._bfd()
+        if not self._started and self.creator.kernel._runtime is not None:
+            raise RuntimeError("setup_stack() or set_registers() was not called: the embryo "
+                               "has no registers to start at")
         self._close_handle(self.fd)
         self._closed = True
 
@@ -376,9 +450,21 @@ class Builder:
 
     def abort(self) -> None:
         """Destroy the embryo instead of launching it (it dies of SIGKILL; its memory and
-        descriptors are released at once) and reap it."""
+        descriptors are released at once) and reap it.
+
+        Aborting again does nothing (the embryo is gone either way), so cleanup code may
+        call it freely; aborting a launched process is an error, as any builder step after
+        launch is: the running process is not killed.
+
+        Raises:
+            ProcessLookupError: ``ESRCH``, the process was launched (signal it through
+                :meth:`send_signal` instead).
+        """
         if self._closed:
-            return
+            if self._aborted:
+                return
+            raise ProcessLookupError(errno.ESRCH, "the process was launched: abort() "
+                                     "destroys an embryo only (send_signal() reaches it)")
         if self._refers_to_us(self.fd):
             try:
                 self._c.kill_exit(self.pid, signal.SIGKILL)
@@ -387,7 +473,7 @@ class Builder:
             self.creator.close(self.fd)
         if not self._refers_to_us(self.wait_fd):
             self.wait_fd = -1
-        self._closed = True
+        self._closed = self._aborted = True
         self.wait(nohang=True)
 
     def _refers_to_us(self, fd: int) -> bool:
@@ -401,6 +487,8 @@ class Builder:
             return False
 
     def poll(self) -> int | None:
+        """The wait status if the process has exited (reaping it), else None: ``wait(nohang=
+        True)``."""
         return self.wait(nohang=True)
 
     def wait(self, *, nohang: bool = False) -> int | None:
@@ -448,6 +536,27 @@ class Builder:
         self._c.kill_exit(pid, sig)
         self.creator._wake()
 
+    def _describe(self) -> str:
+        """The state in words, as the repr shows it: ``"embryo"``, ``"running"``,
+        ``"zombie"``, ``"aborted"``, or how it ended once reaped (``"exited with status
+        0"``)."""
+        from .._format import describe_wait_status
+
+        if self._aborted:
+            return "aborted"
+        if self.returncode is not None:
+            return describe_wait_status(self.returncode)
+        try:
+            return self.state()
+        except Exception:  # the handles are gone (the creator exec'd) or the kernel closed
+            return "gone"
+
     def __repr__(self) -> str:
-        return (f"<spawnfd.Builder pid={self.pid} fd={self.fd} "
-                f"{'launched' if self._closed else 'embryo'}>")
+        state = self._describe()
+        if self.returncode is not None or self._aborted:
+            handles = ""
+        elif self._closed:
+            handles = f" wait_fd={self.wait_fd}"
+        else:
+            handles = f" fd={self.fd} wait_fd={self.wait_fd}"
+        return f"<spawnfd.Builder pid={self.pid} {state}{handles}>"

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
+from .._format import describe_wait_status, format_size
 from ._bindings import FAULT_KINDS, CKernel, KernelPanic
 from .builder import Builder
 from .process_builder import ProcessBuilder
@@ -31,6 +32,8 @@ THP_COW_POLICIES: Final = ("split", "copy-huge")
 _U64 = 1 << 64
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+MEMORY_MIN: Final = 256 << 10  #: the smallest machine (64 frames), as csrc/mm/frame.c
+MEMORY_MAX: Final = 16 << 40   #: the largest machine
 # Every kernel not yet collected: the test suite checks each one after every test.
 _live_kernels: weakref.WeakSet[Kernel] = weakref.WeakSet()
 
@@ -39,10 +42,11 @@ def parse_size(size: int | str) -> int:
     """Bytes from an int or a string like ``"512M"``, ``"64G"``, ``"1T"`` (binary units).
 
     Raises:
-        ValueError: for anything else.
+        TypeError: neither an int nor a str.
+        ValueError: a string in another form.
     """
-    if isinstance(size, bool):
-        raise TypeError("size must be an int or a string like '16G'")
+    if isinstance(size, bool) or not isinstance(size, (int, str)):
+        raise TypeError(f"size must be an int or a str like '16G', not {type(size).__name__}")
     if isinstance(size, int):
         return size
     m = _SIZE_RE.match(size)
@@ -75,6 +79,32 @@ def _u64(value: int, what: str) -> int:
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
     if not 0 <= value < _U64:
         raise OSError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: {what} out of range")
+    return value
+
+
+def _memory_bytes(memory: int | str) -> int:
+    # The Kernel's memory= option: its type, its form, then the range the C kernel accepts.
+    if isinstance(memory, bool) or not isinstance(memory, (int, str)):
+        raise TypeError(f"memory must be an int or a str like '16G', not "
+                        f"{type(memory).__name__}")
+    valid = (f"a multiple of 4 KiB between {format_size(MEMORY_MIN)} and "
+             f"{format_size(MEMORY_MAX)}")
+    try:
+        n = parse_size(memory)
+    except ValueError:
+        raise ValueError(f"memory must be bytes or a size like '512M', '64G', '1T' "
+                         f"({valid}), not {memory!r}") from None
+    if not MEMORY_MIN <= n <= MEMORY_MAX or n % 4096:
+        raise ValueError(f"memory must be {valid}, not {memory!r}")
+    return n
+
+
+def _choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    # A str option with a fixed set of values: TypeError for another type, ValueError else.
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, not {value!r}")
     return value
 
 
@@ -129,6 +159,7 @@ class KernelStatistics:
 
     @property
     def memory_used_bytes(self) -> int:
+        """Bytes of simulated memory in use (``frames_used`` pages of 4 KiB)."""
         return self.frames_used * 4096
 
 
@@ -148,6 +179,7 @@ class MMStatistics:
 
     @property
     def rss_bytes(self) -> int:
+        """Resident bytes: anonymous, file and shared memory together."""
         return self.rss_anon_bytes + self.rss_file_bytes + self.rss_shmem_bytes
 
 
@@ -160,27 +192,32 @@ class Kernel:
 
     Args:
         memory: simulated physical memory, bytes or a string like ``"512M"``, ``"1T"``.
+            A multiple of 4 KiB between 256 KiB and 16 TiB.
         fork_mode: default fork policy, one of ``"copy"``, ``"cow-pt"``, ``"cow-pt-eager"``.
         share_pagetables: share last-level tables of big ``MAP_SHARED`` file mappings.
+        thp: transparent huge pages, ``"never"``, ``"madvise"`` or ``"always"``.
+        thp_cow: a write to a shared huge page, ``"split"`` or ``"copy-huge"``.
 
     Raises:
-        ValueError: an unparsable size or unknown fork mode.
-        OSError: ``EINVAL`` for a size that is not a multiple of 4 KiB between 256 KiB and
-            16 TiB; ``ENOMEM`` if the host cannot reserve the frame metadata.
+        TypeError: an option of the wrong type (``memory`` neither int nor str,
+            ``share_pagetables`` not a bool, a mode not a str).
+        ValueError: a size that does not parse or is out of range, or an unknown mode.
+        OSError: ``ENOMEM`` if the host cannot reserve the frame metadata.
     """
 
     def __init__(self, memory: int | str = "16G", *, fork_mode: str = "copy",
                  share_pagetables: bool = False, thp: str = "never",
                  thp_cow: str = "split") -> None:
-        if fork_mode not in FORK_MODES:
-            raise ValueError(f"fork_mode must be one of {FORK_MODES}, not {fork_mode!r}")
-        if thp not in THP_MODES:
-            raise ValueError(f"thp must be one of {THP_MODES}, not {thp!r}")
-        if thp_cow not in THP_COW_POLICIES:
-            raise ValueError(f"thp_cow must be one of {THP_COW_POLICIES}, not {thp_cow!r}")
-        self.memory_bytes: Final = parse_size(memory)
+        memory_bytes = _memory_bytes(memory)
+        _choice(fork_mode, "fork_mode", FORK_MODES)
+        _choice(thp, "thp", THP_MODES)
+        _choice(thp_cow, "thp_cow", THP_COW_POLICIES)
+        if not isinstance(share_pagetables, bool):
+            raise TypeError(f"share_pagetables must be a bool, not "
+                            f"{type(share_pagetables).__name__}")
+        self.memory_bytes: Final = memory_bytes
         self.fork_mode: Final = fork_mode
-        self.share_pagetables: Final = bool(share_pagetables)
+        self.share_pagetables: Final = share_pagetables
         #: transparent huge pages for private anonymous memory, as Linux's
         #: /sys/kernel/mm/transparent_hugepage/enabled: "never", "madvise", "always"
         self.thp: Final = thp
@@ -225,6 +262,7 @@ class Kernel:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` tore the machine down."""
         return self._c.closed
 
     def statistics(self) -> KernelStatistics:
@@ -279,8 +317,9 @@ class Kernel:
         return ref, ("free", "anon", "pagecache", "pagetable", "zero")[kind]
 
     def __repr__(self) -> str:
-        return (f"<spawnfd.Kernel memory={self.memory_bytes} fork_mode={self.fork_mode!r} "
-                f"thp={self.thp!r}>")
+        return (f"<spawnfd.Kernel memory={format_size(self.memory_bytes)} "
+                f"fork_mode={self.fork_mode!r} share_pagetables={self.share_pagetables} "
+                f"thp={self.thp!r} thp_cow={self.thp_cow!r}{' closed' if self.closed else ''}>")
 
 
 @final
@@ -295,6 +334,7 @@ class Process:
     mm: AddressSpace
     kernel: Kernel
     _sys: Any
+    _status: int | None  # the wait status, once reaped through wait_pid
 
     def __init__(self) -> None:
         raise TypeError("get a Process from Kernel.init, fork or spawn")
@@ -306,6 +346,7 @@ class Process:
         self.pid = pid
         self.mm = AddressSpace._new(self)
         self._sys = None
+        self._status = None
         return self
 
     @property
@@ -383,7 +424,9 @@ class Process:
         got, status = self._c.wait(self.pid, pid, nohang)
         if got == 0:
             return None
-        self.kernel._procs.pop(got, None)
+        reaped = self.kernel._procs.pop(got, None)
+        if reaped is not None:
+            reaped._status = status
         return got, status
 
     def execve(self, path: str | bytes | os.PathLike[Any], argv: Sequence[str | bytes],
@@ -536,8 +579,40 @@ class Process:
         """Remove a tmpfs name; the file lives on while it is open or mapped."""
         self._c.unlink(self.pid, path)
 
+    def state(self) -> str:
+        """What the process is now: ``"running"``, ``"embryo"`` (built through a builder
+        fd, not launched), ``"suspended"`` (a vfork parent until its child execs or exits),
+        ``"zombie"``, or once reaped how it ended (``"exited with status 0"``,
+        ``"killed by signal 9 (SIGKILL)"``; ``"reaped"`` if another handle reaped it)."""
+        if self._status is not None:
+            return describe_wait_status(self._status)
+        c = self._c
+        try:
+            c.ppid(self.pid)
+        except ProcessLookupError:
+            return "reaped"
+        try:
+            c.getcred(self.pid)
+        except ProcessLookupError:
+            return "zombie"
+        try:
+            c.fd_ident(self.pid, -1)
+        except ProcessLookupError:
+            return "embryo"
+        except BlockingIOError:
+            return "suspended"
+        except OSError:
+            pass
+        return "running"
+
     def __repr__(self) -> str:
-        return f"<spawnfd.Process pid={self.pid}>"
+        if self.kernel.closed:
+            return f"<spawnfd.Process pid={self.pid} (kernel closed)>"
+        try:
+            state = self.state()
+        except Exception as e:  # a panicked kernel: say so rather than fail
+            state = f"unknown ({type(e).__name__})"
+        return f"<spawnfd.Process pid={self.pid} {state}>"
 
 
 @final
@@ -657,3 +732,18 @@ class AddressSpace:
     def translate(self, addr: int) -> int:
         """The raw x86-64 pte mapping ``addr`` (0 if none), without faulting."""
         return self._c.translate(self._pid, _u64(addr, "addr"))
+
+    def __repr__(self) -> str:
+        head = f"<spawnfd.AddressSpace of pid {self._pid}"
+        if self._proc.kernel.closed:
+            return f"{head} (kernel closed)>"
+        try:
+            st = self.statistics()
+        except BlockingIOError:
+            return f"{head}: lent to its vfork child>"
+        except Exception:
+            return f"{head}: gone ({self._proc.state()})>"
+        n = st.vma_count
+        return (f"{head}: {n} mapping{'' if n == 1 else 's'}, "
+                f"{format_size(st.total_vm_bytes)} mapped, "
+                f"{format_size(st.rss_bytes)} resident>")

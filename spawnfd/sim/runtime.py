@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 
+from .._format import describe_wait_status
 from .programs import ldso
 
 if TYPE_CHECKING:
@@ -174,11 +175,16 @@ class Sys:
         self.proc = proc
         self._rt = rt
 
+    def __repr__(self) -> str:
+        return f"<spawnfd.Sys of pid {self.proc.pid}>"
+
     @property
     def pid(self) -> int:
+        """This process's id."""
         return self.proc.pid
 
     def getpid(self) -> int:
+        """getpid(2): this process's id."""
         return self.proc.pid
 
     # ---- descriptors ----
@@ -218,27 +224,58 @@ class Sys:
                 return done
 
     def close(self, fd: int) -> None:
+        """close(2); closing a pipe's last writer wakes its readers, a builder fd launches.
+
+        Raises:
+            OSError: ``EBADF``.
+        """
         self.proc.close(fd)
         self._rt.wake_pipes()
 
     def open(self, path: str, flags: int, mode: int = 0o666) -> int:
+        """open(2) in this process's table (its cwd and credentials); returns the descriptor.
+
+        Raises:
+            OSError: ``FileNotFoundError``, ``PermissionError``..., with ``path`` as filename.
+        """
         return self.proc.open(path, flags, mode)
 
     def pipe(self, flags: int = 0) -> tuple[int, int]:
+        """pipe2(2): ``(read_fd, write_fd)`` of a 64 KiB pipe; ``flags`` takes ``os.O_CLOEXEC``."""
         return self.proc.pipe(flags)
 
     def dup(self, fd: int) -> int:
+        """dup(2): ``fd`` again on the lowest free descriptor (sharing its file offset).
+
+        Raises:
+            OSError: ``EBADF``.
+        """
         return self.proc.dup(fd)
 
     def dup2(self, fd: int, fd2: int) -> int:
+        """dup2(2): make ``fd2`` refer to ``fd``'s open file; returns ``fd2``.
+
+        Raises:
+            OSError: ``EBADF``.
+        """
         r = self.proc.dup2(fd, fd2)
         self._rt.wake_pipes()
         return r
 
     def lseek(self, fd: int, offset: int, whence: int) -> int:
+        """lseek(2): move the file offset (``os.SEEK_SET``/``SEEK_CUR``/``SEEK_END``).
+
+        Raises:
+            OSError: ``ESPIPE`` on a pipe, ``EINVAL``, ``EBADF``.
+        """
         return self.proc.lseek(fd, offset, whence)
 
     def chdir(self, path: str) -> None:
+        """chdir(2): change this process's working directory.
+
+        Raises:
+            OSError: ``ENOENT``, ``ENOTDIR``, ``EACCES``, with ``path`` as filename.
+        """
         self.proc.kernel._c.chdir(self.pid, path)
 
     async def _park(self, fd: int) -> None:
@@ -253,21 +290,36 @@ class Sys:
     # ---- memory ----
     def mmap(self, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0,
              addr: int = 0) -> int:
+        """mmap(2) in this process (see :meth:`spawnfd.AddressSpace.mmap`); returns the
+        address."""
         return self.proc.mm.mmap(length, prot, flags, fd, offset, addr)
 
     def munmap(self, addr: int, length: int) -> None:
+        """munmap(2) in this process (see :meth:`spawnfd.AddressSpace.munmap`)."""
         self.proc.mm.munmap(addr, length)
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
+        """mprotect(2) in this process (see :meth:`spawnfd.AddressSpace.mprotect`)."""
         self.proc.mm.mprotect(addr, length, prot)
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
+        """madvise(2) in this process (see :meth:`spawnfd.AddressSpace.madvise`)."""
         self.proc.mm.madvise(addr, length, advice)
 
     def read_memory(self, addr: int, n: int) -> bytes:
+        """Load ``n`` bytes at ``addr`` through the fault path, as the program's own loads.
+
+        Raises:
+            OSError: ``EFAULT`` outside its mappings (unhandled, the process dies of SIGSEGV).
+        """
         return self.proc.mm.read(addr, n)
 
     def write_memory(self, addr: int, data: bytes) -> None:
+        """Store ``data`` at ``addr`` through the fault path (copy-on-write where it applies).
+
+        Raises:
+            OSError: ``EFAULT`` outside its mappings or into read-only memory.
+        """
         self.proc.mm.write(addr, data)
 
     # ---- processes ----
@@ -337,22 +389,28 @@ class Sys:
         ev = self._rt.vfork_done.pop(self.pid, None)
         if ev is not None:
             ev.set()
-        raise _Exec(_program_step(self))
+        raise _Exec(_explained(self, _program_step(self)))
 
     # ---- credentials ----
     def getuid(self) -> int:
+        """getuid(2): the real user id."""
         return self.proc.credentials[0]
 
     def geteuid(self) -> int:
+        """geteuid(2): the effective user id."""
         return self.proc.credentials[1]
 
     def getgid(self) -> int:
+        """getgid(2): the real group id."""
         return self.proc.credentials[3]
 
     def getegid(self) -> int:
+        """getegid(2): the effective group id."""
         return self.proc.credentials[4]
 
     def exit(self, code: int) -> None:
+        """exit(2): end the program now with ``code`` (raises :class:`spawnfd.ProgramExit`,
+        which the runtime catches; do not catch it in a behaviour)."""
         raise ProgramExit(code)
 
     async def wait(self, pid: int = -1) -> tuple[int, int]:
@@ -412,10 +470,12 @@ class RunningProcess:
 
     @property
     def pid(self) -> int:
+        """The child's process id."""
         return self.process.pid
 
     @property
     def mm(self) -> Any:
+        """The child's :class:`spawnfd.AddressSpace`, for inspection."""
         return self.process.mm
 
     async def wait(self) -> int:
@@ -428,16 +488,61 @@ class RunningProcess:
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
+        """kill(2) the child with ``sig`` (SIGKILL, SIGTERM, SIGPIPE or SIGCHLD).
+
+        Raises:
+            OSError: ``EINVAL`` for a signal the simulator does not have; ``ProcessLookupError``
+                once it has exited.
+        """
         self.parent.sys.kill(self.pid, sig)
 
     def terminate(self) -> None:
+        """Send ``SIGTERM`` (see :meth:`send_signal`)."""
         self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
+        """Send ``SIGKILL`` (see :meth:`send_signal`)."""
         self.send_signal(signal.SIGKILL)
 
     def __repr__(self) -> str:
-        return f"<spawnfd.sim.RunningProcess pid={self.pid} returncode={self.returncode}>"
+        state = ("running" if self.returncode is None
+                 else describe_wait_status(self.returncode))
+        return f"<spawnfd.RunningProcess pid={self.pid} {state}>"
+
+
+def _no_program(sys: Sys, path: str) -> Callable[[], Awaitable[int]]:
+    """A program nothing can run: no stand-in behaviour is registered for it and the
+    simulated CPU cannot execute x86 code. Say so on stderr, then die of SIGILL (the first
+    instruction is one the CPU does not have)."""
+
+    async def step() -> int:
+        msg = (f"spawnfd: {path}: no stand-in program for this path (the simulated CPU "
+               f"cannot run x86 code yet); register one with Kernel.register_program\n")
+        try:
+            await sys.write(2, msg.encode(errors="surrogateescape"))
+        except (OSError, _Signalled):
+            pass  # no stderr, or nobody reading it: the signal still tells
+        raise _Signalled(signal.SIGILL)
+
+    return step
+
+
+def _explained(sys: Sys, step: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[int]]:
+    """``step``, or for a program with nothing to run it (SIGILL) one that says why first."""
+    if step is not _sigill:
+        return step
+    return _no_program(sys, _program_name(sys))
+
+
+def _program_name(sys: Sys) -> str:
+    """The program's path as exec was given it (``AT_EXECFN``), or ``argv[1]`` when ld.so
+    was started as a program (``ld.so /path/prog args``); as ldso.load_program decides."""
+    stack = ldso.read_initial_stack(sys.proc)
+    aux = stack.auxv
+    rip, _ = sys.proc.registers
+    if aux.get(ldso.AT_BASE, 0) and aux.get(ldso.AT_ENTRY) != rip:
+        return os.fsdecode(ldso._cstring(sys.proc, aux[ldso.AT_EXECFN]))
+    return os.fsdecode(stack.argv[1]) if len(stack.argv) > 1 else "?"
 
 
 async def _sigill() -> int:
@@ -511,7 +616,7 @@ async def _run_launched(sys: Sys) -> int:
     except OSError:
         raise _Signalled(signal.SIGSEGV) from None
     try:
-        step = _program_step(sys)
+        step = _explained(sys, _program_step(sys))
     except OSError as e:  # as the real ld.so: a message on stderr and exit status 127
         if e.errno == errno.EFAULT:  # its stack is not there: it faults first
             raise _Signalled(signal.SIGSEGV) from None

@@ -296,7 +296,7 @@ class SimProcess:
         self._wait_lock = trio.Lock()
 
     def __repr__(self) -> str:
-        return f"<spawnfd.sim.SimProcess {self.args!r}: {describe_state(self)}>"
+        return f"<spawnfd.SimProcess {self.args!r}: {describe_state(self)}>"
 
     def _reap(self) -> int | None:
         """Reap the child if it has exited (never blocks); its wait status or None."""
@@ -440,8 +440,8 @@ class _Stdio:
             raise TypeError(
                 f"the simulator redirects to PIPE, DEVNULL, STDOUT, a descriptor of the parent "
                 f"(an int) or a spawnfd.sim.spawn.Open, not {type(spec).__name__}")
-        if spec < 0:
-            raise ValueError(f"bad file descriptor {spec}")
+        if spec < 0:  # as trio: the child's dup2 fails
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         return spec
 
     def arrange(self, stdin: Any, stdout: Any, stderr: Any, pass_fds: Any) -> None:
@@ -462,7 +462,7 @@ class _Stdio:
                 fds[2] = end
         for fd in sorted({int(f) for f in pass_fds}):
             if fd < 0:
-                raise ValueError(f"bad file descriptor {fd}")
+                raise ValueError("bad value(s) in fds_to_keep")  # as subprocess
             fds.setdefault(fd, fd)
         self.fds = fds
 
@@ -533,7 +533,7 @@ async def open_process(
             ``cwd``) as filename (``FileNotFoundError`` for a missing program).
         TypeError: A string command without ``shell=True``, a sequence with it, a text-mode or
             unknown option.
-        ValueError: An unknown method, a bad descriptor, an embedded NUL.
+        ValueError: An unknown method, a negative ``pass_fds``, an embedded NUL.
         RuntimeError: The kernel does not run processes (not from ``open_kernel()``).
     """
     _check_options(options)
@@ -554,11 +554,12 @@ async def open_process(
     if shell:
         envd.setdefault("SPAWNFD_METHOD", method)
     cwd_s = None if cwd is None else _str(cwd)
+    if not name:  # as Popen: each PATH directory joined with "" is a directory, not run
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), orig_executable)
     if "/" in name:
         path = name
     else:
-        found = search_path(proc, name, envd.get("PATH", _DEFAULT_PATH).split(":")) if name \
-            else None
+        found = search_path(proc, name, envd.get("PATH", _DEFAULT_PATH).split(":"))
         if found is None:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), orig_executable)
         path = found
@@ -676,7 +677,8 @@ async def system(
     parent: Any = None,
     deliver_cancel: DeliverCancel | None = None,
 ) -> int:
-    """Run ``/bin/sh -c command`` in the simulator and return its wait status, as `os.system`.
+    """Async: run ``/bin/sh -c command`` in the simulator and return its wait status, as
+    `os.system`.
 
     The shell is a child of ``parent`` (default ``kernel.init``) started with ``method``, and
     starts the commands of the line with ``method`` too (through ``SPAWNFD_METHOD`` in its

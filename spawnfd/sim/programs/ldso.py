@@ -179,6 +179,8 @@ def map_object(proc: Process, path: str, fd: int | None = None) -> LoadedObject:
                              elf.prot(c.p_flags), mmap.MAP_PRIVATE | 0x10, fd,
                              _page_down(c.p_offset), addr=bias + _page_down(c.p_vaddr))
             _zero_bss(proc, bias, c)
+    except OSError as e:  # every error mapping it is about this file
+        raise elf.named(e, path) from None
     finally:
         proc.close(fd)
     # The dynamic section is read where it is mapped (l_ld), as ld.so reads it.
