@@ -316,17 +316,6 @@ int sfd_munmap(struct kernel *k, int pid, uint64_t addr, uint64_t len) {
   return LEAVE(k, mm_munmap(p->mm, addr, len));
 }
 
-// 1 if vmas cover [start, end) without a hole.
-static int range_mapped(struct mm *mm, uint64_t start, uint64_t end) {
-  int i = vma_first_at_or_after(&mm->vmas, start);
-  for (uint64_t at = start; at < end; i++) {
-    if (i >= (int)mm->vmas.n || mm->vmas.v[i].start > at)
-      return 0;
-    at = mm->vmas.v[i].end;
-  }
-  return 1;
-}
-
 // Give every vma in [start, end) (already split there) new protection, and fix the ptes.
 // compare Linux mprotect_fixup() + change_protection().
 static void apply_prot(struct mm *mm, uint64_t start, uint64_t end, int prot) {
@@ -345,38 +334,65 @@ static void apply_prot(struct mm *mm, uint64_t start, uint64_t end, int prot) {
   }
 }
 
+// Where mprotect to prot must stop, at or after start: the first hole (-ENOMEM) or vma it may
+// not give prot (-EACCES: write without VM_MAYWRITE). Returns end and 0 when it may go all
+// the way. compare the per-vma loop of Linux do_mprotect_pkey().
+static uint64_t mprotect_stop(struct mm *mm, uint64_t start, uint64_t end, int prot, int *err) {
+  struct vma_list *l = &mm->vmas;
+  uint64_t at = start;
+  *err = 0;
+  for (int i = vma_first_at_or_after(l, start); at < end; i++) {
+    if (i >= (int)l->n || l->v[i].start > at) {
+      *err = -ENOMEM;
+      return at;
+    }
+    if ((prot & PROT_WRITE) && !(l->v[i].flags & VM_MAYWRITE)) {
+      *err = -EACCES;
+      return at;
+    }
+    at = l->v[i].end;
+  }
+  return end;
+}
+
 // compare Linux do_mprotect_pkey(): PROT_SEM is accepted (x86), PROT_GROWSDOWN extends the
 // start to the beginning of a grows-down vma, PROT_GROWSUP has no vma to apply to on x86.
+// Like Linux, it goes vma by vma and stops at the first hole or refusal: the part before it
+// keeps its new protection (and its splits), and the call fails.
 int mm_mprotect(struct mm *mm, uint64_t addr, uint64_t len, int prot) {
-  uint64_t end;
-  int grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP);
-  if (prot & ~(PROT_ALL | PROT_SEM | PROT_GROWSDOWN | PROT_GROWSUP) ||
-      grows == (PROT_GROWSDOWN | PROT_GROWSUP))
+  int grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP), err;
+  prot &= ~grows;
+  if (grows == (PROT_GROWSDOWN | PROT_GROWSUP) || (addr & (PAGE_SIZE - 1)))
     return -EINVAL;
-  int err = range_check(addr, len, &end);
-  if (err || addr == end)
-    return err;
-  if (grows) {
-    struct vma *v = vma_find(&mm->vmas, addr);
-    if (!v)
-      return -ENOMEM;
-    if ((grows & PROT_GROWSUP) || !(v->flags & VM_GROWSDOWN))
-      return -EINVAL;
-    addr = v->start;
-  }
-  if (!range_mapped(mm, addr, end))
+  if (!len)
+    return 0;
+  uint64_t l = PAGE_ROUND_UP(len), end = addr + l;
+  if (!l || end <= addr)
     return -ENOMEM;
-  if (prot & PROT_WRITE) {
-    struct vma_list *l = &mm->vmas;
-    for (int i = vma_first_at_or_after(l, addr); i < (int)l->n && l->v[i].start < end; i++)
-      if (!(l->v[i].flags & VM_MAYWRITE))
-        return -EACCES;
+  if (prot & ~(PROT_ALL | PROT_SEM))
+    return -EINVAL;
+  int i = vma_first_at_or_after(&mm->vmas, addr);
+  struct vma *v = i < (int)mm->vmas.n && mm->vmas.v[i].start < end ? &mm->vmas.v[i] : NULL;
+  if (!v)
+    return -ENOMEM;
+  if (grows & PROT_GROWSDOWN) {
+    addr = v->start;
+    if (!(v->flags & VM_GROWSDOWN))
+      return -EINVAL;
+  } else if (v->start > addr) {
+    return -ENOMEM;
+  } else if (grows & PROT_GROWSUP) {
+    return -EINVAL;  // no VM_GROWSUP on x86
   }
-  if ((err = pt_unshare_range(mm, addr, end, 0)) || (err = split_range(mm, addr, end)))
-    return err;
-  apply_prot(mm, addr, end, prot & PROT_ALL);
-  merge_range(mm, addr, end);
-  return 0;
+  int fail;
+  uint64_t stop = mprotect_stop(mm, addr, end, prot, &fail);
+  if (stop > addr) {
+    if ((err = pt_unshare_range(mm, addr, stop, 0)) || (err = split_range(mm, addr, stop)))
+      return err;
+    apply_prot(mm, addr, stop, prot & PROT_ALL);
+    merge_range(mm, addr, stop);
+  }
+  return fail;
 }
 
 int sfd_mprotect(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot) {
@@ -404,23 +420,43 @@ static int madv_known(int advice) {
   case MADV_NORMAL: case MADV_RANDOM: case MADV_SEQUENTIAL: case MADV_WILLNEED:
   case MADV_DONTNEED: case MADV_FREE: case MADV_DONTFORK: case MADV_DOFORK:
   case MADV_WIPEONFORK: case MADV_KEEPONFORK: case MADV_HUGEPAGE: case MADV_NOHUGEPAGE:
+  case MADV_POPULATE_READ: case MADV_POPULATE_WRITE:
     return 1;
   default:
     return 0;
   }
 }
 
-// Check what advice requires of every vma in range. compare Linux madvise_behavior_valid().
-static int madv_vmas_check(struct mm *mm, uint64_t start, uint64_t end, int advice) {
-  struct vma_list *l = &mm->vmas;
-  for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++) {
-    const struct vma *v = &l->v[i];
-    if (advice == MADV_WIPEONFORK && (v->ino || (v->flags & VM_SHARED)))
-      return -EINVAL;
-    if (advice == MADV_FREE && (v->ino || (v->flags & VM_SHARED)))
-      return -EINVAL;
-  }
+// What advice requires of one vma: 0, or the errno refusing it. compare the per-vma checks
+// of Linux madvise_vma_behavior().
+static int madv_vma_check(const struct vma *v, int advice) {
+  if (advice == MADV_WIPEONFORK && (v->ino || (v->flags & VM_SHARED)))
+    return -EINVAL;
+  if (advice == MADV_FREE && (v->ino || (v->flags & VM_SHARED)))
+    return -EINVAL;  // compare madvise_free_single_vma(): anonymous private only
   return 0;
+}
+
+// Where advice stops at or after start: the start of the first vma it refuses (*err set),
+// else end. Holes are skipped and noted in *hole (the call then ends in -ENOMEM).
+// compare Linux madvise_walk_vmas().
+static uint64_t madvise_stop(struct mm *mm, uint64_t start, uint64_t end, int advice,
+                             int *err, int *hole) {
+  struct vma_list *l = &mm->vmas;
+  uint64_t at = start;
+  *err = *hole = 0;
+  for (int i = vma_first_at_or_after(l, start); at < end; i++) {
+    if (i >= (int)l->n || l->v[i].start >= end) {
+      *hole = 1;
+      break;
+    }
+    if (l->v[i].start > at)
+      *hole = 1;
+    if ((*err = madv_vma_check(&l->v[i], advice)))
+      return l->v[i].start > start ? l->v[i].start : start;
+    at = l->v[i].end;
+  }
+  return end;
 }
 
 // Set and clear vma flags over [start, end), splitting and merging.
@@ -436,27 +472,34 @@ static int change_vma_flags(struct mm *mm, uint64_t start, uint64_t end, uint32_
   return 0;
 }
 
+static int populate_vmas(struct mm *mm, uint64_t start, uint64_t end, int write,
+                         int use_stamp, uint64_t stamp);
+
+// madvise(2). Like Linux it goes vma by vma: the vmas before one the advice refuses keep the
+// advice (and their splits), holes are skipped and make the result -ENOMEM.
+// compare Linux do_madvise() and madvise_walk_vmas().
 static int do_madvise(struct mm *mm, uint64_t addr, uint64_t len, int advice) {
-  uint64_t end;
   uint32_t set, clear;
-  if (!madv_known(advice))
+  int err = 0, fail, hole;
+  if (!madv_known(advice) || (addr & (PAGE_SIZE - 1)))
     return -EINVAL;
-  int err = range_check(addr, len, &end);
-  if (err)
+  uint64_t l = PAGE_ROUND_UP(len), end = addr + l;
+  if ((len && !l) || end < addr)
     return -EINVAL;
   if (addr == end)
     return 0;
-  if ((err = madv_vmas_check(mm, addr, end, advice)))
-    return err;
-  if (madv_flags(advice, &set, &clear)) {
-    if (!(err = pt_unshare_range(mm, addr, end, 0)))
-      err = change_vma_flags(mm, addr, end, set, clear);
-  } else if (advice == MADV_DONTNEED || advice == MADV_FREE) {
-    err = pt_zap_range(mm, addr, end);
+  if (advice == MADV_POPULATE_READ || advice == MADV_POPULATE_WRITE)
+    return populate_vmas(mm, addr, end, advice == MADV_POPULATE_WRITE, 0, 0);
+  uint64_t stop = madvise_stop(mm, addr, end, advice, &fail, &hole);
+  if (stop > addr && madv_flags(advice, &set, &clear)) {
+    if (!(err = pt_unshare_range(mm, addr, stop, 0)))
+      err = change_vma_flags(mm, addr, stop, set, clear);
+  } else if (stop > addr && (advice == MADV_DONTNEED || advice == MADV_FREE)) {
+    err = pt_zap_range(mm, addr, stop);
   }
-  if (err)
-    return err;
-  return range_mapped(mm, addr, end) ? 0 : -ENOMEM;
+  if (err || fail)
+    return err ? err : fail;
+  return hole ? -ENOMEM : 0;
 }
 
 int sfd_madvise(struct kernel *k, int pid, uint64_t addr, uint64_t len, int advice) {
@@ -539,15 +582,25 @@ static int populate_range(struct mm *mm, uint64_t start, uint64_t end, int write
   return 0;
 }
 
-// Every vma of [start, end) must exist (-ENOMEM) and have the right, VM_READ or VM_WRITE
-// (-EINVAL). compare madvise_populate() and check_vma_flags() of MADV_POPULATE_READ/WRITE.
-static int populate_check(struct mm *mm, uint64_t start, uint64_t end, int write) {
-  if (!range_mapped(mm, start, end))
-    return -ENOMEM;
+// MADV_POPULATE_READ/WRITE over [start, end), vma by vma: a hole is -ENOMEM, a vma without
+// the right (VM_READ or VM_WRITE) -EINVAL, a page past the end of a file -EFAULT; pages
+// faulted before the failure stay. compare Linux madvise_populate() and the
+// FOLL_MADV_POPULATE checks of __get_user_pages().
+static int populate_vmas(struct mm *mm, uint64_t start, uint64_t end, int write,
+                         int use_stamp, uint64_t stamp) {
   struct vma_list *l = &mm->vmas;
-  for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++)
-    if (!(l->v[i].flags & (write ? VM_WRITE : VM_READ)))
+  for (uint64_t at = start; at < end;) {
+    struct vma *v = vma_find(l, at);
+    if (!v)
+      return -ENOMEM;
+    if (!(v->flags & (write ? VM_WRITE : VM_READ)))
       return -EINVAL;
+    uint64_t stop = v->end < end ? v->end : end;
+    int err = populate_range(mm, at, stop, write, use_stamp, stamp);
+    if (err)
+      return err;
+    at = stop;
+  }
   return 0;
 }
 
@@ -563,9 +616,7 @@ int sfd_populate(struct kernel *k, int pid, uint64_t addr, uint64_t len, int wri
     return -EINVAL;
   if (addr == end)
     return 0;
-  if ((err = populate_check(p->mm, addr, end, write)))
-    return err;
-  return LEAVE(k, populate_range(p->mm, addr, end, write, use_stamp, stamp));
+  return LEAVE(k, populate_vmas(p->mm, addr, end, write, use_stamp, stamp));
 }
 
 // The frame backing va for an access, faulting it in. -EFAULT outside a vma or its rights.

@@ -571,8 +571,10 @@ class AddressSpace:
         self._c.mprotect(self._pid, _u64(addr, "addr"), _u64(length, "length"), prot)
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
-        """``MADV_DONTNEED``/``FREE``/``DONTFORK``/``DOFORK``/``WIPEONFORK``/``KEEPONFORK``
-        (and the hints ``NORMAL``/``RANDOM``/``SEQUENTIAL``/``WILLNEED``/``(NO)HUGEPAGE``)."""
+        """``MADV_DONTNEED``/``FREE``/``DONTFORK``/``DOFORK``/``WIPEONFORK``/``KEEPONFORK``/
+        ``POPULATE_READ``/``POPULATE_WRITE`` (and the hints ``NORMAL``/``RANDOM``/
+        ``SEQUENTIAL``/``WILLNEED``/``(NO)HUGEPAGE``). Vma by vma, as Linux: the vmas before
+        the first one refused keep the advice."""
         self._c.madvise(self._pid, _u64(addr, "addr"), _u64(length, "length"), advice)
 
     def populate(self, addr: int, length: int, write: bool = False,
