@@ -10,6 +10,8 @@ import ctypes
 import errno
 import mmap
 import os
+import pickle
+from collections.abc import Callable
 from typing import Any
 
 import spawnfd
@@ -98,6 +100,21 @@ class HostWorld:
                     out.append(((s - lo) // PAGE, (e - lo) // PAGE, perms, int(off, 16)))
         return out
 
+    def in_child(self, fn: Callable[[Any], Any]) -> Any:
+        """fn(world) run in a forked child; its result."""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                os.write(w, pickle.dumps(fn(self)))
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            data = f.read()
+        os.waitpid(pid, 0)
+        return pickle.loads(data)
+
     def present(self) -> list[int]:
         with open("/proc/self/pagemap", "rb") as f:
             f.seek(self.base // PAGE * 8)
@@ -154,6 +171,17 @@ class SimWorld:
                 out.append(((s - self.base) // PAGE, (e - self.base) // PAGE, perms,
                             int(off, 16)))
         return out
+
+    def in_child(self, fn: Callable[[Any], Any]) -> Any:
+        """fn(world) run in a forked child; its result."""
+        child = self.p.fork()
+        view = object.__new__(SimWorld)
+        view.__dict__.update(self.__dict__, p=child, mm=child.mm)
+        try:
+            return fn(view)
+        finally:
+            child.exit(0)
+            self.p.wait(child.pid)
 
     def present(self) -> list[int]:
         return [i for i in range(self.npages) if self.mm.translate(self.page(i)) & 1]

@@ -214,8 +214,13 @@ static int copy_page_range(struct fork_ctx *c) {
 // Give the child its copy of vma v (a file reference; WIPEONFORK memory starts empty).
 static int dup_vma(struct mm *dst, const struct vma *v) {
   struct vma n = *v;
-  if (n.flags & VM_WIPEONFORK)
-    n.flags &= ~(uint32_t)VM_ANON_VMA;
+  if (n.flags & VM_WIPEONFORK) {
+    n.flags &= ~(uint32_t)(VM_ANON_VMA | VM_ANON_FORKED);
+    n.anon_vma = 0;
+  } else if (n.anon_vma) {  // compare anon_vma_fork(): a new anon_vma chained to the parent's
+    n.anon_vma = ++dst->k->next_anon_vma;
+    n.flags |= VM_ANON_FORKED;
+  }
   int err = vma_insert(&dst->vmas, &n);
   if (err < 0)
     return err;

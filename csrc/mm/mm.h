@@ -53,6 +53,7 @@ void vma_remove(struct vma_list *l, int i);
 int vma_split(struct kernel *k, struct vma_list *l, int i, uint64_t at);
 int vma_try_merge(struct kernel *k, struct vma_list *l, int i);
 int vma_can_merge(const struct vma *a, const struct vma *b);
+void vma_anon_prepare(struct kernel *k, struct vma_list *l, struct vma *v);
 int vma_range_free(struct vma_list *l, uint64_t start, uint64_t end);
 void vma_list_fini(struct kernel *k, struct vma_list *l);
 int vma_reserve(struct vma_list *l, uint32_t extra);

@@ -327,7 +327,10 @@ static void apply_prot(struct mm *mm, uint64_t start, uint64_t end, int prot) {
     int nx_change = !!(v->flags & VM_EXEC) != !!(prot & PROT_EXEC);
     if ((prot & PROT_WRITE) &&
         !(v->flags & (VM_ACCOUNT | VM_WRITE | VM_SHARED | VM_NORESERVE)))
-      v->flags |= VM_ACCOUNT;  // compare mprotect_fixup(): gaining write charges; losing keeps
+      v->flags |= VM_ACCOUNT;  // compare mprotect_fixup(): gaining write charges
+    else if (!(prot & PROT_WRITE) && (v->flags & VM_ACCOUNT) && !v->ino &&
+             !(v->flags & VM_SHARED) && !v->anon_vma)
+      v->flags &= ~VM_ACCOUNT;  // ... losing it uncharges untouched anonymous memory
     v->flags = (v->flags & ~(uint32_t)PROT_ALL) | (uint32_t)prot;
     if (clear_w || set_w || nx_change)
       pt_protect_range(mm, v->start, v->end, clear_w, set_w, !(prot & PROT_EXEC));
