@@ -141,3 +141,17 @@ def test_many_vmas_lookup_and_map_count_limit() -> None:
         p.mm.munmap(a + PAGE, PAGE)
         assert p.mm.statistics().vma_count == 65529
         k.check()
+
+
+def test_free_hint_is_honoured_for_big_shared_file_mappings_with_shared_tables() -> None:
+    # Linux (shmem_get_unmapped_area) returns a free hint as it is; only without a usable
+    # hint does the simulator pick an address congruent to the file offset modulo 2 MiB.
+    with spawnfd.Kernel("64M", share_pagetables=True) as k:
+        p = k.init
+        fd = p.open("/tmp/big", os.O_RDWR | os.O_CREAT, 0o600)
+        p.ftruncate(fd, 8 << 20)
+        hint = 0x10003000
+        assert p.mm.mmap(4 << 20, RW, mmap.MAP_SHARED, fd, 0, addr=hint) == hint
+        a = p.mm.mmap(4 << 20, RW, mmap.MAP_SHARED, fd, 0x1000)
+        assert a % (2 << 20) == 0x1000
+        k.check()

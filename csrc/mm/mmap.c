@@ -139,19 +139,18 @@ static uint64_t unmapped_area_topdown(struct vma_list *l, uint64_t len, uint64_t
 }
 
 // Choose where a non-fixed mapping goes: the hint if free, else top-down below mmap_base,
-// else anywhere. A shared file mapping of 2 MiB or more is placed at an address congruent to
-// its file offset modulo 2 MiB when page tables are shared, so its chunks can share (as
-// Linux aligns mappings that may use huge pages). Returns 0 when nothing fits. hint_any:
-// a free hint is taken even when it is not aligned (Linux aligns anonymous memory for THP
-// only without a usable hint: "mm: Respect mmap hint address when aligning for THP").
+// else anywhere. Without a usable hint, a mapping given an alignment goes at an address a
+// with a % align == off: a shared file mapping of 2 MiB or more congruent to its file offset
+// modulo 2 MiB when page tables are shared, so its chunks can share (as Linux aligns mappings
+// that may use huge pages, and as shmem_get_unmapped_area() returns a free hint as it is).
+// Returns 0 when nothing fits.
 static uint64_t get_unmapped_area(struct mm *mm, uint64_t hint, uint64_t len, uint64_t align,
-                                  uint64_t off, int hint_any) {
+                                  uint64_t off) {
   hint = PAGE_ROUND_UP(hint);
   if (hint && hint < MMAP_MIN_ADDR)
     hint = MMAP_MIN_ADDR;  // compare round_hint_to_min()
   if (hint >= MMAP_MIN_ADDR && hint <= TASK_SIZE - len &&
-      vma_range_free(&mm->vmas, hint, hint + len) &&
-      (!align || hint_any || (hint & (align - 1)) == off))
+      vma_range_free(&mm->vmas, hint, hint + len))
     return hint;
   uint64_t a = unmapped_area_topdown(&mm->vmas, len, MMAP_MIN_ADDR, mm->mmap_base, align, off);
   return a ? a : unmapped_area_topdown(&mm->vmas, len, MMAP_MIN_ADDR, TASK_SIZE, align, off);
@@ -196,7 +195,7 @@ static int mmap_place(struct mm *mm, uint64_t *addr, uint64_t len, int flags, in
     if (len > TASK_SIZE - MMAP_MIN_ADDR)
       return -ENOMEM;
     *addr = get_unmapped_area(mm, *addr, len, (share || huge) ? PMD_SIZE : 0,
-                              share ? off & (PMD_SIZE - 1) : 0, !share);
+                              share ? off & (PMD_SIZE - 1) : 0);
     return *addr ? 0 : -ENOMEM;
   }
   if (len > TASK_SIZE || *addr > TASK_SIZE - len)
