@@ -140,6 +140,16 @@ def test_many_vmas_lookup_and_map_count_limit() -> None:
         # Unmapping whole areas needs no split and always works at the limit.
         p.mm.munmap(a + PAGE, PAGE)
         assert p.mm.statistics().vma_count == 65529
+        # mmap refuses only once the count is past the limit (Linux do_mmap(): map_count >
+        # max_map_count; measured on Linux 6.18: the 65,531st vma is the last mmap makes).
+        far = 0x200000000
+        for i in range(2):
+            p.mm.mmap(PAGE, mmap.PROT_READ if i else RW, ANON | spawnfd.MAP_FIXED,
+                      addr=far + 2 * i * PAGE)
+        assert p.mm.statistics().vma_count == 65531
+        with pytest.raises(OSError) as ei:
+            p.mm.mmap(PAGE, RW, ANON, addr=far + 8 * PAGE)
+        assert ei.value.errno == errno.ENOMEM
         k.check()
 
 

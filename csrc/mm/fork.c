@@ -238,7 +238,7 @@ struct mm *mm_dup(struct mm *src, int mode, int *err) {
     return NULL;
   dst->mmap_base = src->mmap_base;
   dst->start_stack = src->start_stack;
-  if ((*err = vma_reserve(&dst->vmas, src->vmas.n)))
+  if ((*err = vma_grow(&dst->vmas, src->vmas.n)))  // dup_mmap() checks no limit
     goto fail;
   for (uint32_t i = 0; i < src->vmas.n; i++) {
     const struct vma *v = &src->vmas.v[i];

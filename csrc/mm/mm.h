@@ -57,6 +57,7 @@ void vma_anon_prepare(struct kernel *k, struct vma_list *l, struct vma *v);
 int vma_range_free(struct vma_list *l, uint64_t start, uint64_t end);
 void vma_list_fini(struct kernel *k, struct vma_list *l);
 int vma_reserve(struct vma_list *l, uint32_t extra);
+int vma_grow(struct vma_list *l, uint32_t extra);
 
 // ---- fault.c: the page-fault path ----
 int vma_allows(const struct vma *v, int write);

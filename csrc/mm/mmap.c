@@ -173,9 +173,13 @@ static int mmap_file_check(struct file *f, uint64_t len, uint64_t pgoff, int pro
     return -EACCES;
   if (acc == O_WRONLY)
     return -EACCES;
+  if (kind == IK_PIPE && (prot & PROT_EXEC))
+    return -EPERM;  // compare path_noexec(): pipefs is SB_I_NOEXEC
   if (kind == IK_DIR || kind == IK_DEVNULL || kind == IK_PIPE || kind == IK_BUILDER ||
       kind == IK_PIDFD)
     return -ENODEV;  // handles are anon inodes without an mmap operation, like a pidfd
+  if (flags & MAP_GROWSDOWN)
+    return -EINVAL;
   *maywrite = type == MAP_PRIVATE || acc == O_RDWR;
   *ino = (kind == IK_DEVZERO) ? NULL : f->ino;
   return 0;
@@ -227,15 +231,16 @@ static int mmap_check(struct proc *p, uint64_t *addr, uint64_t len, int prot, in
     return -ENOMEM;
   if (pgoff + pages < pgoff)
     return -EOVERFLOW;
-  if (mm->vmas.n + 1 > MAX_MAP_COUNT)
-    return -ENOMEM;
+  if (mm->vmas.n > MAX_MAP_COUNT)
+    return -ENOMEM;  // compare do_mmap(): map_count > sysctl_max_map_count
   if ((err = mmap_place(mm, addr, len, flags, f != NULL, off)))
     return err;
   memset(v, 0, sizeof(*v));
   if (f) {
     if ((err = mmap_file_check(f, len, pgoff, prot, flags, &v->ino, &maywrite)))
       return err;
-  } else if (type != MAP_SHARED && type != MAP_PRIVATE) {
+  } else if ((type != MAP_SHARED && type != MAP_PRIVATE) ||
+             (type == MAP_SHARED && (flags & MAP_GROWSDOWN))) {
     return -EINVAL;
   }
   v->start = *addr;
@@ -256,7 +261,7 @@ int mm_mmap(struct proc *p, uint64_t addr, uint64_t len, int prot, int flags, st
   struct mm *mm = p->mm;
   struct vma v;
   int err = mmap_check(p, &addr, len, prot, flags, f, off, &v);
-  if (err || (err = vma_reserve(&mm->vmas, 3)))
+  if (err || (err = vma_grow(&mm->vmas, 3)))  // host memory only: mmap_check did the limit
     return err;
   if ((v.flags & VM_SHARED) && !v.ino) {  // MAP_SHARED|MAP_ANONYMOUS: shmem_zero_setup()
     if (!(v.ino = inode_new_shmem(mm->k, v.end - v.start)))
@@ -286,6 +291,12 @@ int sfd_mmap(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot, i
     return -EINVAL;
   if (!(flags & MAP_ANONYMOUS) && (!(f = fdt_get(&p->fds, fd)) || (f->flags & O_PATH)))
     return -EBADF;
+  if (flags & MAP_HUGETLB) {  // compare ksys_mmap_pgoff(): no hugetlbfs files, no huge pages
+    int size = (flags >> MAP_HUGE_SHIFT) & MAP_HUGE_MASK;
+    if (f || (size && size != 21 && size != 30))
+      return -EINVAL;
+    return -ENOMEM;  // hugetlb_file_setup(): the pool is empty (vm.nr_hugepages = 0)
+  }
   return LEAVE(k, mm_mmap(p, addr, len, prot, flags, f, off, out));
 }
 

@@ -37,6 +37,12 @@ struct vma *vma_find(struct vma_list *l, uint64_t va) {
 int vma_reserve(struct vma_list *l, uint32_t extra) {
   if (l->n + extra > MAX_MAP_COUNT)
     return -ENOMEM;
+  return vma_grow(l, extra);
+}
+
+// Make room for extra more entries, whatever the limit (mmap checks its own: Linux lets
+// it reach max_map_count + 1). -ENOMEM out of host memory.
+int vma_grow(struct vma_list *l, uint32_t extra) {
   if (l->n + extra <= l->cap)
     return 0;
   uint32_t cap = l->cap ? l->cap * 2 : 16;
@@ -52,7 +58,7 @@ int vma_reserve(struct vma_list *l, uint32_t extra) {
 
 // Insert a vma that overlaps nothing; returns its index or -ENOMEM.
 int vma_insert(struct vma_list *l, const struct vma *v) {
-  int err = vma_reserve(l, 1);
+  int err = vma_grow(l, 1);
   if (err)
     return err;
   int i = vma_first_at_or_after(l, v->start);
