@@ -125,6 +125,8 @@ struct vma;
 #define VM_NORESERVE 0x400  // MAP_NORESERVE: not charged
 #define VM_HUGEPAGE 0x800   // MADV_HUGEPAGE
 #define VM_NOHUGEPAGE 0x1000  // MADV_NOHUGEPAGE
+#define VM_DONTDUMP 0x4000    // MADV_DONTDUMP (smaps "dd")
+#define VM_MERGEABLE 0x8000   // MADV_MERGEABLE on private memory (smaps "mg"; no KSM here)
 #define VM_ANON_FORKED 0x2000  // its anon_vma came with fork: Linux's anon_vma_chain is not
                                // singular, so it merges only with the same anon_vma
 

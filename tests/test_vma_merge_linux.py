@@ -113,3 +113,32 @@ def test_merges_as_linux(scenario: Callable[[Any], Any]) -> None:
         assert scenario(sim) == want
     finally:
         sim.close()
+
+
+ADVICE_6_18 = {"MERGEABLE": 12, "UNMERGEABLE": 13, "DONTDUMP": 16, "DODUMP": 17, "COLD": 20,
+               "PAGEOUT": 21, "DONTNEED_LOCKED": 24}
+
+
+@pytest.mark.parametrize("advice", sorted(ADVICE_6_18))
+def test_advice_linux_accepts(advice: str) -> None:
+    """Advice Linux 6.18 takes: the result and the vmas it splits off (a flag: MERGEABLE on
+    private memory only, DONTDUMP everywhere; the hints change no vma)."""
+    from .linux_world import outcome
+
+    def scenario(w: Any) -> Any:
+        out = []
+        for i, kind in enumerate(("anon", "shanon", "file", "file-priv")):
+            w.map(8 * i, 4, RW, kind, 0); w.populate(8 * i, 4, True)
+            out.append(outcome(w.madvise, 8 * i + 1, 1, ADVICE_6_18[advice]))
+            out.append(outcome(w.madvise, 8 * i + 2, 1, ADVICE_6_18[advice]))  # merges back
+        return out, w.layout()
+    host = HostWorld(npages=0x40)
+    try:
+        want = scenario(host)
+    finally:
+        host.close()
+    sim = SimWorld(npages=0x40)
+    try:
+        assert scenario(sim) == want
+    finally:
+        sim.close()

@@ -424,6 +424,10 @@ static int madv_flags(int advice, uint32_t *set, uint32_t *clear) {
   case MADV_KEEPONFORK: *clear = VM_WIPEONFORK; return 1;
   case MADV_HUGEPAGE: *set = VM_HUGEPAGE; *clear = VM_NOHUGEPAGE; return 1;
   case MADV_NOHUGEPAGE: *set = VM_NOHUGEPAGE; *clear = VM_HUGEPAGE; return 1;
+  case MADV_DONTDUMP: *set = VM_DONTDUMP; return 1;
+  case MADV_DODUMP: *clear = VM_DONTDUMP; return 1;
+  case MADV_MERGEABLE: *set = VM_MERGEABLE; return 1;  // compare ksm_madvise()
+  case MADV_UNMERGEABLE: *clear = VM_MERGEABLE; return 1;
   default: return 0;
   }
 }
@@ -433,7 +437,9 @@ static int madv_known(int advice) {
   case MADV_NORMAL: case MADV_RANDOM: case MADV_SEQUENTIAL: case MADV_WILLNEED:
   case MADV_DONTNEED: case MADV_FREE: case MADV_DONTFORK: case MADV_DOFORK:
   case MADV_WIPEONFORK: case MADV_KEEPONFORK: case MADV_HUGEPAGE: case MADV_NOHUGEPAGE:
-  case MADV_POPULATE_READ: case MADV_POPULATE_WRITE:
+  case MADV_POPULATE_READ: case MADV_POPULATE_WRITE: case MADV_DONTDUMP: case MADV_DODUMP:
+  case MADV_MERGEABLE: case MADV_UNMERGEABLE: case MADV_COLD: case MADV_PAGEOUT:
+  case MADV_DONTNEED_LOCKED:
     return 1;
   default:
     return 0;
@@ -480,7 +486,8 @@ static int change_vma_flags(struct mm *mm, uint64_t start, uint64_t end, uint32_
     return err;
   struct vma_list *l = &mm->vmas;
   for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++)
-    l->v[i].flags = (l->v[i].flags | set) & ~clear;
+    if (!((set & VM_MERGEABLE) && (l->v[i].flags & VM_SHARED)))  // KSM leaves shared alone
+      l->v[i].flags = (l->v[i].flags | set) & ~clear;
   merge_range(mm, start, end);
   return 0;
 }
@@ -507,7 +514,8 @@ static int do_madvise(struct mm *mm, uint64_t addr, uint64_t len, int advice) {
   if (stop > addr && madv_flags(advice, &set, &clear)) {
     if (!(err = pt_unshare_range(mm, addr, stop, 0)))
       err = change_vma_flags(mm, addr, stop, set, clear);
-  } else if (stop > addr && (advice == MADV_DONTNEED || advice == MADV_FREE)) {
+  } else if (stop > addr && (advice == MADV_DONTNEED || advice == MADV_FREE ||
+                              advice == MADV_DONTNEED_LOCKED)) {
     err = pt_zap_range(mm, addr, stop);
   }
   if (err || fail)

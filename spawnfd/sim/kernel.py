@@ -572,8 +572,9 @@ class AddressSpace:
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
         """``MADV_DONTNEED``/``FREE``/``DONTFORK``/``DOFORK``/``WIPEONFORK``/``KEEPONFORK``/
-        ``POPULATE_READ``/``POPULATE_WRITE`` (and the hints ``NORMAL``/``RANDOM``/
-        ``SEQUENTIAL``/``WILLNEED``/``(NO)HUGEPAGE``). Vma by vma, as Linux: the vmas before
+        ``POPULATE_READ``/``POPULATE_WRITE``/``DONTNEED_LOCKED``, the flags ``(NO)HUGEPAGE``/
+        ``DONTDUMP``/``DODUMP``/``(UN)MERGEABLE`` and the hints ``NORMAL``/``RANDOM``/
+        ``SEQUENTIAL``/``WILLNEED``/``COLD``/``PAGEOUT``. Vma by vma, as Linux: the vmas before
         the first one refused keep the advice."""
         self._c.madvise(self._pid, _u64(addr, "addr"), _u64(length, "length"), advice)
 
