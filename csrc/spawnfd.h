@@ -280,6 +280,9 @@ struct kernel {
   uint64_t next_ino;                 // inode numbers for tmpfs/shmem
   int share_pagetables;              // big MAP_SHARED file mappings share last-level tables
   int thp, thp_cow;                  // THP_* mode, THP_COW_* policy
+  int overcommit;                    // vm.overcommit_memory: 0 heuristic, 1 always, 2 never
+  uint32_t overcommit_ratio;         // vm.overcommit_ratio (percent of memory, mode 2)
+  uint64_t committed;                // pages charged to commit: Committed_AS
   uint32_t *thp_maps;                // per 2 MiB of memory: pmd leaves mapping that huge page
   struct ptpage *pt_pool;            // freed table buffers kept for reuse (linked through e[0])
   uint64_t pt_pooled;                // buffers in the pool

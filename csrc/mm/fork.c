@@ -221,9 +221,14 @@ static int dup_vma(struct mm *dst, const struct vma *v) {
     n.anon_vma = ++dst->k->next_anon_vma;
     n.flags |= VM_ANON_FORKED;
   }
-  int err = vma_insert(&dst->vmas, &n);
-  if (err < 0)
+  uint64_t pages = (n.flags & VM_ACCOUNT) ? (n.end - n.start) >> PAGE_SHIFT : 0;
+  int err = pages ? vm_enough_memory(dst, pages) : 0;  // compare dup_mmap()'s charge
+  if (err)
     return err;
+  if ((err = vma_insert(&dst->vmas, &n)) < 0) {
+    vm_unacct_memory(dst->k, pages);
+    return err;
+  }
   if (n.ino)
     inode_get(n.ino);
   return 0;

@@ -58,6 +58,9 @@ int vma_range_free(struct vma_list *l, uint64_t start, uint64_t end);
 void vma_list_fini(struct kernel *k, struct vma_list *l);
 int vma_reserve(struct vma_list *l, uint32_t extra);
 int vma_grow(struct vma_list *l, uint32_t extra);
+uint64_t vm_commit_limit(struct kernel *k);
+int vm_enough_memory(struct mm *mm, uint64_t pages);
+void vm_unacct_memory(struct kernel *k, uint64_t pages);
 
 // ---- fault.c: the page-fault path ----
 int vma_allows(const struct vma *v, int write);

@@ -23,6 +23,53 @@
                          MAP_HUGETLB)
 #define MAX_LFS_FILESIZE ((uint64_t)INT64_MAX)
 
+// CommitLimit in pages: swap (none) + memory * vm.overcommit_ratio / 100.
+// compare Linux vm_commit_limit().
+uint64_t vm_commit_limit(struct kernel *k) {
+  return (uint64_t)k->fr.nframes * k->overcommit_ratio / 100;
+}
+
+// Charge pages to Committed_AS for mm, or -ENOMEM (charging nothing) as
+// vm.overcommit_memory says: 0 refuses only a single charge larger than memory + swap, 1
+// never refuses, 2 keeps the total under CommitLimit less the user reserve.
+// compare Linux __vm_enough_memory().
+int vm_enough_memory(struct mm *mm, uint64_t pages) {
+  struct kernel *k = mm->k;
+  k->committed += pages;
+  if (k->overcommit == 1 || (k->overcommit == 0 && pages <= k->fr.nframes))
+    return 0;
+  if (k->overcommit == 2) {
+    uint64_t allowed = vm_commit_limit(k), total_vm = 0;
+    uint64_t user_reserve = k->fr.nframes / 32 < (128ULL << 20) >> PAGE_SHIFT
+                                ? k->fr.nframes / 32 : (128ULL << 20) >> PAGE_SHIFT;
+    for (uint32_t i = 0; i < mm->vmas.n; i++)
+      total_vm += (mm->vmas.v[i].end - mm->vmas.v[i].start) >> PAGE_SHIFT;
+    uint64_t reserve = total_vm / 32 < user_reserve ? total_vm / 32 : user_reserve;
+    allowed = allowed > reserve ? allowed - reserve : 0;
+    if (k->committed < allowed)
+      return 0;
+  }
+  k->committed -= pages;
+  return -ENOMEM;
+}
+
+// Give back a charge. compare Linux vm_unacct_memory().
+void vm_unacct_memory(struct kernel *k, uint64_t pages) {
+  k->committed -= pages;
+}
+
+// Pages of VM_ACCOUNT vmas inside [start, end).
+static uint64_t accounted_pages(struct mm *mm, uint64_t start, uint64_t end) {
+  struct vma_list *l = &mm->vmas;
+  uint64_t n = 0;
+  for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++) {
+    const struct vma *v = &l->v[i];
+    if (v->flags & VM_ACCOUNT)
+      n += ((v->end < end ? v->end : end) - (v->start > start ? v->start : start)) >> PAGE_SHIFT;
+  }
+  return n;
+}
+
 // A new, empty address space. NULL with *err set when out of memory.
 struct mm *mm_create(struct kernel *k, int *err) {
   struct mm *mm = calloc(1, sizeof(*mm));
@@ -42,6 +89,7 @@ struct mm *mm_create(struct kernel *k, int *err) {
 
 // Release every page, table and mapping. compare Linux exit_mmap().
 void mm_destroy(struct mm *mm) {
+  vm_unacct_memory(mm->k, accounted_pages(mm, 0, TASK_SIZE));
   pt_teardown(mm);
   vma_list_fini(mm->k, &mm->vmas);
   free(mm);
@@ -97,6 +145,8 @@ static int unmap_range(struct mm *mm, uint64_t start, uint64_t end) {
   struct vma_list *l = &mm->vmas;
   int i = vma_first_at_or_after(l, start);
   while (i < (int)l->n && l->v[i].start < end) {
+    if (l->v[i].flags & VM_ACCOUNT)
+      vm_unacct_memory(mm->k, (l->v[i].end - l->v[i].start) >> PAGE_SHIFT);
     if (l->v[i].ino)
       inode_put(mm->k, l->v[i].ino);
     vma_remove(l, i);
@@ -263,13 +313,29 @@ int mm_mmap(struct proc *p, uint64_t addr, uint64_t len, int prot, int flags, st
   int err = mmap_check(p, &addr, len, prot, flags, f, off, &v);
   if (err || (err = vma_grow(&mm->vmas, 3)))  // host memory only: mmap_check did the limit
     return err;
+  // compare __mmap_region(): charge what the accounted vmas it replaces did not have
+  uint64_t pages = (v.end - v.start) >> PAGE_SHIFT, replaced = 0;
+  if (v.flags & VM_ACCOUNT) {
+    replaced = accounted_pages(mm, v.start, v.end);
+    if ((err = vm_enough_memory(mm, pages - replaced)))
+      return err;
+  }
+  uint64_t charged = (v.flags & VM_ACCOUNT) ? pages - replaced : 0;
   if ((v.flags & VM_SHARED) && !v.ino) {  // MAP_SHARED|MAP_ANONYMOUS: shmem_zero_setup()
-    if (!(v.ino = inode_new_shmem(mm->k, v.end - v.start)))
+    if (!(v.ino = inode_new_shmem(mm->k, v.end - v.start))) {
+      vm_unacct_memory(mm->k, charged);
       return -ENOMEM;
+    }
   } else if (v.ino) {
     inode_get(v.ino);
   }
-  if ((err = unmap_range(mm, v.start, v.end)) || (err = vma_insert(&mm->vmas, &v)) < 0) {
+  err = unmap_range(mm, v.start, v.end);
+  if (!err) {  // the replaced vmas' charge now belongs to the new vma
+    mm->k->committed += replaced;
+    charged += replaced;
+  }
+  if (err || (err = vma_insert(&mm->vmas, &v)) < 0) {
+    vm_unacct_memory(mm->k, charged);
     if (v.ino)
       inode_put(mm->k, v.ino);
     return err;
@@ -327,24 +393,31 @@ int sfd_munmap(struct kernel *k, int pid, uint64_t addr, uint64_t len) {
 }
 
 // Give every vma in [start, end) (already split there) new protection, and fix the ptes.
+// Private memory that becomes writable is charged to commit first; -ENOMEM stops there.
 // compare Linux mprotect_fixup() + change_protection().
-static void apply_prot(struct mm *mm, uint64_t start, uint64_t end, int prot) {
+static int apply_prot(struct mm *mm, uint64_t start, uint64_t end, int prot) {
   struct vma_list *l = &mm->vmas;
   for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++) {
     struct vma *v = &l->v[i];
+    uint64_t pages = (v->end - v->start) >> PAGE_SHIFT;
     int clear_w = (v->flags & VM_WRITE) && !(prot & PROT_WRITE);
     int set_w = !(v->flags & VM_WRITE) && (prot & PROT_WRITE) && (v->flags & VM_SHARED);
     int nx_change = !!(v->flags & VM_EXEC) != !!(prot & PROT_EXEC);
     if ((prot & PROT_WRITE) &&
-        !(v->flags & (VM_ACCOUNT | VM_WRITE | VM_SHARED | VM_NORESERVE)))
-      v->flags |= VM_ACCOUNT;  // compare mprotect_fixup(): gaining write charges
-    else if (!(prot & PROT_WRITE) && (v->flags & VM_ACCOUNT) && !v->ino &&
-             !(v->flags & VM_SHARED) && !v->anon_vma)
-      v->flags &= ~VM_ACCOUNT;  // ... losing it uncharges untouched anonymous memory
+        !(v->flags & (VM_ACCOUNT | VM_WRITE | VM_SHARED | VM_NORESERVE))) {
+      if (vm_enough_memory(mm, pages))
+        return -ENOMEM;
+      v->flags |= VM_ACCOUNT;  // gaining write charges
+    } else if (!(prot & PROT_WRITE) && (v->flags & VM_ACCOUNT) && !v->ino &&
+               !(v->flags & VM_SHARED) && !v->anon_vma) {
+      v->flags &= ~VM_ACCOUNT;  // losing it uncharges untouched anonymous memory
+      vm_unacct_memory(mm->k, pages);
+    }
     v->flags = (v->flags & ~(uint32_t)PROT_ALL) | (uint32_t)prot;
     if (clear_w || set_w || nx_change)
       pt_protect_range(mm, v->start, v->end, clear_w, set_w, !(prot & PROT_EXEC));
   }
+  return 0;
 }
 
 // Where mprotect to prot must stop, at or after start: the first hole (-ENOMEM) or vma it may
@@ -402,8 +475,10 @@ int mm_mprotect(struct mm *mm, uint64_t addr, uint64_t len, int prot) {
   if (stop > addr) {
     if ((err = pt_unshare_range(mm, addr, stop, 0)) || (err = split_range(mm, addr, stop)))
       return err;
-    apply_prot(mm, addr, stop, prot & PROT_ALL);
+    err = apply_prot(mm, addr, stop, prot & PROT_ALL);
     merge_range(mm, addr, stop);
+    if (err)
+      return err;
   }
   return fail;
 }

@@ -101,6 +101,8 @@ class KernelStatistics:
     thp_fault_fallback: int  #: eligible faults that found no free aligned 2 MiB block
     thp_split_pmd: int       #: huge pmd entries split into page tables
     thp_copied: int          #: huge pages copied whole on a write (thp_cow="copy-huge")
+    committed_as: int        #: Committed_AS in bytes: private writable memory charged
+    commit_limit: int        #: CommitLimit in bytes: memory * overcommit_ratio / 100 (no swap)
     faults: FaultStatistics
 
     @property
@@ -138,6 +140,10 @@ class Kernel:
         memory: simulated physical memory, bytes or a string like ``"512M"``, ``"1T"``.
         fork_mode: default fork policy, one of ``"copy"``, ``"cow-pt"``, ``"cow-pt-eager"``.
         share_pagetables: share last-level tables of big ``MAP_SHARED`` file mappings.
+        overcommit: ``vm.overcommit_memory``: 0 (Linux's default heuristic: refuse a single
+            private writable mapping larger than memory), 1 (always grant), 2 (strict: the
+            total charge stays under ``memory * overcommit_ratio / 100``).
+        overcommit_ratio: ``vm.overcommit_ratio``, percent (mode 2 only).
 
     Raises:
         ValueError: an unparsable size or unknown fork mode.
@@ -147,7 +153,18 @@ class Kernel:
 
     def __init__(self, memory: int | str = "16G", *, fork_mode: str = "copy",
                  share_pagetables: bool = False, thp: str = "never",
-                 thp_cow: str = "split") -> None:
+                 thp_cow: str = "split", overcommit: int = 0,
+                 overcommit_ratio: int = 50) -> None:
+        if type(overcommit) is not int:
+            raise TypeError(f"overcommit must be an int (0, 1 or 2), not {overcommit!r}")
+        if overcommit not in (0, 1, 2):
+            raise ValueError(f"overcommit must be 0, 1 or 2 (vm.overcommit_memory), "
+                             f"not {overcommit!r}")
+        if type(overcommit_ratio) is not int:
+            raise TypeError(f"overcommit_ratio must be an int, not {overcommit_ratio!r}")
+        if not 0 <= overcommit_ratio < 2**32:
+            raise ValueError(f"overcommit_ratio must be between 0 and 2**32 - 1 (a percent), "
+                             f"not {overcommit_ratio!r}")
         if fork_mode not in FORK_MODES:
             raise ValueError(f"fork_mode must be one of {FORK_MODES}, not {fork_mode!r}")
         if thp not in THP_MODES:
@@ -163,7 +180,12 @@ class Kernel:
         #: a write to a huge page shared after fork: "split" the pmd and copy the 4 KiB page
         #: written, or "copy-huge" the whole 2 MiB
         self.thp_cow: Final = thp_cow
+        #: vm.overcommit_memory and vm.overcommit_ratio
+        self.overcommit: Final = overcommit
+        self.overcommit_ratio: Final = overcommit_ratio
         self._c = CKernel(_u64(self.memory_bytes, "memory"))
+        if overcommit != 0 or overcommit_ratio != 50:
+            self._c.set_overcommit(overcommit, overcommit_ratio)
         if share_pagetables:
             self._c.set_share_pagetables(True)
         if thp != "never" or thp_cow != "split":
