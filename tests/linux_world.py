@@ -56,9 +56,11 @@ class HostWorld:
 
     def __init__(self, npages: int = 64, file_pages: int = 16) -> None:
         self.npages = npages
-        self.base = _libc.mmap(None, npages * PAGE, NONE, KINDS["anon"][0], -1, 0)
-        _check(self.base)
-        _check(_libc.munmap(self.base, npages * PAGE))
+        huge = 2 << 20  # a 2 MiB-aligned base, as the simulator's
+        raw = _libc.mmap(None, npages * PAGE + huge, NONE, KINDS["anon"][0], -1, 0)
+        _check(raw)
+        _check(_libc.munmap(raw, npages * PAGE + huge))
+        self.base = (raw + huge - 1) // huge * huge
         self.memfd = os.memfd_create("world")
         os.ftruncate(self.memfd, file_pages * PAGE)
         self.fds = {"rw": self.memfd,
@@ -76,6 +78,9 @@ class HostWorld:
         flags, fd = KINDS[kind]
         _check(_libc.mmap(self.page(first), n * PAGE, prot, flags | FIXED,
                           self.fds[fd] if fd else -1, fpage * PAGE))
+
+    def munmap(self, first: int, n: int) -> None:
+        _check(_libc.munmap(self.page(first), n * PAGE))
 
     def mprotect(self, first: int, n: int, prot: int) -> None:
         _check(_libc.mprotect(self.page(first), n * PAGE, prot))
@@ -130,7 +135,7 @@ class SimWorld:
 
     def __init__(self, npages: int = 64, file_pages: int = 16, **kernel: Any) -> None:
         self.npages = npages
-        self.k = spawnfd.Kernel("256M", **kernel)
+        self.k = spawnfd.Kernel(kernel.pop("memory", "256M"), **kernel)
         self.p = self.k.init
         self.mm = self.p.mm
         self.base = self.BASE
@@ -149,6 +154,9 @@ class SimWorld:
         flags, fd = KINDS[kind]
         self.mm.mmap(n * PAGE, prot, flags | FIXED, self.fds[fd] if fd else -1, fpage * PAGE,
                      addr=self.page(first))
+
+    def munmap(self, first: int, n: int) -> None:
+        self.mm.munmap(self.page(first), n * PAGE)
 
     def mprotect(self, first: int, n: int, prot: int) -> None:
         self.mm.mprotect(self.page(first), n * PAGE, prot)
