@@ -585,6 +585,11 @@ CASES = [
     C("open-missing-tmpfs", lambda w: w.p.open("/tmp/absent", os.O_RDONLY), errno.ENOENT),
     C("open-missing-host", lambda w: w.p.open("/nonexistent/x", os.O_RDONLY), errno.ENOENT),
     C("open-empty-path", lambda w: w.p.open("", os.O_RDONLY), errno.ENOENT),
+    # A name longer than NAME_MAX (255), even where it would be created (Linux: ENAMETOOLONG).
+    C("open-name-too-long", lambda w: w.p.open("/tmp/" + "a" * 256, os.O_CREAT | os.O_RDWR),
+      errno.ENAMETOOLONG),
+    C("open-dir-name-too-long",
+      lambda w: w.p.open("/tmp/" + "d" * 256 + "/../data", os.O_RDONLY), errno.ENAMETOOLONG),
     C("open-creat-outside-tmpfs",
       lambda w: w.p.open("/etc/spawnfd-new", os.O_CREAT | os.O_WRONLY), errno.EROFS),
     # O_CREAT where the parent directory does not exist: ENOENT comes before EROFS.
