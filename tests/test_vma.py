@@ -165,3 +165,11 @@ def test_free_hint_is_honoured_for_big_shared_file_mappings_with_shared_tables()
         a = p.mm.mmap(4 << 20, RW, mmap.MAP_SHARED, fd, 0x1000)
         assert a % (2 << 20) == 0x1000
         k.check()
+
+
+def test_dev_zero_takes_any_offset(proc: spawnfd.Process) -> None:
+    # Linux limits file offsets to MAX_LFS_FILESIZE for regular files only; a character
+    # device such as /dev/zero takes any (measured: offset 2**63 - 4096 maps).
+    fd = proc.open("/dev/zero", os.O_RDWR)
+    a = proc.mm.mmap(2 * PAGE, RW, mmap.MAP_PRIVATE, fd, (1 << 63) - PAGE)
+    assert proc.mm.read(a, 2 * PAGE) == bytes(2 * PAGE)

@@ -213,8 +213,10 @@ static int mmap_file_check(struct file *f, uint64_t len, uint64_t pgoff, int pro
                            struct inode **ino, int *maywrite) {
   enum inode_kind kind = f->ino->kind;
   int acc = f->flags & O_ACCMODE, type = flags & MAP_TYPE_MASK;
-  if (len > MAX_LFS_FILESIZE || pgoff > (MAX_LFS_FILESIZE - len) >> PAGE_SHIFT)
-    return -EOVERFLOW;  // compare file_mmap_ok()
+  // compare file_mmap_ok() and file_mmap_size_max(): character devices take any offset
+  uint64_t max = (kind == IK_DEVZERO || kind == IK_DEVNULL) ? UINT64_MAX : MAX_LFS_FILESIZE;
+  if (len > max || pgoff > (max - len) >> PAGE_SHIFT)
+    return -EOVERFLOW;
   if (type != MAP_SHARED && type != MAP_SHARED_VALIDATE && type != MAP_PRIVATE)
     return -EINVAL;
   if (type == MAP_SHARED_VALIDATE && (flags & ~LEGACY_MAP_MASK))
