@@ -31,6 +31,8 @@ struct kstats {
   uint64_t thp_fault_fallback; // eligible faults that found no free order-9 block
   uint64_t thp_split_pmd;      // pmd leaves split into page tables
   uint64_t thp_copied;         // huge pages copied whole on a write (thp_cow "copy-huge")
+  uint64_t committed_as;       // Committed_AS: bytes charged to commit (VM_ACCOUNT vmas)
+  uint64_t commit_limit;       // CommitLimit: swap (none) + memory * overcommit_ratio / 100
   uint64_t faults[8];          // by kind: anon, zero, file, shared, cow, wp_reuse, wp_shared
   uint64_t cpu_instructions;   // x86-64 instructions executed by CPUs (arch/x86)
   uint64_t syscalls;           // system calls made by real code
@@ -61,6 +63,7 @@ int sfd_check(struct kernel *k, char *msg, size_t cap);
 int sfd_fail_alloc_after(struct kernel *k, uint64_t n);
 int sfd_set_share_pagetables(struct kernel *k, int on);
 int sfd_set_thp(struct kernel *k, int mode, int cow);
+int sfd_set_overcommit(struct kernel *k, int mode, uint32_t ratio);
 
 int sfd_fork(struct kernel *k, int pid, int mode, int *child_pid);
 int sfd_vfork(struct kernel *k, int pid, int *child_pid);

@@ -129,12 +129,17 @@ struct vma;
 #define VM_NORESERVE 0x400  // MAP_NORESERVE: not charged
 #define VM_HUGEPAGE 0x800   // MADV_HUGEPAGE
 #define VM_NOHUGEPAGE 0x1000  // MADV_NOHUGEPAGE
+#define VM_DONTDUMP 0x4000    // MADV_DONTDUMP (smaps "dd")
+#define VM_MERGEABLE 0x8000   // MADV_MERGEABLE on private memory (smaps "mg"; no KSM here)
+#define VM_ANON_FORKED 0x2000  // its anon_vma came with fork: Linux's anon_vma_chain is not
+                               // singular, so it merges only with the same anon_vma
 
 struct vma {
   uint64_t start, end;       // [start, end), page aligned; Invariant: start < end
   uint32_t flags;            // VM_* bits (prot in the low three)
   struct inode *ino;         // backing file, NULL for private anonymous memory
   uint64_t pgoff;            // file offset of start, in pages
+  uint64_t anon_vma;         // identity of its anon_vma (Linux vma->anon_vma), 0 for none
 };
 
 struct vma_list {
@@ -277,6 +282,7 @@ struct kernel {
   struct proc **procs;               // pid -> process
   int pid_max, last_pid;             // pid allocation
   uint64_t next_serial;              // process serials
+  uint64_t next_anon_vma;            // anon_vma identities handed out
   struct inode **itab;               // inode hash (by path)
   struct dentry **dcache;            // host path -> inode, for lookups after the first
   uint32_t itab_cap, inodes;         // buckets, inodes in the table
@@ -284,6 +290,9 @@ struct kernel {
   uint64_t next_ino;                 // inode numbers for tmpfs/shmem
   int share_pagetables;              // big MAP_SHARED file mappings share last-level tables
   int thp, thp_cow;                  // THP_* mode, THP_COW_* policy
+  int overcommit;                    // vm.overcommit_memory: 0 heuristic, 1 always, 2 never
+  uint32_t overcommit_ratio;         // vm.overcommit_ratio (percent of memory, mode 2)
+  uint64_t committed;                // pages charged to commit: Committed_AS
   uint32_t *thp_maps;                // per 2 MiB of memory: pmd leaves mapping that huge page
   struct ptpage *pt_pool;            // freed table buffers kept for reuse (linked through e[0])
   uint64_t pt_pooled;                // buffers in the pool

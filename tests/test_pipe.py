@@ -99,3 +99,14 @@ def test_pipe_close_on_exec_and_descriptor_limit(proc: spawnfd.Process) -> None:
     assert ei.value.errno == errno.EMFILE
     for fd in fds:
         proc.close(fd)
+
+
+def test_mmap_of_a_pipe_with_prot_exec_is_eperm(proc: spawnfd.Process) -> None:
+    # Linux: pipefs is noexec, checked before the missing mmap operation (ENODEV).
+    import mmap
+    r, _ = proc.pipe()
+    for prot, err in ((mmap.PROT_READ | mmap.PROT_EXEC, errno.EPERM),
+                      (mmap.PROT_READ, errno.ENODEV)):
+        with pytest.raises(OSError) as ei:
+            proc.mm.mmap(4096, prot, mmap.MAP_SHARED, r)
+        assert ei.value.errno == err

@@ -1209,3 +1209,11 @@ async def test_spawn_gives_fd_model_children_exactly_their_fds(method: str) -> N
         with pytest.raises(ChildProcessError):
             init.wait(-1, nohang=True)
         k.check()
+
+
+def test_signal_zero_through_the_wait_handle_only_checks(kernel: spawnfd.Kernel) -> None:
+    # pidfd_send_signal(fd, 0): permission and existence only; the embryo lives on.
+    b = kernel.init.process_create()
+    b.send_signal(0)
+    assert b.state() == "embryo"
+    b.abort()

@@ -140,4 +140,36 @@ def test_many_vmas_lookup_and_map_count_limit() -> None:
         # Unmapping whole areas needs no split and always works at the limit.
         p.mm.munmap(a + PAGE, PAGE)
         assert p.mm.statistics().vma_count == 65529
+        # mmap refuses only once the count is past the limit (Linux do_mmap(): map_count >
+        # max_map_count; measured on Linux 6.18: the 65,531st vma is the last mmap makes).
+        far = 0x200000000
+        for i in range(2):
+            p.mm.mmap(PAGE, mmap.PROT_READ if i else RW, ANON | spawnfd.MAP_FIXED,
+                      addr=far + 2 * i * PAGE)
+        assert p.mm.statistics().vma_count == 65531
+        with pytest.raises(OSError) as ei:
+            p.mm.mmap(PAGE, RW, ANON, addr=far + 8 * PAGE)
+        assert ei.value.errno == errno.ENOMEM
         k.check()
+
+
+def test_free_hint_is_honoured_for_big_shared_file_mappings_with_shared_tables() -> None:
+    # Linux (shmem_get_unmapped_area) returns a free hint as it is; only without a usable
+    # hint does the simulator pick an address congruent to the file offset modulo 2 MiB.
+    with spawnfd.Kernel("64M", share_pagetables=True) as k:
+        p = k.init
+        fd = p.open("/tmp/big", os.O_RDWR | os.O_CREAT, 0o600)
+        p.ftruncate(fd, 8 << 20)
+        hint = 0x10003000
+        assert p.mm.mmap(4 << 20, RW, mmap.MAP_SHARED, fd, 0, addr=hint) == hint
+        a = p.mm.mmap(4 << 20, RW, mmap.MAP_SHARED, fd, 0x1000)
+        assert a % (2 << 20) == 0x1000
+        k.check()
+
+
+def test_dev_zero_takes_any_offset(proc: spawnfd.Process) -> None:
+    # Linux limits file offsets to MAX_LFS_FILESIZE for regular files only; a character
+    # device such as /dev/zero takes any (measured: offset 2**63 - 4096 maps).
+    fd = proc.open("/dev/zero", os.O_RDWR)
+    a = proc.mm.mmap(2 * PAGE, RW, mmap.MAP_PRIVATE, fd, (1 << 63) - PAGE)
+    assert proc.mm.read(a, 2 * PAGE) == bytes(2 * PAGE)

@@ -135,7 +135,10 @@ static int elf_load(struct proc *p, struct file *f, const Elf64_Phdr *ph, uint64
 // Map every PT_LOAD of e into p. A relocatable object (ET_DYN) goes at
 // base (fixed) or, with base 0, wherever top-down placement puts its whole span; *bias
 // receives the load bias. compare the PT_LOAD loop of load_elf_binary() / load_elf_interp().
-static int elf_map_all(struct proc *p, const struct elf *e, uint64_t base, uint64_t *bias) {
+// A program without PT_LOAD is mapped as nothing (Linux execs it); an interpreter without one
+// is -EINVAL (load_elf_interp(): no total mapping size).
+static int elf_map_all(struct proc *p, const struct elf *e, uint64_t base, uint64_t *bias,
+                       int interp) {
   struct file f = {.ino = e->ino, .flags = O_RDONLY, .refs = 1};  // the kernel's own open
   int first = 1, dyn = e->eh.e_type == ET_DYN, err;
   *bias = dyn ? base : 0;
@@ -151,7 +154,7 @@ static int elf_map_all(struct proc *p, const struct elf *e, uint64_t base, uint6
       return err;
     first = 0;
   }
-  return first ? -ENOEXEC : 0;
+  return first && interp ? -EINVAL : 0;
 }
 
 // The run-time address of the program headers. compare load_elf_binary(): phdr_addr.
@@ -331,9 +334,9 @@ static int elf_interp(struct kernel *k, struct proc *p, const struct elf *prog,
       continue;
     if (ph->p_filesz < 2 || ph->p_filesz > PATH_MAX)
       return -ENOEXEC;
-    int err = read_exact(k, prog->ino, ph->p_offset, path, ph->p_filesz);
-    if (err)
-      return err;
+    int got = inode_read(k, prog->ino, ph->p_offset, (uint8_t *)path, ph->p_filesz), err;
+    if (got < 0 || (uint64_t)got != ph->p_filesz)
+      return got < 0 ? got : -EIO;  // compare elf_read()
     if (path[ph->p_filesz - 1])
       return -ENOEXEC;
     if ((err = exec_open(k, p, path, &ino)) || (err = elf_open(k, ino, interp)))
@@ -394,9 +397,9 @@ static int exec_load(struct kernel *k, struct proc *p, struct elf *prog,
     return err;
   int has_interp = interp.ino != NULL;
   uint64_t base = prog->eh.e_type == ET_DYN && has_interp ? ELF_ET_DYN_BASE : 0;
-  err = elf_map_all(p, prog, base, &bias);
+  err = elf_map_all(p, prog, base, &bias, 0);
   if (!err && has_interp)
-    err = elf_map_all(p, &interp, 0, &ibias);
+    err = elf_map_all(p, &interp, 0, &ibias, 1);
   if (!err)
     err = setup_stack_vma(p, a);
   struct auxv_ctx aux = {.phdr = elf_phdr_addr(prog, bias), .phnum = prog->eh.e_phnum,

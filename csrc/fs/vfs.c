@@ -136,7 +136,7 @@ void vfs_fini(struct kernel *k) {
 }
 
 // Join cwd and path and collapse ".", ".." and repeated slashes into out.
-// -ENOENT for an empty path, -ENAMETOOLONG past PATH_MAX.
+// -ENOENT for an empty path, -ENAMETOOLONG past PATH_MAX or a component past NAME_MAX.
 int path_normalise(const char *cwd, const char *path, char *out, size_t cap) {
   char tmp[2 * PATH_MAX];
   if (!path[0])
@@ -154,8 +154,8 @@ int path_normalise(const char *cwd, const char *path, char *out, size_t cap) {
       continue;
     }
     size_t len = strlen(c);
-    if (n + len + 2 > cap)
-      return -ENAMETOOLONG;
+    if (len > NAME_MAX || n + len + 2 > cap)
+      return -ENAMETOOLONG;  // compare the d_name.len check of simple_lookup()
     out[n++] = '/';
     memcpy(out + n, c, len);
     n += len;

@@ -15,6 +15,7 @@ struct recount {
   uint32_t *ref;          // expected refcount per pfn (< fr.high)
   uint32_t *thp;          // pmd leaves found per huge page (by pfn >> HPAGE_ORDER)
   uint64_t kinds[5];      // distinct frames found per kind
+  uint64_t committed;     // pages of VM_ACCOUNT vmas: Committed_AS
   char *msg;              // first mismatch
   size_t cap;
   int bad;
@@ -202,6 +203,8 @@ static int check_vmas(struct recount *r, struct proc *p) {
                   (unsigned long)v->end);
     if (v->ino)
       v->ino->check_refs++;
+    if (v->flags & VM_ACCOUNT)
+      r->committed += (v->end - v->start) >> PAGE_SHIFT;
   }
   return 0;
 }
@@ -434,6 +437,9 @@ int check_kernel(struct kernel *k, char *msg, size_t cap) {
   for (int pid = 1; pid < k->pid_max && !err; pid++)
     if (k->procs[pid])
       err = check_mm(&r, k->procs[pid]);
+  if (!err && r.committed != k->committed)
+    err = fail(&r, "committed %lu pages, counted %lu", (unsigned long)k->committed,
+               (unsigned long)r.committed);
   if (!err)
     err = check_files(&r);
   if (!err)

@@ -40,6 +40,7 @@ int sfd_kernel_new(uint64_t mem_bytes, struct kernel **out) {
   struct kernel *k = calloc(1, sizeof(*k));
   if (!k)
     return -ENOMEM;
+  k->overcommit_ratio = 50;  // vm.overcommit_ratio's default
   int err = kernel_boot(k, mem_bytes);
   if (err) {
     sfd_kernel_free(k);
@@ -78,6 +79,8 @@ int sfd_kstats(struct kernel *k, struct kstats *out) {
   out->frames_allocated = k->fr.allocated;
   out->frames_freed = k->fr.freed;
   out->buffers = k->fr.buffers;
+  out->committed_as = k->committed << PAGE_SHIFT;
+  out->commit_limit = vm_commit_limit(k) << PAGE_SHIFT;
   return 0;
 }
 
@@ -111,6 +114,16 @@ int sfd_check(struct kernel *k, char *msg, size_t cap) {
 
 // Share last-level tables of big MAP_SHARED file mappings from now on (0 turns it off for
 // new attachments; tables already shared stay shared).
+int sfd_set_overcommit(struct kernel *k, int mode, uint32_t ratio) {
+  if (k->panicked)
+    return -KPANIC;
+  if (mode < 0 || mode > 2)
+    return -EINVAL;
+  k->overcommit = mode;
+  k->overcommit_ratio = ratio;
+  return 0;
+}
+
 int sfd_set_share_pagetables(struct kernel *k, int on) {
   if (k->panicked)
     return -KPANIC;

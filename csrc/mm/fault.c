@@ -26,7 +26,7 @@ static void map_page(struct mm *mm, struct vma *v, pfn_t table, pte_t *pte, pfn_
   pt_set(mm->k, table, pte, PTE_MK(pfn, vma_pte_bits(v, writable)));
   pt_rss_add(mm->k, table, v, pfn, 1);
   if (mm->k->fr.f[pfn].kind == FK_ANON)
-    v->flags |= VM_ANON_VMA;  // compare anon_vma_prepare(): fork must copy this vma
+    vma_anon_prepare(mm->k, &mm->vmas, v);  // compare anon_vma_prepare(): fork copies it
 }
 
 // compare Linux do_anonymous_page(): a read maps the shared zero page read-only, a write

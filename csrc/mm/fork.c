@@ -214,11 +214,21 @@ static int copy_page_range(struct fork_ctx *c) {
 // Give the child its copy of vma v (a file reference; WIPEONFORK memory starts empty).
 static int dup_vma(struct mm *dst, const struct vma *v) {
   struct vma n = *v;
-  if (n.flags & VM_WIPEONFORK)
-    n.flags &= ~(uint32_t)VM_ANON_VMA;
-  int err = vma_insert(&dst->vmas, &n);
-  if (err < 0)
+  if (n.flags & VM_WIPEONFORK) {
+    n.flags &= ~(uint32_t)(VM_ANON_VMA | VM_ANON_FORKED);
+    n.anon_vma = 0;
+  } else if (n.anon_vma) {  // compare anon_vma_fork(): a new anon_vma chained to the parent's
+    n.anon_vma = ++dst->k->next_anon_vma;
+    n.flags |= VM_ANON_FORKED;
+  }
+  uint64_t pages = (n.flags & VM_ACCOUNT) ? (n.end - n.start) >> PAGE_SHIFT : 0;
+  int err = pages ? vm_enough_memory(dst, pages) : 0;  // compare dup_mmap()'s charge
+  if (err)
     return err;
+  if ((err = vma_insert(&dst->vmas, &n)) < 0) {
+    vm_unacct_memory(dst->k, pages);
+    return err;
+  }
   if (n.ino)
     inode_get(n.ino);
   return 0;
@@ -233,7 +243,7 @@ struct mm *mm_dup(struct mm *src, int mode, int *err) {
     return NULL;
   dst->mmap_base = src->mmap_base;
   dst->start_stack = src->start_stack;
-  if ((*err = vma_reserve(&dst->vmas, src->vmas.n)))
+  if ((*err = vma_grow(&dst->vmas, src->vmas.n)))  // dup_mmap() checks no limit
     goto fail;
   for (uint32_t i = 0; i < src->vmas.n; i++) {
     const struct vma *v = &src->vmas.v[i];

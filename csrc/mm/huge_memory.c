@@ -113,7 +113,7 @@ int thp_fault(struct mm *mm, struct vma *v, pfn_t pmdt, pte_t *pmd, uint64_t va,
     return 0;
   }
   pt_set(k, pmdt, pmd, PTE_MK(head, thp_bits(v, !!(v->flags & VM_WRITE))));
-  v->flags |= VM_ANON_VMA;
+  vma_anon_prepare(k, &mm->vmas, v);
   k->st.thp_fault_alloc++;
   k->st.faults[FAULT_ANON]++;
   *out = head + (pfn_t)((va >> PAGE_SHIFT) & (HPAGE_NR - 1));

@@ -54,9 +54,14 @@ void vma_remove(struct vma_list *l, int i);
 int vma_split(struct kernel *k, struct vma_list *l, int i, uint64_t at);
 int vma_try_merge(struct kernel *k, struct vma_list *l, int i);
 int vma_can_merge(const struct vma *a, const struct vma *b);
+void vma_anon_prepare(struct kernel *k, struct vma_list *l, struct vma *v);
 int vma_range_free(struct vma_list *l, uint64_t start, uint64_t end);
 void vma_list_fini(struct kernel *k, struct vma_list *l);
 int vma_reserve(struct vma_list *l, uint32_t extra);
+int vma_grow(struct vma_list *l, uint32_t extra);
+uint64_t vm_commit_limit(struct kernel *k);
+int vm_enough_memory(struct mm *mm, uint64_t pages);
+void vm_unacct_memory(struct kernel *k, uint64_t pages);
 
 // ---- fault.c: the page-fault path ----
 int vma_allows(const struct vma *v, int write);

@@ -23,6 +23,53 @@
                          MAP_HUGETLB)
 #define MAX_LFS_FILESIZE ((uint64_t)INT64_MAX)
 
+// CommitLimit in pages: swap (none) + memory * vm.overcommit_ratio / 100.
+// compare Linux vm_commit_limit().
+uint64_t vm_commit_limit(struct kernel *k) {
+  return (uint64_t)k->fr.nframes * k->overcommit_ratio / 100;
+}
+
+// Charge pages to Committed_AS for mm, or -ENOMEM (charging nothing) as
+// vm.overcommit_memory says: 0 refuses only a single charge larger than memory + swap, 1
+// never refuses, 2 keeps the total under CommitLimit less the user reserve.
+// compare Linux __vm_enough_memory().
+int vm_enough_memory(struct mm *mm, uint64_t pages) {
+  struct kernel *k = mm->k;
+  k->committed += pages;
+  if (k->overcommit == 1 || (k->overcommit == 0 && pages <= k->fr.nframes))
+    return 0;
+  if (k->overcommit == 2) {
+    uint64_t allowed = vm_commit_limit(k), total_vm = 0;
+    uint64_t user_reserve = k->fr.nframes / 32 < (128ULL << 20) >> PAGE_SHIFT
+                                ? k->fr.nframes / 32 : (128ULL << 20) >> PAGE_SHIFT;
+    for (uint32_t i = 0; i < mm->vmas.n; i++)
+      total_vm += (mm->vmas.v[i].end - mm->vmas.v[i].start) >> PAGE_SHIFT;
+    uint64_t reserve = total_vm / 32 < user_reserve ? total_vm / 32 : user_reserve;
+    allowed = allowed > reserve ? allowed - reserve : 0;
+    if (k->committed < allowed)
+      return 0;
+  }
+  k->committed -= pages;
+  return -ENOMEM;
+}
+
+// Give back a charge. compare Linux vm_unacct_memory().
+void vm_unacct_memory(struct kernel *k, uint64_t pages) {
+  k->committed -= pages;
+}
+
+// Pages of VM_ACCOUNT vmas inside [start, end).
+static uint64_t accounted_pages(struct mm *mm, uint64_t start, uint64_t end) {
+  struct vma_list *l = &mm->vmas;
+  uint64_t n = 0;
+  for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++) {
+    const struct vma *v = &l->v[i];
+    if (v->flags & VM_ACCOUNT)
+      n += ((v->end < end ? v->end : end) - (v->start > start ? v->start : start)) >> PAGE_SHIFT;
+  }
+  return n;
+}
+
 // A new, empty address space. NULL with *err set when out of memory.
 struct mm *mm_create(struct kernel *k, int *err) {
   struct mm *mm = calloc(1, sizeof(*mm));
@@ -44,6 +91,7 @@ struct mm *mm_create(struct kernel *k, int *err) {
 void mm_destroy(struct mm *mm) {
   if (mm->mn_ops)
     mm->mn_ops->release(mm);  // compare mmu_notifier_release(): the CPU lets go first
+  vm_unacct_memory(mm->k, accounted_pages(mm, 0, TASK_SIZE));
   pt_teardown(mm);
   vma_list_fini(mm->k, &mm->vmas);
   free(mm);
@@ -99,6 +147,8 @@ static int unmap_range(struct mm *mm, uint64_t start, uint64_t end) {
   struct vma_list *l = &mm->vmas;
   int i = vma_first_at_or_after(l, start);
   while (i < (int)l->n && l->v[i].start < end) {
+    if (l->v[i].flags & VM_ACCOUNT)
+      vm_unacct_memory(mm->k, (l->v[i].end - l->v[i].start) >> PAGE_SHIFT);
     if (l->v[i].ino)
       inode_put(mm->k, l->v[i].ino);
     vma_remove(l, i);
@@ -141,19 +191,18 @@ static uint64_t unmapped_area_topdown(struct vma_list *l, uint64_t len, uint64_t
 }
 
 // Choose where a non-fixed mapping goes: the hint if free, else top-down below mmap_base,
-// else anywhere. A shared file mapping of 2 MiB or more is placed at an address congruent to
-// its file offset modulo 2 MiB when page tables are shared, so its chunks can share (as
-// Linux aligns mappings that may use huge pages). Returns 0 when nothing fits. hint_any:
-// a free hint is taken even when it is not aligned (Linux aligns anonymous memory for THP
-// only without a usable hint: "mm: Respect mmap hint address when aligning for THP").
+// else anywhere. Without a usable hint, a mapping given an alignment goes at an address a
+// with a % align == off: a shared file mapping of 2 MiB or more congruent to its file offset
+// modulo 2 MiB when page tables are shared, so its chunks can share (as Linux aligns mappings
+// that may use huge pages, and as shmem_get_unmapped_area() returns a free hint as it is).
+// Returns 0 when nothing fits.
 static uint64_t get_unmapped_area(struct mm *mm, uint64_t hint, uint64_t len, uint64_t align,
-                                  uint64_t off, int hint_any) {
+                                  uint64_t off) {
   hint = PAGE_ROUND_UP(hint);
   if (hint && hint < MMAP_MIN_ADDR)
     hint = MMAP_MIN_ADDR;  // compare round_hint_to_min()
   if (hint >= MMAP_MIN_ADDR && hint <= TASK_SIZE - len &&
-      vma_range_free(&mm->vmas, hint, hint + len) &&
-      (!align || hint_any || (hint & (align - 1)) == off))
+      vma_range_free(&mm->vmas, hint, hint + len))
     return hint;
   uint64_t a = unmapped_area_topdown(&mm->vmas, len, MMAP_MIN_ADDR, mm->mmap_base, align, off);
   return a ? a : unmapped_area_topdown(&mm->vmas, len, MMAP_MIN_ADDR, TASK_SIZE, align, off);
@@ -166,8 +215,10 @@ static int mmap_file_check(struct file *f, uint64_t len, uint64_t pgoff, int pro
                            struct inode **ino, int *maywrite) {
   enum inode_kind kind = f->ino->kind;
   int acc = f->flags & O_ACCMODE, type = flags & MAP_TYPE_MASK;
-  if (len > MAX_LFS_FILESIZE || pgoff > (MAX_LFS_FILESIZE - len) >> PAGE_SHIFT)
-    return -EOVERFLOW;  // compare file_mmap_ok()
+  // compare file_mmap_ok() and file_mmap_size_max(): character devices take any offset
+  uint64_t max = (kind == IK_DEVZERO || kind == IK_DEVNULL) ? UINT64_MAX : MAX_LFS_FILESIZE;
+  if (len > max || pgoff > (max - len) >> PAGE_SHIFT)
+    return -EOVERFLOW;
   if (type != MAP_SHARED && type != MAP_SHARED_VALIDATE && type != MAP_PRIVATE)
     return -EINVAL;
   if (type == MAP_SHARED_VALIDATE && (flags & ~LEGACY_MAP_MASK))
@@ -176,9 +227,13 @@ static int mmap_file_check(struct file *f, uint64_t len, uint64_t pgoff, int pro
     return -EACCES;
   if (acc == O_WRONLY)
     return -EACCES;
+  if (kind == IK_PIPE && (prot & PROT_EXEC))
+    return -EPERM;  // compare path_noexec(): pipefs is SB_I_NOEXEC
   if (kind == IK_DIR || kind == IK_DEVNULL || kind == IK_PIPE || kind == IK_BUILDER ||
       kind == IK_PIDFD)
     return -ENODEV;  // handles are anon inodes without an mmap operation, like a pidfd
+  if (flags & MAP_GROWSDOWN)
+    return -EINVAL;
   *maywrite = type == MAP_PRIVATE || acc == O_RDWR;
   *ino = (kind == IK_DEVZERO) ? NULL : f->ino;
   return 0;
@@ -198,7 +253,7 @@ static int mmap_place(struct mm *mm, uint64_t *addr, uint64_t len, int flags, in
     if (len > TASK_SIZE - MMAP_MIN_ADDR)
       return -ENOMEM;
     *addr = get_unmapped_area(mm, *addr, len, (share || huge) ? PMD_SIZE : 0,
-                              share ? off & (PMD_SIZE - 1) : 0, !share);
+                              share ? off & (PMD_SIZE - 1) : 0);
     return *addr ? 0 : -ENOMEM;
   }
   if (len > TASK_SIZE || *addr > TASK_SIZE - len)
@@ -230,15 +285,16 @@ static int mmap_check(struct proc *p, uint64_t *addr, uint64_t len, int prot, in
     return -ENOMEM;
   if (pgoff + pages < pgoff)
     return -EOVERFLOW;
-  if (mm->vmas.n + 1 > MAX_MAP_COUNT)
-    return -ENOMEM;
+  if (mm->vmas.n > MAX_MAP_COUNT)
+    return -ENOMEM;  // compare do_mmap(): map_count > sysctl_max_map_count
   if ((err = mmap_place(mm, addr, len, flags, f != NULL, off)))
     return err;
   memset(v, 0, sizeof(*v));
   if (f) {
     if ((err = mmap_file_check(f, len, pgoff, prot, flags, &v->ino, &maywrite)))
       return err;
-  } else if (type != MAP_SHARED && type != MAP_PRIVATE) {
+  } else if ((type != MAP_SHARED && type != MAP_PRIVATE) ||
+             (type == MAP_SHARED && (flags & MAP_GROWSDOWN))) {
     return -EINVAL;
   }
   v->start = *addr;
@@ -259,17 +315,33 @@ int mm_mmap(struct proc *p, uint64_t addr, uint64_t len, int prot, int flags, st
   struct mm *mm = p->mm;
   struct vma v;
   int err = mmap_check(p, &addr, len, prot, flags, f, off, &v);
-  if (err || (err = vma_reserve(&mm->vmas, 3)))
+  if (err || (err = vma_grow(&mm->vmas, 3)))  // host memory only: mmap_check did the limit
     return err;
+  // compare __mmap_region(): charge what the accounted vmas it replaces did not have
+  uint64_t pages = (v.end - v.start) >> PAGE_SHIFT, replaced = 0;
+  if (v.flags & VM_ACCOUNT) {
+    replaced = accounted_pages(mm, v.start, v.end);
+    if ((err = vm_enough_memory(mm, pages - replaced)))
+      return err;
+  }
+  uint64_t charged = (v.flags & VM_ACCOUNT) ? pages - replaced : 0;
   if ((v.flags & VM_SHARED) && !v.ino) {  // MAP_SHARED|MAP_ANONYMOUS: shmem_zero_setup()
-    if (!(v.ino = inode_new_shmem(mm->k, v.end - v.start)))
+    if (!(v.ino = inode_new_shmem(mm->k, v.end - v.start))) {
+      vm_unacct_memory(mm->k, charged);
       return -ENOMEM;
+    }
   } else if (v.ino) {
     inode_get(v.ino);
     if ((v.flags & (VM_SHARED | VM_MAYWRITE)) == (VM_SHARED | VM_MAYWRITE))
       v.ino->mmap_writable = 1;  // Linux: mapping_map_writable()
   }
-  if ((err = unmap_range(mm, v.start, v.end)) || (err = vma_insert(&mm->vmas, &v)) < 0) {
+  err = unmap_range(mm, v.start, v.end);
+  if (!err) {  // the replaced vmas' charge now belongs to the new vma
+    mm->k->committed += replaced;
+    charged += replaced;
+  }
+  if (err || (err = vma_insert(&mm->vmas, &v)) < 0) {
+    vm_unacct_memory(mm->k, charged);
     if (v.ino)
       inode_put(mm->k, v.ino);
     return err;
@@ -291,6 +363,12 @@ int sfd_mmap(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot, i
     return -EINVAL;
   if (!(flags & MAP_ANONYMOUS) && (!(f = fdt_get(&p->fds, fd)) || (f->flags & O_PATH)))
     return -EBADF;
+  if (flags & MAP_HUGETLB) {  // compare ksys_mmap_pgoff(): no hugetlbfs files, no huge pages
+    int size = (flags >> MAP_HUGE_SHIFT) & MAP_HUGE_MASK;
+    if (f || (size && size != 21 && size != 30))
+      return -EINVAL;
+    return -ENOMEM;  // hugetlb_file_setup(): the pool is empty (vm.nr_hugepages = 0)
+  }
   return LEAVE(k, mm_mmap(p, addr, len, prot, flags, f, off, out));
 }
 
@@ -320,67 +398,95 @@ int sfd_munmap(struct kernel *k, int pid, uint64_t addr, uint64_t len) {
   return LEAVE(k, mm_munmap(p->mm, addr, len));
 }
 
-// 1 if vmas cover [start, end) without a hole.
-static int range_mapped(struct mm *mm, uint64_t start, uint64_t end) {
-  int i = vma_first_at_or_after(&mm->vmas, start);
-  for (uint64_t at = start; at < end; i++) {
-    if (i >= (int)mm->vmas.n || mm->vmas.v[i].start > at)
-      return 0;
-    at = mm->vmas.v[i].end;
-  }
-  return 1;
-}
-
 // Give every vma in [start, end) (already split there) new protection, and fix the ptes.
+// Private memory that becomes writable is charged to commit first; -ENOMEM stops there.
 // compare Linux mprotect_fixup() + change_protection().
-static void apply_prot(struct mm *mm, uint64_t start, uint64_t end, int prot) {
+static int apply_prot(struct mm *mm, uint64_t start, uint64_t end, int prot) {
   struct vma_list *l = &mm->vmas;
   for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++) {
     struct vma *v = &l->v[i];
+    uint64_t pages = (v->end - v->start) >> PAGE_SHIFT;
     int clear_w = (v->flags & VM_WRITE) && !(prot & PROT_WRITE);
     int set_w = !(v->flags & VM_WRITE) && (prot & PROT_WRITE) && (v->flags & VM_SHARED);
     int nx_change = !!(v->flags & VM_EXEC) != !!(prot & PROT_EXEC);
     if ((prot & PROT_WRITE) &&
-        !(v->flags & (VM_ACCOUNT | VM_WRITE | VM_SHARED | VM_NORESERVE)))
-      v->flags |= VM_ACCOUNT;  // compare mprotect_fixup(): gaining write charges; losing keeps
+        !(v->flags & (VM_ACCOUNT | VM_WRITE | VM_SHARED | VM_NORESERVE))) {
+      if (vm_enough_memory(mm, pages))
+        return -ENOMEM;
+      v->flags |= VM_ACCOUNT;  // gaining write charges
+    } else if (!(prot & PROT_WRITE) && (v->flags & VM_ACCOUNT) && !v->ino &&
+               !(v->flags & VM_SHARED) && !v->anon_vma) {
+      v->flags &= ~VM_ACCOUNT;  // losing it uncharges untouched anonymous memory
+      vm_unacct_memory(mm->k, pages);
+    }
     v->flags = (v->flags & ~(uint32_t)PROT_ALL) | (uint32_t)prot;
     if (clear_w || set_w || nx_change)
       pt_protect_range(mm, v->start, v->end, clear_w, set_w, !(prot & PROT_EXEC));
   }
+  return 0;
+}
+
+// Where mprotect to prot must stop, at or after start: the first hole (-ENOMEM) or vma it may
+// not give prot (-EACCES: write without VM_MAYWRITE). Returns end and 0 when it may go all
+// the way. compare the per-vma loop of Linux do_mprotect_pkey().
+static uint64_t mprotect_stop(struct mm *mm, uint64_t start, uint64_t end, int prot, int *err) {
+  struct vma_list *l = &mm->vmas;
+  uint64_t at = start;
+  *err = 0;
+  for (int i = vma_first_at_or_after(l, start); at < end; i++) {
+    if (i >= (int)l->n || l->v[i].start > at) {
+      *err = -ENOMEM;
+      return at;
+    }
+    if ((prot & PROT_WRITE) && !(l->v[i].flags & VM_MAYWRITE)) {
+      *err = -EACCES;
+      return at;
+    }
+    at = l->v[i].end;
+  }
+  return end;
 }
 
 // compare Linux do_mprotect_pkey(): PROT_SEM is accepted (x86), PROT_GROWSDOWN extends the
 // start to the beginning of a grows-down vma, PROT_GROWSUP has no vma to apply to on x86.
+// Like Linux, it goes vma by vma and stops at the first hole or refusal: the part before it
+// keeps its new protection (and its splits), and the call fails.
 int mm_mprotect(struct mm *mm, uint64_t addr, uint64_t len, int prot) {
-  uint64_t end;
-  int grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP);
-  if (prot & ~(PROT_ALL | PROT_SEM | PROT_GROWSDOWN | PROT_GROWSUP) ||
-      grows == (PROT_GROWSDOWN | PROT_GROWSUP))
+  int grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP), err;
+  prot &= ~grows;
+  if (grows == (PROT_GROWSDOWN | PROT_GROWSUP) || (addr & (PAGE_SIZE - 1)))
     return -EINVAL;
-  int err = range_check(addr, len, &end);
-  if (err || addr == end)
-    return err;
-  if (grows) {
-    struct vma *v = vma_find(&mm->vmas, addr);
-    if (!v)
-      return -ENOMEM;
-    if ((grows & PROT_GROWSUP) || !(v->flags & VM_GROWSDOWN))
-      return -EINVAL;
-    addr = v->start;
-  }
-  if (!range_mapped(mm, addr, end))
+  if (!len)
+    return 0;
+  uint64_t l = PAGE_ROUND_UP(len), end = addr + l;
+  if (!l || end <= addr)
     return -ENOMEM;
-  if (prot & PROT_WRITE) {
-    struct vma_list *l = &mm->vmas;
-    for (int i = vma_first_at_or_after(l, addr); i < (int)l->n && l->v[i].start < end; i++)
-      if (!(l->v[i].flags & VM_MAYWRITE))
-        return -EACCES;
+  if (prot & ~(PROT_ALL | PROT_SEM))
+    return -EINVAL;
+  int i = vma_first_at_or_after(&mm->vmas, addr);
+  struct vma *v = i < (int)mm->vmas.n && mm->vmas.v[i].start < end ? &mm->vmas.v[i] : NULL;
+  if (!v)
+    return -ENOMEM;
+  if (grows & PROT_GROWSDOWN) {
+    addr = v->start;
+    if (!(v->flags & VM_GROWSDOWN))
+      return -EINVAL;
+  } else if (v->start > addr) {
+    return -ENOMEM;
+  } else if (grows & PROT_GROWSUP) {
+    return -EINVAL;  // no VM_GROWSUP on x86
   }
-  if ((err = pt_unshare_range(mm, addr, end, 0)) || (err = split_range(mm, addr, end)))
-    return err;
-  apply_prot(mm, addr, end, prot & PROT_ALL);
-  merge_range(mm, addr, end);
-  return 0;
+  int fail;
+  uint64_t stop = mprotect_stop(mm, addr, end, prot, &fail);
+  if (stop > addr) {
+    if ((err = pt_unshare_range(mm, addr, stop, 0)) || (err = split_range(mm, addr, stop)))
+      return err;
+    err = apply_prot(mm, addr, stop, prot & PROT_ALL);
+    merge_range(mm, addr, stop);
+    if (err)
+      return err;
+  }
+  return fail;
 }
 
 int sfd_mprotect(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot) {
@@ -399,6 +505,10 @@ static int madv_flags(int advice, uint32_t *set, uint32_t *clear) {
   case MADV_KEEPONFORK: *clear = VM_WIPEONFORK; return 1;
   case MADV_HUGEPAGE: *set = VM_HUGEPAGE; *clear = VM_NOHUGEPAGE; return 1;
   case MADV_NOHUGEPAGE: *set = VM_NOHUGEPAGE; *clear = VM_HUGEPAGE; return 1;
+  case MADV_DONTDUMP: *set = VM_DONTDUMP; return 1;
+  case MADV_DODUMP: *clear = VM_DONTDUMP; return 1;
+  case MADV_MERGEABLE: *set = VM_MERGEABLE; return 1;  // compare ksm_madvise()
+  case MADV_UNMERGEABLE: *clear = VM_MERGEABLE; return 1;
   default: return 0;
   }
 }
@@ -408,23 +518,45 @@ static int madv_known(int advice) {
   case MADV_NORMAL: case MADV_RANDOM: case MADV_SEQUENTIAL: case MADV_WILLNEED:
   case MADV_DONTNEED: case MADV_FREE: case MADV_DONTFORK: case MADV_DOFORK:
   case MADV_WIPEONFORK: case MADV_KEEPONFORK: case MADV_HUGEPAGE: case MADV_NOHUGEPAGE:
+  case MADV_POPULATE_READ: case MADV_POPULATE_WRITE: case MADV_DONTDUMP: case MADV_DODUMP:
+  case MADV_MERGEABLE: case MADV_UNMERGEABLE: case MADV_COLD: case MADV_PAGEOUT:
+  case MADV_DONTNEED_LOCKED:
     return 1;
   default:
     return 0;
   }
 }
 
-// Check what advice requires of every vma in range. compare Linux madvise_behavior_valid().
-static int madv_vmas_check(struct mm *mm, uint64_t start, uint64_t end, int advice) {
-  struct vma_list *l = &mm->vmas;
-  for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++) {
-    const struct vma *v = &l->v[i];
-    if (advice == MADV_WIPEONFORK && (v->ino || (v->flags & VM_SHARED)))
-      return -EINVAL;
-    if (advice == MADV_FREE && (v->ino || (v->flags & VM_SHARED)))
-      return -EINVAL;
-  }
+// What advice requires of one vma: 0, or the errno refusing it. compare the per-vma checks
+// of Linux madvise_vma_behavior().
+static int madv_vma_check(const struct vma *v, int advice) {
+  if (advice == MADV_WIPEONFORK && (v->ino || (v->flags & VM_SHARED)))
+    return -EINVAL;
+  if (advice == MADV_FREE && (v->ino || (v->flags & VM_SHARED)))
+    return -EINVAL;  // compare madvise_free_single_vma(): anonymous private only
   return 0;
+}
+
+// Where advice stops at or after start: the start of the first vma it refuses (*err set),
+// else end. Holes are skipped and noted in *hole (the call then ends in -ENOMEM).
+// compare Linux madvise_walk_vmas().
+static uint64_t madvise_stop(struct mm *mm, uint64_t start, uint64_t end, int advice,
+                             int *err, int *hole) {
+  struct vma_list *l = &mm->vmas;
+  uint64_t at = start;
+  *err = *hole = 0;
+  for (int i = vma_first_at_or_after(l, start); at < end; i++) {
+    if (i >= (int)l->n || l->v[i].start >= end) {
+      *hole = 1;
+      break;
+    }
+    if (l->v[i].start > at)
+      *hole = 1;
+    if ((*err = madv_vma_check(&l->v[i], advice)))
+      return l->v[i].start > start ? l->v[i].start : start;
+    at = l->v[i].end;
+  }
+  return end;
 }
 
 // Set and clear vma flags over [start, end), splitting and merging.
@@ -435,32 +567,41 @@ static int change_vma_flags(struct mm *mm, uint64_t start, uint64_t end, uint32_
     return err;
   struct vma_list *l = &mm->vmas;
   for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++)
-    l->v[i].flags = (l->v[i].flags | set) & ~clear;
+    if (!((set & VM_MERGEABLE) && (l->v[i].flags & VM_SHARED)))  // KSM leaves shared alone
+      l->v[i].flags = (l->v[i].flags | set) & ~clear;
   merge_range(mm, start, end);
   return 0;
 }
 
+static int populate_vmas(struct mm *mm, uint64_t start, uint64_t end, int write,
+                         int use_stamp, uint64_t stamp);
+
+// madvise(2). Like Linux it goes vma by vma: the vmas before one the advice refuses keep the
+// advice (and their splits), holes are skipped and make the result -ENOMEM.
+// compare Linux do_madvise() and madvise_walk_vmas().
 static int do_madvise(struct mm *mm, uint64_t addr, uint64_t len, int advice) {
-  uint64_t end;
   uint32_t set, clear;
-  if (!madv_known(advice))
+  int err = 0, fail, hole;
+  if (!madv_known(advice) || (addr & (PAGE_SIZE - 1)))
     return -EINVAL;
-  int err = range_check(addr, len, &end);
-  if (err)
+  uint64_t l = PAGE_ROUND_UP(len), end = addr + l;
+  if ((len && !l) || end < addr)
     return -EINVAL;
   if (addr == end)
     return 0;
-  if ((err = madv_vmas_check(mm, addr, end, advice)))
-    return err;
-  if (madv_flags(advice, &set, &clear)) {
-    if (!(err = pt_unshare_range(mm, addr, end, 0)))
-      err = change_vma_flags(mm, addr, end, set, clear);
-  } else if (advice == MADV_DONTNEED || advice == MADV_FREE) {
-    err = pt_zap_range(mm, addr, end);
+  if (advice == MADV_POPULATE_READ || advice == MADV_POPULATE_WRITE)
+    return populate_vmas(mm, addr, end, advice == MADV_POPULATE_WRITE, 0, 0);
+  uint64_t stop = madvise_stop(mm, addr, end, advice, &fail, &hole);
+  if (stop > addr && madv_flags(advice, &set, &clear)) {
+    if (!(err = pt_unshare_range(mm, addr, stop, 0)))
+      err = change_vma_flags(mm, addr, stop, set, clear);
+  } else if (stop > addr && (advice == MADV_DONTNEED || advice == MADV_FREE ||
+                              advice == MADV_DONTNEED_LOCKED)) {
+    err = pt_zap_range(mm, addr, stop);
   }
-  if (err)
-    return err;
-  return range_mapped(mm, addr, end) ? 0 : -ENOMEM;
+  if (err || fail)
+    return err ? err : fail;
+  return hole ? -ENOMEM : 0;
 }
 
 int sfd_madvise(struct kernel *k, int pid, uint64_t addr, uint64_t len, int advice) {
@@ -543,15 +684,25 @@ static int populate_range(struct mm *mm, uint64_t start, uint64_t end, int write
   return 0;
 }
 
-// Every vma of [start, end) must exist (-ENOMEM) and have the right, VM_READ or VM_WRITE
-// (-EINVAL). compare madvise_populate() and check_vma_flags() of MADV_POPULATE_READ/WRITE.
-static int populate_check(struct mm *mm, uint64_t start, uint64_t end, int write) {
-  if (!range_mapped(mm, start, end))
-    return -ENOMEM;
+// MADV_POPULATE_READ/WRITE over [start, end), vma by vma: a hole is -ENOMEM, a vma without
+// the right (VM_READ or VM_WRITE) -EINVAL, a page past the end of a file -EFAULT; pages
+// faulted before the failure stay. compare Linux madvise_populate() and the
+// FOLL_MADV_POPULATE checks of __get_user_pages().
+static int populate_vmas(struct mm *mm, uint64_t start, uint64_t end, int write,
+                         int use_stamp, uint64_t stamp) {
   struct vma_list *l = &mm->vmas;
-  for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++)
-    if (!(l->v[i].flags & (write ? VM_WRITE : VM_READ)))
+  for (uint64_t at = start; at < end;) {
+    struct vma *v = vma_find(l, at);
+    if (!v)
+      return -ENOMEM;
+    if (!(v->flags & (write ? VM_WRITE : VM_READ)))
       return -EINVAL;
+    uint64_t stop = v->end < end ? v->end : end;
+    int err = populate_range(mm, at, stop, write, use_stamp, stamp);
+    if (err)
+      return err;
+    at = stop;
+  }
   return 0;
 }
 
@@ -567,9 +718,7 @@ int sfd_populate(struct kernel *k, int pid, uint64_t addr, uint64_t len, int wri
     return -EINVAL;
   if (addr == end)
     return 0;
-  if ((err = populate_check(p->mm, addr, end, write)))
-    return err;
-  return LEAVE(k, populate_range(p->mm, addr, end, write, use_stamp, stamp));
+  return LEAVE(k, populate_vmas(p->mm, addr, end, write, use_stamp, stamp));
 }
 
 // The frame backing va for an access, faulting it in. -EFAULT outside a vma or its rights.

@@ -37,6 +37,12 @@ struct vma *vma_find(struct vma_list *l, uint64_t va) {
 int vma_reserve(struct vma_list *l, uint32_t extra) {
   if (l->n + extra > MAX_MAP_COUNT)
     return -ENOMEM;
+  return vma_grow(l, extra);
+}
+
+// Make room for extra more entries, whatever the limit (mmap checks its own: Linux lets
+// it reach max_map_count + 1). -ENOMEM out of host memory.
+int vma_grow(struct vma_list *l, uint32_t extra) {
   if (l->n + extra <= l->cap)
     return 0;
   uint32_t cap = l->cap ? l->cap * 2 : 16;
@@ -52,7 +58,7 @@ int vma_reserve(struct vma_list *l, uint32_t extra) {
 
 // Insert a vma that overlaps nothing; returns its index or -ENOMEM.
 int vma_insert(struct vma_list *l, const struct vma *v) {
-  int err = vma_reserve(l, 1);
+  int err = vma_grow(l, 1);
   if (err)
     return err;
   int i = vma_first_at_or_after(l, v->start);
@@ -90,29 +96,72 @@ int vma_split(struct kernel *k, struct vma_list *l, int i, uint64_t at) {
   return 0;
 }
 
-// Whether b can extend a (adjacent, same flags and file, contiguous file offset).
-// compare Linux is_mergeable_vma() and can_vma_merge_after().
+// Whether a and b may share one anon_vma: b follows a, same flags but for protection, same
+// file at contiguous offsets. compare Linux anon_vma_compatible().
+static int anon_vma_compatible(const struct vma *a, const struct vma *b) {
+  uint32_t mask = ~(uint32_t)(VM_READ | VM_WRITE | VM_EXEC | VM_ANON_VMA | VM_ANON_FORKED);
+  return a->end == b->start && a->ino == b->ino && !((a->flags ^ b->flags) & mask) &&
+         (!a->ino || a->pgoff + ((a->end - a->start) >> PAGE_SHIFT) == b->pgoff);
+}
+
+// Give vma i of l an anon_vma before its first anonymous page: the next or previous vma's
+// when compatible and not inherited, else a new one. compare Linux __anon_vma_prepare() and
+// find_mergeable_anon_vma().
+void vma_anon_prepare(struct kernel *k, struct vma_list *l, struct vma *v) {
+  if (v->anon_vma)
+    return;
+  int i = (int)(v - l->v);
+  const struct vma *nb = NULL;
+  if (i >= 0 && i < (int)l->n) {
+    if (i + 1 < (int)l->n && anon_vma_compatible(v, &l->v[i + 1]))
+      nb = &l->v[i + 1];
+    if ((!nb || !nb->anon_vma || (nb->flags & VM_ANON_FORKED)) && i > 0 &&
+        anon_vma_compatible(&l->v[i - 1], v))
+      nb = &l->v[i - 1];
+  }
+  if (nb && nb->anon_vma && !(nb->flags & VM_ANON_FORKED))
+    v->anon_vma = nb->anon_vma;  // compare reusable_anon_vma()
+  else
+    v->anon_vma = ++k->next_anon_vma;
+  v->flags |= VM_ANON_VMA;
+}
+
+// Whether b can extend a (adjacent, same flags and file, contiguous file offset, anon_vmas
+// that allow it). compare Linux is_mergeable_vma(), can_vma_merge_after() and
+// is_mergeable_anon_vma(): one side without an anon_vma takes the other's unless that one
+// was inherited at fork.
 int vma_can_merge(const struct vma *a, const struct vma *b) {
-  uint32_t mask = ~(uint32_t)VM_ANON_VMA;  // compare is_mergeable_anon_vma(): one may lack it
+  uint32_t mask = ~(uint32_t)(VM_ANON_VMA | VM_ANON_FORKED);
   if (a->end != b->start || (a->flags & mask) != (b->flags & mask) || a->ino != b->ino)
     return 0;
   if (a->ino && a->pgoff + ((a->end - a->start) >> PAGE_SHIFT) != b->pgoff)
     return 0;
-  return 1;
+  if (a->anon_vma && b->anon_vma)
+    return a->anon_vma == b->anon_vma;
+  const struct vma *has = a->anon_vma ? a : b->anon_vma ? b : NULL;
+  return !has || !(has->flags & VM_ANON_FORKED);
+}
+
+// a absorbs b's anon_vma when it has none.
+static void take_anon_vma(struct vma *a, const struct vma *b) {
+  if (!a->anon_vma) {
+    a->anon_vma = b->anon_vma;
+    a->flags |= b->flags & (VM_ANON_VMA | VM_ANON_FORKED);
+  }
 }
 
 // Merge vma i with its neighbours where possible; returns the index of the merged vma.
 int vma_try_merge(struct kernel *k, struct vma_list *l, int i) {
   if (i + 1 < (int)l->n && vma_can_merge(&l->v[i], &l->v[i + 1])) {
     l->v[i].end = l->v[i + 1].end;
-    l->v[i].flags |= l->v[i + 1].flags & VM_ANON_VMA;
+    take_anon_vma(&l->v[i], &l->v[i + 1]);
     if (l->v[i + 1].ino)
       inode_put(k, l->v[i + 1].ino);
     vma_remove(l, i + 1);
   }
   if (i > 0 && vma_can_merge(&l->v[i - 1], &l->v[i])) {
     l->v[i - 1].end = l->v[i].end;
-    l->v[i - 1].flags |= l->v[i].flags & VM_ANON_VMA;
+    take_anon_vma(&l->v[i - 1], &l->v[i]);
     if (l->v[i].ino)
       inode_put(k, l->v[i].ino);
     vma_remove(l, i);

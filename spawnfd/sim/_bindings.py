@@ -174,6 +174,9 @@ class CKernel:
     def fail_alloc_after(self, n: int) -> None:
         self._call(lib.sfd_fail_alloc_after(self.ptr, n))
 
+    def set_overcommit(self, mode: int, ratio: int) -> None:
+        self._call(lib.sfd_set_overcommit(self.ptr, mode, ratio))
+
     def set_share_pagetables(self, on: bool) -> None:
         self._call(lib.sfd_set_share_pagetables(self.ptr, int(on)))
 

@@ -525,7 +525,7 @@ class Builder:
         if self.returncode is not None:
             raise ProcessLookupError(errno.ESRCH, os.strerror(errno.ESRCH))
         pid, st = self._c.handle_target(self.creator.pid, self.wait_fd)
-        if st == _STATE_ZOMBIE:
+        if st == _STATE_ZOMBIE or sig == 0:  # signal 0 only checks, as pidfd_send_signal
             return
         rt = self.creator.kernel._runtime
         if st == _STATE_RUNNING and rt is not None and pid in rt.scopes:

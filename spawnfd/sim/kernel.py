@@ -147,6 +147,8 @@ class KernelStatistics:
     thp_fault_fallback: int  #: eligible faults that found no free aligned 2 MiB block
     thp_split_pmd: int       #: huge pmd entries split into page tables
     thp_copied: int          #: huge pages copied whole on a write (thp_cow="copy-huge")
+    committed_as: int        #: Committed_AS in bytes: private writable memory charged
+    commit_limit: int        #: CommitLimit in bytes: memory * overcommit_ratio / 100 (no swap)
     faults: FaultStatistics
     cpu_instructions: int = 0  #: x86-64 instructions executed by real code (cpu=True)
     syscalls: int = 0          #: system calls made by real code
@@ -197,6 +199,10 @@ class Kernel:
         share_pagetables: share last-level tables of big ``MAP_SHARED`` file mappings.
         thp: transparent huge pages, ``"never"``, ``"madvise"`` or ``"always"``.
         thp_cow: a write to a shared huge page, ``"split"`` or ``"copy-huge"``.
+        overcommit: ``vm.overcommit_memory``: 0 (Linux's default heuristic: refuse a single
+            private writable mapping larger than memory), 1 (always grant), 2 (strict: the
+            total charge stays under ``memory * overcommit_ratio / 100``).
+        overcommit_ratio: ``vm.overcommit_ratio``, percent (mode 2 only).
 
     Raises:
         TypeError: an option of the wrong type (``memory`` neither int nor str,
@@ -207,7 +213,8 @@ class Kernel:
 
     def __init__(self, memory: int | str = "16G", *, fork_mode: str = "copy",
                  share_pagetables: bool = False, thp: str = "never",
-                 thp_cow: str = "split") -> None:
+                 thp_cow: str = "split", overcommit: int = 0,
+                 overcommit_ratio: int = 50) -> None:
         memory_bytes = _memory_bytes(memory)
         _choice(fork_mode, "fork_mode", FORK_MODES)
         _choice(thp, "thp", THP_MODES)
@@ -215,6 +222,16 @@ class Kernel:
         if not isinstance(share_pagetables, bool):
             raise TypeError(f"share_pagetables must be a bool, not "
                             f"{type(share_pagetables).__name__}")
+        if type(overcommit) is not int:
+            raise TypeError(f"overcommit must be an int (0, 1 or 2), not {overcommit!r}")
+        if overcommit not in (0, 1, 2):
+            raise ValueError(f"overcommit must be 0, 1 or 2 (vm.overcommit_memory), "
+                             f"not {overcommit!r}")
+        if type(overcommit_ratio) is not int:
+            raise TypeError(f"overcommit_ratio must be an int, not {overcommit_ratio!r}")
+        if not 0 <= overcommit_ratio < 2**32:
+            raise ValueError(f"overcommit_ratio must be between 0 and 2**32 - 1 (a percent), "
+                             f"not {overcommit_ratio!r}")
         self.memory_bytes: Final = memory_bytes
         self.fork_mode: Final = fork_mode
         self.share_pagetables: Final = share_pagetables
@@ -224,7 +241,12 @@ class Kernel:
         #: a write to a huge page shared after fork: "split" the pmd and copy the 4 KiB page
         #: written, or "copy-huge" the whole 2 MiB
         self.thp_cow: Final = thp_cow
+        #: vm.overcommit_memory and vm.overcommit_ratio
+        self.overcommit: Final = overcommit
+        self.overcommit_ratio: Final = overcommit_ratio
         self._c = CKernel(_u64(self.memory_bytes, "memory"))
+        if overcommit != 0 or overcommit_ratio != 50:
+            self._c.set_overcommit(overcommit, overcommit_ratio)
         if share_pagetables:
             self._c.set_share_pagetables(True)
         if thp != "never" or thp_cow != "split":
@@ -319,7 +341,8 @@ class Kernel:
     def __repr__(self) -> str:
         return (f"<spawnfd.Kernel memory={format_size(self.memory_bytes)} "
                 f"fork_mode={self.fork_mode!r} share_pagetables={self.share_pagetables} "
-                f"thp={self.thp!r} thp_cow={self.thp_cow!r}{' closed' if self.closed else ''}>")
+                f"thp={self.thp!r} thp_cow={self.thp_cow!r} overcommit={self.overcommit}"
+                f"{' closed' if self.closed else ''}>")
 
 
 @final
@@ -672,8 +695,11 @@ class AddressSpace:
         self._c.mprotect(self._pid, _u64(addr, "addr"), _u64(length, "length"), prot)
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
-        """``MADV_DONTNEED``/``FREE``/``DONTFORK``/``DOFORK``/``WIPEONFORK``/``KEEPONFORK``
-        (and the hints ``NORMAL``/``RANDOM``/``SEQUENTIAL``/``WILLNEED``/``(NO)HUGEPAGE``)."""
+        """``MADV_DONTNEED``/``FREE``/``DONTFORK``/``DOFORK``/``WIPEONFORK``/``KEEPONFORK``/
+        ``POPULATE_READ``/``POPULATE_WRITE``/``DONTNEED_LOCKED``, the flags ``(NO)HUGEPAGE``/
+        ``DONTDUMP``/``DODUMP``/``(UN)MERGEABLE`` and the hints ``NORMAL``/``RANDOM``/
+        ``SEQUENTIAL``/``WILLNEED``/``COLD``/``PAGEOUT``. Vma by vma, as Linux: the vmas before
+        the first one refused keep the advice."""
         self._c.madvise(self._pid, _u64(addr, "addr"), _u64(length, "length"), advice)
 
     def populate(self, addr: int, length: int, write: bool = False,
