@@ -29,7 +29,7 @@ def test_describe_wait_status() -> None:
 def test_kernel_repr() -> None:
     with spawnfd.Kernel("64G", share_pagetables=True, thp="always") as k:
         assert repr(k) == ("<spawnfd.Kernel memory=64 GiB fork_mode='copy' "
-                           "share_pagetables=True thp='always' thp_cow='split'>")
+                           "share_pagetables=True thp='always' thp_cow='split' overcommit=0>")
     assert repr(k).endswith(" closed>")
 
 
