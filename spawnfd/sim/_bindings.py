@@ -313,11 +313,17 @@ class CKernel:
     # ---- files ----
     def open(self, pid: int, path: str | bytes | os.PathLike[Any], flags: int,
              mode: int) -> int:
-        return self._call(lib.sfd_open(self.ptr, pid, _path(path), flags, mode), path)
+        try:
+            return self._call(lib.sfd_open(self.ptr, pid, _path(path), flags, mode), path)
+        except OverflowError:
+            raise _out_of_range() from None
 
     def close_fd(self, pid: int, fd: int) -> int:
         """close(2); returns the pid it launched when fd was a builder fd, else 0."""
-        return self._call(lib.sfd_close(self.ptr, pid, fd))
+        try:
+            return self._call(lib.sfd_close(self.ptr, pid, fd))
+        except OverflowError:
+            raise _out_of_range() from None
 
     def read(self, pid: int, fd: int, n: int, offset: int | None = None) -> bytes:
         # One read(2): at most _MAX_RW_COUNT bytes, into host buffers that grow a chunk at a
@@ -363,17 +369,23 @@ class CKernel:
         """``(ino, size, mode, uid, gid, version)``; version 0: the content may change
         without notice (the file is mapped shared and writable)."""
         out = ffi.new("uint64_t[6]")
-        self._call(lib.sfd_fstat(self.ptr, pid, fd, out))
+        try:
+            self._call(lib.sfd_fstat(self.ptr, pid, fd, out))
+        except OverflowError:
+            raise _out_of_range() from None
         return (int(out[0]), int(out[1]), int(out[2]), int(out[3]), int(out[4]), int(out[5]))
 
     def spawn_mmapv(self, pid: int, bfd: int, steps: MapSteps, fd: int) -> int:
         """Run ``steps`` (their file mappings from the creator's ``fd``) on the embryo in one
         call; returns the bias (see ``sfd_spawn_mmapv``)."""
         v = steps._v
-        for i in steps._file_steps:
-            v[i].fd = fd
-        self._call(lib.sfd_spawn_mmapv(self.ptr, pid, bfd, v, steps.n, steps._bias,
-                                       steps._failed))
+        try:
+            for i in steps._file_steps:
+                v[i].fd = fd
+            self._call(lib.sfd_spawn_mmapv(self.ptr, pid, bfd, v, steps.n, steps._bias,
+                                           steps._failed))
+        except OverflowError:
+            raise _out_of_range() from None
         return int(steps._bias[0])
 
     def close_range(self, pid: int, first: int, last: int) -> None:
@@ -415,7 +427,10 @@ class CKernel:
     # ---- the fd model ----
     def process_create(self, pid: int, flags: int = 0) -> tuple[int, int, int]:
         out = ffi.new("int[3]")
-        self._call(lib.sfd_process_create(self.ptr, pid, flags, out))
+        try:
+            self._call(lib.sfd_process_create(self.ptr, pid, flags, out))
+        except OverflowError:
+            raise _out_of_range() from None
         return int(out[0]), int(out[1]), int(out[2])
 
     def spawn_mmap(self, pid: int, bfd: int, addr: int, length: int, prot: int, flags: int,
@@ -441,7 +456,10 @@ class CKernel:
         self._call(rc)
 
     def spawn_install_fd(self, pid: int, bfd: int, src: int, dst: int, flags: int) -> int:
-        return self._call(lib.sfd_spawn_install_fd(self.ptr, pid, bfd, src, dst, flags))
+        try:
+            return self._call(lib.sfd_spawn_install_fd(self.ptr, pid, bfd, src, dst, flags))
+        except OverflowError:
+            raise _out_of_range() from None
 
     def spawn_open(self, pid: int, bfd: int, path: str | bytes | os.PathLike[Any], flags: int,
                    mode: int, dst: int) -> int:
@@ -463,9 +481,13 @@ class CKernel:
                           start: int) -> int:
         blob = b"".join(s + b"\0" for s in (*argv, *env))
         rsp = ffi.new("uint64_t *")
-        self._call(lib.sfd_spawn_setup_stack(self.ptr, pid, bfd, execfn, blob, len(blob),
-                                             len(argv), len(env), seed,
-                                             ffi.new("uint64_t[4]", list(aux)), start, rsp))
+        try:
+            self._call(lib.sfd_spawn_setup_stack(self.ptr, pid, bfd, execfn, blob, len(blob),
+                                                 len(argv), len(env), seed,
+                                                 ffi.new("uint64_t[4]", list(aux)), start,
+                                                 rsp))
+        except OverflowError:
+            raise _out_of_range() from None
         return int(rsp[0])
 
     def spawn_map_cow(self, pid: int, bfd: int, src: int, addr: int, length: int) -> None:
@@ -473,7 +495,10 @@ class CKernel:
 
     def close_handle(self, pid: int, fd: int, target: int) -> int:
         """close(2) of fd only if it is a handle to target; returns the launched pid or 0."""
-        return self._call(lib.sfd_close_handle(self.ptr, pid, fd, target))
+        try:
+            return self._call(lib.sfd_close_handle(self.ptr, pid, fd, target))
+        except OverflowError:
+            raise _out_of_range() from None
 
     def handle_target(self, pid: int, fd: int) -> tuple[int, int]:
         """(pid, state) of the process behind a wait handle or builder fd; state 0 running,
@@ -481,6 +506,15 @@ class CKernel:
         target, state = ffi.new("int *"), ffi.new("int *")
         self._call(lib.sfd_handle_target(self.ptr, pid, fd, target, state))
         return int(target[0]), int(state[0])
+
+
+def _out_of_range() -> OSError:
+    return OSError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: argument out of range")
+
+
+# The spawn path's methods catch OverflowError themselves (no wrapper call per step).
+_CHECKED_INLINE = frozenset({"open", "close_fd", "fstat", "spawn_mmapv", "process_create",
+                             "spawn_install_fd", "spawn_setup_stack", "close_handle"})
 
 
 def _range_checked(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -492,12 +526,11 @@ def _range_checked(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kw)
         except OverflowError:
-            raise OSError(errno.EINVAL,
-                          f"{os.strerror(errno.EINVAL)}: argument out of range") from None
+            raise _out_of_range() from None
     return call
 
 
 for _name, _fn in list(vars(CKernel).items()):
-    if not _name.startswith("_") and callable(_fn):
+    if not _name.startswith("_") and callable(_fn) and _name not in _CHECKED_INLINE:
         setattr(CKernel, _name, _range_checked(_fn))
 del _name, _fn

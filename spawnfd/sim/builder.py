@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import functools
 import mmap
 import os
 import signal
 import stat
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, final
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, final
 
 from .._constants import MAP_FIXED, MAP_FIXED_NOREPLACE
 from .. import elf
@@ -164,23 +163,6 @@ def _env_items(env: Mapping[str, str] | Sequence[str | bytes] | None) -> list[by
     return [_enc(e) for e in env]
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _errors_name_the_file(load: Callable[_P, _R]) -> Callable[_P, _R]:
-    """For ``load(self, path, ...)``: every OSError of a loader is about the file it loads,
-    so one that names no file gets ``path`` as its filename (as ``open`` would report it)."""
-    @functools.wraps(load)
-    def named(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return load(*args, **kwargs)
-        except OSError as e:
-            if e.filename is not None:
-                raise
-            path = kwargs["path"] if "path" in kwargs else args[1]
-            raise elf.named(e, path) from None
-    return named
 
 
 @final
@@ -325,7 +307,6 @@ class Builder:
             raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), path)
         return h
 
-    @_errors_name_the_file
     def load_elf(self, path: str | os.PathLike[str], addr: int | None = None, *,
                  check_exec: bool = False) -> LoadedElf:
         """Map an ELF file into the embryo the way the kernel's exec would.
@@ -345,9 +326,17 @@ class Builder:
         Raises:
             OSError: ``ENOENT`` (open), ``EACCES``, ``ENOEXEC`` (not an x86-64 ELF),
                 ``EEXIST`` (its addresses are taken), ``ENOMEM``; nothing of the file stays
-                mapped.
+                mapped. Every error names the file (``filename``).
         """
         path = os.fspath(path)
+        try:
+            return self._load_elf(path, addr, check_exec)
+        except OSError as e:  # every error of a loader is about the file it loads
+            if e.filename is not None:
+                raise
+            raise elf.named(e, path) from None
+
+    def _load_elf(self, path: str, addr: int | None, check_exec: bool) -> LoadedElf:
         proc, c, cpid = self.creator, self._c, self._cpid
         fd = c.open(cpid, path, os.O_RDONLY | os.O_CLOEXEC, 0)  # a plain file: no wake-ups
         try:
