@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 
 import spawnfd
@@ -34,3 +35,10 @@ def host_rss_kib() -> int:
 
 def frames(k: spawnfd.Kernel) -> int:
     return k.statistics().frames_used
+
+
+def examples(n: int) -> int:
+    """How many examples a heavy property test runs: ``n``, divided by
+    ``SPAWNFD_EXAMPLES_DIVISOR`` (``.ci/run``'s sanitizer pass runs a quarter of them: the
+    same rules and kernels, fewer random sequences, under a build ten times slower)."""
+    return max(10, n // max(1, int(os.environ.get("SPAWNFD_EXAMPLES_DIVISOR", "1"))))

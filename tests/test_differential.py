@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from .helpers import examples
 from .linux_world import NONE, RO, RW, HostWorld, SimWorld, outcome
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="host is Linux")
@@ -32,7 +33,7 @@ PROTS = [NONE, RO, RW, RW, RW | 4]
 ADVICE = [4, 4, 10, 11, 18, 19, 16, 17, 12, 13, 22, 23]  # DONTNEED ... POPULATE_*
 CONFIGS = {"plain": {}, "share-pagetables": {"share_pagetables": True},
            "thp": {"thp": "always"}}
-SEEDS = range(40)
+SEEDS = range(examples(40))
 STEPS = 40
 
 

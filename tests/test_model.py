@@ -41,6 +41,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 import spawnfd
 
+from .helpers import examples
+
 T = TypeVar("T")
 PAGE = 4096
 WINDOW = 0x20000000 // PAGE          # first page of the window where mappings collide
@@ -636,7 +638,7 @@ class MemoryModel(RuleBasedStateMachine):
 # the model (a DONTNEED that does not revert a private file copy, a populate that takes no
 # copy, ...) went unnoticed; with these, every one tried was caught.
 MemoryModel.TestCase.settings = settings(
-    max_examples=300, stateful_step_count=50, derandomize=True, database=None, deadline=None,
+    max_examples=examples(300), stateful_step_count=50, derandomize=True, database=None, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestMemoryModel = MemoryModel.TestCase
 
@@ -752,6 +754,6 @@ class ThpMemoryModel(MemoryModel):
 # are few, and each example maps thousands of pages (about 6 s). A planted mistake (a partial
 # munmap that unmaps the whole huge page) was caught.
 ThpMemoryModel.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=50, derandomize=True, database=None, deadline=None,
+    max_examples=examples(100), stateful_step_count=50, derandomize=True, database=None, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestThpMemoryModel = ThpMemoryModel.TestCase

@@ -36,6 +36,8 @@ from hypothesis.stateful import initialize, precondition, rule
 
 from spawnfd.sim.kernel import FORK_MODES
 
+from .helpers import examples
+
 from .test_model import (ADVICE, HUGE_AT, PAGE, THP_DRAWS, WINDOW, MemoryModel, Space,
                          ThpMemoryModel)
 
@@ -222,7 +224,7 @@ class ForkModel(MemoryModel):
 # inherited, DONTFORK pages kept, private bytes shared by parent and child, the pages dict
 # shared, shared memory and the file copied at fork, private file pages frozen at fork.
 ForkModel.TestCase.settings = settings(
-    max_examples=400, stateful_step_count=50, derandomize=True, database=None, deadline=None,
+    max_examples=examples(400), stateful_step_count=50, derandomize=True, database=None, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestForkModel = ForkModel.TestCase
 
@@ -281,6 +283,6 @@ class ThpForkModel(ForkModel, ThpMemoryModel):
 # a time were caught: a sole-user check that ignores pte mappings of the subpages, a fork
 # that leaves the parent's leaf writable.
 ThpForkModel.TestCase.settings = settings(
-    max_examples=120, stateful_step_count=50, derandomize=True, database=None, deadline=None,
+    max_examples=examples(120), stateful_step_count=50, derandomize=True, database=None, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestThpForkModel = ThpForkModel.TestCase
