@@ -39,6 +39,6 @@ def frames(k: spawnfd.Kernel) -> int:
 
 def examples(n: int) -> int:
     """How many examples a heavy property test runs: ``n``, divided by
-    ``SPAWNFD_EXAMPLES_DIVISOR`` (``.ci/run``'s sanitizer pass runs a quarter of them: the
+    ``SPAWNFD_EXAMPLES_DIVISOR`` (``.ci/run``'s sanitizer pass runs an eighth of them: the
     same rules and kernels, fewer random sequences, under a build ten times slower)."""
     return max(10, n // max(1, int(os.environ.get("SPAWNFD_EXAMPLES_DIVISOR", "1"))))
