@@ -109,8 +109,9 @@ async def spawn(parent: Process, path: str, argv: Sequence[str],
 async def _spawn_fd_model(parent: Process, path: str, argv: list[str], env: dict[str, str],
                           fds: dict[int, FdSpec] | None, cwd: str | None) -> SpawnedProcess:
     # The same steps as `async with parent.create_process()`, made through the synchronous
-    # builder with one checkpoint for the whole spawn (each step is a C call or two).
-    await trio.lowlevel.checkpoint()
+    # builder with one checkpoint for the whole spawn (each step is a C call or two): its
+    # cancellation half now, its scheduling half after the launch.
+    await trio.lowlevel.checkpoint_if_cancelled()
     b = parent.process_create()
     try:
         if cwd is not None:
@@ -132,10 +133,15 @@ async def _spawn_fd_model(parent: Process, path: str, argv: list[str], env: dict
                 b.open(spec.path, spec.flags, spec.mode, fd=cfd)
             else:
                 b.install_fd(cfd, spec)
+        b.launch()
     except BaseException:
-        b.abort()
+        if not b.launched:
+            b.abort()
+        await trio.lowlevel.cancel_shielded_checkpoint()
         raise
-    b.launch()
+    # The other half of the checkpoint, as leaving `async with create_process()`: the child
+    # gets its first turn now, as a vfork child runs until its exec.
+    await trio.lowlevel.cancel_shielded_checkpoint()
     return ProcessBuilder._launched(parent, b)
 
 
