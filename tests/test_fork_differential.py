@@ -35,8 +35,6 @@ import pytest
 
 import spawnfd
 
-from .helpers import examples
-
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="host is Linux")
 
 PAGE = 4096
@@ -51,7 +49,7 @@ PROT_NAMES = {NONE: "NONE", RO: "RO", RW: "RW"}
 
 MODES = ("copy", "cow-pt", "cow-pt-eager")
 POLICIES = (*MODES, "mixed")
-SEEDS = range(examples(200))
+SEEDS = range(200)
 HOST_RUNNER = Path(__file__).with_name("hostscenario.py")
 REGION = 0x10_0000_0000        # simulator placement hints: one 8 MiB slot per hinted mapping
 SLOT = 8 << 20
