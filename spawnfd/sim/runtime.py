@@ -163,6 +163,20 @@ class _Runtime:
         scope.cancel()
 
 
+def _exec_or_127(path: str, argv: list[str],
+                 env: dict[str, str]) -> Callable[[Sys], Awaitable[int]]:
+    """A fork or vfork child that execs path, or exits 127 when the exec fails."""
+
+    async def child(csys: Sys) -> int:
+        try:
+            await csys.execve(path, argv, env)
+        except OSError:
+            return 127
+        return 0  # not reached: a successful execve does not return
+
+    return child
+
+
 @final
 class Sys:
     """The system calls a behaviour makes, for one process: ``process.sys``.
@@ -348,30 +362,14 @@ class Sys:
 
     async def vfork_execve(self, path: str, argv: list[str], env: dict[str, str]) -> int:
         """vfork + execve (what glibc's posix_spawn does); a failed exec exits 127."""
-
-        async def child(csys: Sys) -> int:
-            try:
-                await csys.execve(path, argv, env)
-            except OSError:
-                return 127
-            return 0  # not reached: a successful execve does not return
-
-        return await self.vfork(child)
+        return await self.vfork(_exec_or_127(path, argv, env))
 
     # ---- library helpers over those calls (what Process.fork_exec / vfork_exec use) ----
     async def fork_exec(self, path: str, argv: list[str], env: dict[str, str],
                         fork_mode: str | None = None) -> RunningProcess:
         """fork (under ``fork_mode``) + execve; the child, held by this process, exits 127
         if the exec fails."""
-
-        async def child(csys: Sys) -> int:
-            try:
-                await csys.execve(path, argv, env)
-            except OSError:
-                return 127
-            return 0  # not reached: a successful execve does not return
-
-        pid = await self.fork(child, fork_mode)
+        pid = await self.fork(_exec_or_127(path, argv, env), fork_mode)
         return RunningProcess._new(self.proc, self.proc.kernel._process(pid))
 
     async def vfork_exec(self, path: str, argv: list[str],
