@@ -39,7 +39,8 @@ struct kstats {
   uint64_t syscalls_unknown;   // ... of which had no entry in the table (-ENOSYS)
   uint64_t tlb_fills;          // CPU TLB misses resolved through the page tables
   uint64_t tlb_flushes;        // CPU TLB flushes by the mmu notifier
-  uint64_t tb_flushes;         // translated-code flushes (munmap/mprotect of code)
+  uint64_t tb_flushes;         // translated-code flushes (a frame that held code changed)
+  uint64_t cpu_switches;       // threads loaded into the CPU in place of another
   uint64_t syscalls_by_nr[512];  // system calls by x86-64 number
 };
 #define SFD_NR_SYSCALLS 512

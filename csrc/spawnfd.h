@@ -86,6 +86,8 @@ struct frames {
   uint64_t allocs;            // allocations so far, for fault injection
   uint32_t zero_pfn;          // the shared zero page
   uint64_t buffers;           // frames whose content is a real 4 KiB buffer
+  uint64_t code_gen;          // bumped when a frame the CPU may have translated code from
+                              // (FF_CODE) changes content or is freed (arch/x86 flushes)
   uint64_t by_kind[5];        // frames in use per enum frame_kind
   uint64_t allocated, freed;  // since boot
 };
@@ -113,6 +115,7 @@ struct ptpage {
   ((k)->fr.f[t].ctype = (uint8_t)((share) | ((eager) ? PT_EAGER : 0)))
 
 struct mm;
+struct cpu_engine;
 struct vma;
 
 // ---- mm/vma.c: virtual memory areas, a sorted array searched in O(log n) ----
@@ -233,7 +236,7 @@ struct mm {
   uint64_t mmap_base;       // top-down placement starts below this
   uint64_t start_stack;     // maps shows [stack] for the vma holding it (0: none)
   const struct mmu_notifier_ops *mn_ops;  // the CPU caching its translations (NULL: none)
-  void *mn_data;            // ... and its state (arch/x86: struct cpu)
+  void *mn_data;            // ... and its state (arch/x86: struct cpu, the thread's context)
 };
 
 struct proc;
@@ -270,6 +273,7 @@ struct stack_aux {
 #define FF_THP_HEAD 0x4000  // aux flag of a data frame: the first frame of a huge page
 #define FF_THP_TAIL 0x2000  // aux flag: one of its other 511 frames
 #define FF_THP (FF_THP_HEAD | FF_THP_TAIL)
+#define FF_CODE 0x1000      // aux flag of a data frame: mapped executable into the CPU's TLB
 #define HPAGE_ORDER 9
 #define HPAGE_NR 512U
 enum { THP_NEVER = 0, THP_MADVISE, THP_ALWAYS };
@@ -296,6 +300,9 @@ struct kernel {
   uint32_t *thp_maps;                // per 2 MiB of memory: pmd leaves mapping that huge page
   struct ptpage *pt_pool;            // freed table buffers kept for reuse (linked through e[0])
   uint64_t pt_pooled;                // buffers in the pool
+  struct cpu_engine *cpu;            // arch/x86: the machine's CPU (NULL: no code ran yet)
+  void (*cpu_free)(struct cpu_engine *);  // ... released with the kernel (by pointer: the
+                                          // one call from kernel/ up to arch/)
   int panicked;                      // set by kpanic; every later call fails
   char panic_msg[256];               // why
 };

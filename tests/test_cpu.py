@@ -136,16 +136,23 @@ def tiny_elf(code: bytes) -> bytes:
     return ehdr + phdr + code
 
 
-async def run_tiny(k: Any, code: bytes) -> int:
-    sh = k.init
-    fd = sh.open("/tmp/tiny", os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o755)
-    sh.write(fd, tiny_elf(code))
-    sh.close(fd)
-    async with sh.create_process() as child:
+def write_tiny(k: Any, code: bytes) -> None:
+    fd = k.init.open("/tmp/tiny", os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o755)
+    k.init.write(fd, tiny_elf(code))
+    k.init.close(fd)
+
+
+async def launch_tiny(k: Any) -> int:
+    async with k.init.create_process() as child:
         prog = await child.load_elf("/tmp/tiny")
         await child.setup_stack(["tiny"], {}, program=prog)
         await child.install_fd(1, 1)
     return await child.wait()
+
+
+async def run_tiny(k: Any, code: bytes) -> int:
+    write_tiny(k, code)
+    return await launch_tiny(k)
 
 
 UD2 = b"\x0f\x0b"
@@ -182,3 +189,60 @@ async def test_default_kernel_keeps_the_stand_ins() -> None:
         stdio(k.init)
         done = await run_real(k, ["/bin/echo", "hi"])
         assert done.stdout == b"hi\n" and k.statistics().cpu_instructions == 0
+
+
+def exit_code(status: int) -> bytes:
+    """mov edi, status; mov eax, 60; syscall."""
+    return b"\xbf" + struct.pack("<I", status) + b"\xb8\x3c\x00\x00\x00\x0f\x05"
+
+
+def loop_then_exit(n: int, status: int) -> bytes:
+    """mov ecx, n; 1: dec ecx; jnz 1b; then exit(status): 2n + 4 instructions."""
+    return b"\xb9" + struct.pack("<I", n) + b"\xff\xc9\x75\xfc" + exit_code(status)
+
+
+async def test_translated_code_goes_when_its_frame_changes() -> None:
+    # The one CPU caches translated code by physical frame. The same file page rewritten in
+    # place by write(2), or the file truncated (its frame freed) and written again, must run
+    # the new code: the frame was marked as holding code, so its change flushes translations.
+    async with open_kernel("256M", cpu=True) as k:
+        stdio(k.init)
+        sh = k.init
+        assert await run_tiny(k, exit_code(3)) == 3 << 8
+        flushes = k.statistics().tb_flushes
+        fd = sh.open("/tmp/tiny", os.O_WRONLY, 0)
+        sh.lseek(fd, 64 + 56, os.SEEK_SET)
+        sh.write(fd, exit_code(5))  # the same page-cache frame, new instructions
+        sh.close(fd)
+        assert await launch_tiny(k) == 5 << 8
+        assert k.statistics().tb_flushes == flushes + 1
+        assert await run_tiny(k, exit_code(7)) == 7 << 8  # O_TRUNC: the frame freed, reused
+        assert await launch_tiny(k) == 7 << 8
+        k.check()
+
+
+N = 3_000_000  # loop iterations: 6 M instructions, six slices
+
+
+async def test_programs_interleave_on_the_one_cpu() -> None:
+    # Two programs at the same virtual address, different code, each running several slices
+    # (2**20 instructions) at once: the CPU switches between them, and each runs its own code.
+    async with open_kernel("256M", cpu=True) as k:
+        stdio(k.init)
+        sh = k.init
+        for i, path in enumerate(("/tmp/a", "/tmp/b")):
+            fd = sh.open(path, os.O_CREAT | os.O_WRONLY, 0o755)
+            sh.write(fd, tiny_elf(loop_then_exit(N + i, 10 + i)))
+            sh.close(fd)
+        before = k.statistics()
+        async with sh.create_process() as a, sh.create_process() as b:
+            for child, path in ((a, "/tmp/a"), (b, "/tmp/b")):
+                prog = await child.load_elf(path)
+                await child.setup_stack([path], {}, program=prog)
+        children = [a, b]
+        assert [await c.wait() for c in children] == [10 << 8, 11 << 8]
+        after = k.statistics()
+        assert after.cpu_instructions - before.cpu_instructions == 2 * (2 * N + 1) + 2 * 4
+        # seven slices each; trio runs both in each batch (in a random order): >= one switch a batch
+        assert after.cpu_switches - before.cpu_switches >= 6
+        k.check()

@@ -60,6 +60,8 @@ void sfd_kernel_free(struct kernel *k) {
         proc_free(k, k->procs[pid]);
     free(k->procs);
   }
+  if (k->cpu)
+    k->cpu_free(k->cpu);  // after the processes: each lets go of the CPU first
   vfs_fini(k);
   free(k->thp_maps);
   frames_fini(&k->fr);

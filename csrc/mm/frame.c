@@ -267,6 +267,16 @@ void frame_put(struct kernel *k, pfn_t pfn) {
   frame_free(fr, pfn);
 }
 
+// The CPU may have translated code from frame p: its content is about to change or go, so
+// the translations must go too (arch/x86 compares code_gen before the next instruction).
+// compare Linux's tb invalidation on a write to a page QEMU watches for code.
+static void frame_code_changes(struct frames *fr, pfn_t p) {
+  if (fr->f[p].aux & FF_CODE) {
+    fr->f[p].aux &= (uint16_t)~FF_CODE;
+    fr->code_gen++;
+  }
+}
+
 // The frame's content slot in the flat region.
 uint8_t *frame_slot(const struct frames *fr, pfn_t p) { return fr->mem + (size_t)p * PAGE_SIZE; }
 
@@ -274,6 +284,7 @@ uint8_t *frame_slot(const struct frames *fr, pfn_t p) { return fr->mem + (size_t
 // bytes until the frame is materialised again, which clears it).
 void frame_release_content(struct frames *fr, pfn_t p) {
   struct frame *f = &fr->f[p];
+  frame_code_changes(fr, p);
   if (f->ctype == CT_BUF)
     fr->buffers--;
   if (f->ctype != CT_ZERO)
@@ -318,6 +329,7 @@ int frame_copy_content(struct frames *fr, pfn_t dst, pfn_t src) {
   uint8_t *b = frame_materialise(fr, dst);
   if (!b)
     return -ENOMEM;
+  frame_code_changes(fr, dst);
   memcpy(b, frame_slot(fr, src), PAGE_SIZE);
   return 0;
 }
@@ -347,6 +359,7 @@ int frame_write_bytes(struct frames *fr, pfn_t p, uint64_t off, const uint8_t *b
   uint8_t *b = frame_materialise(fr, p);
   if (!b)
     return -ENOMEM;
+  frame_code_changes(fr, p);
   memcpy(b + off, buf, n);
   return 0;
 }

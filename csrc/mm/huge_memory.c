@@ -92,7 +92,7 @@ void thp_put(struct kernel *k, pfn_t head) {
     return;
   struct frame *f = &k->fr.f[head];
   for (unsigned i = 0; i < HPAGE_NR; i++) {
-    f[i].aux = 0;
+    f[i].aux &= FF_CODE;  // an ordinary frame now; translated code stays tracked
     if (f[i].ref == 0) {  // no pte maps it: free it as the single frame it now is
       f[i].ref = 1;
       frame_put(k, head + i);

@@ -155,7 +155,8 @@ class KernelStatistics:
     syscalls_unknown: int = 0  #: ... of which the table has no entry for (-ENOSYS)
     tlb_fills: int = 0         #: CPU TLB misses resolved through the page tables
     tlb_flushes: int = 0       #: CPU TLB flushes (munmap, mprotect, COW break, fork, ...)
-    tb_flushes: int = 0        #: translated-code flushes (munmap/mprotect of code)
+    tb_flushes: int = 0        #: translated-code flushes (a frame that held code changed)
+    cpu_switches: int = 0      #: threads loaded into the one CPU in place of another
     #: system calls by x86-64 number (only numbers called)
     syscalls_by_nr: dict[int, int] = dataclasses.field(default_factory=dict)
 

@@ -15,35 +15,51 @@ enum cpu_stop { CPU_RUNNING = 0, CPU_SLICE, CPU_EXITED, CPU_KILLED, CPU_BLOCKED 
 #define CPU_ICACHE 4096  // translated blocks whose instruction count is remembered
 
 struct icount_slot {
-  uint64_t addr;             // a block's first instruction
-  uint32_t icount;           // its instructions (0: empty slot)
+  uint64_t addr;             // a block's first instruction (virtual)
+  uint32_t icount;           // its instructions
+  uint32_t gen;              // valid while it equals the engine's icache_gen
 };
 
-// One CPU: the Unicorn engine running the one thread of the process whose mm it serves.
+// The machine's one CPU: a Unicorn engine created on first use and shared by every process
+// that runs code, so code translated once (ld.so, libc: page-cache frames every process maps)
+// serves them all. A process's registers are loaded into it on a switch (compare Linux
+// __switch_to() and switch_mm(): the TLB is flushed when the address space changes).
+struct cpu_engine {
+  struct kernel *k;
+  uc_engine *uc;
+  uc_context *boot;          // the registers of a CPU just reset: a new thread's start
+  struct cpu *cur;           // the thread whose registers are loaded (NULL: none)
+  uint64_t code_gen;         // k->fr.code_gen the translated code is valid for
+  uint32_t icache_gen;       // bumped whenever a virtual address may name other code
+  int in_fill;               // inside the TLB-fill hook (its own fault needs no flush)
+  int stale_stop;            // the run stopped only because translated code went stale
+  struct icount_slot icache[CPU_ICACHE];  // instructions per translated block
+};
+
+// One thread's CPU state: its saved registers while another thread runs (compare Linux
+// thread_struct), the slice being run, and the per-process state of its system calls.
 struct cpu {
   struct kernel *k;
+  struct cpu_engine *e;      // the CPU it runs on
+  uc_engine *uc;             // e->uc, for the system-call layer's register access
+  uc_context *ctx;           // its registers while not loaded
   struct mm *mm;             // the address space whose translations its TLB caches
   int pid;                   // the process running on it
-  uc_engine *uc;
-  uint64_t budget;           // instructions left in this slice
+  uint64_t budget;           // instructions allowed in this slice
   uint64_t insns;            // instructions executed in this slice
   int stop;                  // enum cpu_stop, set by a hook
   int status;                // CPU_EXITED: exit code; CPU_KILLED: signal
   int block_fd;              // CPU_BLOCKED: the descriptor it waits on
   uint64_t fault_addr;       // CPU_KILLED: the faulting address
-  int in_fill;               // inside the TLB-fill hook (its own fault needs no flush)
-  int tb_flush;              // translated code must go before the next instruction
   int pending;               // a blocked system call, retried when the run resumes
   uint64_t pnr, pargs[6];    // ... its number and arguments
   uint64_t brk_start, brk;   // the program break (0: not yet placed)
   uint64_t rng;              // getrandom's generator state (deterministic per process)
   int trace;                 // SPAWNFD_STRACE set: print each system call on stderr
-  struct icount_slot icache[CPU_ICACHE];  // instructions per translated block
 };
 
 // ---- cpu.c: the CPU ----
 struct cpu *cpu_of(struct proc *p);
-void cpu_request_tb_flush(struct cpu *c, uint64_t start, uint64_t end);
 
 // ---- syscall_64.c: the system-call table ----
 void syscall_dispatch(struct cpu *c);

@@ -1,12 +1,16 @@
-// cpu.c — the CPU: a Unicorn x86-64 engine per address space, in virtual-TLB mode.
+// cpu.c — the CPU: one Unicorn x86-64 engine per machine, in virtual-TLB mode, shared by
+// every process that runs code.
 //
 // The simulated frames are Unicorn's physical memory, mapped once: the flat content region
 // of mm/frame.c (frame pfn at physical address pfn * 4 KiB). Unicorn asks for a translation
-// on every TLB miss; the fill hook walks the process's own page tables through the kernel's
-// fault path (mm_fault_translate: demand fault, COW break, breaking a COW-shared table, THP
-// split, shared-table attach), materialises the frame's content into its slot and answers
-// with the frame and what the pte allows now. The memory manager flushes this TLB through
-// the mmu notifier wherever Linux flushes. System calls trap to syscall_64.c.
+// on every TLB miss; the fill hook walks the loaded process's own page tables through the
+// kernel's fault path (mm_fault_translate: demand fault, COW break, breaking a COW-shared
+// table, THP split, shared-table attach), materialises the frame's content into its slot
+// and answers with the frame and what the pte allows now. Translated code is cached by
+// physical address, so the ld.so and libc every process maps from the page cache are
+// translated once. The memory manager flushes the TLB through the mmu notifier wherever
+// Linux flushes; a frame that held code and changes or is freed flushes translated code.
+// System calls trap to syscall_64.c.
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,24 +23,36 @@
 #define X86_EXCP_GP 13  // general protection
 #define X86_EXCP_PF 14  // page fault
 
-// compare Linux flush_tlb_mm_range(): this first version drops the whole TLB. A change the
-// fill hook itself makes (its own COW break) needs none: Unicorn replaces that entry.
+// Forget every cached translation of a virtual address: the TLB, Unicorn's jump cache
+// (flushed with it) and the instruction counts remembered by virtual address.
+static void engine_flush_tlb(struct cpu_engine *e) {
+  uc_ctl_flush_tlb(e->uc);
+  e->icache_gen++;
+}
+
+// compare Linux flush_tlb_mm_range(): the whole TLB goes, if this address space is the one
+// loaded (another's is flushed when it is switched to). A change the fill hook itself makes
+// (its own COW break) needs none: Unicorn replaces that entry.
 static void cpu_invalidate(struct mm *mm, uint64_t start, uint64_t end) {
   struct cpu *c = mm->mn_data;
+  struct cpu_engine *e = c->e;
   (void)start;
   (void)end;
-  if (c->in_fill)
+  if (e->in_fill || e->cur != c)
     return;
-  uc_ctl_flush_tlb(c->uc);
+  engine_flush_tlb(e);
   c->k->st.tlb_flushes++;
 }
 
-// compare Linux mmu_notifier_release(): the mm is going away (exit, exec); so is its CPU.
+// compare Linux mmu_notifier_release(): the mm is going away (exit, exec); so is the
+// thread state that ran on it. The engine stays for the next process.
 static void cpu_release(struct mm *mm) {
   struct cpu *c = mm->mn_data;
   mm->mn_ops = NULL;
   mm->mn_data = NULL;
-  uc_close(c->uc);
+  if (c->e->cur == c)
+    c->e->cur = NULL;
+  uc_context_free(c->ctx);
   free(c);
 }
 
@@ -45,52 +61,51 @@ static const struct mmu_notifier_ops cpu_mn_ops = {
     .release = cpu_release,
 };
 
-// Translated code may be stale after [start, end) changed (munmap, mprotect of executable
-// memory): drop it before the next instruction (the run loop does it between slices: Unicorn
-// cannot flush translation blocks from inside one).
-void cpu_request_tb_flush(struct cpu *c, uint64_t start, uint64_t end) {
-  (void)start;
-  (void)end;
-  c->tb_flush = 1;
-  uc_emu_stop(c->uc);
-}
-
 // The TLB-fill hook: a user access to vaddr missed. compare Linux do_user_addr_fault(),
 // then the hardware's walk of the tables the fault left. false: a page fault (SIGSEGV).
-static bool cpu_tlb_fill(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tlb_entry *e,
+// A frame reachable by an instruction fetch is marked FF_CODE: its translations must go
+// when it changes (mm/frame.c bumps code_gen).
+static bool cpu_tlb_fill(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tlb_entry *ent,
                          void *data) {
-  struct cpu *c = data;
-  struct kernel *k = c->k;
+  struct cpu_engine *e = data;
+  struct cpu *c = e->cur;
+  struct kernel *k = e->k;
   int access = type == UC_MEM_WRITE ? MM_WRITE : type == UC_MEM_FETCH ? MM_FETCH : MM_READ;
   pfn_t pfn;
   int perms;
   (void)uc;
   k->st.tlb_fills++;
-  c->in_fill = 1;
+  e->in_fill = 1;
   int err = mm_fault_translate(c->mm, vaddr, access, &pfn, &perms);
-  c->in_fill = 0;
+  e->in_fill = 0;
   if (err) {  // the exception Unicorn raises next ends the run: SIGSEGV at the first one
     if (!c->fault_addr)
       c->fault_addr = vaddr;
     return false;
   }
-  if (pfn != k->fr.zero_pfn && k->fr.f[pfn].ctype != CT_BUF)
-    frame_materialise(&k->fr, pfn);  // the CPU reads and writes the slot itself
-  e->paddr = (uint64_t)pfn << PAGE_SHIFT;
-  e->perms = ((perms & MM_PERM_R) ? UC_PROT_READ : 0) | ((perms & MM_PERM_W) ? UC_PROT_WRITE : 0) |
-             ((perms & MM_PERM_X) ? UC_PROT_EXEC : 0);
+  if (pfn != k->fr.zero_pfn) {
+    if (k->fr.f[pfn].ctype != CT_BUF)
+      frame_materialise(&k->fr, pfn);  // the CPU reads and writes the slot itself
+    if (perms & MM_PERM_X)
+      k->fr.f[pfn].aux |= FF_CODE;
+  }
+  ent->paddr = (uint64_t)pfn << PAGE_SHIFT;
+  ent->perms = ((perms & MM_PERM_R) ? UC_PROT_READ : 0) |
+               ((perms & MM_PERM_W) ? UC_PROT_WRITE : 0) |
+               ((perms & MM_PERM_X) ? UC_PROT_EXEC : 0);
   return true;
 }
 
 // The syscall instruction. compare Linux entry_SYSCALL_64 -> do_syscall_64().
 static void cpu_syscall(uc_engine *uc, void *data) {
+  struct cpu_engine *e = data;
   (void)uc;
-  syscall_dispatch(data);
+  syscall_dispatch(e->cur);
 }
 
 // An invalid instruction: SIGILL at its address. compare Linux exc_invalid_op().
 static bool cpu_invalid_insn(uc_engine *uc, void *data) {
-  struct cpu *c = data;
+  struct cpu *c = ((struct cpu_engine *)data)->cur;
   uint64_t rip = 0;
   uc_reg_read(uc, UC_X86_REG_RIP, &rip);
   c->stop = CPU_KILLED;
@@ -102,7 +117,7 @@ static bool cpu_invalid_insn(uc_engine *uc, void *data) {
 // A CPU exception a hook sees: the signal Linux's trap handlers would send. compare do_trap(),
 // exc_page_fault(), exc_invalid_op().
 static void cpu_interrupt(uc_engine *uc, uint32_t intno, void *data) {
-  struct cpu *c = data;
+  struct cpu *c = ((struct cpu_engine *)data)->cur;
   uint64_t rip = 0;
   uc_reg_read(uc, UC_X86_REG_RIP, &rip);
   c->stop = CPU_KILLED;
@@ -131,24 +146,32 @@ static void cpu_interrupt(uc_engine *uc, uint32_t intno, void *data) {
 
 // The instructions in the translated block at addr: a small direct-mapped cache in front
 // of Unicorn's own table (uc_ctl_request_cache finds the block being entered).
-static uint32_t cpu_block_icount(struct cpu *c, uint64_t addr) {
-  struct icount_slot *e = &c->icache[(addr ^ (addr >> 12)) & (CPU_ICACHE - 1)];
-  if (e->addr == addr && e->icount)
-    return e->icount;
+static uint32_t cpu_block_icount(struct cpu_engine *e, uint64_t addr) {
+  struct icount_slot *s = &e->icache[(addr ^ (addr >> 12)) & (CPU_ICACHE - 1)];
+  if (s->addr == addr && s->gen == e->icache_gen)
+    return s->icount;
   uc_tb tb;
-  if (uc_ctl_request_cache(c->uc, addr, &tb) != UC_ERR_OK)
+  if (uc_ctl_request_cache(e->uc, addr, &tb) != UC_ERR_OK)
     return 1;
-  e->addr = addr;
-  e->icount = tb.icount ? tb.icount : 1;
-  return e->icount;
+  s->addr = addr;
+  s->gen = e->icache_gen;
+  s->icount = tb.icount ? tb.icount : 1;
+  return s->icount;
 }
 
 // A block is entered: count its instructions; end the slice before one that would pass
-// the budget (it runs first on the next slice).
+// the budget (it runs first on the next slice), or before stale translated code runs.
 static void cpu_count(uc_engine *uc, uint64_t addr, uint32_t size, void *data) {
-  struct cpu *c = data;
+  struct cpu_engine *e = data;
+  struct cpu *c = e->cur;
   (void)size;
-  uint32_t n = cpu_block_icount(c, addr);
+  if (e->code_gen != e->k->fr.code_gen && c->stop == CPU_RUNNING) {
+    c->stop = CPU_SLICE;  // not counted: the block runs after the flush
+    e->stale_stop = 1;
+    uc_emu_stop(uc);
+    return;
+  }
+  uint32_t n = cpu_block_icount(e, addr);
   if (c->insns && c->insns + n > c->budget && c->stop == CPU_RUNNING) {
     c->stop = CPU_SLICE;
     uc_emu_stop(uc);
@@ -157,50 +180,121 @@ static void cpu_count(uc_engine *uc, uint64_t addr, uint32_t size, void *data) {
   c->insns += n;
 }
 
-// A CPU for p's address space, at the registers execve or the builder left: the frames
-// mapped once as physical memory, the hooks installed, the notifier registered on its mm.
-static int cpu_create(struct kernel *k, struct proc *p, struct cpu **out) {
-  struct cpu *c = calloc(1, sizeof(*c));
+static void engine_free(struct cpu_engine *e) {
+  if (e->boot)
+    uc_context_free(e->boot);
+  uc_close(e->uc);
+  free(e);
+}
+
+// The machine's CPU, created on first use: the frames mapped once as physical memory, the
+// hooks installed, the registers of a reset CPU kept as every new thread's start.
+static int engine_get(struct kernel *k, struct cpu_engine **out) {
+  struct cpu_engine *e = k->cpu;
   uc_hook h;
-  int err = -ENOMEM;
+  if (e) {
+    *out = e;
+    return 0;
+  }
+  if (!(e = calloc(1, sizeof(*e))))
+    return -ENOMEM;
+  e->k = k;
+  e->code_gen = k->fr.code_gen;
+  if (uc_open(UC_ARCH_X86, UC_MODE_64, &e->uc) != UC_ERR_OK) {
+    free(e);
+    return -ENOMEM;
+  }
+  if (uc_ctl_tlb_mode(e->uc, UC_TLB_VIRTUAL) != UC_ERR_OK ||
+      uc_mem_map_ptr(e->uc, 0, k->fr.mem_bytes, UC_PROT_ALL, k->fr.mem) != UC_ERR_OK ||
+      uc_hook_add(e->uc, &h, UC_HOOK_TLB_FILL, (void *)cpu_tlb_fill, e, 1, 0) != UC_ERR_OK ||
+      uc_hook_add(e->uc, &h, UC_HOOK_INSN, (void *)cpu_syscall, e, 1, 0,
+                  UC_X86_INS_SYSCALL) != UC_ERR_OK ||
+      uc_hook_add(e->uc, &h, UC_HOOK_INTR, (void *)cpu_interrupt, e, 1, 0) != UC_ERR_OK ||
+      uc_hook_add(e->uc, &h, UC_HOOK_INSN_INVALID, (void *)cpu_invalid_insn, e, 1, 0) !=
+          UC_ERR_OK ||
+      uc_hook_add(e->uc, &h, UC_HOOK_BLOCK, (void *)cpu_count, e, 1, 0) != UC_ERR_OK ||
+      uc_context_alloc(e->uc, &e->boot) != UC_ERR_OK ||
+      uc_context_save(e->uc, e->boot) != UC_ERR_OK) {
+    engine_free(e);
+    return -EINVAL;
+  }
+  k->cpu = e;
+  k->cpu_free = engine_free;
+  *out = e;
+  return 0;
+}
+
+// Load c's registers and address space into the CPU, saving those of the thread that ran
+// before. compare Linux __switch_to() and switch_mm_irqs_off() (a new mm: flush the TLB).
+static int cpu_switch_to(struct cpu_engine *e, struct cpu *c) {
+  if (e->cur == c)
+    return 0;
+  if (e->cur && uc_context_save(e->uc, e->cur->ctx) != UC_ERR_OK)
+    return -EINVAL;
+  if (uc_context_restore(e->uc, c->ctx) != UC_ERR_OK)
+    return -EINVAL;
+  engine_flush_tlb(e);
+  e->cur = c;
+  e->k->st.cpu_switches++;
+  return 0;
+}
+
+// A thread for p's address space, at the registers execve or the builder left: a reset CPU
+// with rip, rsp and rflags set, saved in its context; the notifier registered on its mm.
+static int cpu_create(struct kernel *k, struct proc *p, struct cpu **out) {
+  struct cpu_engine *e;
+  int err = engine_get(k, &e);
+  if (err)
+    return err;
+  struct cpu *c = calloc(1, sizeof(*c));
   if (!c)
     return -ENOMEM;
   c->k = k;
+  c->e = e;
+  c->uc = e->uc;
   c->mm = p->mm;
   c->pid = p->pid;
   c->rng = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)p->serial << 17);
   c->trace = getenv("SPAWNFD_STRACE") != NULL;
-  if (uc_open(UC_ARCH_X86, UC_MODE_64, &c->uc) != UC_ERR_OK)
-    goto err_free;
-  if (uc_ctl_tlb_mode(c->uc, UC_TLB_VIRTUAL) != UC_ERR_OK ||
-      uc_mem_map_ptr(c->uc, 0, k->fr.mem_bytes, UC_PROT_ALL, k->fr.mem) != UC_ERR_OK ||
-      uc_hook_add(c->uc, &h, UC_HOOK_TLB_FILL, (void *)cpu_tlb_fill, c, 1, 0) != UC_ERR_OK ||
-      uc_hook_add(c->uc, &h, UC_HOOK_INSN, (void *)cpu_syscall, c, 1, 0,
-                  UC_X86_INS_SYSCALL) != UC_ERR_OK ||
-      uc_hook_add(c->uc, &h, UC_HOOK_INTR, (void *)cpu_interrupt, c, 1, 0) != UC_ERR_OK ||
-      uc_hook_add(c->uc, &h, UC_HOOK_INSN_INVALID, (void *)cpu_invalid_insn, c, 1, 0) !=
-          UC_ERR_OK ||
-      uc_hook_add(c->uc, &h, UC_HOOK_BLOCK, (void *)cpu_count, c, 1, 0) != UC_ERR_OK)
-    goto err_close;
+  if (uc_context_alloc(e->uc, &c->ctx) != UC_ERR_OK) {
+    free(c);
+    return -ENOMEM;
+  }
+  if (e->cur && uc_context_save(e->uc, e->cur->ctx) != UC_ERR_OK)
+    goto err;
+  e->cur = NULL;
   uint64_t rip = p->rip, rsp = p->rsp, rflags = 0x202;
-  uc_reg_write(c->uc, UC_X86_REG_RIP, &rip);
-  uc_reg_write(c->uc, UC_X86_REG_RSP, &rsp);
-  uc_reg_write(c->uc, UC_X86_REG_EFLAGS, &rflags);
+  if (uc_context_restore(e->uc, e->boot) != UC_ERR_OK ||
+      uc_reg_write(e->uc, UC_X86_REG_RIP, &rip) != UC_ERR_OK ||
+      uc_reg_write(e->uc, UC_X86_REG_RSP, &rsp) != UC_ERR_OK ||
+      uc_reg_write(e->uc, UC_X86_REG_EFLAGS, &rflags) != UC_ERR_OK)
+    goto err;
+  engine_flush_tlb(e);
+  e->cur = c;
   p->mm->mn_ops = &cpu_mn_ops;
   p->mm->mn_data = c;
   *out = c;
   return 0;
-err_close:
-  uc_close(c->uc);
-  err = -EINVAL;
-err_free:
+err:
+  uc_context_free(c->ctx);
   free(c);
-  return err;
+  return -EINVAL;
 }
 
-// The CPU serving p's address space, NULL if none was created yet.
+// The thread state running on p's address space, NULL if none was created yet.
 struct cpu *cpu_of(struct proc *p) {
   return p->mm && p->mm->mn_ops == &cpu_mn_ops ? p->mm->mn_data : NULL;
+}
+
+// Drop translated code made from frames that changed since (FF_CODE, mm/frame.c).
+// compare tb_invalidate_phys_range(): this version drops all of it.
+static void engine_sync_code(struct cpu_engine *e) {
+  if (e->code_gen == e->k->fr.code_gen)
+    return;
+  e->code_gen = e->k->fr.code_gen;
+  uc_ctl_flush_tb(e->uc);
+  e->icache_gen++;
+  e->k->st.tb_flushes++;
 }
 
 // Run pid's thread for at most max_insns instructions: until it exits, is killed by a CPU
@@ -214,9 +308,12 @@ int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_ex
   ENTER(k, pid, p);
   memset(out, 0, sizeof(*out));
   if (!max_insns)
-    return -EINVAL;
+    return LEAVE(k, -EINVAL);
   if (!(c = cpu_of(p)) && (err = cpu_create(k, p, &c)))
-    return err;
+    return LEAVE(k, err);
+  struct cpu_engine *e = c->e;
+  if ((err = cpu_switch_to(e, c)))
+    return LEAVE(k, err);
   uint64_t rip;
   c->stop = CPU_RUNNING;
   c->fault_addr = 0;
@@ -229,18 +326,18 @@ int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_ex
       goto out;
   }
   for (;;) {
-    uc_reg_read(c->uc, UC_X86_REG_RIP, &rip);
-    uc_err ue = uc_emu_start(c->uc, rip, ~0ULL, 0, 0);
-    if (c->tb_flush) {
-      c->tb_flush = 0;
-      uc_ctl_flush_tb(c->uc);
-      memset(c->icache, 0, sizeof(c->icache));
-      k->st.tb_flushes++;
+    engine_sync_code(e);
+    uc_reg_read(e->uc, UC_X86_REG_RIP, &rip);
+    uc_err ue = uc_emu_start(e->uc, rip, ~0ULL, 0, 0);
+    if (e->stale_stop) {  // stopped only to drop stale code: go on
+      e->stale_stop = 0;
+      c->stop = CPU_RUNNING;
+      continue;
     }
     if (c->stop != CPU_RUNNING)
       break;
     if (ue == UC_ERR_OK)
-      continue;  // stopped for a translation flush
+      continue;
     // An exception no hook took: a page fault the fill hook refused (Unicorn reports
     // UC_ERR_EXCEPTION), or another trap. No IDT: it is never delivered to the program.
     c->stop = CPU_KILLED;

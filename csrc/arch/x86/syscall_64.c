@@ -394,50 +394,22 @@ static int64_t sys_pipe(struct cpu *c, struct proc *p, const uint64_t *a) {
   return sys_pipe2(c, p, b);
 }
 
-// Whether [start, start + len) overlaps executable memory (its translated code goes stale).
-static int range_has_exec(struct mm *mm, uint64_t start, uint64_t len) {
-  for (int i = vma_first_at_or_after(&mm->vmas, start); i < (int)mm->vmas.n; i++) {
-    if (mm->vmas.v[i].start >= start + len)
-      break;
-    if (mm->vmas.v[i].end > start && (mm->vmas.v[i].flags & VM_EXEC))
-      return 1;
-  }
-  return 0;
-}
-
 static int64_t sys_mmap(struct cpu *c, struct proc *p, const uint64_t *a) {
   uint64_t out;
-  int exec = (a[3] & MAP_FIXED) && range_has_exec(c->mm, a[0], a[1]);
   int r = sfd_mmap(c->k, p->pid, a[0], a[1], (int)a[2], (int)a[3], (int)a[4], a[5], &out);
-  if (r < 0)
-    return r;
-  if (exec)
-    cpu_request_tb_flush(c, a[0], a[0] + a[1]);
-  return (int64_t)out;
+  return r < 0 ? r : (int64_t)out;
 }
 
 static int64_t sys_munmap(struct cpu *c, struct proc *p, const uint64_t *a) {
-  int exec = range_has_exec(c->mm, a[0], a[1]);
-  int r = sfd_munmap(c->k, p->pid, a[0], a[1]);
-  if (!r && exec)
-    cpu_request_tb_flush(c, a[0], a[0] + a[1]);
-  return r;
+  return sfd_munmap(c->k, p->pid, a[0], a[1]);
 }
 
 static int64_t sys_mprotect(struct cpu *c, struct proc *p, const uint64_t *a) {
-  int exec = range_has_exec(c->mm, a[0], a[1]);
-  int r = sfd_mprotect(c->k, p->pid, a[0], a[1], (int)a[2]);
-  if (!r && exec)
-    cpu_request_tb_flush(c, a[0], a[0] + a[1]);
-  return r;
+  return sfd_mprotect(c->k, p->pid, a[0], a[1], (int)a[2]);
 }
 
 static int64_t sys_madvise(struct cpu *c, struct proc *p, const uint64_t *a) {
-  int exec = range_has_exec(c->mm, a[0], a[1]);
-  int r = sfd_madvise(c->k, p->pid, a[0], a[1], (int)a[2]);
-  if (!r && exec)
-    cpu_request_tb_flush(c, a[0], a[0] + a[1]);
-  return r;
+  return sfd_madvise(c->k, p->pid, a[0], a[1], (int)a[2]);
 }
 
 // brk(2): the break starts past the program's image (the run of mappings that begins at
