@@ -553,13 +553,18 @@ def scenario_cpu(quick: bool, tick: Tick) -> Result:
     from . import cpu
 
     tick("real programs on the simulated CPU, and natively")
-    rows = trio.run(cpu._run, 3 if quick else 20)
+    rows, extra = trio.run(cpu._run, 3 if quick else 20)
     for r in rows:
         r["minsn_s"] = r["cpu_instructions"] / r["ms"] / 1e3 if r["ms"] else 0.0
         r["slowdown"] = r["ms"] / r["native_ms"] if r["native_ms"] else 0.0
+    notes = [f"{r['argv']}: {ratio(r['slowdown'])} native" for r in rows]
+    notes.append(f"host memory per running real process beyond its simulated frames: "
+                 f"{extra['host_bytes_per_process'] / 1024:,.0f} KiB ({extra['processes']} "
+                 f"cat processes blocked at once)")
     return Result("cpu", "real x86-64 programs on the simulated kernel's CPU",
                   [Column("argv", "program", help="built through the fd model, launched by "
                           "closing the builder fd, run to exit on open_kernel(cpu=True)"),
+                   Column("status", "status", "{}", "wait status (0: exited 0)"),
                    Column("ms", "sim ms", "{:,.2f}", "launch to exit on the simulator (median)"),
                    Column("native_ms", "native ms", "{:,.2f}",
                           "subprocess.run of the same argv on this host (median)"),
@@ -571,7 +576,7 @@ def scenario_cpu(quick: bool, tick: Tick) -> Result:
                           "TLB misses served by a page-table walk (and faults)"),
                    Column("tlb_flushes", "TLB flushes", "{:,}",
                           "flushes the memory manager asked of the CPU")],
-                  rows, [f"{r['argv']}: {ratio(r['slowdown'])} native" for r in rows], {})
+                  rows, notes, summary=extra)
 
 
 SCENARIOS: dict[str, Callable[..., Result]] = {
