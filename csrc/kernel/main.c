@@ -62,6 +62,7 @@ void sfd_kernel_free(struct kernel *k) {
   }
   vfs_fini(k);
   free(k->thp_maps);
+  free(k->trace);
   frames_fini(&k->fr);
   pt_pool_fini(k);
   free(k);
