@@ -60,9 +60,9 @@ int64_t sys_clock_nanosleep(struct cpu *c, struct proc *p, const uint64_t *a) {
   if (c->slept)
     return sleep_for(c, 0);
   if (clk == CLOCK_THREAD_CPUTIME_ID)
-    return -EINVAL;
+    return -EOPNOTSUPP;  // as Linux
   if (clk == CLOCK_PROCESS_CPUTIME_ID)
-    return -EOPNOTSUPP;  // CPU time here is instructions; sleeping on it is not modelled
+    return -EOPNOTSUPP;  // Linux sleeps on it; CPU time here is not modelled (a difference)
   if (clk != CLOCK_REALTIME && clk != CLOCK_MONOTONIC && clk != CLOCK_BOOTTIME &&
       clk != CLOCK_TAI)
     return -EINVAL;
