@@ -72,6 +72,9 @@ PROGRAMS = [
     ["python3.11", "-c", "print(1)"],
     ["python3.11", "-c", 'import json, sys; json.dump({"a": [1, 2]}, sys.stdout)'],
     ["ls", "/nonexistent"], ["cat", "/nonexistent"],
+    ["readlink", "/proc/self/exe"], ["readlink", "/bin"], ["stat", "-c", "%n %F %s %a", "/bin",
+                                                          "/etc/passwd", "/usr"],
+    ["python3.11", "-c", "import os; print(os.readlink('/proc/self/exe'))"],
 ]
 
 
