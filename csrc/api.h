@@ -160,7 +160,8 @@ int sfd_close_range(struct kernel *k, int pid, unsigned first, unsigned last);
 
 // The CPU (arch/x86/cpu.c): run pid's thread on real x86-64 code for at most max_insns
 // instructions. reason: 1 slice over, 2 exited (status: code), 3 killed (status: signal,
-// addr: faulting address), 4 blocked in a system call on descriptor fd.
+// addr: faulting address), 4 blocked in a system call on descriptor fd, 5 asleep in
+// nanosleep(2) for addr nanoseconds (the caller sleeps, then runs it again to return).
 struct sfd_cpu_exit {
   int32_t reason;
   int32_t status;
@@ -170,5 +171,20 @@ struct sfd_cpu_exit {
   uint64_t insns;
 };
 int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_exit *out);
+
+// The system-call trace (arch/x86/syscall_64.c): every call a CPU finishes, in order, as
+// (pid, number, result, arguments). A call that blocks is recorded once, when it returns.
+struct sfd_trace_rec {
+  int32_t pid;
+  int32_t nr;
+  int64_t ret;
+  uint64_t args[6];
+};
+// Start recording (the buffer holds cap calls; later ones are counted as lost) or, cap 0,
+// stop and drop the buffer. Restarting drops what was recorded.
+int sfd_trace_start(struct kernel *k, uint32_t cap);
+// Move up to n recorded calls, oldest first, to out: the number moved. *lost: calls dropped
+// so far because the buffer was full.
+int sfd_trace_read(struct kernel *k, struct sfd_trace_rec *out, uint32_t n, uint64_t *lost);
 
 #endif

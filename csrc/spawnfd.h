@@ -187,6 +187,12 @@ struct inode {
   int target;                // IK_BUILDER, IK_PIDFD: the process it refers to
   uint64_t target_serial;    // ... and that process's serial (a reused pid is not it)
   uint32_t check_refs;       // check.c: references found by the recount
+  // stat(2) attributes beyond the above (fs/stat.c): a host inode's as the host's statx gave
+  // them at its first lookup (the snapshot); a tmpfs inode's kept by create, write, truncate
+  uint64_t nlink, blocks;    // 0: derived (1 link, size in 512-byte blocks)
+  uint32_t blksize;          // 0: PAGE_SIZE
+  uint32_t rdev_major, rdev_minor;
+  int64_t atime[2], mtime[2], ctime[2], btime[2];  // seconds, nanoseconds
 };
 
 
@@ -248,6 +254,18 @@ struct cred {
   uint32_t gid, egid, sgid;  // the same for groups
 };
 
+// Signal dispositions as rt_sigaction(2) records them, and the blocked mask (compare
+// Linux's sighand_struct and task->blocked). Signal n is action[n - 1]. Copied by fork;
+// exec resets caught signals to SIG_DFL and keeps ignored ones and the mask.
+struct k_sigaction {
+  uint64_t handler, flags, restorer, mask;  // the x86-64 struct kernel_sigaction
+};
+#define SIG_NSIG 64
+struct sighand {
+  struct k_sigaction action[SIG_NSIG];
+  uint64_t blocked;
+};
+
 struct proc {
   int pid;                  // process id
   int ppid;                 // parent's pid
@@ -261,6 +279,7 @@ struct proc {
   int vfork_parent;         // vfork child: the suspended parent whose mm it borrows (0: none)
   int vfork_child;          // vfork parent: suspended until this child execs or exits
   char cwd[4096];           // working directory
+  struct sighand sig;       // signal dispositions and the blocked mask (rt_sigaction(2))
 };
 
 #define NO_ID 0xffffffffU     // setresuid(-1): unchanged
@@ -305,6 +324,10 @@ struct kernel {
                                           // one call from kernel/ up to arch/)
   int panicked;                      // set by kpanic; every later call fails
   char panic_msg[256];               // why
+  // the system-call trace (arch/x86/syscall_64.c, sfd_trace_start): finished calls in order
+  struct sfd_trace_rec *trace;       // trace_cap records, trace_len of them filled
+  uint32_t trace_cap, trace_len;
+  uint64_t trace_lost;               // calls not recorded: the buffer was full
 };
 
 void kpanic(struct kernel *k, const char *fmt, ...);

@@ -447,6 +447,9 @@ static int do_execve(struct kernel *k, struct proc *p, const char *path,
     mm_destroy(old);
   }
   fdt_close_on_exec(k, &p->fds);
+  for (int i = 0; i < SIG_NSIG; i++)  // compare flush_signal_handlers(): caught -> SIG_DFL
+    if (p->sig.action[i].handler > 1)   // SIG_DFL 0, SIG_IGN 1 stay
+      memset(&p->sig.action[i], 0, sizeof(p->sig.action[i]));
   p->rip = *rip;
   p->rsp = *rsp;
   return 0;

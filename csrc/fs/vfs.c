@@ -5,6 +5,7 @@
 //   /dev/null, /dev/zero
 // An inode's pages live in its page cache (mm/filemap.c). Host inodes stay cached for the
 // kernel's life, as Linux keeps page cache warm.
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -199,6 +200,7 @@ static int tmpfs_lookup(struct kernel *k, const char *p, int flags, unsigned mod
     ino->uid = ino->gid = NO_OWNER;  // the opener takes ownership
     ino->dev_minor = TMPFS_DEV_MINOR;
     ino->linked = 1;
+    inode_touch(ino, 1);
     itab_add(k, ino);
   }
   *out = ino;
@@ -305,6 +307,7 @@ static int host_lookup(struct kernel *k, const char *p, int flags, struct inode 
     ino->gid = st.st_gid;
     ino->size = (uint64_t)st.st_size;
     ino->linked = 1;
+    host_attr_snapshot(ino, real, &st);
     itab_add(k, ino);
   }
   dcache_add(k, p, ino);
@@ -350,6 +353,66 @@ int vfs_unlink(struct kernel *k, const char *p) {
   return 0;
 }
 
+// rename(2) within tmpfs: to is replaced (its inode lives on while used). The host is
+// read-only (-EROFS); a move between tmpfs and the host crosses file systems (-EXDEV).
+int vfs_rename(struct kernel *k, const char *from, const char *to) {
+  struct inode *ino, *old;
+  int err;
+  if (!in_tmpfs(from) || !in_tmpfs(to)) {
+    if ((err = vfs_lookup(k, from, O_RDONLY, 0, &ino)))
+      return err;
+    return in_tmpfs(from) || in_tmpfs(to) ? -EXDEV : -EROFS;
+  }
+  if (!(ino = itab_find(k, from)))
+    return -ENOENT;
+  if (!strcmp(from, to))
+    return 0;
+  char *path = strdup(to);
+  if (!path)
+    return -ENOMEM;
+  if ((old = itab_find(k, to))) {
+    itab_del(k, old);
+    old->linked = 0;
+    inode_put(k, old);
+  }
+  itab_del(k, ino);
+  free(ino->path);
+  ino->path = path;
+  itab_add(k, ino);
+  ino->ctime[0] = ino->mtime[0];  // compare simple_rename_timestamp(): ctime changes
+  ino->ctime[1] = ino->mtime[1];
+  return 0;
+}
+
+// The entries of /tmp from position f->pos: ".", "..", then its files in hash order (stable
+// while nothing is created or removed).
+int tmpfs_readdir(struct kernel *k, struct file *f, filldir_t fill, void *ctx) {
+  uint64_t i = 0;
+  if (f->pos == 0) {
+    if (fill(ctx, ".", 1, f->ino->ino, DT_DIR))
+      return 0;
+    f->pos++;
+  }
+  if (f->pos == 1) {
+    if (fill(ctx, "..", 2, 2, DT_DIR))
+      return 0;
+    f->pos++;
+  }
+  for (uint32_t b = 0; b < ITAB_BUCKETS; b++) {
+    for (struct inode *ino = k->itab[b]; ino; ino = ino->hnext) {
+      if (ino->kind != IK_TMPFS || strncmp(ino->path, "/tmp/", 5) || strchr(ino->path + 5, '/'))
+        continue;
+      if (i++ < f->pos - 2)
+        continue;
+      const char *name = ino->path + 5;
+      if (fill(ctx, name, strlen(name), ino->ino, DT_REG))
+        return 0;
+      f->pos++;
+    }
+  }
+  return 0;
+}
+
 // Read page idx of a host file into a fresh frame's content (the page cache's read_folio for
 // host files). -EIO if the host file cannot be read.
 int host_read_page(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t pfn) {
@@ -375,6 +438,7 @@ int inode_truncate(struct kernel *k, struct inode *ino, uint64_t size) {
   if (ino->kind != IK_TMPFS)
     return ino->kind == IK_HOST ? -EROFS : -EINVAL;
   ino->version++;
+  inode_touch(ino, 0);
   if (size < ino->size) {
     uint64_t keep = PAGE_ROUND_UP(size) >> PAGE_SHIFT;
     int err = inode_unmap_beyond(k, ino, keep);

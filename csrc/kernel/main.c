@@ -64,6 +64,7 @@ void sfd_kernel_free(struct kernel *k) {
     k->cpu_free(k->cpu);  // after the processes: each lets go of the CPU first
   vfs_fini(k);
   free(k->thp_maps);
+  free(k->trace);
   frames_fini(&k->fr);
   pt_pool_fini(k);
   free(k);

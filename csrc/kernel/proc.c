@@ -88,6 +88,7 @@ int sfd_vfork(struct kernel *k, int pid, int *child_pid) {
   }
   memcpy(c->cwd, parent->cwd, sizeof(c->cwd));
   c->cred = parent->cred;
+  c->sig = parent->sig;
   parent->vfork_child = c->pid;
   *child_pid = c->pid;
   return 0;
@@ -112,6 +113,7 @@ static int do_fork(struct kernel *k, struct proc *parent, int mode, int *child_p
   }
   memcpy(c->cwd, parent->cwd, sizeof(c->cwd));
   c->cred = parent->cred;
+  c->sig = parent->sig;
   *child_pid = c->pid;
   return 0;
 }

@@ -71,6 +71,7 @@ int inode_write(struct kernel *k, struct inode *ino, uint64_t off, const uint8_t
   if (off + n < off || off + n > (1ULL << 43))
     return -EFBIG;
   ino->version++;
+  inode_touch(ino, 0);  // up: fs/stat.c keeps a tmpfs file's mtime and ctime
   uint64_t done = 0;
   while (done < n) {
     uint64_t pos = off + done, in = pos & (PAGE_SIZE - 1);

@@ -164,6 +164,22 @@ class CKernel:
         self._call(lib.sfd_cpu_run(self.ptr, pid, max_insns, out))
         return out.reason, out.status, out.fd, int(out.addr), int(out.insns)
 
+    def trace_start(self, cap: int) -> None:
+        """Record up to cap finished system calls of CPUs (0: stop and drop the record)."""
+        self._call(lib.sfd_trace_start(self.ptr, cap))
+
+    def trace_read(self) -> tuple[list[tuple[int, int, int, tuple[int, ...]]], int]:
+        """Take the recorded calls, oldest first: ([(pid, nr, result, args)], calls lost)."""
+        out: list[tuple[int, int, int, tuple[int, ...]]] = []
+        buf = ffi.new("struct sfd_trace_rec[]", 1024)
+        lost = ffi.new("uint64_t *")
+        while True:
+            n = self._call(lib.sfd_trace_read(self.ptr, buf, 1024, lost))
+            out += [(buf[i].pid, buf[i].nr, int(buf[i].ret), tuple(int(x) for x in buf[i].args))
+                    for i in range(n)]
+            if n < 1024:
+                return out, int(lost[0])
+
     def check(self) -> None:
         msg = ffi.new("char[]", 512)
         rc = lib.sfd_check(self.ptr, msg, 512)

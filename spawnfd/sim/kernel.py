@@ -295,6 +295,20 @@ class Kernel:
         raw["faults"] = faults
         return KernelStatistics(**raw)
 
+    def trace_syscalls(self, capacity: int = 1 << 16) -> None:
+        """Start recording the system calls real code makes on the CPU (``cpu=True``): each
+        finished call as (pid, number, result, arguments), read with :meth:`syscall_trace`.
+        ``capacity`` calls are kept; ``0`` stops recording."""
+        self._c.trace_start(capacity)
+
+    def syscall_trace(self) -> list[tuple[int, int, int, tuple[int, ...]]]:
+        """Take the calls recorded since :meth:`trace_syscalls` (or the last read), oldest
+        first. Raises OverflowError if some were lost because the buffer was full."""
+        calls, lost = self._c.trace_read()
+        if lost:
+            raise OverflowError(f"{lost} system calls not recorded: the trace buffer was full")
+        return calls
+
     def check(self) -> None:
         """Recompute refcounts and accounting from scratch and compare.
 

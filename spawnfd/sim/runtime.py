@@ -548,7 +548,7 @@ async def _sigill() -> int:
 
 
 CPU_SLICE: Final = 1 << 20   # instructions a CPU runs before the task yields
-_CPU_SLICE_OVER, _CPU_EXITED, _CPU_KILLED, _CPU_BLOCKED = 1, 2, 3, 4
+_CPU_SLICE_OVER, _CPU_EXITED, _CPU_KILLED, _CPU_BLOCKED, _CPU_SLEEP = 1, 2, 3, 4, 5
 
 
 async def _run_cpu(sys: Sys) -> int:
@@ -567,6 +567,8 @@ async def _run_cpu(sys: Sys) -> int:
             raise _Signalled(status)
         if reason == _CPU_BLOCKED:
             await sys._park(fd)
+        elif reason == _CPU_SLEEP:
+            await trio.sleep(addr / 1e9)
         else:
             await trio.lowlevel.checkpoint()
 

@@ -10,7 +10,8 @@
 #include "kernel/kernel.h"
 
 // Why a slice of sfd_cpu_run stopped (struct sfd_cpu_exit.reason, api.h).
-enum cpu_stop { CPU_RUNNING = 0, CPU_SLICE, CPU_EXITED, CPU_KILLED, CPU_BLOCKED };
+enum cpu_stop { CPU_RUNNING = 0, CPU_SLICE, CPU_EXITED, CPU_KILLED, CPU_BLOCKED,
+                CPU_SLEEP };  // CPU_SLEEP: in nanosleep, sleep_ns to go (the trio clock)
 
 #define CPU_ICACHE 4096  // translated blocks whose instruction count is remembered
 
@@ -56,6 +57,8 @@ struct cpu {
   uint64_t brk_start, brk;   // the program break (0: not yet placed)
   uint64_t rng;              // getrandom's generator state (deterministic per process)
   int trace;                 // SPAWNFD_STRACE set: print each system call on stderr
+  uint64_t sleep_ns;         // CPU_SLEEP: how long the runtime sleeps before resuming
+  int slept;                 // the parked sleep is over: the resumed call returns
 };
 
 // ---- cpu.c: the CPU ----

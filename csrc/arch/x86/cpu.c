@@ -351,7 +351,7 @@ out:
   out->reason = c->stop;
   out->status = c->status;
   out->fd = c->block_fd;
-  out->addr = c->stop == CPU_KILLED ? c->fault_addr : 0;
+  out->addr = c->stop == CPU_KILLED ? c->fault_addr : c->stop == CPU_SLEEP ? c->sleep_ns : 0;
   out->insns = c->insns;
   return LEAVE(k, 0);
 }

@@ -15,29 +15,25 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "arch/x86/arch.h"
+#include "arch/x86/syscalls.h"
 
 #define RW_CHUNK (1ULL << 20)  // bytes one read/write moves through the kernel at most
 #define UIO_MAXIOV 1024
-#define AT_FDCWD_ (-100)
-#define AT_EMPTY_PATH_ 0x1000
 #define ARCH_SET_FS 0x1002
 #define ARCH_GET_FS 0x1003
 #define TCGETS_ 0x5401
 
-typedef int64_t (*syscall_fn)(struct cpu *c, struct proc *p, const uint64_t *a);
-
-static int copy_from_user(struct cpu *c, void *dst, uint64_t src, uint64_t n) {
+int copy_from_user(struct cpu *c, void *dst, uint64_t src, uint64_t n) {
   return n ? mm_access(c->mm, src, dst, NULL, n) : 0;
 }
 
-static int copy_to_user(struct cpu *c, uint64_t dst, const void *src, uint64_t n) {
+int copy_to_user(struct cpu *c, uint64_t dst, const void *src, uint64_t n) {
   return n ? mm_access(c->mm, dst, NULL, src, n) : 0;
 }
 
 // Whether [addr, addr + n) lies in mappings that allow the access. compare access_ok() plus
 // the fault a copy would take: checked before a read consumes data it could not store.
-static int user_range_ok(struct cpu *c, uint64_t addr, uint64_t n, int write) {
+int user_range_ok(struct cpu *c, uint64_t addr, uint64_t n, int write) {
   if (addr + n < addr || addr + n > TASK_SIZE)
     return -EFAULT;
   for (uint64_t va = addr; va < addr + n;) {
@@ -51,7 +47,7 @@ static int user_range_ok(struct cpu *c, uint64_t addr, uint64_t n, int write) {
 
 // Copy a NUL-terminated string of at most cap bytes (the NUL included) from user memory.
 // compare strncpy_from_user(). -ENAMETOOLONG when no NUL comes within cap.
-static int strncpy_from_user(struct cpu *c, char *dst, uint64_t src, size_t cap) {
+int strncpy_from_user(struct cpu *c, char *dst, uint64_t src, size_t cap) {
   for (size_t done = 0; done < cap;) {
     uint64_t va = src + done;
     size_t chunk = PAGE_SIZE - (va & (PAGE_SIZE - 1));
@@ -69,7 +65,7 @@ static int strncpy_from_user(struct cpu *c, char *dst, uint64_t src, size_t cap)
 
 // The path a *at() call names: absolute, relative to the cwd (AT_FDCWD) or to a directory
 // descriptor. Writes PATH_MAX bytes at most into out.
-static int user_path_at(struct cpu *c, struct proc *p, int dirfd, uint64_t upath, char *out) {
+int user_path_at(struct cpu *c, struct proc *p, int dirfd, uint64_t upath, char *out) {
   char *rel = malloc(PATH_MAX);
   int err;
   if (!rel)
@@ -137,7 +133,7 @@ static int64_t do_write(struct cpu *c, struct proc *p, int fd, uint64_t buf, uin
     r = sfd_write(c->k, p->pid, fd, b, n);
   if (r == -EAGAIN && would_block(c, p, fd)) {
     r = 0;
-  } else if (r == -EPIPE) {
+  } else if (r == -EPIPE && sig_kills(p, SIGPIPE)) {
     c->stop = CPU_KILLED;
     c->status = SIGPIPE;
   }
@@ -221,59 +217,6 @@ static int64_t sys_close(struct cpu *c, struct proc *p, const uint64_t *a) {
 
 static int64_t sys_lseek(struct cpu *c, struct proc *p, const uint64_t *a) {
   return sfd_lseek(c->k, p->pid, (int)a[0], (int64_t)a[1], (int)a[2]);
-}
-
-// struct stat of x86-64 from an inode. compare cp_new_stat().
-static int stat_to_user(struct cpu *c, const struct inode *ino, uint64_t buf) {
-  uint64_t st[18] = {0};
-  st[0] = ((uint64_t)ino->dev_major << 8) | ino->dev_minor;  // st_dev
-  st[1] = ino->ino;
-  st[2] = 1;                                                // st_nlink
-  st[3] = ino->mode | ((uint64_t)(ino->uid == NO_OWNER ? 0 : ino->uid) << 32);
-  st[4] = ino->gid == NO_OWNER ? 0 : ino->gid;              // st_gid, pad
-  st[6] = ino->size;
-  st[7] = PAGE_SIZE;                                        // st_blksize
-  st[8] = (ino->size + 511) / 512;                          // st_blocks
-  return copy_to_user(c, buf, st, sizeof(st));
-}
-
-static int64_t sys_fstat(struct cpu *c, struct proc *p, const uint64_t *a) {
-  struct file *f = fdt_get(&p->fds, (int)a[0]);
-  if (!f)
-    return -EBADF;
-  return stat_to_user(c, f->ino, a[1]);
-}
-
-// newfstatat(2): the file is looked up as open(2) would, without needing read access.
-static int64_t sys_newfstatat(struct cpu *c, struct proc *p, const uint64_t *a) {
-  char *path = malloc(PATH_MAX);
-  struct file *f = NULL;
-  int64_t r;
-  if (!path)
-    return -ENOMEM;
-  if ((r = user_path_at(c, p, (int)a[0], a[1], path)))
-    goto out;
-  if (!path[0]) {
-    r = -ENOENT;
-    if ((a[3] & AT_EMPTY_PATH_) && (f = fdt_get(&p->fds, (int)a[0])))
-      r = stat_to_user(c, f->ino, a[2]);
-    else if (a[3] & AT_EMPTY_PATH_)
-      r = -EBADF;
-    f = NULL;
-    goto out;
-  }
-  if (!(r = file_open(c->k, p, path, O_RDONLY, 0, &f)))
-    r = stat_to_user(c, f->ino, a[2]);
-out:
-  if (f)
-    file_put(c->k, f);
-  free(path);
-  return r;
-}
-
-static int64_t sys_stat(struct cpu *c, struct proc *p, const uint64_t *a) {
-  uint64_t b[4] = {(uint64_t)(int64_t)AT_FDCWD_, a[0], a[1], 0};
-  return sys_newfstatat(c, p, b);
 }
 
 // faccessat2(2)/access(2): the file exists and its mode allows the access (a host file is
@@ -579,25 +522,6 @@ static int64_t sys_enosys(struct cpu *c, struct proc *p, const uint64_t *a) {
   return -ENOSYS;
 }
 
-// rt_sigaction(2): dispositions are recorded nowhere yet; the old action reads as SIG_DFL.
-static int64_t sys_rt_sigaction(struct cpu *c, struct proc *p, const uint64_t *a) {
-  uint8_t old[32] = {0};
-  (void)p;
-  if (a[0] == 0 || a[0] > 64 || a[3] != 8)
-    return -EINVAL;
-  if ((a[0] == SIGKILL || a[0] == SIGSTOP) && a[1])
-    return -EINVAL;
-  return a[2] ? copy_to_user(c, a[2], old, sizeof(old)) : 0;
-}
-
-static int64_t sys_rt_sigprocmask(struct cpu *c, struct proc *p, const uint64_t *a) {
-  uint64_t old = 0;
-  (void)p;
-  if (a[3] != 8 || (a[1] && a[0] > 2))
-    return -EINVAL;
-  return a[2] ? copy_to_user(c, a[2], &old, sizeof(old)) : 0;
-}
-
 // prlimit64(2) on itself: the limits this kernel enforces, infinity for the rest; new
 // limits are accepted and not enforced.
 static int64_t sys_prlimit64(struct cpu *c, struct proc *p, const uint64_t *a) {
@@ -680,28 +604,80 @@ static int64_t sys_futex(struct cpu *c, struct proc *p, const uint64_t *a) {
 static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [0] = sys_read,           [1] = sys_write,           [2] = sys_open,
     [3] = sys_close,          [4] = sys_stat,            [5] = sys_fstat,
-    [6] = sys_stat,           [8] = sys_lseek,           [9] = sys_mmap,
+    [6] = sys_lstat,          [8] = sys_lseek,           [9] = sys_mmap,
     [10] = sys_mprotect,      [11] = sys_munmap,         [12] = sys_brk,
     [13] = sys_rt_sigaction,  [14] = sys_rt_sigprocmask, [16] = sys_ioctl,
     [17] = sys_pread64,       [19] = sys_readv,          [20] = sys_writev,
     [21] = sys_access,        [22] = sys_pipe,           [24] = sys_zero,
     [28] = sys_madvise,       [32] = sys_dup,            [33] = sys_dup2,
-    [39] = sys_getpid,        [56] = sys_enosys,         [57] = sys_enosys,
-    [58] = sys_enosys,        [59] = sys_enosys,         [60] = sys_exit_group,
-    [61] = sys_enosys,        [63] = sys_uname,          [72] = sys_fcntl,
-    [79] = sys_getcwd,        [80] = sys_chdir,          [95] = sys_umask,
-    [96] = sys_gettimeofday,  [102] = sys_getuid,        [104] = sys_getgid,
-    [105] = sys_setuid,       [106] = sys_setgid,        [107] = sys_geteuid,
-    [108] = sys_getegid,      [110] = sys_getppid,       [115] = sys_getgroups,
+    [35] = sys_nanosleep,     [39] = sys_getpid,         [56] = sys_enosys,
+    [57] = sys_enosys,        [58] = sys_enosys,         [59] = sys_enosys,
+    [60] = sys_exit_group,    [61] = sys_enosys,         [63] = sys_uname,
+    [72] = sys_fcntl,         [79] = sys_getcwd,         [80] = sys_chdir,
+    [82] = sys_rename,        [83] = sys_mkdir,          [84] = sys_rmdir,
+    [87] = sys_unlink,        [89] = sys_readlink,       [95] = sys_umask,
+    [96] = sys_gettimeofday,  [98] = sys_getrusage,      [99] = sys_sysinfo,
+    [102] = sys_getuid,       [104] = sys_getgid,        [105] = sys_setuid,
+    [106] = sys_setgid,       [107] = sys_geteuid,       [108] = sys_getegid,
+    [110] = sys_getppid,      [111] = sys_getpgrp,       [115] = sys_getgroups,
     [117] = sys_setresuid,    [118] = sys_getresuid,     [119] = sys_setresgid,
-    [120] = sys_getresgid,    [158] = sys_arch_prctl,    [186] = sys_getpid,
-    [201] = sys_time,         [202] = sys_futex,         [218] = sys_set_tid_address,
-    [221] = sys_zero,         [228] = sys_clock_gettime, [231] = sys_exit_group,
-    [257] = sys_openat,       [262] = sys_newfstatat,    [269] = sys_faccessat,
-    [273] = sys_zero,         [292] = sys_dup3,          [293] = sys_pipe2,
-    [302] = sys_prlimit64,    [318] = sys_getrandom,     [334] = sys_enosys,
-    [435] = sys_enosys,       [439] = sys_faccessat,
+    [120] = sys_getresgid,    [121] = sys_getpgid,       [124] = sys_getpgid,
+    [137] = sys_statfs,       [138] = sys_fstatfs,       [158] = sys_arch_prctl,
+    [186] = sys_getpid,       [191] = sys_getxattr,      [192] = sys_lgetxattr,
+    [193] = sys_fgetxattr,    [201] = sys_time,          [202] = sys_futex,
+    [204] = sys_sched_getaffinity,                       [217] = sys_getdents64,
+    [218] = sys_set_tid_address,                         [221] = sys_fadvise64,
+    [228] = sys_clock_gettime,                           [230] = sys_clock_nanosleep,
+    [231] = sys_exit_group,   [257] = sys_openat,        [258] = sys_mkdirat,
+    [262] = sys_newfstatat,   [263] = sys_unlinkat,      [264] = sys_renameat,
+    [267] = sys_readlinkat,   [269] = sys_faccessat,     [273] = sys_zero,
+    [292] = sys_dup3,         [293] = sys_pipe2,         [302] = sys_prlimit64,
+    [316] = sys_renameat2,    [318] = sys_getrandom,     [332] = sys_statx,
+    [334] = sys_enosys,       [435] = sys_enosys,        [439] = sys_faccessat,
 };
+
+// The trace buffer (api.h sfd_trace_start): one finished call.
+static void trace_record(struct cpu *c, uint64_t nr, const uint64_t *a, int64_t r) {
+  struct kernel *k = c->k;
+  if (!k->trace)
+    return;
+  if (k->trace_len == k->trace_cap) {
+    k->trace_lost++;
+    return;
+  }
+  struct sfd_trace_rec *t = &k->trace[k->trace_len++];
+  t->pid = c->pid;
+  t->nr = (int32_t)nr;
+  t->ret = r;
+  memcpy(t->args, a, sizeof(t->args));
+}
+
+int sfd_trace_start(struct kernel *k, uint32_t cap) {
+  if (k->panicked)
+    return -KPANIC;
+  struct sfd_trace_rec *t = NULL;
+  if (cap && !(t = calloc(cap, sizeof(*t))))
+    return -ENOMEM;
+  free(k->trace);
+  k->trace = t;
+  k->trace_cap = cap;
+  k->trace_len = 0;
+  k->trace_lost = 0;
+  return 0;
+}
+
+int sfd_trace_read(struct kernel *k, struct sfd_trace_rec *out, uint32_t n, uint64_t *lost) {
+  if (k->panicked)
+    return -KPANIC;
+  uint32_t m = n < k->trace_len ? n : k->trace_len;
+  if (m) {
+    memcpy(out, k->trace, m * sizeof(*out));
+    memmove(k->trace, k->trace + m, (k->trace_len - m) * sizeof(*out));
+    k->trace_len -= m;
+  }
+  *lost = k->trace_lost;
+  return (int)m;
+}
 
 // Run system call nr for c's process; the result, or -errno.
 static int64_t syscall_do(struct cpu *c, uint64_t nr, const uint64_t *a) {
@@ -715,15 +691,19 @@ static int64_t syscall_do(struct cpu *c, uint64_t nr, const uint64_t *a) {
   return syscall_table[nr](c, p, a);
 }
 
-// Finish a call: the result in rax, or park it to run again (blocked).
+// Finish a call: the result in rax, or park it to run again (blocked, asleep).
 static void syscall_finish(struct cpu *c, uint64_t nr, const uint64_t *a, int64_t r,
                            int prev_stop) {
-  if (c->stop == CPU_BLOCKED) {
+  if (c->stop == CPU_BLOCKED || c->stop == CPU_SLEEP) {
     c->pending = 1;
     c->pnr = nr;
     memcpy(c->pargs, a, sizeof(c->pargs));
     return;
   }
+  if (c->trace)  // SPAWNFD_STRACE=1: strace-like lines on the host's stderr
+    fprintf(stderr, "[%d] %lu(%#lx, %#lx, %#lx, %#lx, %#lx, %#lx) = %ld\n", c->pid, nr, a[0],
+            a[1], a[2], a[3], a[4], a[5], r);
+  trace_record(c, nr, a, r);
   uc_reg_write(c->uc, UC_X86_REG_RAX, &r);
   if (c->stop == CPU_RUNNING)
     c->stop = prev_stop;  // a slice that ended on this instruction still ends
@@ -744,9 +724,6 @@ void syscall_dispatch(struct cpu *c) {
   if (v[0] < SFD_NR_SYSCALLS)
     c->k->st.syscalls_by_nr[v[0]]++;
   int64_t r = syscall_do(c, v[0], v + 1);
-  if (c->trace)  // SPAWNFD_STRACE=1: strace-like lines on the host's stderr
-    fprintf(stderr, "[%d] %lu(%#lx, %#lx, %#lx, %#lx, %#lx, %#lx) = %ld\n", c->pid, v[0], v[1],
-            v[2], v[3], v[4], v[5], v[6], r);
   syscall_finish(c, v[0], v + 1, r, prev);
   if (c->stop != CPU_RUNNING)
     uc_emu_stop(c->uc);

@@ -1,0 +1,62 @@
+// arch/x86/syscalls.h — shared by the files of the system-call table: user copies (compare
+// Linux include/linux/uaccess.h) and the handlers that live outside syscall_64.c.
+#ifndef SPAWNFD_SYSCALLS_H
+#define SPAWNFD_SYSCALLS_H
+
+#include "arch/x86/arch.h"
+
+#define AT_FDCWD_ (-100)
+#define AT_SYMLINK_NOFOLLOW_ 0x100
+#define AT_REMOVEDIR_ 0x200
+#define AT_NO_AUTOMOUNT_ 0x800
+#define AT_EMPTY_PATH_ 0x1000
+#define AT_STATX_SYNC_TYPE_ 0x6000
+
+typedef int64_t (*syscall_fn)(struct cpu *c, struct proc *p, const uint64_t *a);
+
+// ---- syscall_64.c: user memory ----
+int copy_from_user(struct cpu *c, void *dst, uint64_t src, uint64_t n);
+int copy_to_user(struct cpu *c, uint64_t dst, const void *src, uint64_t n);
+int user_range_ok(struct cpu *c, uint64_t addr, uint64_t n, int write);
+int strncpy_from_user(struct cpu *c, char *dst, uint64_t src, size_t cap);
+int user_path_at(struct cpu *c, struct proc *p, int dirfd, uint64_t upath, char *out);
+
+// ---- sys_fs.c: directories, attributes, links, names, xattrs, statfs ----
+int64_t sys_stat(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_fstat(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_lstat(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_newfstatat(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_statx(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_getdents64(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_readlink(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_readlinkat(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_unlink(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_unlinkat(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_rmdir(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_mkdir(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_mkdirat(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_rename(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_renameat(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_renameat2(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_getxattr(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_lgetxattr(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_fgetxattr(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_statfs(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_fstatfs(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_fadvise64(struct cpu *c, struct proc *p, const uint64_t *a);
+
+// ---- sys_time.c: sleeping, the machine's resources ----
+int64_t sys_nanosleep(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_clock_nanosleep(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_sysinfo(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_getrusage(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_sched_getaffinity(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_getpgrp(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_getpgid(struct cpu *c, struct proc *p, const uint64_t *a);
+
+// ---- sys_signal.c: dispositions and the mask ----
+int64_t sys_rt_sigaction(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_rt_sigprocmask(struct cpu *c, struct proc *p, const uint64_t *a);
+int sig_kills(const struct proc *p, int sig);
+
+#endif
