@@ -71,6 +71,7 @@ int sfd_vfork(struct kernel *k, int pid, int *child_pid);
 int sfd_exit(struct kernel *k, int pid, int code);
 int sfd_kill_exit(struct kernel *k, int pid, int sig);
 int sfd_fd_ident(struct kernel *k, int pid, int fd, uint64_t *ident, int *is_pipe);
+uint64_t sfd_pipe_events(struct kernel *k);
 int sfd_chdir(struct kernel *k, int pid, const char *path);
 int sfd_ppid(struct kernel *k, int pid);
 int sfd_wait(struct kernel *k, int pid, int child, int nohang, int *wstatus);

@@ -160,6 +160,7 @@ enum inode_kind {
 };
 
 struct pipe {
+  uint64_t *events;          // the kernel's pipe_events, bumped when a waiter may go on
   uint8_t *buf;              // 64 KiB ring
   uint64_t head, len;        // first unread byte, bytes unread
   uint32_t readers, writers; // open file descriptions of each end
@@ -322,6 +323,8 @@ struct kernel {
   struct cpu_engine *cpu;            // arch/x86: the machine's CPU (NULL: no code ran yet)
   void (*cpu_free)(struct cpu_engine *);  // ... released with the kernel (by pointer: the
                                           // one call from kernel/ up to arch/)
+  uint64_t pipe_events;              // reads, writes and closes of pipes so far: a waiter
+                                     // parked on a pipe need not retry unless it moved
   int panicked;                      // set by kpanic; every later call fails
   char panic_msg[256];               // why
   // the system-call trace (arch/x86/syscall_64.c, sfd_trace_start): finished calls in order

@@ -13,6 +13,8 @@ import subprocess
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
 import spawnfd
 from spawnfd.sim.machine import open_kernel
@@ -245,4 +247,32 @@ async def test_programs_interleave_on_the_one_cpu() -> None:
         assert after.cpu_instructions - before.cpu_instructions == 2 * (2 * N + 1) + 2 * 4
         # seven slices each; trio runs both in each batch (in a random order): >= one switch a batch
         assert after.cpu_switches - before.cpu_switches >= 6
+        k.check()
+
+
+async def test_many_readers_blocked_on_one_pipe_settle() -> None:
+    # Twenty real cat processes read one empty pipe: each parks in read(2) and stays parked
+    # (a retry that only blocks again must not wake the others: that never settles). The
+    # machine goes idle; closing the write end gives them all end of file.
+    async with open_kernel("1G", cpu=True) as k:
+        sh = k.init
+        stdio(sh)
+        r, w = sh.pipe(os.O_CLOEXEC)
+        children = []
+        for _ in range(20):
+            async with sh.create_process() as child:
+                prog = await child.load_elf("/bin/cat")
+                ld = await child.load_elf(prog.interpreter)
+                await child.setup_stack(["cat"], ENV, interpreter=ld, program=prog)
+                await child.install_fd(0, r)
+                await child.install_fd(1, 1)
+            children.append(child)
+        with trio.fail_after(30):
+            await trio.testing.wait_all_tasks_blocked()
+        events = k._c.pipe_events()
+        await trio.testing.wait_all_tasks_blocked()
+        assert k._c.pipe_events() == events  # idle: nobody retries
+        sh.close(r)
+        sh.close(w)
+        assert [await c.wait() for c in children] == [0] * 20
         k.check()

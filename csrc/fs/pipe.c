@@ -26,6 +26,7 @@ static struct inode *pipe_inode_new(struct kernel *k) {
     return NULL;
   }
   pp->buf = buf;
+  pp->events = &k->pipe_events;
   ino->kind = IK_PIPE;
   ino->mode = S_IFIFO | 0600;
   ino->host_fd = -1;
@@ -61,6 +62,7 @@ static struct file *pipe_file(struct inode *ino, int flags) {
 
 // The last descriptor of one end closed: one reader or writer fewer.
 void pipe_release(struct file *f) {
+  (*f->ino->pipe->events)++;
   if ((f->flags & O_ACCMODE) == O_RDONLY)
     f->ino->pipe->readers--;
   else
@@ -78,6 +80,7 @@ int64_t pipe_read(struct pipe *pp, uint8_t *buf, uint64_t n) {
   memcpy(buf + first, pp->buf, n - first);
   pp->head = (pp->head + n) % PIPE_SIZE;
   pp->len -= n;
+  (*pp->events)++;
   return (int64_t)n;
 }
 
@@ -96,8 +99,12 @@ int64_t pipe_write(struct pipe *pp, const uint8_t *buf, uint64_t n) {
   memcpy(pp->buf + tail, buf, first);
   memcpy(pp->buf, buf + first, n - first);
   pp->len += n;
+  (*pp->events)++;
   return (int64_t)n;
 }
+
+// Pipe reads, writes and closes so far (the trio layer wakes parked waiters when it moved).
+uint64_t sfd_pipe_events(struct kernel *k) { return k->pipe_events; }
 
 // pipe2(2): fds[0] the read end, fds[1] the write end. flags: O_CLOEXEC, O_NONBLOCK.
 static int do_pipe2(struct kernel *k, struct proc *p, int flags, int *fds) {

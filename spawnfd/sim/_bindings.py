@@ -218,6 +218,10 @@ class CKernel:
         self._call(lib.sfd_fd_ident(self.ptr, pid, fd, ident, is_pipe))
         return int(ident[0]), bool(is_pipe[0])
 
+    def pipe_events(self) -> int:
+        """Pipe reads, writes and closes so far."""
+        return int(lib.sfd_pipe_events(self.ptr))
+
     def chdir(self, pid: int, path: str | bytes | os.PathLike[Any]) -> None:
         self._call(lib.sfd_chdir(self.ptr, pid, _path(path)), path)
 
@@ -528,9 +532,11 @@ def _out_of_range() -> OSError:
     return OSError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: argument out of range")
 
 
-# The spawn path's methods catch OverflowError themselves (no wrapper call per step).
+# The spawn path's methods catch OverflowError themselves (no wrapper call per step);
+# pipe_events takes no argument (and is called after every CPU slice).
 _CHECKED_INLINE = frozenset({"open", "close_fd", "fstat", "spawn_mmapv", "process_create",
-                             "spawn_install_fd", "spawn_setup_stack", "close_handle"})
+                             "spawn_install_fd", "spawn_setup_stack", "close_handle",
+                             "pipe_events"})
 
 
 def _range_checked(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -58,6 +58,7 @@ class _Runtime:
         self.kernel = kernel
         self.nursery = nursery
         self.lots: dict[int, trio.lowlevel.ParkingLot] = {}   # pipe inode -> waiters
+        self._pipe_events = -1                   # kernel's pipe_events at the last wake-up
         self.children: dict[int, trio.lowlevel.ParkingLot] = {}  # parent pid -> wait()ers
         self.scopes: dict[int, trio.CancelScope] = {}
         self.pending_signal: dict[int, int] = {}
@@ -74,6 +75,13 @@ class _Runtime:
         return self.lots.setdefault(ident, trio.lowlevel.ParkingLot())
 
     def wake_pipes(self) -> None:
+        """Let every task parked on a pipe retry, if any pipe was read, written or closed
+        since the last wake-up (else they would only block again: with two or more waiters,
+        each retry waking the others would never settle)."""
+        events = self.kernel._c.pipe_events()
+        if events == self._pipe_events:
+            return
+        self._pipe_events = events
         # Lots nobody is parked on are dropped, so the dict holds only live waits.
         for ident in [i for i, lot in self.lots.items() if not lot]:
             del self.lots[ident]

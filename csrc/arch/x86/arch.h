@@ -13,7 +13,8 @@
 enum cpu_stop { CPU_RUNNING = 0, CPU_SLICE, CPU_EXITED, CPU_KILLED, CPU_BLOCKED,
                 CPU_SLEEP };  // CPU_SLEEP: in nanosleep, sleep_ns to go (the trio clock)
 
-#define CPU_ICACHE 4096  // translated blocks whose instruction count is remembered
+#define CPU_ICACHE_BITS 16
+#define CPU_ICACHE (1 << CPU_ICACHE_BITS)  // translated blocks whose instruction count is kept
 
 struct icount_slot {
   uint64_t addr;             // a block's first instruction (virtual)
