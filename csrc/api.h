@@ -45,6 +45,17 @@ struct kstats {
 };
 #define SFD_NR_SYSCALLS 512
 
+// One process's use of the CPU, summed over its execs (compare the per-task counters behind
+// /proc/PID/stat and perf's per-task events).
+struct cpu_counters {
+  uint64_t instructions;       // x86-64 instructions it executed
+  uint64_t syscalls;           // system calls it made
+  uint64_t syscalls_unknown;   // ... of which had no entry in the table (-ENOSYS)
+  uint64_t tlb_fills;          // TLB misses of its accesses, served by its page tables
+  uint64_t tlb_flushes;        // flushes its address space's changes caused
+  uint64_t cpu_switches;       // times it was loaded into the CPU in place of another
+};
+
 struct mmstats {
   uint64_t rss_anon;           // resident anonymous pages (MM_ANONPAGES)
   uint64_t rss_file;           // resident file pages (MM_FILEPAGES)
@@ -138,6 +149,7 @@ int64_t sfd_touch(struct kernel *k, int pid, uint64_t addr, uint64_t len, uint64
                   int write);
 int64_t sfd_maps(struct kernel *k, int pid, char *buf, uint64_t cap);
 int sfd_mmstats(struct kernel *k, int pid, struct mmstats *out);
+int sfd_cpu_counters(struct kernel *k, int pid, struct cpu_counters *out);
 int sfd_mm_pss(struct kernel *k, int pid, uint64_t *out);
 int sfd_translate(struct kernel *k, int pid, uint64_t va, uint64_t *pte);
 int sfd_frame_info(struct kernel *k, uint64_t pfn, uint32_t *ref, uint32_t *kind);

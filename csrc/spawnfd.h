@@ -277,6 +277,7 @@ struct proc {
   struct mm *mm;            // address space
   struct fdtable fds;       // descriptor table
   uint64_t rip, rsp;        // the first thread's start registers (set by execve)
+  struct cpu_counters cpu;  // its use of the CPU (arch/x86 counts; kept until reaped)
   int vfork_parent;         // vfork child: the suspended parent whose mm it borrows (0: none)
   int vfork_child;          // vfork parent: suspended until this child execs or exits
   char cwd[4096];           // working directory

@@ -28,6 +28,7 @@ from ._constants import MAP_SHARED_VALIDATE as MAP_SHARED_VALIDATE
 from ._constants import PAGE_SIZE as PAGE_SIZE
 from ._constants import PROT_NONE as PROT_NONE
 from .sim.kernel import AddressSpace as AddressSpace
+from .sim.kernel import CPUStatistics as CPUStatistics
 from .sim.kernel import FaultStatistics as FaultStatistics
 from .sim.kernel import Kernel as Kernel
 from .sim.kernel import KernelStatistics as KernelStatistics

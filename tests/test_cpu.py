@@ -276,3 +276,28 @@ async def test_many_readers_blocked_on_one_pipe_settle() -> None:
         sh.close(w)
         assert [await c.wait() for c in children] == [0] * 20
         k.check()
+
+
+async def test_counters_per_process() -> None:
+    # Each process's instructions, system calls and TLB fills, summed into the machine's;
+    # readable while it is a zombie. A process that ran no code has zeroes.
+    async with open_kernel("256M", cpu=True) as k:
+        stdio(k.init)
+        sh = k.init
+        write_tiny(k, loop_then_exit(1000, 0))
+        before = k.statistics()
+        async with sh.create_process() as a, sh.create_process() as b:
+            for child in (a, b):
+                prog = await child.load_elf("/tmp/tiny")
+                await child.setup_stack(["tiny"], {}, program=prog)
+        await trio.testing.wait_all_tasks_blocked()  # both exited, not yet reaped
+        sa, sb = a.process.cpu_statistics(), b.process.cpu_statistics()
+        assert sa.instructions == sb.instructions == 2 * 1000 + 1 + 4
+        assert sa.syscalls == sb.syscalls == 1 and sa.syscalls_unknown == 0
+        assert sa.tlb_fills > 0 and sa.cpu_switches == sb.cpu_switches == 0  # one, then the other
+        after = k.statistics()
+        assert after.cpu_instructions - before.cpu_instructions == 2 * sa.instructions
+        assert after.tlb_fills - before.tlb_fills == sa.tlb_fills + sb.tlb_fills
+        assert sh.cpu_statistics() == spawnfd.CPUStatistics(0, 0, 0, 0, 0, 0)
+        assert [await a.wait(), await b.wait()] == [0, 0]
+        k.check()

@@ -187,6 +187,17 @@ int sfd_fd_ident(struct kernel *k, int pid, int fd, uint64_t *ident, int *is_pip
   return 0;
 }
 
+// pid's CPU counters; a zombie's too (they stay until it is reaped).
+int sfd_cpu_counters(struct kernel *k, int pid, struct cpu_counters *out) {
+  if (k->panicked)
+    return -KPANIC;
+  struct proc *p = proc_get_any(k, pid);
+  if (!p)
+    return -ESRCH;
+  *out = p->cpu;
+  return 0;
+}
+
 // chdir(2) for p.
 int proc_chdir(struct kernel *k, struct proc *p, const char *path) {
   char norm[4096];

@@ -42,6 +42,7 @@ KSTAT_FIELDS = tuple(
     if name not in ("faults", "syscalls_by_nr")
 )
 MMSTAT_FIELDS = tuple(name for name, _ in ffi.typeof("struct mmstats").fields)
+CPU_COUNTER_FIELDS = tuple(name for name, _ in ffi.typeof("struct cpu_counters").fields)
 
 
 class KernelPanic(RuntimeError):
@@ -311,6 +312,11 @@ class CKernel:
             if n < cap:
                 return os.fsdecode(bytes(ffi.buffer(buf, n)))  # paths are bytes
             cap = n + 1
+
+    def cpu_counters(self, pid: int) -> dict[str, int]:
+        s = ffi.new("struct cpu_counters *")
+        self._call(lib.sfd_cpu_counters(self.ptr, pid, s))
+        return {name: getattr(s, name) for name in CPU_COUNTER_FIELDS}
 
     def mmstats(self, pid: int) -> dict[str, int]:
         s = ffi.new("struct mmstats *")

@@ -23,7 +23,7 @@ from .process_builder import ProcessBuilder
 if TYPE_CHECKING:
     from .runtime import RunningProcess
 
-__all__ = ["Kernel", "Process", "AddressSpace", "KernelStatistics", "MMStatistics",
+__all__ = ["Kernel", "Process", "AddressSpace", "KernelStatistics", "MMStatistics", "CPUStatistics",
            "FaultStatistics", "KernelPanic", "FORK_MODES", "parse_size"]
 
 FORK_MODES: Final = ("copy", "cow-pt", "cow-pt-eager")
@@ -184,6 +184,20 @@ class MMStatistics:
     def rss_bytes(self) -> int:
         """Resident bytes: anonymous, file and shared memory together."""
         return self.rss_anon_bytes + self.rss_file_bytes + self.rss_shmem_bytes
+
+
+@final
+@dataclasses.dataclass(frozen=True)
+class CPUStatistics:
+    """One process's use of the simulated CPU, summed over its execs, from
+    ``Process.cpu_statistics()`` (zero for a process that never ran real code)."""
+
+    instructions: int      #: x86-64 instructions it executed
+    syscalls: int          #: system calls it made
+    syscalls_unknown: int  #: ... of which the table has no entry for (-ENOSYS)
+    tlb_fills: int         #: TLB misses of its accesses, served by its page tables
+    tlb_flushes: int       #: TLB flushes its address space's changes caused
+    cpu_switches: int      #: times it was loaded into the CPU in place of another
 
 
 @final
@@ -414,6 +428,11 @@ class Process:
     @property
     def _c(self) -> CKernel:
         return self.kernel._c
+
+    def cpu_statistics(self) -> CPUStatistics:
+        """This process's use of the CPU (``open_kernel(cpu=True)``), readable until it is
+        reaped."""
+        return CPUStatistics(**self._c.cpu_counters(self.pid))
 
     def fork(self, mode: str | None = None) -> Process:
         """Duplicate this process; returns the child, which the caller drives too.

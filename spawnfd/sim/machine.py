@@ -33,33 +33,36 @@ BUILTINS: Final[dict[str, Behaviour]] = {
 }
 
 
-def _register_builtins(table: dict[str, Behaviour], only: tuple[str, ...] | None = None) -> None:
-    """Register each built-in (or those named in ``only``) for its real program path on this
-    host (/bin/echo, …)."""
+def _register_builtins(table: dict[str, Behaviour]) -> None:
+    """Register each built-in for its real program path on this host (/bin/echo, …)."""
     for name, main in BUILTINS.items():
-        if only is not None and name not in only:
-            continue
         path = shutil.which(name, path="/usr/bin:/bin")
         if path:
             table.setdefault(os.path.realpath(path), main)
 
 
-#: The stand-ins kept with ``cpu=True``: real programs cannot fork or exec yet (issue 14),
-#: so ``system()`` and ``sh -c`` stay on the simulated shell, whose children run real code.
-CPU_BUILTINS: Final = ("sh",)
+#: The stand-ins kept with ``cpu=True``, by the path they answer to: real programs cannot
+#: fork or exec yet (issue 14), so ``system()`` and ``sh -c`` stay on the simulated shell,
+#: whose children run real code. Only the name ``/bin/sh`` is taken: ``dash`` itself, the
+#: program /bin/sh links to here, runs as real code.
+CPU_BUILTINS: Final[dict[str, Behaviour]] = {"/bin/sh": sh_main, "/usr/bin/sh": sh_main}
 
 
 @asynccontextmanager
-async def open_kernel(memory: int | str = "16G", *, cpu: bool = False,
+async def open_kernel(memory: int | str = "16G", *, cpu: bool = True,
                       **kwargs: Any) -> AsyncIterator[Kernel]:
     """A simulated machine whose processes run: each thread is a task in a trio nursery.
 
     Args:
         memory: Simulated physical memory, bytes or a size such as ``"16G"``.
-        cpu: Run programs as real x86-64 code on the simulated CPU (Unicorn, every access
-            through the simulated page tables, every system call served by the simulated
-            kernel) unless a stand-in is registered for them; only the simulated ``sh``
-            stays built in.
+        cpu: True (the default): programs run as real x86-64 code on the simulated CPU
+            (Unicorn, every access through the simulated page tables, every system call
+            served by the simulated kernel) unless a stand-in is registered for them with
+            :meth:`~spawnfd.Kernel.register_program`; only the simulated ``/bin/sh`` stays
+            built in (real programs cannot fork yet). False: every built-in Python stand-in
+            (``sh``, ``echo``, ``cat``, ``head``, ``wc``, ``yes``, ``sleep``, ``true``,
+            ``false``, ``env``) answers for its program, and a program without one dies of
+            SIGILL — for spawning at scale, where a real ld.so's start-up would dominate.
         **kwargs: The other :class:`spawnfd.Kernel` options (``fork_mode``,
             ``share_pagetables``, ``thp``, …).
 
@@ -73,7 +76,10 @@ async def open_kernel(memory: int | str = "16G", *, cpu: bool = False,
         rt = _Runtime(k, nursery)
         rt.cpu = cpu
         k._runtime = rt
-        _register_builtins(rt.programs, CPU_BUILTINS if cpu else None)
+        if cpu:
+            rt.programs.update(CPU_BUILTINS)
+        else:
+            _register_builtins(rt.programs)
         rt.programs.update(k._programs)
         _sys_for(k.init, rt)
         try:

@@ -47,6 +47,7 @@ struct cpu {
   uc_context *ctx;           // its registers while not loaded
   struct mm *mm;             // the address space whose translations its TLB caches
   int pid;                   // the process running on it
+  struct cpu_counters *cnt;  // ... and its counters (struct proc outlives its mm)
   uint64_t budget;           // instructions allowed in this slice
   uint64_t insns;            // instructions executed in this slice
   int stop;                  // enum cpu_stop, set by a hook

@@ -42,6 +42,7 @@ static void cpu_invalidate(struct mm *mm, uint64_t start, uint64_t end) {
     return;
   engine_flush_tlb(e);
   c->k->st.tlb_flushes++;
+  c->cnt->tlb_flushes++;
 }
 
 // compare Linux mmu_notifier_release(): the mm is going away (exit, exec); so is the
@@ -75,6 +76,7 @@ static bool cpu_tlb_fill(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tlb
   int perms;
   (void)uc;
   k->st.tlb_fills++;
+  c->cnt->tlb_fills++;
   e->in_fill = 1;
   int err = mm_fault_translate(c->mm, vaddr, access, &pfn, &perms);
   e->in_fill = 0;
@@ -238,6 +240,7 @@ static int cpu_switch_to(struct cpu_engine *e, struct cpu *c) {
   engine_flush_tlb(e);
   e->cur = c;
   e->k->st.cpu_switches++;
+  c->cnt->cpu_switches++;
   return 0;
 }
 
@@ -256,6 +259,7 @@ static int cpu_create(struct kernel *k, struct proc *p, struct cpu **out) {
   c->uc = e->uc;
   c->mm = p->mm;
   c->pid = p->pid;
+  c->cnt = &p->cpu;
   c->rng = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)p->serial << 17);
   c->trace = getenv("SPAWNFD_STRACE") != NULL;
   if (uc_context_alloc(e->uc, &c->ctx) != UC_ERR_OK) {
@@ -264,6 +268,10 @@ static int cpu_create(struct kernel *k, struct proc *p, struct cpu **out) {
   }
   if (e->cur && uc_context_save(e->uc, e->cur->ctx) != UC_ERR_OK)
     goto err;
+  if (e->cur) {
+    k->st.cpu_switches++;
+    c->cnt->cpu_switches++;
+  }
   e->cur = NULL;
   uint64_t rip = p->rip, rsp = p->rsp, rflags = 0x202;
   if (uc_context_restore(e->uc, e->boot) != UC_ERR_OK ||
@@ -350,6 +358,7 @@ int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_ex
   }
 out:
   k->st.cpu_instructions += c->insns;
+  c->cnt->instructions += c->insns;
   out->reason = c->stop;
   out->status = c->status;
   out->fd = c->block_fd;

@@ -686,6 +686,7 @@ static int64_t syscall_do(struct cpu *c, uint64_t nr, const uint64_t *a) {
     return -ESRCH;
   if (nr >= SFD_NR_SYSCALLS || !syscall_table[nr]) {
     c->k->st.syscalls_unknown++;
+    c->cnt->syscalls_unknown++;
     return -ENOSYS;
   }
   return syscall_table[nr](c, p, a);
@@ -721,6 +722,7 @@ void syscall_dispatch(struct cpu *c) {
   int prev = c->stop;
   c->stop = CPU_RUNNING;
   c->k->st.syscalls++;
+  c->cnt->syscalls++;
   if (v[0] < SFD_NR_SYSCALLS)
     c->k->st.syscalls_by_nr[v[0]]++;
   int64_t r = syscall_do(c, v[0], v + 1);
