@@ -39,9 +39,13 @@
 #define PTE_D (1ULL << 6)    // dirty
 #define PTE_PS (1ULL << 7)   // huge (page size) at pmd/pud level
 #define PTE_NX (1ULL << 63)  // no execute
+#define PTE_GUARD (1ULL << 9)  // not present: a guard marker (MADV_GUARD_INSTALL), no frame
 #define PTE_PFN_MASK 0x000ffffffffff000ULL
 #define PTE_PFN(e) ((uint32_t)(((e) & PTE_PFN_MASK) >> PAGE_SHIFT))
 #define PTE_MK(pfn, bits) ((((uint64_t)(pfn)) << PAGE_SHIFT) | (bits))
+// compare Linux is_guard_pte_marker(): a non-present entry that faults (SIGSEGV, here EFAULT)
+#define pte_is_guard(e) ((e) == PTE_GUARD)
+#define pte_has_frame(e) (((e) & PTE_P) != 0)
 
 typedef uint64_t pte_t;
 typedef uint32_t pfn_t;
@@ -134,6 +138,9 @@ struct vma;
 #define VM_NOHUGEPAGE 0x1000  // MADV_NOHUGEPAGE
 #define VM_DONTDUMP 0x4000    // MADV_DONTDUMP (smaps "dd")
 #define VM_MERGEABLE 0x8000   // MADV_MERGEABLE on private memory (smaps "mg"; no KSM here)
+#define VM_DROPPABLE 0x10000  // MAP_DROPPABLE (smaps "dp"): wipe on fork, never charged
+#define VM_MAYBE_GUARD 0x20000  // has held guard markers (smaps "gu"): fork copies its ptes;
+                                // sticky (never cleared, kept by split, merged as a union)
 #define VM_ANON_FORKED 0x2000  // its anon_vma came with fork: Linux's anon_vma_chain is not
                                // singular, so it merges only with the same anon_vma
 
@@ -185,6 +192,11 @@ struct inode {
   uint32_t uid, gid;         // owner (setuid/setgid executables take these)
   uint64_t version;          // content changes by write and truncate (statx change cookie)
   int mmap_writable;         // ever mapped shared and writable: content may change unseen
+  uint64_t acct_pages;       // IK_SHMEM: pages charged to commit for its size (0: charged
+                             // per page like tmpfs, MAP_NORESERVE); tmpfs and such shmem
+                             // charge each cached page (compare Linux shmem_acct_size/_blocks)
+  int acct_blocks;           // 1: each page-cache page is charged to commit (tmpfs, shmem
+                             // without acct_pages)
   int target;                // IK_BUILDER, IK_PIDFD: the process it refers to
   uint64_t target_serial;    // ... and that process's serial (a reused pid is not it)
   uint32_t check_refs;       // check.c: references found by the recount

@@ -19,8 +19,11 @@ Layout — one package per world, neutral modules both import, this module the o
 """
 
 from .sim._bindings import KernelPanic as KernelPanic
+from ._constants import MADV_GUARD_INSTALL as MADV_GUARD_INSTALL
+from ._constants import MADV_GUARD_REMOVE as MADV_GUARD_REMOVE
 from ._constants import MADV_KEEPONFORK as MADV_KEEPONFORK
 from ._constants import MADV_WIPEONFORK as MADV_WIPEONFORK
+from ._constants import MAP_DROPPABLE as MAP_DROPPABLE
 from ._constants import MAP_FIXED as MAP_FIXED
 from ._constants import MAP_FIXED_NOREPLACE as MAP_FIXED_NOREPLACE
 from ._constants import MAP_GROWSDOWN as MAP_GROWSDOWN

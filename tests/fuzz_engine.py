@@ -34,7 +34,7 @@ PATHS = ["/tmp/a", "/tmp/b", "/tmp/a", "/tmp", "/dev/null", "/dev/zero", "/bin/t
          "/tmp/a\0b", b"/tmp/a"]
 MAP_NORESERVE, MAP_GROWSDOWN, MAP_SHARED_VALIDATE = 0x4000, 0x100, 0x3
 ADVICES = [0, 1, 2, 3, 4, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
-           25, 100, -1, 2**31 - 1]
+           25, 100, 102, 102, 103, -1, 2**31 - 1]
 OK_EXCEPTIONS = (OSError, ValueError, TypeError)
 
 
@@ -120,7 +120,7 @@ class World:
 
     def map_flags(self) -> int:
         t = self.rnd.choice([mmap.MAP_PRIVATE, mmap.MAP_PRIVATE, mmap.MAP_SHARED,
-                             MAP_SHARED_VALIDATE, 0])
+                             MAP_SHARED_VALIDATE, spawnfd.MAP_DROPPABLE, 0])
         f = t
         for bit, p in ((mmap.MAP_ANONYMOUS, 0.6), (spawnfd.MAP_FIXED, 0.25),
                        (spawnfd.MAP_FIXED_NOREPLACE, 0.1), (MAP_NORESERVE, 0.2),

@@ -25,6 +25,7 @@ KINDS = {  # kind -> (mmap flags, which descriptor)
     "file": (mmap.MAP_SHARED, "rw"),
     "file-ro": (mmap.MAP_SHARED, "ro"),
     "file-priv": (mmap.MAP_PRIVATE, "rw"),
+    "droppable": (0x08 | mmap.MAP_ANONYMOUS, None),  # MAP_DROPPABLE
 }
 
 _libc = ctypes.CDLL(None, use_errno=True)

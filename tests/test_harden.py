@@ -400,3 +400,41 @@ def test_integers_that_do_not_fit_their_c_type_are_einval() -> None:
     assert p.mm.read(a, 2) == b"ok"
     b.abort()
     k.check()
+
+
+# ---- injected ENOMEM in the issue-16 advices: guard markers, holes, shmem ----
+
+@pytest.mark.parametrize("mode", ["copy", "cow-pt", "cow-pt-eager"])
+def test_injected_enomem_in_guards_and_holes_leaves_the_kernel_consistent(mode: str) -> None:
+    # What if the n-th allocation fails inside MADV_GUARD_INSTALL (a table, a COW break),
+    # MADV_GUARD_REMOVE (a COW break), MADV_REMOVE or a shared anonymous mmap, for every n
+    # until each succeeds: only ENOMEM (ENOSPC for a tmpfs page), and check() passes?
+    import itertools
+    for n in itertools.count(1):
+        k = spawnfd.Kernel("64M", fork_mode=mode, thp="always")
+        p = k.init
+        a = p.mm.mmap(4 << 20, 3, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        p.mm.populate(a, 4 << 20, True, stamp=7)
+        fd = p.open("/tmp/g", os.O_RDWR | os.O_CREAT, 0o600)
+        p.ftruncate(fd, 1 << 20)
+        f = p.mm.mmap(1 << 20, 3, mmap.MAP_SHARED, fd)
+        c = p.fork()
+        k.fail_nth_allocation(n)
+        done = 0
+        for op in (lambda: p.mm.madvise(a + PAGE, (2 << 20), spawnfd.MADV_GUARD_INSTALL),
+                   lambda: c.mm.madvise(a, 4 << 20, spawnfd.MADV_GUARD_INSTALL),
+                   lambda: c.mm.madvise(a, 4 << 20, spawnfd.MADV_GUARD_REMOVE),
+                   lambda: p.mm.write(f, b"x" * 3 * PAGE),
+                   lambda: p.mm.madvise(f, 2 * PAGE, mmap.MADV_REMOVE),
+                   lambda: p.mm.mmap(1 << 20, 3, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)):
+            try:
+                op()
+                done += 1
+            except OSError as e:
+                assert e.errno in (errno.ENOMEM, errno.EFAULT), e
+            k.check()
+        k.fail_nth_allocation(0)
+        k.close()
+        if done == 6:   # no allocation failed: every n has been tried
+            assert n > 3
+            break

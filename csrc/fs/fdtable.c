@@ -268,7 +268,7 @@ int64_t sfd_write(struct kernel *k, int pid, int fd, const uint8_t *buf, uint64_
   }
   if (f->flags & O_APPEND)
     f->pos = f->ino->size;
-  int64_t r = inode_write(k, f->ino, f->pos, buf, n);
+  int64_t r = inode_write(k, p->mm, f->ino, f->pos, buf, n);
   if (r > 0)
     f->pos += (uint64_t)r;
   return LEAVE(k, r);

@@ -24,6 +24,7 @@ void inode_get(struct inode *ino);
 void inode_put(struct kernel *k, struct inode *ino);
 void inode_put_new(struct kernel *k, struct inode *ino);
 int inode_truncate(struct kernel *k, struct inode *ino, uint64_t size);
+int inode_punch_hole(struct kernel *k, struct inode *ino, uint64_t first, uint64_t end);
 int host_read_page(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t pfn);
 
 // ---- stat.c: attributes, symbolic links of the host namespace ----

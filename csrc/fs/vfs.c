@@ -68,7 +68,8 @@ static struct inode *inode_alloc(struct kernel *k, enum inode_kind kind, const c
 }
 
 static void inode_free(struct kernel *k, struct inode *ino) {
-  pagecache_drop(k, ino, 0);
+  pagecache_drop(k, ino, 0, UINT64_MAX);
+  vm_unacct_memory(k, ino->acct_pages);  // compare shmem_evict_inode(): shmem_unacct_size()
   if (ino->host_fd >= 0)
     close(ino->host_fd);
   xa_destroy(&ino->cache);
@@ -197,6 +198,7 @@ static int tmpfs_lookup(struct kernel *k, const char *p, int flags, unsigned mod
     if (!(ino = inode_alloc(k, IK_TMPFS, p)))
       return -ENOMEM;
     ino->mode = S_IFREG | (mode & 07777);
+    ino->acct_blocks = 1;            // compare shmem_mknod(): VM_NORESERVE, charged per page
     ino->uid = ino->gid = NO_OWNER;  // the opener takes ownership
     ino->dev_minor = TMPFS_DEV_MINOR;
     ino->linked = 1;
@@ -432,6 +434,21 @@ int host_read_page(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t pfn)
   return 0;  // an all-zero page stays CT_ZERO
 }
 
+// Punch a hole over pages [first, end) of a tmpfs or shmem file: unmap them from every
+// mapping (private COW copies stay), drop them from the page cache (their charge goes back);
+// the size is kept. compare Linux shmem_fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE).
+// -EOPNOTSUPP for a file that cannot punch holes (compare vfs_fallocate()).
+int inode_punch_hole(struct kernel *k, struct inode *ino, uint64_t first, uint64_t end) {
+  if (ino->kind != IK_TMPFS && ino->kind != IK_SHMEM)
+    return -EOPNOTSUPP;
+  int err = inode_unmap_range(k, ino, first, end, 0);
+  if (err)
+    return err;
+  pagecache_drop(k, ino, first, end);
+  ino->version++;
+  return 0;
+}
+
 // Set a tmpfs file's size. Shrinking unmaps and drops the pages past the end and zeroes the
 // tail of the last page, as Linux truncate_pagecache() does.
 int inode_truncate(struct kernel *k, struct inode *ino, uint64_t size) {
@@ -441,10 +458,10 @@ int inode_truncate(struct kernel *k, struct inode *ino, uint64_t size) {
   inode_touch(ino, 0);
   if (size < ino->size) {
     uint64_t keep = PAGE_ROUND_UP(size) >> PAGE_SHIFT;
-    int err = inode_unmap_beyond(k, ino, keep);
+    int err = inode_unmap_range(k, ino, keep, UINT64_MAX, 1);
     if (err)
       return err;
-    pagecache_drop(k, ino, keep);
+    pagecache_drop(k, ino, keep, UINT64_MAX);
     uint64_t last;
     if ((size & (PAGE_SIZE - 1)) && xa_load(&ino->cache, keep - 1, &last)) {
       uint8_t zero[PAGE_SIZE] = {0};

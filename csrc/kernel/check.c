@@ -79,6 +79,19 @@ static int check_pte(struct recount *r, struct proc *p, uint64_t va, pte_t e,
   return count_ref ? ref_frame(r, pfn, "pte") : 0;
 }
 
+// A guard marker lies in a vma marked VM_MAYBE_GUARD, in a table of this mm's own or one
+// COW-shared at fork (never a file's shared table: markers belong to one address space).
+static int check_guard(struct recount *r, struct proc *p, pfn_t t, uint64_t va) {
+  struct vma *v = vma_find(&p->mm->vmas, va);
+  if (!v || !(v->flags & VM_MAYBE_GUARD))
+    return fail(r, "pid %d: guard marker at %#lx outside a VM_MAYBE_GUARD vma", p->pid,
+                (unsigned long)va);
+  if (pt_share(r->k, t) == PT_FILE)
+    return fail(r, "pid %d: guard marker at %#lx in a file-shared table", p->pid,
+                (unsigned long)va);
+  return 0;
+}
+
 // How a last-level table is shared must agree with its refcount and the pmd entry.
 static int check_sharing(struct recount *r, struct proc *p, pfn_t t, pte_t pmd) {
   struct kernel *k = r->k;
@@ -113,9 +126,12 @@ static int walk_pte_table(struct recount *r, struct proc *p, pfn_t t, pte_t pmd,
       continue;
     used++;
     uint64_t va = base + ((uint64_t)i << PAGE_SHIFT);
-    if (!(e & PTE_P))
+    if (pte_is_guard(e))
+      err = check_guard(r, p, t, va);
+    else if (!(e & PTE_P))
       return fail(r, "pid %d: non-present non-empty pte at %#lx", p->pid, (unsigned long)va);
-    err = check_pte(r, p, va, e, c, count_ref);
+    else
+      err = check_pte(r, p, va, e, c, count_ref);
   }
   if (err)
     return err;
@@ -292,6 +308,8 @@ static int inode_cache_once(struct recount *r, struct inode *ino) {
   if (ino->check_refs & 0x40000000u)
     return 0;
   ino->check_refs |= 0x40000000u;
+  // compare shmem_acct_size() and shmem_acct_blocks(): shmem's share of Committed_AS
+  r->committed += ino->acct_pages + (ino->acct_blocks ? ino->cache.count : 0);
   return check_pagecache(r, ino);
 }
 
@@ -437,15 +455,15 @@ int check_kernel(struct kernel *k, char *msg, size_t cap) {
   for (int pid = 1; pid < k->pid_max && !err; pid++)
     if (k->procs[pid])
       err = check_mm(&r, k->procs[pid]);
-  if (!err && r.committed != k->committed)
-    err = fail(&r, "committed %lu pages, counted %lu", (unsigned long)k->committed,
-               (unsigned long)r.committed);
   if (!err)
     err = check_files(&r);
   if (!err)
     err = check_embryos(&r);
   if (!err)
     err = for_each_inode(&r, inode_cache_once);
+  if (!err && r.committed != k->committed)
+    err = fail(&r, "committed %lu pages, counted %lu", (unsigned long)k->committed,
+               (unsigned long)r.committed);
   if (!err)
     err = for_each_inode(&r, inode_compare);
   if (!err)

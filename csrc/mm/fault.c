@@ -72,7 +72,7 @@ static int do_file_fault(struct mm *mm, struct vma *v, pfn_t table, pte_t *pte,
   if (idx >= PAGE_ROUND_UP(v->ino->size) >> PAGE_SHIFT)
     return -EFAULT;
   pfn_t pc;
-  int err = pagecache_get(k, v->ino, idx, &pc);
+  int err = pagecache_get(k, mm, v->ino, idx, &pc);
   if (err)
     return err;
   if (v->flags & VM_SHARED) {
@@ -138,6 +138,8 @@ static int do_wp_page(struct mm *mm, struct vma *v, pfn_t table, pte_t *pte, pfn
 // success *out is the frame now mapped there, writable if write. compare handle_pte_fault().
 int fault_pte(struct mm *mm, struct vma *v, pfn_t table, pte_t *pte, uint64_t va,
               int write, pfn_t *out) {
+  if (pte_is_guard(*pte))
+    return -EFAULT;  // compare handle_pte_marker(): VM_FAULT_SIGSEGV
   if (!(*pte & PTE_P)) {
     if (!v->ino)
       return do_anonymous_page(mm, v, table, pte, write, out);

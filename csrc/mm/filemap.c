@@ -10,36 +10,44 @@
 #include "mm/mm.h"
 #include "fs/fs.h"  // up: host_read_page (read_folio)
 
-// Drop every page-cache page at index >= from, in index order.
-void pagecache_drop(struct kernel *k, struct inode *ino, uint64_t from) {
+// Drop every page-cache page at index [from, end), in index order, giving back the commit
+// charge of an inode charged per page. compare Linux truncate_inode_pages_range() and
+// shmem_unacct_blocks().
+void pagecache_drop(struct kernel *k, struct inode *ino, uint64_t from, uint64_t end) {
   uint64_t pfn;
-  for (uint64_t i = from; xa_find(&ino->cache, &i, &pfn); i++) {
+  for (uint64_t i = from; i < end && xa_find(&ino->cache, &i, &pfn) && i < end; i++) {
     xa_erase(&ino->cache, i, NULL);
     frame_put(k, (pfn_t)pfn);
+    if (ino->acct_blocks)
+      vm_unacct_memory(k, 1);
     if (i == UINT64_MAX)
       break;
   }
 }
 
 // The page-cache frame for page idx of ino, read in (host) or zero-filled (tmpfs, shmem) on
-// a miss. The cache keeps its own reference; the caller takes one per use.
-int pagecache_get(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t *out) {
+// a miss, charged to commit for mm when the inode is charged per page (-ENOSPC if refused,
+// compare shmem_inode_acct_blocks()). The cache keeps its own reference; the caller takes
+// one per use.
+int pagecache_get(struct kernel *k, struct mm *mm, struct inode *ino, uint64_t idx,
+                  pfn_t *out) {
   uint64_t hit;
   if (xa_load(&ino->cache, idx, &hit)) {
     *out = (pfn_t)hit;
     return 0;
   }
+  if (ino->acct_blocks && vm_enough_memory(k, mm, 1))
+    return -ENOSPC;
   pfn_t pfn;
   int err = frame_alloc(k, FK_PAGECACHE, &pfn);
-  if (err)
-    return err;
-  if ((ino->kind == IK_HOST && (err = host_read_page(k, ino, idx, pfn))) ||
-      (err = xa_store(&ino->cache, idx, pfn))) {
+  if (!err && ((ino->kind == IK_HOST && (err = host_read_page(k, ino, idx, pfn))) ||
+               (err = xa_store(&ino->cache, idx, pfn))))
     frame_put(k, pfn);
-    return err;
-  }
-  *out = pfn;
-  return 0;
+  if (err && ino->acct_blocks)
+    vm_unacct_memory(k, 1);
+  if (!err)
+    *out = pfn;
+  return err;
 }
 
 // Read up to n bytes at off (short at end of file). Returns bytes read.
@@ -53,19 +61,26 @@ int inode_read(struct kernel *k, struct inode *ino, uint64_t off, uint8_t *buf, 
   for (uint64_t done = 0; done < n;) {
     uint64_t pos = off + done, in = pos & (PAGE_SIZE - 1);
     uint64_t chunk = PAGE_SIZE - in < n - done ? PAGE_SIZE - in : n - done;
-    pfn_t pfn;
-    int err = pagecache_get(k, ino, pos >> PAGE_SHIFT, &pfn);
+    uint64_t pfn;
+    if (ino->kind != IK_HOST && !xa_load(&ino->cache, pos >> PAGE_SHIFT, &pfn)) {
+      memset(buf + done, 0, chunk);  // a hole reads as zeroes, allocating nothing (SGP_READ)
+      done += chunk;
+      continue;
+    }
+    pfn_t got;
+    int err = pagecache_get(k, NULL, ino, pos >> PAGE_SHIFT, &got);
     if (err)
       return done ? (int)done : err;
-    frame_read_bytes(&k->fr, pfn, in, buf + done, chunk);
+    frame_read_bytes(&k->fr, got, in, buf + done, chunk);
     done += chunk;
   }
   return (int)n;
 }
 
-// Write n bytes at off into a tmpfs file, extending it. Returns bytes written.
-int inode_write(struct kernel *k, struct inode *ino, uint64_t off, const uint8_t *buf,
-                uint64_t n) {
+// Write n bytes at off into a tmpfs file for the writer's mm (its commit charge), extending
+// it. Returns bytes written.
+int inode_write(struct kernel *k, struct mm *mm, struct inode *ino, uint64_t off,
+                const uint8_t *buf, uint64_t n) {
   if (n > INT32_MAX)
     n = INT32_MAX & PAGE_MASK;
   if (off + n < off || off + n > (1ULL << 43))
@@ -77,7 +92,7 @@ int inode_write(struct kernel *k, struct inode *ino, uint64_t off, const uint8_t
     uint64_t pos = off + done, in = pos & (PAGE_SIZE - 1);
     uint64_t chunk = PAGE_SIZE - in < n - done ? PAGE_SIZE - in : n - done;
     pfn_t pfn;
-    int err = pagecache_get(k, ino, pos >> PAGE_SHIFT, &pfn);
+    int err = pagecache_get(k, mm, ino, pos >> PAGE_SHIFT, &pfn);
     if (!err)
       err = frame_write_bytes(&k->fr, pfn, in, buf + done, chunk);
     if (err) {

@@ -25,9 +25,10 @@ static int vma_is_cow(const struct vma *v) {
 }
 
 // Whether fork must copy the vma's ptes, or the child can refault them lazily.
-// compare Linux vma_needs_copy(): only vmas that hold anonymous pages.
+// compare Linux vma_needs_copy() (VM_COPY_ON_FORK): vmas that hold anonymous pages or may
+// hold guard markers; dup_mmap() copies nothing of a wipe-on-fork vma.
 static int vma_needs_copy(const struct vma *v) {
-  return (v->flags & VM_ANON_VMA) && !(v->flags & VM_WIPEONFORK);
+  return (v->flags & (VM_ANON_VMA | VM_MAYBE_GUARD)) && !(v->flags & VM_WIPEONFORK);
 }
 
 // Whether the 2 MiB chunk at addr may be shared at fork: every vma over it is private memory
@@ -56,6 +57,11 @@ static void copy_pte_range(struct kernel *k, const struct vma *v, pfn_t dst_t, p
   uint32_t n = 0, anon = 0, other = 0;
   for (; addr < end; addr += PAGE_SIZE, src++, dst++) {
     pte_t e = *src;
+    if (pte_is_guard(e)) {  // compare copy_nonpresent_pte(): guard markers are copied
+      *dst = e;
+      n++;
+      continue;
+    }
     if (!(e & PTE_P))
       continue;
     pfn_t pfn = PTE_PFN(e);
@@ -90,7 +96,7 @@ static void share_table(struct mm *dst_mm, pfn_t dst_pmdt, pte_t *dst_pmd, pte_t
   if (eager) {
     pte_t *e = pt_table(k, t);
     for (unsigned i = 0; i < PTRS_PER_TABLE; i++)
-      if (e[i] && PTE_PFN(e[i]) != k->fr.zero_pfn)
+      if (pte_has_frame(e[i]) && PTE_PFN(e[i]) != k->fr.zero_pfn)
         frame_get(k, PTE_PFN(e[i]));
   }
   pt_set_share(k, t, PT_COW, eager);
@@ -204,9 +210,8 @@ static int copy_upper_range(struct fork_ctx *c, uint64_t addr, uint64_t end) {
 
 // Copy one vma's page tables into the child. compare Linux copy_page_range().
 static int copy_page_range(struct fork_ctx *c) {
-  if (c->v->flags & VM_SHARED)
-    return ptshare_fork_range(c->dst, c->src, c->v);
-  if (!vma_needs_copy(c->v))
+  int err = (c->v->flags & VM_SHARED) ? ptshare_fork_range(c->dst, c->src, c->v) : 0;
+  if (err || !vma_needs_copy(c->v))
     return 0;  // refaulted lazily by the child
   return copy_upper_range(c, c->v->start, c->v->end);
 }
@@ -222,7 +227,7 @@ static int dup_vma(struct mm *dst, const struct vma *v) {
     n.flags |= VM_ANON_FORKED;
   }
   uint64_t pages = (n.flags & VM_ACCOUNT) ? (n.end - n.start) >> PAGE_SHIFT : 0;
-  int err = pages ? vm_enough_memory(dst, pages) : 0;  // compare dup_mmap()'s charge
+  int err = pages ? vm_enough_memory(dst->k, dst, pages) : 0;  // compare dup_mmap()'s charge
   if (err)
     return err;
   if ((err = vma_insert(&dst->vmas, &n)) < 0) {

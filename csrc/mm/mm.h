@@ -40,11 +40,16 @@ pte_t *pt_lookup(struct mm *mm, uint64_t va, pfn_t *table, int *writable);
 pte_t *pt_lookup_huge(struct mm *mm, uint64_t va, pfn_t *pmd_table);
 int pt_break_cow(struct mm *mm, pte_t *pmd);
 void pt_drop_shared(struct mm *mm, pfn_t pmd_table, pte_t *pmd);
+enum { UNSHARE_KEEP = 0, UNSHARE_DROP = 1, UNSHARE_DROP_UNMARKED = 2 };
 int pt_unshare_range(struct mm *mm, uint64_t start, uint64_t end, int drop);
-int pt_zap_range(struct mm *mm, uint64_t start, uint64_t end);
+#define ZAP_DROP_MARKERS 1  // munmap, exit: guard markers go too
+#define ZAP_KEEP_ANON 2     // a hole punched in a file: private COW copies stay
+int pt_zap_range(struct mm *mm, uint64_t start, uint64_t end, int flags);
 void pt_free_range(struct mm *mm, uint64_t start, uint64_t end);
 void pt_teardown(struct mm *mm);
 void pt_protect_range(struct mm *mm, uint64_t start, uint64_t end, int clear_w, int set_w, int nx);
+int pt_guard_install(struct mm *mm, uint64_t start, uint64_t end);
+int pt_guard_remove(struct mm *mm, uint64_t start, uint64_t end);
 
 // ---- vma.c: virtual memory areas, a sorted array searched in O(log n) ----
 struct vma *vma_find(struct vma_list *l, uint64_t va);
@@ -60,7 +65,7 @@ void vma_list_fini(struct kernel *k, struct vma_list *l);
 int vma_reserve(struct vma_list *l, uint32_t extra);
 int vma_grow(struct vma_list *l, uint32_t extra);
 uint64_t vm_commit_limit(struct kernel *k);
-int vm_enough_memory(struct mm *mm, uint64_t pages);
+int vm_enough_memory(struct kernel *k, struct mm *mm, uint64_t pages);
 void vm_unacct_memory(struct kernel *k, uint64_t pages);
 
 // ---- fault.c: the page-fault path ----
@@ -99,13 +104,16 @@ enum { MM_READ = 0, MM_WRITE = 1, MM_FETCH = 2 };
 #define MM_PERM_X 4
 int mm_fault_translate(struct mm *mm, uint64_t va, int access, pfn_t *pfn, int *perms);
 void mm_destroy(struct mm *mm);
-int inode_unmap_beyond(struct kernel *k, struct inode *ino, uint64_t idx);
+int inode_unmap_range(struct kernel *k, struct inode *ino, uint64_t first, uint64_t end,
+                      int even_cows);
 
 // ---- filemap.c: the page cache ----
-int pagecache_get(struct kernel *k, struct inode *ino, uint64_t idx, pfn_t *out);
-void pagecache_drop(struct kernel *k, struct inode *ino, uint64_t from);
+int pagecache_get(struct kernel *k, struct mm *mm, struct inode *ino, uint64_t idx,
+                  pfn_t *out);
+void pagecache_drop(struct kernel *k, struct inode *ino, uint64_t from, uint64_t end);
 int inode_read(struct kernel *k, struct inode *ino, uint64_t off, uint8_t *buf, uint64_t n);
-int inode_write(struct kernel *k, struct inode *ino, uint64_t off, const uint8_t *buf, uint64_t n);
+int inode_write(struct kernel *k, struct mm *mm, struct inode *ino, uint64_t off,
+                const uint8_t *buf, uint64_t n);
 
 // ---- huge_memory.c: transparent huge pages for private anonymous memory ----
 int thp_init(struct kernel *k);

@@ -22,6 +22,13 @@
                          MAP_LOCKED | MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | MAP_STACK | \
                          MAP_HUGETLB)
 #define MAX_LFS_FILESIZE ((uint64_t)INT64_MAX)
+#ifndef MAP_DROPPABLE
+#define MAP_DROPPABLE 0x08        // a mapping type, like MAP_PRIVATE (Linux 6.11)
+#endif
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102    // Linux 6.13
+#define MADV_GUARD_REMOVE 103
+#endif
 
 // CommitLimit in pages: swap (none) + memory * vm.overcommit_ratio / 100.
 // compare Linux vm_commit_limit().
@@ -29,12 +36,12 @@ uint64_t vm_commit_limit(struct kernel *k) {
   return (uint64_t)k->fr.nframes * k->overcommit_ratio / 100;
 }
 
-// Charge pages to Committed_AS for mm, or -ENOMEM (charging nothing) as
+// Charge pages to Committed_AS for mm (NULL: the kernel's own, no user reserve), or -ENOMEM
+// (charging nothing) as
 // vm.overcommit_memory says: 0 refuses only a single charge larger than memory + swap, 1
 // never refuses, 2 keeps the total under CommitLimit less the user reserve.
 // compare Linux __vm_enough_memory().
-int vm_enough_memory(struct mm *mm, uint64_t pages) {
-  struct kernel *k = mm->k;
+int vm_enough_memory(struct kernel *k, struct mm *mm, uint64_t pages) {
   k->committed += pages;
   if (k->overcommit == 1 || (k->overcommit == 0 && pages <= k->fr.nframes))
     return 0;
@@ -42,7 +49,7 @@ int vm_enough_memory(struct mm *mm, uint64_t pages) {
     uint64_t allowed = vm_commit_limit(k), total_vm = 0;
     uint64_t user_reserve = k->fr.nframes / 32 < (128ULL << 20) >> PAGE_SHIFT
                                 ? k->fr.nframes / 32 : (128ULL << 20) >> PAGE_SHIFT;
-    for (uint32_t i = 0; i < mm->vmas.n; i++)
+    for (uint32_t i = 0; mm && i < mm->vmas.n; i++)
       total_vm += (mm->vmas.v[i].end - mm->vmas.v[i].start) >> PAGE_SHIFT;
     uint64_t reserve = total_vm / 32 < user_reserve ? total_vm / 32 : user_reserve;
     allowed = allowed > reserve ? allowed - reserve : 0;
@@ -142,7 +149,7 @@ static int unmap_range(struct mm *mm, uint64_t start, uint64_t end) {
   int err = pt_unshare_range(mm, start, end, 1);
   if (err || (err = split_range(mm, start, end)))
     return err;
-  if ((err = pt_zap_range(mm, start, end)))
+  if ((err = pt_zap_range(mm, start, end, ZAP_DROP_MARKERS)))
     return err;
   struct vma_list *l = &mm->vmas;
   int i = vma_first_at_or_after(l, start);
@@ -293,6 +300,9 @@ static int mmap_check(struct proc *p, uint64_t *addr, uint64_t len, int prot, in
   if (f) {
     if ((err = mmap_file_check(f, len, pgoff, prot, flags, &v->ino, &maywrite)))
       return err;
+  } else if (type == MAP_DROPPABLE) {  // compare do_mmap(): no lock, stack or hugetlb
+    if (flags & (MAP_LOCKED | MAP_HUGETLB | MAP_GROWSDOWN))
+      return -EINVAL;
   } else if ((type != MAP_SHARED && type != MAP_PRIVATE) ||
              (type == MAP_SHARED && (flags & MAP_GROWSDOWN))) {
     return -EINVAL;
@@ -300,11 +310,35 @@ static int mmap_check(struct proc *p, uint64_t *addr, uint64_t len, int prot, in
   v->start = *addr;
   v->end = *addr + len;
   v->pgoff = v->ino ? pgoff : 0;
-  v->flags = (uint32_t)(prot & PROT_ALL) | (type != MAP_PRIVATE ? VM_SHARED : 0) |
+  int shared = type == MAP_SHARED || type == MAP_SHARED_VALIDATE;
+  // compare do_mmap(): MAP_NORESERVE is honoured only when overcommit is allowed
+  int noreserve = (flags & MAP_NORESERVE) && mm->k->overcommit != 2;
+  v->flags = (uint32_t)(prot & PROT_ALL) | (shared ? VM_SHARED : 0) |
              (maywrite ? VM_MAYWRITE : 0) | ((flags & MAP_GROWSDOWN) ? VM_GROWSDOWN : 0) |
-             ((flags & MAP_NORESERVE) ? VM_NORESERVE : 0);
+             (noreserve ? VM_NORESERVE : 0);
+  if (type == MAP_DROPPABLE)  // never reserved, and too volatile to fork or dump
+    v->flags |= VM_DROPPABLE | VM_NORESERVE | VM_WIPEONFORK | VM_DONTDUMP;
   if ((v->flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE)
     v->flags |= VM_ACCOUNT;  // compare accountable_mapping()
+  return 0;
+}
+
+// The unnamed shmem inode behind a shared anonymous mapping, its size charged to commit
+// unless the vma is VM_NORESERVE (then each page is, as it is allocated). -ENOMEM when the
+// charge is refused or memory is out. compare Linux shmem_zero_setup() and shmem_acct_size().
+static int shmem_zero_setup(struct mm *mm, struct vma *v) {
+  uint64_t pages = (v->end - v->start) >> PAGE_SHIFT;
+  int reserve = !(v->flags & VM_NORESERVE);
+  int err = reserve ? vm_enough_memory(mm->k, mm, pages) : 0;
+  if (err)
+    return err;
+  if (!(v->ino = inode_new_shmem(mm->k, v->end - v->start))) {
+    if (reserve)
+      vm_unacct_memory(mm->k, pages);
+    return -ENOMEM;
+  }
+  v->ino->acct_pages = reserve ? pages : 0;
+  v->ino->acct_blocks = !reserve;
   return 0;
 }
 
@@ -321,15 +355,13 @@ int mm_mmap(struct proc *p, uint64_t addr, uint64_t len, int prot, int flags, st
   uint64_t pages = (v.end - v.start) >> PAGE_SHIFT, replaced = 0;
   if (v.flags & VM_ACCOUNT) {
     replaced = accounted_pages(mm, v.start, v.end);
-    if ((err = vm_enough_memory(mm, pages - replaced)))
+    if ((err = vm_enough_memory(mm->k, mm, pages - replaced)))
       return err;
   }
   uint64_t charged = (v.flags & VM_ACCOUNT) ? pages - replaced : 0;
   if ((v.flags & VM_SHARED) && !v.ino) {  // MAP_SHARED|MAP_ANONYMOUS: shmem_zero_setup()
-    if (!(v.ino = inode_new_shmem(mm->k, v.end - v.start))) {
-      vm_unacct_memory(mm->k, charged);
-      return -ENOMEM;
-    }
+    if ((err = shmem_zero_setup(mm, &v)))
+      return err;
   } else if (v.ino) {
     inode_get(v.ino);
     if ((v.flags & (VM_SHARED | VM_MAYWRITE)) == (VM_SHARED | VM_MAYWRITE))
@@ -364,10 +396,12 @@ int sfd_mmap(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot, i
   if (!(flags & MAP_ANONYMOUS) && (!(f = fdt_get(&p->fds, fd)) || (f->flags & O_PATH)))
     return -EBADF;
   if (flags & MAP_HUGETLB) {  // compare ksys_mmap_pgoff(): no hugetlbfs files, no huge pages
-    int size = (flags >> MAP_HUGE_SHIFT) & MAP_HUGE_MASK;
+    int size = (flags >> MAP_HUGE_SHIFT) & MAP_HUGE_MASK, type = flags & MAP_TYPE_MASK;
     if (f || (size && size != 21 && size != 30))
       return -EINVAL;
-    return -ENOMEM;  // hugetlb_file_setup(): the pool is empty (vm.nr_hugepages = 0)
+    if (type != MAP_SHARED && type != MAP_SHARED_VALIDATE && type != MAP_PRIVATE)
+      return -EINVAL;  // do_mmap()'s file switch: the hugetlbfs file takes no other type
+    return -ENOMEM;  // hugetlbfs_file_mmap(): the pool is empty (vm.nr_hugepages = 0)
   }
   return LEAVE(k, mm_mmap(p, addr, len, prot, flags, f, off, out));
 }
@@ -411,7 +445,7 @@ static int apply_prot(struct mm *mm, uint64_t start, uint64_t end, int prot) {
     int nx_change = !!(v->flags & VM_EXEC) != !!(prot & PROT_EXEC);
     if ((prot & PROT_WRITE) &&
         !(v->flags & (VM_ACCOUNT | VM_WRITE | VM_SHARED | VM_NORESERVE))) {
-      if (vm_enough_memory(mm, pages))
+      if (vm_enough_memory(mm->k, mm, pages))
         return -ENOMEM;
       v->flags |= VM_ACCOUNT;  // gaining write charges
     } else if (!(prot & PROT_WRITE) && (v->flags & VM_ACCOUNT) && !v->ino &&
@@ -520,7 +554,8 @@ static int madv_known(int advice) {
   case MADV_WIPEONFORK: case MADV_KEEPONFORK: case MADV_HUGEPAGE: case MADV_NOHUGEPAGE:
   case MADV_POPULATE_READ: case MADV_POPULATE_WRITE: case MADV_DONTDUMP: case MADV_DODUMP:
   case MADV_MERGEABLE: case MADV_UNMERGEABLE: case MADV_COLD: case MADV_PAGEOUT:
-  case MADV_DONTNEED_LOCKED:
+  case MADV_DONTNEED_LOCKED: case MADV_REMOVE: case MADV_GUARD_INSTALL:
+  case MADV_GUARD_REMOVE:
     return 1;
   default:
     return 0;
@@ -534,6 +569,13 @@ static int madv_vma_check(const struct vma *v, int advice) {
     return -EINVAL;
   if (advice == MADV_FREE && (v->ino || (v->flags & VM_SHARED)))
     return -EINVAL;  // compare madvise_free_single_vma(): anonymous private only
+  if ((advice == MADV_KEEPONFORK || advice == MADV_DODUMP) && (v->flags & VM_DROPPABLE))
+    return -EINVAL;  // droppable memory always wipes on fork and is never dumped
+  if (advice == MADV_REMOVE && !v->ino)
+    return -EINVAL;  // compare madvise_remove(): a file is needed
+  if (advice == MADV_REMOVE && (v->flags & (VM_SHARED | VM_MAYWRITE)) !=
+                                   (VM_SHARED | VM_MAYWRITE))
+    return -EACCES;  // compare vma_is_shared_maywrite()
   return 0;
 }
 
@@ -576,6 +618,52 @@ static int change_vma_flags(struct mm *mm, uint64_t start, uint64_t end, uint32_
 static int populate_vmas(struct mm *mm, uint64_t start, uint64_t end, int write,
                          int use_stamp, uint64_t stamp);
 
+// compare Linux madvise_remove(): punch a hole in the file behind [start, end) of v, as
+// fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) does; every mapper then reads zeroes.
+static int madvise_remove(struct mm *mm, struct vma *v, uint64_t start, uint64_t end) {
+  uint64_t first = v->pgoff + ((start - v->start) >> PAGE_SHIFT);
+  return inode_punch_hole(mm->k, v->ino, first, first + ((end - start) >> PAGE_SHIFT));
+}
+
+// compare Linux madvise_guard_install(): zap [start, end) of v (markers already there stay)
+// and put a guard marker in each pte. The vma is marked VM_MAYBE_GUARD first, so that fork
+// copies its tables. -ENOMEM (a table) leaves the markers installed so far, as Linux does.
+static int madvise_guard_install(struct mm *mm, struct vma *v, uint64_t start, uint64_t end) {
+  v->flags |= VM_MAYBE_GUARD;
+  int err = pt_zap_range(mm, start, end, 0);
+  return err ? err : pt_guard_install(mm, start, end);
+}
+
+// compare Linux madvise_guard_remove(): clear the markers; VM_MAYBE_GUARD stays (sticky).
+static int madvise_guard_remove(struct mm *mm, struct vma *v, uint64_t start, uint64_t end) {
+  (void)v;
+  return pt_guard_remove(mm, start, end);
+}
+
+// Apply a per-vma advice to every vma piece of [start, end) (holes skipped), stopping at the
+// first error. compare the visit loop of Linux madvise_walk_vmas().
+static int madvise_each_vma(struct mm *mm, uint64_t start, uint64_t end,
+                            int (*fn)(struct mm *, struct vma *, uint64_t, uint64_t)) {
+  struct vma_list *l = &mm->vmas;
+  for (int i = vma_first_at_or_after(l, start); i < (int)l->n && l->v[i].start < end; i++) {
+    struct vma *v = &l->v[i];  // these advices neither add nor remove vmas
+    int err = fn(mm, v, v->start > start ? v->start : start, v->end < end ? v->end : end);
+    if (err)
+      return err;
+  }
+  return 0;
+}
+
+// The per-vma function of an advice that walks vmas without changing their flags, or NULL.
+static int (*madv_vma_fn(int advice))(struct mm *, struct vma *, uint64_t, uint64_t) {
+  switch (advice) {
+  case MADV_REMOVE: return madvise_remove;
+  case MADV_GUARD_INSTALL: return madvise_guard_install;
+  case MADV_GUARD_REMOVE: return madvise_guard_remove;
+  default: return NULL;
+  }
+}
+
 // madvise(2). Like Linux it goes vma by vma: the vmas before one the advice refuses keep the
 // advice (and their splits), holes are skipped and make the result -ENOMEM.
 // compare Linux do_madvise() and madvise_walk_vmas().
@@ -597,7 +685,9 @@ static int do_madvise(struct mm *mm, uint64_t addr, uint64_t len, int advice) {
       err = change_vma_flags(mm, addr, stop, set, clear);
   } else if (stop > addr && (advice == MADV_DONTNEED || advice == MADV_FREE ||
                               advice == MADV_DONTNEED_LOCKED)) {
-    err = pt_zap_range(mm, addr, stop);
+    err = pt_zap_range(mm, addr, stop, 0);  // guard markers stay
+  } else if (stop > addr && madv_vma_fn(advice)) {
+    err = madvise_each_vma(mm, addr, stop, madv_vma_fn(advice));
   }
   if (err || fail)
     return err ? err : fail;
@@ -729,6 +819,8 @@ static int access_page(struct mm *mm, uint64_t va, int write, pfn_t *pfn) {
   pfn_t table;
   int writable;
   pte_t *pte = pt_lookup(mm, va, &table, &writable);
+  if (pte && pte_is_guard(*pte))
+    return -EFAULT;  // a guard page: SIGSEGV on Linux, without breaking a shared table
   if (pte && (*pte & PTE_P) && (!write || ((*pte & PTE_W) && writable))) {
     *pfn = PTE_PFN(*pte);  // a hit changes nothing: a shared table stays untouched
     return 0;
@@ -914,7 +1006,7 @@ static uint64_t mm_pss(struct mm *mm) {
     int per_sharer = tref == 1 || (pt_share(k, t) == PT_COW && pt_eager(k, t));
     pte_t *e = pt_table(k, t);
     for (unsigned i = 0; i < PTRS_PER_TABLE; i++) {
-      if (!e[i] || PTE_PFN(e[i]) == k->fr.zero_pfn)
+      if (!pte_has_frame(e[i]) || PTE_PFN(e[i]) == k->fr.zero_pfn)
         continue;
       pss += (PAGE_SIZE << 12) / pss_sharers(k, PTE_PFN(e[i]), tref, per_sharer);
     }
@@ -992,9 +1084,11 @@ int64_t sfd_maps(struct kernel *k, int pid, char *buf, uint64_t cap) {
   return (int64_t)total;
 }
 
-// Unmap every page at file index >= idx from every mapping of ino (truncate).
+// Unmap the pages at file index [first, end) from every mapping of ino; private COW copies
+// go too only with even_cows (truncate: yes, a punched hole: no). Guard markers stay.
 // compare Linux unmap_mapping_range(), walking processes instead of an i_mmap tree.
-int inode_unmap_beyond(struct kernel *k, struct inode *ino, uint64_t idx) {
+int inode_unmap_range(struct kernel *k, struct inode *ino, uint64_t first, uint64_t end,
+                      int even_cows) {
   for (int pid = 1; pid < k->pid_max; pid++) {
     struct proc *p = k->procs[pid];
     if (!p || !p->mm)
@@ -1002,10 +1096,14 @@ int inode_unmap_beyond(struct kernel *k, struct inode *ino, uint64_t idx) {
     for (uint32_t i = 0; i < p->mm->vmas.n; i++) {
       struct vma *v = &p->mm->vmas.v[i];
       uint64_t pages = (v->end - v->start) >> PAGE_SHIFT;
-      if (v->ino != ino || v->pgoff + pages <= idx)
+      if (v->ino != ino || v->pgoff + pages <= first || v->pgoff >= end)
         continue;
-      uint64_t from = idx > v->pgoff ? v->start + ((idx - v->pgoff) << PAGE_SHIFT) : v->start;
-      int err = pt_zap_range(p->mm, from, v->end);
+      uint64_t from = first > v->pgoff ? v->start + ((first - v->pgoff) << PAGE_SHIFT)
+                                       : v->start;
+      uint64_t to = end - v->pgoff < pages ? v->start + ((end - v->pgoff) << PAGE_SHIFT)
+                                           : v->end;
+      int keep = !even_cows && !(v->flags & VM_SHARED);
+      int err = pt_zap_range(p->mm, from, to, keep ? ZAP_KEEP_ANON : 0);
       if (err)
         return err;
     }

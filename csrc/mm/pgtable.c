@@ -215,8 +215,8 @@ static int pt_copy_shared(struct mm *mm, pte_t *pmd, pfn_t t) {
     pte_t e = src->e[i];
     if (!e)
       continue;
-    if (!eager && PTE_PFN(e) != k->fr.zero_pfn)
-      frame_get(k, PTE_PFN(e));
+    if (!eager && pte_has_frame(e) && PTE_PFN(e) != k->fr.zero_pfn)
+      frame_get(k, PTE_PFN(e));  // a guard marker is copied as it is
     src->e[i] = e & ~PTE_W;
     dst->e[i] = e & ~PTE_W;
   }
@@ -243,15 +243,21 @@ int pt_break_cow(struct mm *mm, pte_t *pmd) {
   return 0;
 }
 
-// compare Linux zap_pte_range(): unmap [addr, end) of one vma within a private table.
+// compare Linux zap_pte_range(): unmap [addr, end) of one vma within a private table. Guard
+// markers go only with ZAP_DROP_MARKERS (munmap, exit: compare ZAP_FLAG_DROP_MARKER);
+// ZAP_KEEP_ANON leaves anonymous pages (compare should_zap_folio() without even_cows).
 static void zap_pte_range(struct mm *mm, const struct vma *v, pfn_t table, uint64_t addr,
-                          uint64_t end) {
+                          uint64_t end, int flags) {
   struct kernel *k = mm->k;
   pte_t *pte = &pt_table(k, table)[pt_index(addr, 0)];
   for (; addr < end; addr += PAGE_SIZE, pte++) {
+    if (pte_is_guard(*pte) && (flags & ZAP_DROP_MARKERS))
+      pt_clear(k, table, pte);
     if (!(*pte & PTE_P))
       continue;
     pfn_t pfn = PTE_PFN(*pte);
+    if ((flags & ZAP_KEEP_ANON) && k->fr.f[pfn].kind == FK_ANON)
+      continue;
     pt_clear(k, table, pte);
     if (pfn == k->fr.zero_pfn)
       continue;
@@ -268,7 +274,7 @@ static void pt_release_entries(struct kernel *k, pfn_t t) {
     if (!e)
       continue;
     pg->e[i] = 0;
-    if (PTE_PFN(e) != k->fr.zero_pfn)
+    if (pte_has_frame(e) && PTE_PFN(e) != k->fr.zero_pfn)
       frame_put(k, PTE_PFN(e));
   }
   k->fr.f[t].aux = 0;
@@ -286,7 +292,7 @@ void pt_drop_shared(struct mm *mm, pfn_t pmd_table, pte_t *pmd) {
     pt_release_entries(k, t);
   } else if (pt_share(k, t) == PT_COW && pt_eager(k, t)) {
     for (unsigned i = 0; i < PTRS_PER_TABLE; i++)
-      if (pg->e[i] && PTE_PFN(pg->e[i]) != k->fr.zero_pfn)
+      if (pte_has_frame(pg->e[i]) && PTE_PFN(pg->e[i]) != k->fr.zero_pfn)
         frame_put(k, PTE_PFN(pg->e[i]));
   }
   pt_clear(k, pmd_table, pmd);
@@ -294,9 +300,19 @@ void pt_drop_shared(struct mm *mm, pfn_t pmd_table, pte_t *pmd) {
   pt_free(k, t);
 }
 
+// Whether a last-level table holds a guard marker.
+static int pt_has_guard(struct kernel *k, pfn_t t) {
+  const pte_t *e = pt_table(k, t);
+  for (unsigned i = 0; i < PTRS_PER_TABLE; i++)
+    if (pte_is_guard(e[i]))
+      return 1;
+  return 0;
+}
+
 // Make every last-level table of [start, end) private to mm before it changes them: file-
 // shared tables are detached; COW-shared tables are dropped when drop is set and the chunk
-// lies wholly inside the range (munmap, exit), otherwise broken. A huge page only partly in
+// lies wholly inside the range (munmap, exit; UNSHARE_DROP_UNMARKED: only a table without
+// guard markers, which a zap must keep), otherwise broken. A huge page only partly in
 // the range is split into a table; one wholly inside is unmapped when drop is set, else left
 // for the caller (mprotect changes the leaf). -ENOMEM if a copy or split fails.
 int pt_unshare_range(struct mm *mm, uint64_t start, uint64_t end, int drop) {
@@ -318,7 +334,9 @@ int pt_unshare_range(struct mm *mm, uint64_t start, uint64_t end, int drop) {
       continue;
     }
     int share = pt_share(k, PTE_PFN(*pmd));
-    if (share == PT_FILE || (share == PT_COW && drop && whole)) {
+    int dropping = share == PT_COW && drop && whole &&
+                   !(drop == UNSHARE_DROP_UNMARKED && pt_has_guard(k, PTE_PFN(*pmd)));
+    if (share == PT_FILE || dropping) {
       pt_drop_shared(mm, pmdt, pmd);
     } else if (share == PT_COW) {
       int err = pt_break_cow(mm, pmd);
@@ -331,33 +349,36 @@ int pt_unshare_range(struct mm *mm, uint64_t start, uint64_t end, int drop) {
 
 // compare Linux zap_pmd_range(). Tables shared with others were unshared by the caller.
 static void zap_pmd_range(struct mm *mm, const struct vma *v, pfn_t table, uint64_t addr,
-                          uint64_t end) {
+                          uint64_t end, int flags) {
   pte_t *pmd = &pt_table(mm->k, table)[pt_index(addr, 1)];
   for (uint64_t next; addr < end; addr = next, pmd++) {
     next = level_end(addr, end, 1);
-    if (pmd_is_huge(*pmd))
+    if (pmd_is_huge(*pmd) && !(flags & ZAP_KEEP_ANON))  // a huge page is anonymous
       kpanic(mm->k, "zap_pmd_range: huge pmd at %#lx not unshared", (unsigned long)addr);
-    else if (*pmd & PTE_P)
-      zap_pte_range(mm, v, PTE_PFN(*pmd), addr, next);
+    else if ((*pmd & PTE_P) && !pmd_is_huge(*pmd))
+      zap_pte_range(mm, v, PTE_PFN(*pmd), addr, next, flags);
   }
 }
 
 // compare Linux zap_pud_range()
 static void zap_pud_range(struct mm *mm, const struct vma *v, pfn_t table, uint64_t addr,
-                          uint64_t end) {
+                          uint64_t end, int flags) {
   pte_t *pud = &pt_table(mm->k, table)[pt_index(addr, 2)];
   for (uint64_t next; addr < end; addr = next, pud++) {
     next = level_end(addr, end, 2);
     if (*pud & PTE_P)
-      zap_pmd_range(mm, v, PTE_PFN(*pud), addr, next);
+      zap_pmd_range(mm, v, PTE_PFN(*pud), addr, next, flags);
   }
 }
 
 // Unmap every page of [start, end) ∩ each vma, dropping frame references and rss. Shared
 // tables are detached, dropped or broken first. Tables stay; pt_free_range frees the empty
-// ones. compare Linux unmap_page_range(). -ENOMEM only if breaking a share needs a copy.
-int pt_zap_range(struct mm *mm, uint64_t start, uint64_t end) {
-  int err = pt_unshare_range(mm, start, end, 1);
+// ones. flags: ZAP_DROP_MARKERS, ZAP_KEEP_ANON (see zap_pte_range). compare Linux
+// unmap_page_range(). -ENOMEM only if breaking a share needs a copy.
+int pt_zap_range(struct mm *mm, uint64_t start, uint64_t end, int flags) {
+  int drop = (flags & ZAP_DROP_MARKERS) ? UNSHARE_DROP
+             : (flags & ZAP_KEEP_ANON) ? UNSHARE_KEEP : UNSHARE_DROP_UNMARKED;
+  int err = pt_unshare_range(mm, start, end, drop);
   if (err)
     return err;
   for (int i = vma_first_at_or_after(&mm->vmas, start); i < (int)mm->vmas.n; i++) {
@@ -370,7 +391,7 @@ int pt_zap_range(struct mm *mm, uint64_t start, uint64_t end) {
     for (uint64_t next; addr < stop; addr = next, pgd++) {
       next = level_end(addr, stop, 3);
       if (*pgd & PTE_P)
-        zap_pud_range(mm, v, PTE_PFN(*pgd), addr, next);
+        zap_pud_range(mm, v, PTE_PFN(*pgd), addr, next, flags);
     }
   }
   return 0;
@@ -407,7 +428,7 @@ void pt_free_range(struct mm *mm, uint64_t start, uint64_t end) {
 // Tear an address space's tables down: leave every shared table, zap everything, free all
 // tables and the pgd. Dropping a share never fails, so neither does teardown.
 void pt_teardown(struct mm *mm) {
-  if (pt_zap_range(mm, 0, TASK_SIZE))
+  if (pt_zap_range(mm, 0, TASK_SIZE, ZAP_DROP_MARKERS))
     kpanic(mm->k, "pt_teardown: unshare failed");
   pt_free_range(mm, 0, 1ULL << 47);
   if (mm->k->fr.f[mm->pgd].aux)
@@ -453,4 +474,78 @@ void pt_protect_range(struct mm *mm, uint64_t start, uint64_t end, int clear_w, 
     }
     protect_pte_range(k, PTE_PFN(*pmd), addr, next, clear_w, set_w, nx);
   }
+}
+
+// ---- guard markers (MADV_GUARD_INSTALL / MADV_GUARD_REMOVE) ----
+
+// The private last-level table for va, for changing markers: allocated when missing (never
+// the file's shared one: markers are this mm's own), a huge page split, a COW-shared table
+// broken. -ENOMEM when a table cannot be had.
+static int guard_table(struct mm *mm, uint64_t va, pfn_t *table) {
+  int err = 0;
+  pfn_t pmdt;
+  pte_t *pmd = pt_walk_pmd(mm, va, 1, &pmdt, &err);
+  if (!pmd)
+    return err;
+  if (!(*pmd & PTE_P))
+    err = pt_fill_pmd(mm, pmdt, pmd);
+  else if (pmd_is_huge(*pmd))
+    err = thp_split_pmd(mm, pmdt, pmd);
+  else if (pt_share(mm->k, PTE_PFN(*pmd)) == PT_COW)
+    err = pt_break_cow(mm, pmd);
+  if (!err)
+    *table = PTE_PFN(*pmd);
+  return err;
+}
+
+// compare Linux guard_install_pte_entry(): a marker in every empty pte of [start, end), which
+// the caller zapped. -ENOMEM (a table) leaves the markers placed so far.
+int pt_guard_install(struct mm *mm, uint64_t start, uint64_t end) {
+  struct kernel *k = mm->k;
+  for (uint64_t addr = start, next; addr < end; addr = next) {
+    next = level_end(addr, end, 1);
+    pfn_t table = 0;
+    int err = guard_table(mm, addr, &table);
+    if (err)
+      return err;
+    pte_t *pte = &pt_table(k, table)[pt_index(addr, 0)];
+    for (uint64_t a = addr; a < next; a += PAGE_SIZE, pte++)
+      if (!*pte)
+        pt_set(k, table, pte, PTE_GUARD);
+  }
+  return 0;
+}
+
+// Whether [addr, end) of a last-level table holds a guard marker.
+static int range_has_guard(struct kernel *k, pfn_t t, uint64_t addr, uint64_t end) {
+  const pte_t *pte = &pt_table(k, t)[pt_index(addr, 0)];
+  for (; addr < end; addr += PAGE_SIZE, pte++)
+    if (pte_is_guard(*pte))
+      return 1;
+  return 0;
+}
+
+// compare Linux guard_remove_pte_entry(): clear every marker of [start, end), breaking a
+// COW-shared table that holds one first. Emptied tables stay until munmap, as after
+// MADV_DONTNEED. -ENOMEM if a break needs a copy and memory is out.
+int pt_guard_remove(struct mm *mm, uint64_t start, uint64_t end) {
+  struct kernel *k = mm->k;
+  pfn_t pmdt;
+  pte_t *pmd;
+  for (uint64_t addr = start, next; (pmd = pt_next_pmd(mm, &addr, end, &pmdt)); addr = next) {
+    next = level_end(addr, end, 1);
+    if (pmd_is_huge(*pmd) || !range_has_guard(k, PTE_PFN(*pmd), addr, next))
+      continue;
+    if (pt_share(k, PTE_PFN(*pmd)) == PT_COW) {
+      int err = pt_break_cow(mm, pmd);
+      if (err)
+        return err;
+    }
+    pfn_t t = PTE_PFN(*pmd);
+    pte_t *pte = &pt_table(k, t)[pt_index(addr, 0)];
+    for (uint64_t a = addr; a < next; a += PAGE_SIZE, pte++)
+      if (pte_is_guard(*pte))
+        pt_clear(k, t, pte);
+  }
+  return 0;
 }

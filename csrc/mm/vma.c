@@ -99,7 +99,8 @@ int vma_split(struct kernel *k, struct vma_list *l, int i, uint64_t at) {
 // Whether a and b may share one anon_vma: b follows a, same flags but for protection, same
 // file at contiguous offsets. compare Linux anon_vma_compatible().
 static int anon_vma_compatible(const struct vma *a, const struct vma *b) {
-  uint32_t mask = ~(uint32_t)(VM_READ | VM_WRITE | VM_EXEC | VM_ANON_VMA | VM_ANON_FORKED);
+  uint32_t mask = ~(uint32_t)(VM_READ | VM_WRITE | VM_EXEC | VM_ANON_VMA | VM_ANON_FORKED |
+                              VM_MAYBE_GUARD);
   return a->end == b->start && a->ino == b->ino && !((a->flags ^ b->flags) & mask) &&
          (!a->ino || a->pgoff + ((a->end - a->start) >> PAGE_SHIFT) == b->pgoff);
 }
@@ -129,9 +130,9 @@ void vma_anon_prepare(struct kernel *k, struct vma_list *l, struct vma *v) {
 // Whether b can extend a (adjacent, same flags and file, contiguous file offset, anon_vmas
 // that allow it). compare Linux is_mergeable_vma(), can_vma_merge_after() and
 // is_mergeable_anon_vma(): one side without an anon_vma takes the other's unless that one
-// was inherited at fork.
+// was inherited at fork. VM_MAYBE_GUARD is sticky: ignored here, kept by the merged vma.
 int vma_can_merge(const struct vma *a, const struct vma *b) {
-  uint32_t mask = ~(uint32_t)(VM_ANON_VMA | VM_ANON_FORKED);
+  uint32_t mask = ~(uint32_t)(VM_ANON_VMA | VM_ANON_FORKED | VM_MAYBE_GUARD);
   if (a->end != b->start || (a->flags & mask) != (b->flags & mask) || a->ino != b->ino)
     return 0;
   if (a->ino && a->pgoff + ((a->end - a->start) >> PAGE_SHIFT) != b->pgoff)
@@ -142,8 +143,9 @@ int vma_can_merge(const struct vma *a, const struct vma *b) {
   return !has || !(has->flags & VM_ANON_FORKED);
 }
 
-// a absorbs b's anon_vma when it has none.
+// a absorbs b's anon_vma when it has none, and its sticky flags (compare VM_STICKY).
 static void take_anon_vma(struct vma *a, const struct vma *b) {
+  a->flags |= b->flags & VM_MAYBE_GUARD;
   if (!a->anon_vma) {
     a->anon_vma = b->anon_vma;
     a->flags |= b->flags & (VM_ANON_VMA | VM_ANON_FORKED);

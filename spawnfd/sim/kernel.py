@@ -678,7 +678,8 @@ class AddressSpace:
 
     Every access goes through the simulated fault path in C. Addresses and lengths are ints;
     constants are the :mod:`mmap` module's, plus ``spawnfd.MAP_FIXED``,
-    ``spawnfd.MAP_FIXED_NOREPLACE``, ``spawnfd.MADV_WIPEONFORK`` and ``MADV_KEEPONFORK``.
+    ``spawnfd.MAP_FIXED_NOREPLACE``, ``spawnfd.MAP_DROPPABLE``, ``spawnfd.MADV_WIPEONFORK``,
+    ``MADV_KEEPONFORK``, ``MADV_GUARD_INSTALL`` and ``MADV_GUARD_REMOVE``.
     """
 
     _proc: Process
@@ -708,7 +709,7 @@ class AddressSpace:
             length: bytes (rounded up to pages).
             prot: ``mmap.PROT_*``.
             flags: ``mmap.MAP_SHARED``/``MAP_PRIVATE``/``MAP_ANONYMOUS``/``MAP_POPULATE``,
-                ``spawnfd.MAP_FIXED``/``MAP_FIXED_NOREPLACE``.
+                ``spawnfd.MAP_DROPPABLE``/``MAP_FIXED``/``MAP_FIXED_NOREPLACE``.
             fd: a descriptor of this process for a file mapping.
             offset: file offset, page aligned.
             addr: a hint, or the address for ``MAP_FIXED``.
@@ -730,7 +731,9 @@ class AddressSpace:
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
         """``MADV_DONTNEED``/``FREE``/``DONTFORK``/``DOFORK``/``WIPEONFORK``/``KEEPONFORK``/
-        ``POPULATE_READ``/``POPULATE_WRITE``/``DONTNEED_LOCKED``, the flags ``(NO)HUGEPAGE``/
+        ``POPULATE_READ``/``POPULATE_WRITE``/``DONTNEED_LOCKED``, ``REMOVE`` (a hole punched
+        in the shmem/tmpfs file), ``GUARD_INSTALL``/``GUARD_REMOVE`` (guard pages: any access
+        is ``EFAULT``), the flags ``(NO)HUGEPAGE``/
         ``DONTDUMP``/``DODUMP``/``(UN)MERGEABLE`` and the hints ``NORMAL``/``RANDOM``/
         ``SEQUENTIAL``/``WILLNEED``/``COLD``/``PAGEOUT``. Vma by vma, as Linux: the vmas before
         the first one refused keep the advice."""
