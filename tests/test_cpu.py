@@ -186,11 +186,29 @@ async def test_bad_code_is_killed_and_bad_pointers_get_efault() -> None:
         k.check()
 
 
-async def test_default_kernel_keeps_the_stand_ins() -> None:
-    async with open_kernel("256M") as k:
+async def test_real_code_by_default_stand_ins_by_choice() -> None:
+    # A kernel runs the real program by default: `ls /` lists the directory as natively.
+    async with spawnfd.open_kernel("256M") as k:
+        stdio(k.init)
+        done = await run_real(k, ["ls", "/"])
+        assert (done.returncode, done.stdout) == (0, native(["ls", "/"]).stdout)
+        assert k.statistics().cpu_instructions > 100_000
+    # cpu=False: every built-in stand-in answers for its program, no instruction runs...
+    async with open_kernel("256M", cpu=False) as k:
         stdio(k.init)
         done = await run_real(k, ["/bin/echo", "hi"])
         assert done.stdout == b"hi\n" and k.statistics().cpu_instructions == 0
+    # ... and per program: a registered behaviour runs instead of the real code
+    async def hello(sys: Any, argv: list[str], env: dict[str, str]) -> int:
+        await sys.write(1, b"stand-in\n")
+        return 0
+
+    async with open_kernel("256M") as k:
+        stdio(k.init)
+        k.register_program("/bin/echo", hello)
+        assert (await run_real(k, ["/bin/echo", "hi"])).stdout == b"stand-in\n"
+        assert (await run_real(k, ["/bin/true"])).returncode == 0
+        assert k.statistics().cpu_instructions > 0  # true ran as real code
 
 
 def exit_code(status: int) -> bytes:
@@ -292,7 +310,7 @@ async def test_counters_per_process() -> None:
                 await child.setup_stack(["tiny"], {}, program=prog)
         await trio.testing.wait_all_tasks_blocked()  # both exited, not yet reaped
         sa, sb = a.process.cpu_statistics(), b.process.cpu_statistics()
-        assert sa.instructions == sb.instructions == 2 * 1000 + 1 + 4
+        assert sa.instructions == sb.instructions == 1 + 2 * 1000 + 3
         assert sa.syscalls == sb.syscalls == 1 and sa.syscalls_unknown == 0
         assert sa.tlb_fills > 0 and sa.cpu_switches == sb.cpu_switches == 0  # one, then the other
         after = k.statistics()
