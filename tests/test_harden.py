@@ -294,7 +294,7 @@ async def test_program_and_interpreter_paths_that_are_not_utf8() -> None:
         for method in ("spawnfd", "fork-exec", "vfork-exec"):
             r = await spawnfd.run_process([os.fsdecode(b"/tmp/tr\xffue")], kernel=k,
                                           method=method, check=False)
-            assert r.returncode in (0, -4), method  # no behaviour registered: SIGILL
+            assert r.returncode == 0, method  # the real /bin/true, under its odd name
         k.check()
 
 

@@ -89,7 +89,7 @@ async def test_pipeline_ends_with_sigpipe_for_the_writer() -> None:
 
 
 async def test_missing_program_and_program_without_behaviour() -> None:
-    async with open_kernel("256M") as k:
+    async with open_kernel("256M", cpu=False) as k:  # stand-ins only: a real ELF without one
         sh = k.init
         stdio(sh)
         _, status = await run_capture(sh, ["/nonexistent"], "copy")

@@ -68,10 +68,11 @@ def fd_table(p: spawnfd.Process, upto: int = 24) -> dict[int, int]:
 
 @asynccontextmanager
 async def machine(seconds: float = 10) -> AsyncIterator[spawnfd.Kernel]:
-    """open_kernel("256M") under a deadline: a child that never starts or never ends makes
-    the test fail instead of hang."""
+    """open_kernel("256M", cpu=False) under a deadline: a child that never starts or never
+    ends makes the test fail instead of hang. The stand-ins answer (these tests watch the
+    maps and stack a program's behaviour sees; tests/test_cpu*.py run the real code)."""
     with trio.fail_after(seconds):
-        async with open_kernel("256M") as k:
+        async with open_kernel("256M", cpu=False) as k:
             yield k
 
 

@@ -15,7 +15,7 @@ import spawnfd
 
 
 async def test_program_without_stand_in_says_why_on_stderr() -> None:
-    async with spawnfd.open_kernel("256M") as k:
+    async with spawnfd.open_kernel("256M", cpu=False) as k:
         for _ in range(3):
             k.init.open("/dev/null", os.O_RDWR)
         with pytest.raises(subprocess.CalledProcessError) as info:
@@ -203,7 +203,7 @@ async def test_trio_itself_says_so() -> None:
 
 
 async def test_no_stand_in_through_ld_so_as_a_program_names_the_program() -> None:
-    async with spawnfd.open_kernel("256M") as k:
+    async with spawnfd.open_kernel("256M", cpu=False) as k:
         r, w = k.init.pipe()
         async with k.init.create_process() as child:
             prog = await child.load_elf("/usr/bin/ls")

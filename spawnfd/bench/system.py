@@ -9,6 +9,10 @@ runs ``/bin/true``) through each method — the sh starts true the same way; per
 method's growth from the smallest parent to the largest. Also: spawns per second of
 ``/bin/true`` from an empty parent through the async API (``async with create_process()``)
 and through ``spawnfd.sim.spawn`` for every method.
+
+Every kernel here is ``open_kernel(cpu=False)``: the programs are the Python stand-ins, so
+the figures are the cost of the spawning mechanism itself, not of a real ld.so starting
+(``spawnfd bench cpu`` measures that).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ async def _system(k: Any, line: str, how: str) -> int:
 
 async def _row(gib: int, label: str, repeat: int) -> dict[str, Any]:
     fork_mode, how = METHODS[label]
-    async with open_kernel(f"{2 * gib + 2}G", fork_mode=fork_mode) as k:
+    async with open_kernel(f"{2 * gib + 2}G", cpu=False, fork_mode=fork_mode) as k:
         k.shell_method = how  # the shell starts true the same way
         p = k.init
         for _ in range(3):
@@ -104,7 +108,7 @@ async def spawn_rates(methods: dict[str, str], seconds: float) -> dict[str, dict
     Per method: the median wall-clock and CPU-time rates over the rounds, and the median of
     each round's ratio to the last method given (``ratio``)."""
     window, rounds = 0.05, max(3, round(seconds / 0.05 / len(methods)))
-    async with open_kernel("1G") as k:
+    async with open_kernel("1G", cpu=False) as k:
         p = k.init
         for _ in range(3):
             p.open("/dev/null", os.O_RDWR)

@@ -280,11 +280,11 @@ def program_path(proc: Process) -> str:
     stack = read_initial_stack(proc, mem)
     aux = stack.auxv
     rip, _ = proc.registers
-    execfn = mem.cstring(aux[AT_EXECFN]).decode() if AT_EXECFN in aux else ""
+    execfn = os.fsdecode(mem.cstring(aux[AT_EXECFN])) if AT_EXECFN in aux else ""
     if aux.get(AT_BASE, 0) and aux.get(AT_ENTRY) != rip:
         return execfn
     if len(stack.argv) >= 2 and os.path.basename(os.path.realpath(execfn)).startswith("ld-"):
-        return stack.argv[1].decode()
+        return os.fsdecode(stack.argv[1])
     return execfn
 
 
