@@ -83,7 +83,7 @@ async def _host_bytes_per_process(k: Any, n: int) -> float:
             await child.install_fd(1, 1)
         children.append(child)
     await trio.testing.wait_all_tasks_blocked()  # every cat is parked in read(2)
-    grown = _rss_bytes() - rss0 - (k.statistics().buffers - buf0) * 4096
+    grown: int = _rss_bytes() - rss0 - (k.statistics().buffers - buf0) * 4096
     sh.close(r)
     sh.close(w)
     for child in children:
