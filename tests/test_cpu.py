@@ -6,6 +6,7 @@ native run on this host."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import struct
@@ -318,4 +319,36 @@ async def test_counters_per_process() -> None:
         assert after.tlb_fills - before.tlb_fills == sa.tlb_fills + sb.tlb_fills
         assert sh.cpu_statistics() == spawnfd.CPUStatistics(0, 0, 0, 0, 0, 0)
         assert [await a.wait(), await b.wait()] == [0, 0]
+        k.check()
+
+
+@pytest.mark.parametrize("machine", [183, 243, 3])  # EM_AARCH64, EM_RISCV, EM_386 (64-bit)
+async def test_an_elf_for_another_machine_is_enoexec_before_any_code_runs(machine: int) -> None:
+    good = tiny_elf(exit_code(0))
+    bad = good[:18] + struct.pack("<H", machine) + good[20:]
+    with open(f"/tmp/spawnfd-foreign-{os.getpid()}", "wb") as f:  # natively: ENOEXEC
+        f.write(bad)
+    os.chmod(f.name, 0o755)
+    try:
+        with pytest.raises(OSError) as native_error:
+            subprocess.run([f.name])
+    finally:
+        os.unlink(f.name)
+    assert native_error.value.errno == errno.ENOEXEC
+    async with open_kernel("256M") as k:
+        sh = k.init
+        stdio(sh)
+        fd = sh.open("/tmp/foreign", os.O_CREAT | os.O_WRONLY, 0o755)
+        sh.write(fd, bad)
+        sh.close(fd)
+        b = sh.process_create()
+        with pytest.raises(OSError) as e:
+            b.load_elf("/tmp/foreign")
+        assert e.value.errno == errno.ENOEXEC
+        b.abort()
+        for method in ("spawnfd", "fork-exec", "vfork-exec"):
+            with pytest.raises(OSError) as e:
+                await spawnfd.run_process(["/tmp/foreign"], kernel=k, method=method)
+            assert e.value.errno == errno.ENOEXEC, method
+        assert k.statistics().cpu_instructions == 0
         k.check()
