@@ -74,6 +74,7 @@ int sfd_kstats(struct kernel *k, struct kstats *out);
 int sfd_check(struct kernel *k, char *msg, size_t cap);
 int sfd_fail_alloc_after(struct kernel *k, uint64_t n);
 int sfd_set_share_pagetables(struct kernel *k, int on);
+int sfd_set_fork_mode(struct kernel *k, int mode);
 int sfd_set_thp(struct kernel *k, int mode, int cow);
 int sfd_set_overcommit(struct kernel *k, int mode, uint32_t ratio);
 

@@ -120,6 +120,7 @@ struct ptpage {
 
 struct mm;
 struct cpu_engine;
+struct cpu;
 struct vma;
 
 // ---- mm/vma.c: virtual memory areas, a sorted array searched in O(log n) ----
@@ -290,6 +291,8 @@ struct proc {
   struct fdtable fds;       // descriptor table
   uint64_t rip, rsp;        // the first thread's start registers (set by execve)
   struct cpu_counters cpu;  // its use of the CPU (arch/x86 counts; kept until reaped)
+  struct cpu *thread;       // arch/x86: its thread's CPU state (NULL: it never ran code)
+  uint64_t exec_gen;        // execs so far: a thread started before the last one restarts
   int vfork_parent;         // vfork child: the suspended parent whose mm it borrows (0: none)
   int vfork_child;          // vfork parent: suspended until this child execs or exits
   char cwd[4096];           // working directory
@@ -334,8 +337,10 @@ struct kernel {
   struct ptpage *pt_pool;            // freed table buffers kept for reuse (linked through e[0])
   uint64_t pt_pooled;                // buffers in the pool
   struct cpu_engine *cpu;            // arch/x86: the machine's CPU (NULL: no code ran yet)
-  void (*cpu_free)(struct cpu_engine *);  // ... released with the kernel (by pointer: the
-                                          // one call from kernel/ up to arch/)
+  void (*cpu_free)(struct cpu_engine *);  // ... released with the kernel, and a thread's
+  void (*thread_free)(struct cpu *);      // state with its process (by pointer: the calls
+                                          // from kernel/ up to arch/, Linux exit_thread())
+  int fork_mode;                     // FORK_*: the policy of fork(2) from running code
   uint64_t pipe_events;              // reads, writes and closes of pipes so far: a waiter
                                      // parked on a pipe need not retry unless it moved
   int panicked;                      // set by kpanic; every later call fails

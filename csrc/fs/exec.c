@@ -17,8 +17,6 @@
 
 #define ELF_ET_DYN_BASE 0x555555554000ULL  // (DEFAULT_MAP_WINDOW / 3 * 2), page aligned
 #define STACK_EXPAND (128 * 1024ULL)        // setup_arg_pages(): stack_expand
-#define MAX_ARG_STRLEN (32 * PAGE_SIZE)     // one argument or environment string
-#define ARG_LIMIT (8ULL << 20) / 4          // _STK_LIM / 4: all strings and pointers
 #define MAX_PHNUM (65536 / sizeof(Elf64_Phdr))
 
 struct elf {
@@ -452,6 +450,7 @@ static int do_execve(struct kernel *k, struct proc *p, const char *path,
       memset(&p->sig.action[i], 0, sizeof(p->sig.action[i]));
   p->rip = *rip;
   p->rsp = *rsp;
+  p->exec_gen++;  // a thread that ran the old program starts again at rip/rsp
   return 0;
 }
 

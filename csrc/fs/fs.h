@@ -65,4 +65,8 @@ int exec_build_stack(struct proc *p, const char *execfn, const char *strings, ui
                      int argc, int envc, uint64_t seed, const struct stack_aux *aux,
                      uint64_t *sp);
 
+// ---- exec.c: argument limits (execve(2) from running code copies within them) ----
+#define MAX_ARG_STRLEN (32 * PAGE_SIZE)     // one argument or environment string
+#define ARG_LIMIT (8ULL << 20) / 4          // _STK_LIM / 4: all strings and pointers
+
 #endif

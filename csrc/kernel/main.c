@@ -127,6 +127,16 @@ int sfd_set_overcommit(struct kernel *k, int mode, uint32_t ratio) {
   return 0;
 }
 
+// The fork policy a running program's fork(2) uses (FORK_*).
+int sfd_set_fork_mode(struct kernel *k, int mode) {
+  if (k->panicked)
+    return -KPANIC;
+  if (mode < FORK_COPY || mode > FORK_COW_PT_EAGER)
+    return -EINVAL;
+  k->fork_mode = mode;
+  return 0;
+}
+
 int sfd_set_share_pagetables(struct kernel *k, int on) {
   if (k->panicked)
     return -KPANIC;

@@ -51,9 +51,18 @@ int proc_new(struct kernel *k, int ppid, struct mm *mm, struct proc **out) {
   return 0;
 }
 
+// Let go of p's thread state on the CPU (exit, reaping). compare Linux exit_thread().
+static void proc_exit_thread(struct kernel *k, struct proc *p) {
+  if (p->thread) {
+    k->thread_free(p->thread);
+    p->thread = NULL;
+  }
+}
+
 // Release a process's memory and descriptors and its pid (reaping, or kernel teardown).
 void proc_free(struct kernel *k, struct proc *p) {
   k->procs[p->pid] = NULL;
+  proc_exit_thread(k, p);
   fdt_fini(k, &p->fds);
   if (p->vfork_parent)
     proc_release_vfork(k, p);
@@ -133,6 +142,7 @@ int proc_exit(struct kernel *k, struct proc *p, int wstatus) {
   int pid = p->pid;
   if (pid == 1)
     return -EPERM;
+  proc_exit_thread(k, p);
   fdt_fini(k, &p->fds);
   struct proc *vchild = p->vfork_child ? proc_get_any(k, p->vfork_child) : NULL;
   if (vchild) {  // killed while suspended in vfork: the child keeps the address space

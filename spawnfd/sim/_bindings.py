@@ -194,6 +194,9 @@ class CKernel:
     def set_overcommit(self, mode: int, ratio: int) -> None:
         self._call(lib.sfd_set_overcommit(self.ptr, mode, ratio))
 
+    def set_fork_mode(self, mode: int) -> None:
+        self._call(lib.sfd_set_fork_mode(self.ptr, mode))
+
     def set_share_pagetables(self, on: bool) -> None:
         self._call(lib.sfd_set_share_pagetables(self.ptr, int(on)))
 

@@ -262,6 +262,8 @@ class Kernel:
         self._c = CKernel(_u64(self.memory_bytes, "memory"))
         if overcommit != 0 or overcommit_ratio != 50:
             self._c.set_overcommit(overcommit, overcommit_ratio)
+        if fork_mode != "copy":  # the policy of fork(2) from running programs, too
+            self._c.set_fork_mode(FORK_MODES.index(fork_mode))
         if share_pagetables:
             self._c.set_share_pagetables(True)
         if thp != "never" or thp_cow != "split":

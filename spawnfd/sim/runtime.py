@@ -11,6 +11,7 @@ Python functions registered for program paths, started by the simulated ld.so af
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -556,12 +557,17 @@ async def _sigill() -> int:
 
 
 CPU_SLICE: Final = 1 << 20   # instructions a CPU runs before the task yields
-_CPU_SLICE_OVER, _CPU_EXITED, _CPU_KILLED, _CPU_BLOCKED, _CPU_SLEEP = 1, 2, 3, 4, 5
+# Why a slice stopped (enum cpu_stop, csrc/arch/x86/arch.h).
+(_CPU_SLICE_OVER, _CPU_EXITED, _CPU_KILLED, _CPU_BLOCKED, _CPU_SLEEP, _CPU_FORKED, _CPU_VFORKED,
+ _CPU_EXECED, _CPU_WAIT) = range(1, 10)
 
 
 async def _run_cpu(sys: Sys) -> int:
     """Run the thread as real x86-64 code (csrc/arch/x86): a slice at a time, yielding to
-    trio between slices, parked on a pipe's lot while a system call blocks on it."""
+    trio between slices, parked on a pipe's lot while a system call blocks on it, on the
+    children's lot while it waits in wait4. A child it forked gets a task of its own (a
+    vfork parent waits until the child execs or exits); after its own execve the new
+    program runs here, as real code or as its stand-in."""
     c = sys.proc.kernel._c
     rt = sys._rt
     while True:
@@ -577,6 +583,24 @@ async def _run_cpu(sys: Sys) -> int:
             await sys._park(fd)
         elif reason == _CPU_SLEEP:
             await trio.sleep(addr / 1e9)
+        elif reason == _CPU_WAIT:
+            await rt.child_lot(sys.pid).park()
+        elif reason in (_CPU_FORKED, _CPU_VFORKED):
+            child = sys.proc.kernel._process(status)
+            _inherit(rt, sys.pid, child.pid)
+            first = functools.partial(_run_cpu, _sys_for(child, rt))  # bound now, not later
+            if reason == _CPU_VFORKED:
+                done = rt.vfork_done[child.pid] = trio.Event()
+                rt.start_thread(child, first)
+                await done.wait()
+            else:
+                rt.start_thread(child, first)
+                await trio.lowlevel.checkpoint()
+        elif reason == _CPU_EXECED:
+            ev = rt.vfork_done.pop(sys.pid, None)
+            if ev is not None:
+                ev.set()
+            raise _Exec(_explained(sys, _program_step(sys)))
         else:
             await trio.lowlevel.checkpoint()
 

@@ -1,7 +1,8 @@
-// arch/x86/arch.h — what the architecture layer exports: a CPU per address space (Unicorn in
-// virtual-TLB mode over the simulated frames) and the x86-64 system-call table. It is the top
-// layer: it calls kernel/, fs/ and mm/; mm/ reaches it only through the mmu notifier that a
-// CPU registers on its mm (struct mmu_notifier_ops in spawnfd.h).
+// arch/x86/arch.h — what the architecture layer exports: the machine's CPU (Unicorn in
+// virtual-TLB mode over the simulated frames), a thread state per process that runs code,
+// and the x86-64 system-call table. It is the top layer: it calls kernel/, fs/ and mm/; mm/
+// reaches it only through the mmu notifier the CPU registers on an mm it loads (struct
+// mmu_notifier_ops in spawnfd.h), kernel/ through k->thread_free and k->cpu_free.
 #ifndef SPAWNFD_ARCH_H
 #define SPAWNFD_ARCH_H
 
@@ -10,8 +11,12 @@
 #include "kernel/kernel.h"
 
 // Why a slice of sfd_cpu_run stopped (struct sfd_cpu_exit.reason, api.h).
+// CPU_SLEEP: in nanosleep, sleep_ns to go (the trio clock). CPU_FORKED / CPU_VFORKED: a
+// child (status: its pid) is ready to run; a vfork parent waits for its exec or exit.
+// CPU_EXECED: a new program is in place (it may be a stand-in). CPU_WAIT: in wait4 until a
+// child changes state.
 enum cpu_stop { CPU_RUNNING = 0, CPU_SLICE, CPU_EXITED, CPU_KILLED, CPU_BLOCKED,
-                CPU_SLEEP };  // CPU_SLEEP: in nanosleep, sleep_ns to go (the trio clock)
+                CPU_SLEEP, CPU_FORKED, CPU_VFORKED, CPU_EXECED, CPU_WAIT };
 
 #define CPU_ICACHE_BITS 16
 #define CPU_ICACHE (1 << CPU_ICACHE_BITS)  // translated blocks whose instruction count is kept
@@ -31,6 +36,7 @@ struct cpu_engine {
   uc_engine *uc;
   uc_context *boot;          // the registers of a CPU just reset: a new thread's start
   struct cpu *cur;           // the thread whose registers are loaded (NULL: none)
+  struct mm *loaded_mm;      // the address space the TLB holds (compare cpu_tlbstate)
   uint64_t code_gen;         // k->fr.code_gen the translated code is valid for
   uint32_t icache_gen;       // bumped whenever a virtual address may name other code
   int in_fill;               // inside the TLB-fill hook (its own fault needs no flush)
@@ -38,15 +44,20 @@ struct cpu_engine {
   struct icount_slot icache[CPU_ICACHE];  // instructions per translated block
 };
 
-// One thread's CPU state: its saved registers while another thread runs (compare Linux
-// thread_struct), the slice being run, and the per-process state of its system calls.
+// One thread's CPU state, kept with its process (p->thread): its saved registers while
+// another thread runs (compare Linux thread_struct), the slice being run, and the
+// per-process state of its system calls.
 struct cpu {
   struct kernel *k;
   struct cpu_engine *e;      // the CPU it runs on
   uc_engine *uc;             // e->uc, for the system-call layer's register access
   uc_context *ctx;           // its registers while not loaded
-  struct mm *mm;             // the address space whose translations its TLB caches
-  int pid;                   // the process running on it
+  struct proc *p;            // its process
+  struct mm *mm;             // p->mm, read when a run starts (a vfork child borrows one)
+  int pid;                   // p->pid
+  uint64_t exec_gen;         // p->exec_gen its registers belong to (else: restart at p->rip)
+  int restart;               // not started yet: the first run starts at p->rip, p->rsp
+  uint64_t clear_child_tid;  // CLONE_CHILD_CLEARTID / set_tid_address (recorded)
   struct cpu_counters *cnt;  // ... and its counters (struct proc outlives its mm)
   uint64_t budget;           // instructions allowed in this slice
   uint64_t insns;            // instructions executed in this slice
@@ -54,6 +65,7 @@ struct cpu {
   int status;                // CPU_EXITED: exit code; CPU_KILLED: signal
   int block_fd;              // CPU_BLOCKED: the descriptor it waits on
   uint64_t fault_addr;       // CPU_KILLED: the faulting address
+  int faulted;               // ... set by a refused TLB fill (else: the instruction's)
   int pending;               // a blocked system call, retried when the run resumes
   uint64_t pnr, pargs[6];    // ... its number and arguments
   uint64_t brk_start, brk;   // the program break (0: not yet placed)
@@ -64,7 +76,8 @@ struct cpu {
 };
 
 // ---- cpu.c: the CPU ----
-struct cpu *cpu_of(struct proc *p);
+int cpu_thread_copy(struct cpu *parent, struct proc *child, uint64_t stack, uint64_t tls,
+                    int set_tls);
 
 // ---- syscall_64.c: the system-call table ----
 void syscall_dispatch(struct cpu *c);

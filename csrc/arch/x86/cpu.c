@@ -23,6 +23,8 @@
 #define X86_EXCP_GP 13  // general protection
 #define X86_EXCP_PF 14  // page fault
 
+static void cpu_thread_free(struct cpu *c);
+
 // Forget every cached translation of a virtual address: the TLB, Unicorn's jump cache
 // (flushed with it) and the instruction counts remembered by virtual address.
 static void engine_flush_tlb(struct cpu_engine *e) {
@@ -34,27 +36,27 @@ static void engine_flush_tlb(struct cpu_engine *e) {
 // loaded (another's is flushed when it is switched to). A change the fill hook itself makes
 // (its own COW break) needs none: Unicorn replaces that entry.
 static void cpu_invalidate(struct mm *mm, uint64_t start, uint64_t end) {
-  struct cpu *c = mm->mn_data;
-  struct cpu_engine *e = c->e;
+  struct cpu_engine *e = mm->mn_data;
   (void)start;
   (void)end;
-  if (e->in_fill || e->cur != c)
+  if (e->in_fill || e->loaded_mm != mm)
     return;
   engine_flush_tlb(e);
-  c->k->st.tlb_flushes++;
-  c->cnt->tlb_flushes++;
+  e->k->st.tlb_flushes++;
+  if (e->cur && e->cur->mm == mm)
+    e->cur->cnt->tlb_flushes++;
 }
 
-// compare Linux mmu_notifier_release(): the mm is going away (exit, exec); so is the
-// thread state that ran on it. The engine stays for the next process.
+// compare Linux mmu_notifier_release(): the mm is going away (exit, exec); if the TLB holds
+// its translations they go now, before its frames can be reused.
 static void cpu_release(struct mm *mm) {
-  struct cpu *c = mm->mn_data;
+  struct cpu_engine *e = mm->mn_data;
   mm->mn_ops = NULL;
   mm->mn_data = NULL;
-  if (c->e->cur == c)
-    c->e->cur = NULL;
-  uc_context_free(c->ctx);
-  free(c);
+  if (e->loaded_mm == mm) {
+    engine_flush_tlb(e);
+    e->loaded_mm = NULL;
+  }
 }
 
 static const struct mmu_notifier_ops cpu_mn_ops = {
@@ -81,8 +83,10 @@ static bool cpu_tlb_fill(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tlb
   int err = mm_fault_translate(c->mm, vaddr, access, &pfn, &perms);
   e->in_fill = 0;
   if (err) {  // the exception Unicorn raises next ends the run: SIGSEGV at the first one
-    if (!c->fault_addr)
+    if (!c->faulted) {  // the first refused access is the fault (page 0 included)
+      c->faulted = 1;
       c->fault_addr = vaddr;
+    }
     return false;
   }
   if (pfn != k->fr.zero_pfn) {
@@ -113,6 +117,7 @@ static bool cpu_invalid_insn(uc_engine *uc, void *data) {
   c->stop = CPU_KILLED;
   c->status = SIGILL;
   c->fault_addr = rip;
+  c->faulted = 1;
   return false;
 }
 
@@ -130,18 +135,22 @@ static void cpu_interrupt(uc_engine *uc, uint32_t intno, void *data) {
   case X86_EXCP_UD:
     c->status = SIGILL;
     c->fault_addr = rip;
+    c->faulted = 1;
     break;
   case X86_EXCP_DE:
     c->status = SIGFPE;
     c->fault_addr = rip;
+    c->faulted = 1;
     break;
   case X86_EXCP_BP:
     c->status = SIGTRAP;
     c->fault_addr = rip;
+    c->faulted = 1;
     break;
   default:
     c->status = SIGSEGV;
     c->fault_addr = rip;
+    c->faulted = 1;
   }
   uc_emu_stop(uc);
 }
@@ -224,76 +233,114 @@ static int engine_get(struct kernel *k, struct cpu_engine **out) {
   }
   k->cpu = e;
   k->cpu_free = engine_free;
+  k->thread_free = cpu_thread_free;
   *out = e;
   return 0;
 }
 
-// Load c's registers and address space into the CPU, saving those of the thread that ran
-// before. compare Linux __switch_to() and switch_mm_irqs_off() (a new mm: flush the TLB).
-static int cpu_switch_to(struct cpu_engine *e, struct cpu *c) {
-  if (e->cur == c)
-    return 0;
-  if (e->cur && uc_context_save(e->uc, e->cur->ctx) != UC_ERR_OK)
-    return -EINVAL;
-  if (uc_context_restore(e->uc, c->ctx) != UC_ERR_OK)
-    return -EINVAL;
-  engine_flush_tlb(e);
-  e->cur = c;
-  e->k->st.cpu_switches++;
-  c->cnt->cpu_switches++;
-  return 0;
-}
-
-// A thread for p's address space, at the registers execve or the builder left: a reset CPU
-// with rip, rsp and rflags set, saved in its context; the notifier registered on its mm.
-static int cpu_create(struct kernel *k, struct proc *p, struct cpu **out) {
-  struct cpu_engine *e;
-  int err = engine_get(k, &e);
-  if (err)
-    return err;
-  struct cpu *c = calloc(1, sizeof(*c));
-  if (!c)
-    return -ENOMEM;
-  c->k = k;
-  c->e = e;
-  c->uc = e->uc;
-  c->mm = p->mm;
-  c->pid = p->pid;
-  c->cnt = &p->cpu;
-  c->rng = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)p->serial << 17);
-  c->trace = getenv("SPAWNFD_STRACE") != NULL;
-  if (uc_context_alloc(e->uc, &c->ctx) != UC_ERR_OK) {
-    free(c);
-    return -ENOMEM;
-  }
-  if (e->cur && uc_context_save(e->uc, e->cur->ctx) != UC_ERR_OK)
-    goto err;
-  if (e->cur) {
-    k->st.cpu_switches++;
-    c->cnt->cpu_switches++;
-  }
-  e->cur = NULL;
-  uint64_t rip = p->rip, rsp = p->rsp, rflags = 0x202;
+// Start c over at its process's start registers (a new thread, or its process exec'd): a
+// reset CPU with rip, rsp and rflags set; the program break and any parked call forgotten.
+static int cpu_thread_restart(struct cpu_engine *e, struct cpu *c) {
+  uint64_t rip = c->p->rip, rsp = c->p->rsp, rflags = 0x202;
   if (uc_context_restore(e->uc, e->boot) != UC_ERR_OK ||
       uc_reg_write(e->uc, UC_X86_REG_RIP, &rip) != UC_ERR_OK ||
       uc_reg_write(e->uc, UC_X86_REG_RSP, &rsp) != UC_ERR_OK ||
       uc_reg_write(e->uc, UC_X86_REG_EFLAGS, &rflags) != UC_ERR_OK)
-    goto err;
-  engine_flush_tlb(e);
-  e->cur = c;
-  p->mm->mn_ops = &cpu_mn_ops;
-  p->mm->mn_data = c;
-  *out = c;
+    return -EINVAL;
+  c->exec_gen = c->p->exec_gen;
+  c->restart = 0;
+  c->brk_start = c->brk = 0;
+  c->pending = 0;
+  c->clear_child_tid = 0;
   return 0;
-err:
-  uc_context_free(c->ctx);
-  free(c);
-  return -EINVAL;
 }
 
-// The thread state running on p's address space, NULL if none was created yet.
-struct cpu *cpu_of(struct proc *p) {
-  return p->mm && p->mm->mn_ops == &cpu_mn_ops ? p->mm->mn_data : NULL;
+// Load c's registers into the CPU, saving those of the thread that ran before, and its
+// address space into the TLB. compare Linux __switch_to() and switch_mm_irqs_off() (another
+// mm: flush the TLB and take its flush notifications).
+static int cpu_switch_to(struct cpu_engine *e, struct cpu *c) {
+  int restart = c->restart || c->exec_gen != c->p->exec_gen;
+  c->mm = c->p->mm;
+  if (e->cur != c || restart) {
+    if (e->cur && e->cur != c) {
+      if (uc_context_save(e->uc, e->cur->ctx) != UC_ERR_OK)
+        return -EINVAL;
+      e->k->st.cpu_switches++;
+      c->cnt->cpu_switches++;
+    }
+    e->cur = NULL;
+    if (restart ? cpu_thread_restart(e, c) : uc_context_restore(e->uc, c->ctx) != UC_ERR_OK)
+      return -EINVAL;
+    e->cur = c;
+  }
+  if (e->loaded_mm != c->mm) {
+    engine_flush_tlb(e);
+    e->loaded_mm = c->mm;
+    c->mm->mn_ops = &cpu_mn_ops;
+    c->mm->mn_data = e;
+  }
+  return 0;
+}
+
+// A thread state for p, to start at its registers on its first run. -ENOMEM.
+static struct cpu *cpu_thread_new(struct cpu_engine *e, struct proc *p) {
+  struct cpu *c = calloc(1, sizeof(*c));
+  if (!c)
+    return NULL;
+  if (uc_context_alloc(e->uc, &c->ctx) != UC_ERR_OK) {
+    free(c);
+    return NULL;
+  }
+  c->k = e->k;
+  c->e = e;
+  c->uc = e->uc;
+  c->p = p;
+  c->mm = p->mm;
+  c->pid = p->pid;
+  c->cnt = &p->cpu;
+  c->exec_gen = p->exec_gen;
+  c->restart = 1;
+  c->rng = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)p->serial << 17);
+  c->trace = getenv("SPAWNFD_STRACE") != NULL;
+  return c;
+}
+
+// The process owning c exits or is reaped (kernel/proc.c, through k->thread_free).
+// compare Linux exit_thread().
+static void cpu_thread_free(struct cpu *c) {
+  if (c->e->cur == c)
+    c->e->cur = NULL;
+  uc_context_free(c->ctx);
+  free(c);
+}
+
+// fork, vfork, clone from the running thread parent: the child process's thread continues
+// from the same registers past the syscall instruction, with rax 0, on the given stack (0:
+// the parent's rsp) and FS base (set_tls). compare Linux copy_thread().
+int cpu_thread_copy(struct cpu *parent, struct proc *child, uint64_t stack, uint64_t tls,
+                    int set_tls) {
+  struct cpu_engine *e = parent->e;
+  struct cpu *c = cpu_thread_new(e, child);
+  uint64_t rip, zero = 0;
+  if (!c)
+    return -ENOMEM;
+  c->restart = 0;
+  c->brk_start = parent->brk_start;
+  c->brk = parent->brk;
+  if (uc_context_save(e->uc, c->ctx) != UC_ERR_OK ||
+      uc_context_reg_read(c->ctx, UC_X86_REG_RIP, &rip) != UC_ERR_OK)
+    goto err;
+  rip += 2;  // the hook runs with rip at the syscall instruction (2 bytes)
+  if (uc_context_reg_write(c->ctx, UC_X86_REG_RIP, &rip) != UC_ERR_OK ||
+      uc_context_reg_write(c->ctx, UC_X86_REG_RAX, &zero) != UC_ERR_OK ||
+      (stack && uc_context_reg_write(c->ctx, UC_X86_REG_RSP, &stack) != UC_ERR_OK) ||
+      (set_tls && uc_context_reg_write(c->ctx, UC_X86_REG_FS_BASE, &tls) != UC_ERR_OK))
+    goto err;
+  child->thread = c;
+  return 0;
+err:
+  cpu_thread_free(c);
+  return -EINVAL;
 }
 
 // Drop translated code made from frames that changed since (FF_CODE, mm/frame.c).
@@ -319,14 +366,18 @@ int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_ex
   memset(out, 0, sizeof(*out));
   if (!max_insns)
     return LEAVE(k, -EINVAL);
-  if (!(c = cpu_of(p)) && (err = cpu_create(k, p, &c)))
+  struct cpu_engine *e;
+  if ((err = engine_get(k, &e)))
     return LEAVE(k, err);
-  struct cpu_engine *e = c->e;
+  if (!p->thread && !(p->thread = cpu_thread_new(e, p)))
+    return LEAVE(k, -ENOMEM);
+  c = p->thread;
   if ((err = cpu_switch_to(e, c)))
     return LEAVE(k, err);
   uint64_t rip;
   c->stop = CPU_RUNNING;
   c->fault_addr = 0;
+  c->faulted = 0;
   c->insns = 0;
   c->budget = max_insns;
   if (c->pending) {  // compare -ERESTARTSYS: the call that blocked runs again
@@ -352,8 +403,9 @@ int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_ex
     // UC_ERR_EXCEPTION), or another trap. No IDT: it is never delivered to the program.
     c->stop = CPU_KILLED;
     c->status = ue == UC_ERR_INSN_INVALID ? SIGILL : SIGSEGV;
-    if (!c->fault_addr)
+    if (!c->faulted)
       c->fault_addr = rip;
+    c->faulted = 1;
     break;
   }
 out:

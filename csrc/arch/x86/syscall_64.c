@@ -508,6 +508,14 @@ static int64_t sys_set_tid_address(struct cpu *c, struct proc *p, const uint64_t
   return p->pid;
 }
 
+// getpeername(2), getsockname(2): there are no sockets (socket(2) is -ENOSYS, as a kernel
+// built without networking), so a descriptor is -ENOTSOCK and a bad one -EBADF. compare
+// sockfd_lookup_light(). (bash asks of its stdin, to know if a remote shell daemon ran it.)
+static int64_t sys_getpeername(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  return fdt_get(&p->fds, (int)a[0]) ? -ENOTSOCK : -EBADF;
+}
+
 static int64_t sys_zero(struct cpu *c, struct proc *p, const uint64_t *a) {
   (void)c;
   (void)p;
@@ -599,8 +607,7 @@ static int64_t sys_futex(struct cpu *c, struct proc *p, const uint64_t *a) {
   return (a[1] & 0x7f) == 1 /* FUTEX_WAKE */ ? 0 : -ENOSYS;
 }
 
-// The table, by x86-64 number (compare syscall_64.tbl). Absent: -ENOSYS, counted. fork,
-// vfork, clone, execve and wait4 come with issue 14: -ENOSYS until then.
+// The table, by x86-64 number (compare syscall_64.tbl). Absent: -ENOSYS, counted.
 static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [0] = sys_read,           [1] = sys_write,           [2] = sys_open,
     [3] = sys_close,          [4] = sys_stat,            [5] = sys_fstat,
@@ -610,9 +617,10 @@ static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [17] = sys_pread64,       [19] = sys_readv,          [20] = sys_writev,
     [21] = sys_access,        [22] = sys_pipe,           [24] = sys_zero,
     [28] = sys_madvise,       [32] = sys_dup,            [33] = sys_dup2,
-    [35] = sys_nanosleep,     [39] = sys_getpid,         [56] = sys_enosys,
-    [57] = sys_enosys,        [58] = sys_enosys,         [59] = sys_enosys,
-    [60] = sys_exit_group,    [61] = sys_enosys,         [63] = sys_uname,
+    [35] = sys_nanosleep,     [39] = sys_getpid,         [51] = sys_getpeername,
+    [52] = sys_getpeername,   [56] = sys_clone,
+    [57] = sys_fork,          [58] = sys_vfork,          [59] = sys_execve,
+    [60] = sys_exit_group,    [61] = sys_wait4,          [63] = sys_uname,
     [72] = sys_fcntl,         [79] = sys_getcwd,         [80] = sys_chdir,
     [82] = sys_rename,        [83] = sys_mkdir,          [84] = sys_rmdir,
     [87] = sys_unlink,        [89] = sys_readlink,       [95] = sys_umask,
@@ -633,7 +641,8 @@ static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [267] = sys_readlinkat,   [269] = sys_faccessat,     [273] = sys_zero,
     [292] = sys_dup3,         [293] = sys_pipe2,         [302] = sys_prlimit64,
     [316] = sys_renameat2,    [318] = sys_getrandom,     [332] = sys_statx,
-    [334] = sys_enosys,       [435] = sys_enosys,        [439] = sys_faccessat,
+    [322] = sys_execveat,     [334] = sys_enosys,        [435] = sys_clone3,
+    [439] = sys_faccessat,
 };
 
 // The trace buffer (api.h sfd_trace_start): one finished call.
@@ -695,7 +704,7 @@ static int64_t syscall_do(struct cpu *c, uint64_t nr, const uint64_t *a) {
 // Finish a call: the result in rax, or park it to run again (blocked, asleep).
 static void syscall_finish(struct cpu *c, uint64_t nr, const uint64_t *a, int64_t r,
                            int prev_stop) {
-  if (c->stop == CPU_BLOCKED || c->stop == CPU_SLEEP) {
+  if (c->stop == CPU_BLOCKED || c->stop == CPU_SLEEP || c->stop == CPU_WAIT) {
     c->pending = 1;
     c->pnr = nr;
     memcpy(c->pargs, a, sizeof(c->pargs));

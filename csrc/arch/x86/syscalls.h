@@ -21,6 +21,15 @@ int user_range_ok(struct cpu *c, uint64_t addr, uint64_t n, int write);
 int strncpy_from_user(struct cpu *c, char *dst, uint64_t src, size_t cap);
 int user_path_at(struct cpu *c, struct proc *p, int dirfd, uint64_t upath, char *out);
 
+// ---- sys_process.c: fork, vfork, clone, execve, wait4 ----
+int64_t sys_fork(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_vfork(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_clone(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_clone3(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_execve(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_execveat(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_wait4(struct cpu *c, struct proc *p, const uint64_t *a);
+
 // ---- sys_fs.c: directories, attributes, links, names, xattrs, statfs ----
 int64_t sys_stat(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_fstat(struct cpu *c, struct proc *p, const uint64_t *a);
