@@ -4,8 +4,9 @@ Run it: ``python examples/system_replacement.py [--quick]``
 
 The parent (init of a simulated machine) holds 2 GiB of populated anonymous memory
 (``--quick``: 128 MiB), like a big Python service that shells out now and then. It runs
-``await spawnfd.system("echo hi | wc -c", kernel=k, method=m)`` with each method; the shell
-starts ``echo`` and ``wc`` with the same method:
+``await spawnfd.system("echo hi | wc -c", kernel=k, method=m)`` with each method. The machine
+is ``open_kernel(cpu=False)``: its ``/bin/sh`` is the simulated shell, which starts ``echo``
+and ``wc`` with the same method (the real dash of a default kernel forks them itself):
 
 * ``fork-exec`` -- fork under the kernel's policy (classic ``copy``): every PTE of the 2 GiB is
   copied, only for exec to throw the copy away;
@@ -45,7 +46,7 @@ async def one_call(k: spawnfd.Kernel, method: str, out_r: int) -> tuple[bytes, i
 
 
 async def main() -> None:
-    async with spawnfd.open_kernel(memory="8G", fork_mode="copy") as k:
+    async with spawnfd.open_kernel(memory="8G", fork_mode="copy", cpu=False) as k:
         init = k.init
         heap = init.mm.mmap(PARENT_BYTES, mmap.PROT_READ | mmap.PROT_WRITE,
                             mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)

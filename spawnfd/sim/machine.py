@@ -41,13 +41,6 @@ def _register_builtins(table: dict[str, Behaviour]) -> None:
             table.setdefault(os.path.realpath(path), main)
 
 
-#: The stand-ins kept with ``cpu=True``, by the path they answer to: real programs cannot
-#: fork or exec yet (issue 14), so ``system()`` and ``sh -c`` stay on the simulated shell,
-#: whose children run real code. Only the name ``/bin/sh`` is taken: ``dash`` itself, the
-#: program /bin/sh links to here, runs as real code.
-CPU_BUILTINS: Final[dict[str, Behaviour]] = {"/bin/sh": sh_main, "/usr/bin/sh": sh_main}
-
-
 @asynccontextmanager
 async def open_kernel(memory: int | str = "16G", *, cpu: bool = True,
                       **kwargs: Any) -> AsyncIterator[Kernel]:
@@ -58,8 +51,8 @@ async def open_kernel(memory: int | str = "16G", *, cpu: bool = True,
         cpu: True (the default): programs run as real x86-64 code on the simulated CPU
             (Unicorn, every access through the simulated page tables, every system call
             served by the simulated kernel) unless a stand-in is registered for them with
-            :meth:`~spawnfd.Kernel.register_program`; only the simulated ``/bin/sh`` stays
-            built in (real programs cannot fork yet). False: every built-in Python stand-in
+            :meth:`~spawnfd.Kernel.register_program` (``/bin/sh`` is the real dash, forking
+            and exec'ing for real). False: every built-in Python stand-in
             (``sh``, ``echo``, ``cat``, ``head``, ``wc``, ``yes``, ``sleep``, ``true``,
             ``false``, ``env``) answers for its program, and a program without one dies of
             SIGILL — for spawning at scale, where a real ld.so's start-up would dominate.
@@ -76,9 +69,7 @@ async def open_kernel(memory: int | str = "16G", *, cpu: bool = True,
         rt = _Runtime(k, nursery)
         rt.cpu = cpu
         k._runtime = rt
-        if cpu:
-            rt.programs.update(CPU_BUILTINS)
-        else:
+        if not cpu:
             _register_builtins(rt.programs)
         rt.programs.update(k._programs)
         _sys_for(k.init, rt)
