@@ -185,6 +185,7 @@ struct sfd_cpu_exit {
   uint64_t insns;
 };
 int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_exit *out);
+int sfd_cpu_timeout(struct kernel *k, int pid);
 
 // The system-call trace (arch/x86/syscall_64.c): every call a CPU finishes, in order, as
 // (pid, number, result, arguments). A call that blocks is recorded once, when it returns.

@@ -2,6 +2,9 @@
 // natively and on the simulator by tests/test_realspawn.py, the two outputs compared.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
+#include <sys/select.h>
+#include <time.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -66,5 +69,41 @@ int main(void) {
   show("getpeername of a file", syscall(SYS_getpeername, 1, NULL, NULL));
   show("getpeername bad fd", syscall(SYS_getpeername, 99, NULL, NULL));
   show("wait4 ECHILD again", waitpid(-1, &st, WNOHANG));
+  int fds[2];
+  pipe(fds);
+  struct pollfd pf[3] = {{fds[0], POLLIN, 0}, {fds[1], POLLOUT, 0}, {99, POLLIN, 0}};
+  show("poll: empty pipe, write end, bad fd", poll(pf, 3, 0));
+  printf("revents %d %d %d\n", pf[0].revents, pf[1].revents, pf[2].revents);
+  write(fds[1], "x", 1);
+  show("poll: a byte waits", poll(pf, 1, -1));
+  printf("revents %d\n", pf[0].revents);
+  char ch;
+  read(fds[0], &ch, 1);
+  show("poll 50 ms on an empty pipe", poll(pf, 1, 50));
+  struct pollfd *volatile bad_pf = (struct pollfd *)8;  // (volatile: no compiler warning)
+  show("poll bad pointer", poll(bad_pf, 1, 0));
+  struct timespec bad = {0, 1000000000};
+  show("ppoll bad timespec", ppoll(pf, 1, &bad, NULL));
+  fd_set rs;
+  FD_ZERO(&rs);
+  FD_SET(fds[0], &rs);
+  struct timeval tv = {0, 20000};
+  show("select 20 ms on an empty pipe", select(fds[0] + 1, &rs, NULL, NULL, &tv));
+  printf("timeval after %ld %ld\n", (long)tv.tv_sec, (long)tv.tv_usec);
+  FD_ZERO(&rs);
+  FD_SET(50, &rs);
+  show("select a closed fd", select(51, &rs, NULL, NULL, NULL));
+  close(fds[0]);
+  pf[1].revents = 0;
+  show("poll: the write end, no reader", poll(&pf[1], 1, 0));
+  printf("revents %d\n", pf[1].revents);
+  close(fds[1]);
+  p = fork();
+  if (p == 0) {
+    usleep(20000);
+    _exit(0);
+  }
+  show("poll with no descriptors, 30 ms", poll(NULL, 0, 30));
+  waitpid(p, &st, 0);
   return 0;
 }

@@ -38,6 +38,11 @@ PYTHON = [
     "print(os.waitpid(pid, 0)[1])",
     "import subprocess; r = subprocess.run(['echo', 'sub'], stdout=subprocess.PIPE);"
     " print(r.stdout, r.returncode)",
+    "import subprocess; r = subprocess.run(['sh', '-c', 'echo out; echo err >&2; exit 3'],"
+    " capture_output=True); print(r)",
+    "import subprocess; print(subprocess.run(['cat'], input=b'x' * 200000,"
+    " capture_output=True).stdout == b'x' * 200000)",
+    "import select, os; r, w = os.pipe(); print(select.select([r], [], [], 0.05))",
 ]
 
 

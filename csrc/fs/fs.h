@@ -57,6 +57,7 @@ void fdt_close_on_exec(struct kernel *k, struct fdtable *t);
 // ---- pipe.c: pipes ----
 void pipe_free(struct pipe *pp);
 void pipe_release(struct file *f);
+unsigned pipe_poll(const struct file *f);
 int64_t pipe_read(struct pipe *pp, uint8_t *buf, uint64_t n);
 int64_t pipe_write(struct pipe *pp, const uint8_t *buf, uint64_t n);
 

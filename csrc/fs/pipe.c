@@ -4,6 +4,7 @@
 // compare Linux fs/pipe.c: pipe_read(), pipe_write() (writes of at most PIPE_BUF bytes are
 // atomic), EOF once no writer is left, -EPIPE once no reader is left.
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -101,6 +102,17 @@ int64_t pipe_write(struct pipe *pp, const uint8_t *buf, uint64_t n) {
   pp->len += n;
   (*pp->events)++;
   return (int64_t)n;
+}
+
+// What a poll of this end of the pipe sees. compare Linux pipe_poll(): the read end is
+// readable while bytes wait and hangs up once no writer is left; the write end is writable
+// while a PIPE_BUF write fits and in error once no reader is left.
+unsigned pipe_poll(const struct file *f) {
+  const struct pipe *pp = f->ino->pipe;
+  if ((f->flags & O_ACCMODE) == O_RDONLY)
+    return (pp->len ? POLLIN | POLLRDNORM : 0) | (pp->writers ? 0 : POLLHUP);
+  return (PIPE_SIZE - pp->len >= PIPE_BUF_ATOMIC ? POLLOUT | POLLWRNORM : 0) |
+         (pp->readers ? 0 : POLLERR);
 }
 
 // Pipe reads, writes and closes so far (the trio layer wakes parked waiters when it moved).

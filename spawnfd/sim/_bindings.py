@@ -158,6 +158,10 @@ class CKernel:
         out["syscalls_by_nr"] = {nr: int(n) for nr, n in enumerate(s.syscalls_by_nr) if n}
         return out
 
+    def cpu_timeout(self, pid: int) -> None:
+        """pid's poll or select waited out its timeout: it returns 0 when it runs again."""
+        self._call(lib.sfd_cpu_timeout(self.ptr, pid))
+
     def cpu_run(self, pid: int, max_insns: int) -> tuple[int, int, int, int, int]:
         """Run pid on the CPU for at most max_insns instructions: (reason, status, fd,
         address, instructions) of ``struct sfd_cpu_exit``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import math
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,7 @@ class _Runtime:
         self.nursery = nursery
         self.lots: dict[int, trio.lowlevel.ParkingLot] = {}   # pipe inode -> waiters
         self._pipe_events = -1                   # kernel's pipe_events at the last wake-up
+        self.poll_lot = trio.lowlevel.ParkingLot()  # threads in poll/select: any pipe moved
         self.children: dict[int, trio.lowlevel.ParkingLot] = {}  # parent pid -> wait()ers
         self.scopes: dict[int, trio.CancelScope] = {}
         self.pending_signal: dict[int, int] = {}
@@ -88,6 +90,7 @@ class _Runtime:
             del self.lots[ident]
         for lot in self.lots.values():
             lot.unpark_all()
+        self.poll_lot.unpark_all()
 
     def child_lot(self, ppid: int) -> trio.lowlevel.ParkingLot:
         return self.children.setdefault(ppid, trio.lowlevel.ParkingLot())
@@ -559,7 +562,8 @@ async def _sigill() -> int:
 CPU_SLICE: Final = 1 << 20   # instructions a CPU runs before the task yields
 # Why a slice stopped (enum cpu_stop, csrc/arch/x86/arch.h).
 (_CPU_SLICE_OVER, _CPU_EXITED, _CPU_KILLED, _CPU_BLOCKED, _CPU_SLEEP, _CPU_FORKED, _CPU_VFORKED,
- _CPU_EXECED, _CPU_WAIT) = range(1, 10)
+ _CPU_EXECED, _CPU_WAIT, _CPU_POLL) = range(1, 11)
+_NO_TIMEOUT: Final = 2**64 - 1
 
 
 async def _run_cpu(sys: Sys) -> int:
@@ -570,6 +574,7 @@ async def _run_cpu(sys: Sys) -> int:
     program runs here, as real code or as its stand-in."""
     c = sys.proc.kernel._c
     rt = sys._rt
+    poll_deadline = math.inf
     while True:
         reason, status, fd, addr, _ = c.cpu_run(sys.pid, CPU_SLICE)
         rt.wake_pipes()  # what it wrote or closed may free a waiter
@@ -585,6 +590,14 @@ async def _run_cpu(sys: Sys) -> int:
             await trio.sleep(addr / 1e9)
         elif reason == _CPU_WAIT:
             await rt.child_lot(sys.pid).park()
+        elif reason == _CPU_POLL:  # until a pipe moves, or the call's timeout is over
+            if not fd:  # a new call: its timeout starts now
+                poll_deadline = (math.inf if addr == _NO_TIMEOUT
+                                 else trio.current_time() + addr / 1e9)
+            with trio.move_on_at(poll_deadline) as waited:
+                await rt.poll_lot.park()
+            if waited.cancelled_caught:
+                c.cpu_timeout(sys.pid)
         elif reason in (_CPU_FORKED, _CPU_VFORKED):
             child = sys.proc.kernel._process(status)
             _inherit(rt, sys.pid, child.pid)

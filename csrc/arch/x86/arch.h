@@ -14,9 +14,10 @@
 // CPU_SLEEP: in nanosleep, sleep_ns to go (the trio clock). CPU_FORKED / CPU_VFORKED: a
 // child (status: its pid) is ready to run; a vfork parent waits for its exec or exit.
 // CPU_EXECED: a new program is in place (it may be a stand-in). CPU_WAIT: in wait4 until a
-// child changes state.
+// child changes state. CPU_POLL: in poll/select until a pipe moves or sleep_ns pass (fd 1:
+// the same call waits again).
 enum cpu_stop { CPU_RUNNING = 0, CPU_SLICE, CPU_EXITED, CPU_KILLED, CPU_BLOCKED,
-                CPU_SLEEP, CPU_FORKED, CPU_VFORKED, CPU_EXECED, CPU_WAIT };
+                CPU_SLEEP, CPU_FORKED, CPU_VFORKED, CPU_EXECED, CPU_WAIT, CPU_POLL };
 
 #define CPU_ICACHE_BITS 16
 #define CPU_ICACHE (1 << CPU_ICACHE_BITS)  // translated blocks whose instruction count is kept
@@ -73,6 +74,9 @@ struct cpu {
   int trace;                 // SPAWNFD_STRACE set: print each system call on stderr
   uint64_t sleep_ns;         // CPU_SLEEP: how long the runtime sleeps before resuming
   int slept;                 // the parked sleep is over: the resumed call returns
+  int timed_out;             // a poll's wait ran out (sfd_cpu_timeout): it returns 0
+  int resuming;              // the call running now was parked before
+  int poll_again;            // CPU_POLL: it is the same call waiting again (out->fd)
 };
 
 // ---- cpu.c: the CPU ----

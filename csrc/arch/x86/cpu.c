@@ -343,6 +343,17 @@ err:
   return -EINVAL;
 }
 
+// pid's poll or select waited as long as its timeout allows: the call returns 0 when it runs
+// again (the trio layer keeps the time).
+int sfd_cpu_timeout(struct kernel *k, int pid) {
+  struct proc *p;
+  ENTER(k, pid, p);
+  if (!p->thread)
+    return -EINVAL;
+  p->thread->timed_out = 1;
+  return 0;
+}
+
 // Drop translated code made from frames that changed since (FF_CODE, mm/frame.c).
 // compare tb_invalidate_phys_range(): this version drops all of it.
 static void engine_sync_code(struct cpu_engine *e) {
@@ -382,7 +393,9 @@ int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_ex
   c->budget = max_insns;
   if (c->pending) {  // compare -ERESTARTSYS: the call that blocked runs again
     c->pending = 0;
+    c->resuming = 1;
     syscall_resume(c);
+    c->resuming = 0;
     if (c->stop != CPU_RUNNING)
       goto out;
   }
@@ -413,8 +426,10 @@ out:
   c->cnt->instructions += c->insns;
   out->reason = c->stop;
   out->status = c->status;
-  out->fd = c->block_fd;
-  out->addr = c->stop == CPU_KILLED ? c->fault_addr : c->stop == CPU_SLEEP ? c->sleep_ns : 0;
+  out->fd = c->stop == CPU_POLL ? c->poll_again : c->block_fd;
+  out->addr = c->stop == CPU_KILLED                         ? c->fault_addr
+              : c->stop == CPU_SLEEP || c->stop == CPU_POLL ? c->sleep_ns
+                                                            : 0;
   out->insns = c->insns;
   return LEAVE(k, 0);
 }

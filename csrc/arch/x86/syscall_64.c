@@ -611,11 +611,13 @@ static int64_t sys_futex(struct cpu *c, struct proc *p, const uint64_t *a) {
 static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [0] = sys_read,           [1] = sys_write,           [2] = sys_open,
     [3] = sys_close,          [4] = sys_stat,            [5] = sys_fstat,
-    [6] = sys_lstat,          [8] = sys_lseek,           [9] = sys_mmap,
+    [6] = sys_lstat,          [7] = sys_poll,            [8] = sys_lseek,
+    [9] = sys_mmap,
     [10] = sys_mprotect,      [11] = sys_munmap,         [12] = sys_brk,
     [13] = sys_rt_sigaction,  [14] = sys_rt_sigprocmask, [16] = sys_ioctl,
     [17] = sys_pread64,       [19] = sys_readv,          [20] = sys_writev,
-    [21] = sys_access,        [22] = sys_pipe,           [24] = sys_zero,
+    [21] = sys_access,        [22] = sys_pipe,           [23] = sys_select,
+    [24] = sys_zero,
     [28] = sys_madvise,       [32] = sys_dup,            [33] = sys_dup2,
     [35] = sys_nanosleep,     [39] = sys_getpid,         [51] = sys_getpeername,
     [52] = sys_getpeername,   [56] = sys_clone,
@@ -638,7 +640,8 @@ static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [228] = sys_clock_gettime,                           [230] = sys_clock_nanosleep,
     [231] = sys_exit_group,   [257] = sys_openat,        [258] = sys_mkdirat,
     [262] = sys_newfstatat,   [263] = sys_unlinkat,      [264] = sys_renameat,
-    [267] = sys_readlinkat,   [269] = sys_faccessat,     [273] = sys_zero,
+    [267] = sys_readlinkat,   [269] = sys_faccessat,     [270] = sys_pselect6,
+    [271] = sys_ppoll,        [273] = sys_zero,
     [292] = sys_dup3,         [293] = sys_pipe2,         [302] = sys_prlimit64,
     [316] = sys_renameat2,    [318] = sys_getrandom,     [332] = sys_statx,
     [322] = sys_execveat,     [334] = sys_enosys,        [435] = sys_clone3,
@@ -704,7 +707,8 @@ static int64_t syscall_do(struct cpu *c, uint64_t nr, const uint64_t *a) {
 // Finish a call: the result in rax, or park it to run again (blocked, asleep).
 static void syscall_finish(struct cpu *c, uint64_t nr, const uint64_t *a, int64_t r,
                            int prev_stop) {
-  if (c->stop == CPU_BLOCKED || c->stop == CPU_SLEEP || c->stop == CPU_WAIT) {
+  if (c->stop == CPU_BLOCKED || c->stop == CPU_SLEEP || c->stop == CPU_WAIT ||
+      c->stop == CPU_POLL) {
     c->pending = 1;
     c->pnr = nr;
     memcpy(c->pargs, a, sizeof(c->pargs));
