@@ -45,6 +45,22 @@ struct kstats {
 };
 #define SFD_NR_SYSCALLS 512
 
+// What happened between a fork (or vfork, clone) of running code and the child's exec or
+// exit: every copy the fork policy made, and every instruction any CPU ran, in those windows.
+// Summed over the windows closed so far (sfd_spawn_window).
+struct spawn_window {
+  uint64_t windows;            // windows closed: the child exec'd (or exited first)
+  uint64_t exits;              // ... of which by the child's exit, not an exec
+  uint64_t ptes_copied;        // entries copied by fork
+  uint64_t tables_shared;      // last-level tables shared instead of copied
+  uint64_t tables_copied;      // shared tables copied on break
+  uint64_t pages_copied;       // pages copied by COW faults (parent's and child's)
+  uint64_t frames_allocated;   // frames allocated (tables and pages)
+  uint64_t faults[8];          // faults by kind, as in struct kstats
+  uint64_t instructions;       // instructions run by every CPU (the parent and the child)
+  uint64_t child_instructions; // ... of which by the child
+};
+
 // One process's use of the CPU, summed over its execs (compare the per-task counters behind
 // /proc/PID/stat and perf's per-task events).
 struct cpu_counters {
@@ -186,6 +202,7 @@ struct sfd_cpu_exit {
 };
 int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_exit *out);
 int sfd_cpu_timeout(struct kernel *k, int pid);
+int sfd_spawn_window(struct kernel *k, struct spawn_window *out);
 
 // The system-call trace (arch/x86/syscall_64.c): every call a CPU finishes, in order, as
 // (pid, number, result, arguments). A call that blocks is recorded once, when it returns.

@@ -341,6 +341,7 @@ struct kernel {
   void (*thread_free)(struct cpu *);      // state with its process (by pointer: the calls
                                           // from kernel/ up to arch/, Linux exit_thread())
   int fork_mode;                     // FORK_*: the policy of fork(2) from running code
+  struct spawn_window window;        // arch/x86: fork-to-exec windows of running code, summed
   uint64_t pipe_events;              // reads, writes and closes of pipes so far: a waiter
                                      // parked on a pipe need not retry unless it moved
   int panicked;                      // set by kpanic; every later call fails

@@ -36,6 +36,7 @@ from .sim.kernel import FaultStatistics as FaultStatistics
 from .sim.kernel import Kernel as Kernel
 from .sim.kernel import KernelStatistics as KernelStatistics
 from .sim.kernel import MMStatistics as MMStatistics
+from .sim.kernel import SpawnWindow as SpawnWindow
 from .sim.kernel import Process as Process
 from .sim.kernel import parse_size as parse_size
 from .sim.builder import Builder as Builder

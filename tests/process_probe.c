@@ -2,6 +2,7 @@
 // natively and on the simulator by tests/test_realspawn.py, the two outputs compared.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/select.h>
 #include <time.h>
@@ -98,6 +99,13 @@ int main(void) {
   show("poll: the write end, no reader", poll(&pf[1], 1, 0));
   printf("revents %d\n", pf[1].revents);
   close(fds[1]);
+  show("close_range first > last", syscall(SYS_close_range, 5, 3, 0));
+  show("close_range bad flags", syscall(SYS_close_range, 3, 10, 8));
+  int d = dup(1);
+  show("close_range cloexec", syscall(SYS_close_range, d, d, 4));
+  show("cloexec flag set", fcntl(d, F_GETFD));
+  show("close_range", syscall(SYS_close_range, d, ~0U, 0));
+  show("closed", fcntl(d, F_GETFD));
   p = fork();
   if (p == 0) {
     usleep(20000);

@@ -133,3 +133,25 @@ async def test_process_calls_and_their_errors_as_linux(probe: str, fork_mode: st
         same(await simulated(k, [probe]), native([probe]))
         assert any("SIGSEGV" in line for line in k._runtime.log)  # the crashed child
         k.check()
+
+
+async def test_realspawn_bench_cells() -> None:
+    # spawnfd bench realspawn's cells: a CPython fork+exec window copies the PTEs of what the
+    # parent wrote under copy and shares its tables under cow-pt; posix_spawn (vfork) and the
+    # fd model copy none; every window is closed by the child's exec.
+    from spawnfd.bench import realspawn, suite
+
+    assert "realspawn" in suite.SCENARIOS and "realspawn" not in suite.DEFAULT
+    hold = realspawn._HOLD.format(mib=16)
+    fork = realspawn.PYTHON["CPython os.fork + os.execv"]
+    spawn = realspawn.PYTHON["CPython os.posix_spawn"]
+    copy = await realspawn._window(["python3.11", "-c", hold + fork], "copy", "1G")
+    cow = await realspawn._window(["python3.11", "-c", hold + fork], "cow-pt", "1G")
+    vfork = await realspawn._window(["python3.11", "-c", hold + spawn], "copy", "1G")
+    fd = await realspawn._fd_model(16, "copy", "1G")
+    assert copy["status"] == cow["status"] == vfork["status"] == fd["status"] == 0
+    assert copy["windows"] == cow["windows"] == vfork["windows"] == 1
+    assert copy["ptes_copied"] >= 4096 and copy["tables_shared"] == 0
+    assert cow["tables_shared"] >= 7 and cow["ptes_copied"] < copy["ptes_copied"] - 3000
+    assert vfork["ptes_copied"] == fd["ptes_copied"] == 0 and fd["instructions"] == 0
+    assert copy["child_instructions"] > vfork["child_instructions"] > 0

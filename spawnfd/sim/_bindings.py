@@ -43,6 +43,8 @@ KSTAT_FIELDS = tuple(
 )
 MMSTAT_FIELDS = tuple(name for name, _ in ffi.typeof("struct mmstats").fields)
 CPU_COUNTER_FIELDS = tuple(name for name, _ in ffi.typeof("struct cpu_counters").fields)
+WINDOW_FIELDS = tuple(name for name, _ in ffi.typeof("struct spawn_window").fields
+                      if name != "faults")
 
 
 class KernelPanic(RuntimeError):
@@ -156,6 +158,13 @@ class CKernel:
         out: dict[str, Any] = {name: getattr(s, name) for name in KSTAT_FIELDS}
         out["faults"] = {kind: s.faults[i] for i, kind in enumerate(FAULT_KINDS)}
         out["syscalls_by_nr"] = {nr: int(n) for nr, n in enumerate(s.syscalls_by_nr) if n}
+        return out
+
+    def spawn_window(self) -> dict[str, Any]:
+        s = ffi.new("struct spawn_window *")
+        self._call(lib.sfd_spawn_window(self.ptr, s))
+        out: dict[str, Any] = {name: getattr(s, name) for name in WINDOW_FIELDS}
+        out["faults"] = {kind: s.faults[i] for i, kind in enumerate(FAULT_KINDS)}
         return out
 
     def cpu_timeout(self, pid: int) -> None:

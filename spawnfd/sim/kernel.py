@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .runtime import RunningProcess
 
 __all__ = ["Kernel", "Process", "AddressSpace", "KernelStatistics", "MMStatistics", "CPUStatistics",
+           "SpawnWindow",
            "FaultStatistics", "KernelPanic", "FORK_MODES", "parse_size"]
 
 FORK_MODES: Final = ("copy", "cow-pt", "cow-pt-eager")
@@ -201,6 +202,25 @@ class CPUStatistics:
 
 
 @final
+@dataclasses.dataclass(frozen=True)
+class SpawnWindow:
+    """What happened between the forks (vforks, clones) of running programs and their
+    children's exec or exit, summed over every such window so far: the copies the fork
+    policy made and the instructions run (``Kernel.spawn_window()``)."""
+
+    windows: int             #: windows closed: the child exec'd, or exited first
+    exits: int               #: ... of which by the child's exit
+    ptes_copied: int         #: entries copied by fork
+    tables_shared: int       #: last-level tables shared instead of copied
+    tables_copied: int       #: shared tables copied when a write broke them
+    pages_copied: int        #: pages copied by COW faults, the parent's and the child's
+    frames_allocated: int    #: frames allocated: page tables and pages
+    faults: FaultStatistics  #: faults by kind
+    instructions: int        #: instructions every CPU ran: the parent's and the child's
+    child_instructions: int  #: ... of which the child's
+
+
+@final
 class Kernel:
     """A simulated machine: frames, page tables, VMAs, page cache, processes.
 
@@ -282,6 +302,13 @@ class Kernel:
         # A builder fd was closed: inside open_kernel() the first thread starts now.
         if self._runtime is not None:
             self._runtime.launch(self._process(pid))
+
+    def spawn_window(self) -> SpawnWindow:
+        """The fork-to-exec windows of running programs so far, summed (see
+        :class:`SpawnWindow`)."""
+        raw = self._c.spawn_window()
+        raw["faults"] = FaultStatistics(**{k: raw["faults"][k] for k in FAULT_KINDS})
+        return SpawnWindow(**raw)
 
     def _process(self, pid: int) -> Process:
         p = self._procs.get(pid)

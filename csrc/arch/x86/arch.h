@@ -59,6 +59,8 @@ struct cpu {
   uint64_t exec_gen;         // p->exec_gen its registers belong to (else: restart at p->rip)
   int restart;               // not started yet: the first run starts at p->rip, p->rsp
   uint64_t clear_child_tid;  // CLONE_CHILD_CLEARTID / set_tid_address (recorded)
+  int in_window;             // forked, not yet exec'd: window holds the counters at fork
+  struct spawn_window window;
   struct cpu_counters *cnt;  // ... and its counters (struct proc outlives its mm)
   uint64_t budget;           // instructions allowed in this slice
   uint64_t insns;            // instructions executed in this slice
@@ -82,6 +84,9 @@ struct cpu {
 // ---- cpu.c: the CPU ----
 int cpu_thread_copy(struct cpu *parent, struct proc *child, uint64_t stack, uint64_t tls,
                     int set_tls);
+void spawn_window_mark(struct kernel *k, const struct cpu *running, struct spawn_window *w);
+void spawn_window_open(struct cpu *child, const struct spawn_window *mark);
+void spawn_window_close(struct cpu *c, int by_exit);
 
 // ---- syscall_64.c: the system-call table ----
 void syscall_dispatch(struct cpu *c);

@@ -343,6 +343,53 @@ err:
   return -EINVAL;
 }
 
+// The counters a fork-to-exec window starts from or ends at: the machine's, with the
+// instructions of the slice running now (k->st has them only when the slice ends).
+void spawn_window_mark(struct kernel *k, const struct cpu *running, struct spawn_window *w) {
+  memset(w, 0, sizeof(*w));
+  w->ptes_copied = k->st.ptes_copied;
+  w->tables_shared = k->st.tables_shared;
+  w->tables_copied = k->st.tables_copied;
+  w->pages_copied = k->st.pages_copied;
+  w->frames_allocated = k->fr.allocated;
+  memcpy(w->faults, k->st.faults, sizeof(w->faults));
+  w->instructions = k->st.cpu_instructions + (running ? running->insns : 0);
+}
+
+// child was just forked: its window opened at mark, taken before the fork (which it counts).
+void spawn_window_open(struct cpu *child, const struct spawn_window *mark) {
+  child->window = *mark;
+  child->window.child_instructions = child->cnt->instructions;
+  child->in_window = 1;
+}
+
+// The child c, running now, exec'd (or exits): what its window saw is added to the kernel's.
+void spawn_window_close(struct cpu *c, int by_exit) {
+  struct spawn_window now, *w = &c->k->window, *s = &c->window;
+  if (!c->in_window)
+    return;
+  c->in_window = 0;
+  spawn_window_mark(c->k, c, &now);
+  w->windows++;
+  w->exits += !!by_exit;
+  w->ptes_copied += now.ptes_copied - s->ptes_copied;
+  w->tables_shared += now.tables_shared - s->tables_shared;
+  w->tables_copied += now.tables_copied - s->tables_copied;
+  w->pages_copied += now.pages_copied - s->pages_copied;
+  w->frames_allocated += now.frames_allocated - s->frames_allocated;
+  for (int i = 0; i < 8; i++)
+    w->faults[i] += now.faults[i] - s->faults[i];
+  w->instructions += now.instructions - s->instructions;
+  w->child_instructions += c->cnt->instructions + c->insns - s->child_instructions;
+}
+
+int sfd_spawn_window(struct kernel *k, struct spawn_window *out) {
+  if (k->panicked)
+    return -KPANIC;
+  *out = k->window;
+  return 0;
+}
+
 // pid's poll or select waited as long as its timeout allows: the call returns 0 when it runs
 // again (the trio layer keeps the time).
 int sfd_cpu_timeout(struct kernel *k, int pid) {

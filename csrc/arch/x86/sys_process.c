@@ -60,7 +60,7 @@ static int clone_check(const struct clone_req *r) {
 // After the child exists: the tid stores, then the thread state that continues from the
 // parent's registers. On failure the child is torn down, nothing else changed.
 static int clone_finish(struct cpu *c, struct proc *p, struct proc *child,
-                        const struct clone_req *r) {
+                        const struct clone_req *r, const struct spawn_window *mark) {
   uint32_t tid = (uint32_t)child->pid;
   int err = 0;
   if (r->flags & CLONE_CHILD_SETTID_)  // in the child's memory (its copy, or the shared mm)
@@ -76,15 +76,18 @@ static int clone_finish(struct cpu *c, struct proc *p, struct proc *child,
   }
   if (r->flags & CLONE_CHILD_CLEARTID_)
     child->thread->clear_child_tid = r->ctid;
+  spawn_window_open(child->thread, mark);
   return 0;
 }
 
 // compare kernel_clone(): a child process under the kernel's fork policy, or a vfork child
 // that borrows this address space while this thread waits (CPU_VFORKED). Returns its pid.
 static int64_t do_clone(struct cpu *c, struct proc *p, const struct clone_req *r) {
+  struct spawn_window mark;
   int child_pid, err = clone_check(r);
   if (err)
     return err;
+  spawn_window_mark(c->k, c, &mark);  // the window counts the fork's own copying
   if (r->flags & CLONE_VFORK_)
     err = sfd_vfork(c->k, p->pid, &child_pid);
   else
@@ -92,7 +95,7 @@ static int64_t do_clone(struct cpu *c, struct proc *p, const struct clone_req *r
   if (err)
     return err;
   struct proc *child = proc_get_any(c->k, child_pid);
-  if ((err = clone_finish(c, p, child, r)))
+  if ((err = clone_finish(c, p, child, r, &mark)))
     return err;
   c->stop = (r->flags & CLONE_VFORK_) ? CPU_VFORKED : CPU_FORKED;
   c->status = child_pid;
@@ -186,6 +189,7 @@ static int64_t do_execve_user(struct cpu *c, struct proc *p, const char *path, u
     return err;
   c->mm = p->mm;  // the old one is gone (or back with the vfork parent)
   c->stop = CPU_EXECED;
+  spawn_window_close(c, 0);
   return 0;
 }
 

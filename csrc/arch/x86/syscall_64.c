@@ -22,6 +22,8 @@
 #define ARCH_SET_FS 0x1002
 #define ARCH_GET_FS 0x1003
 #define TCGETS_ 0x5401
+#define CLOSE_RANGE_UNSHARE_ 2
+#define CLOSE_RANGE_CLOEXEC_ 4
 
 int copy_from_user(struct cpu *c, void *dst, uint64_t src, uint64_t n) {
   return n ? mm_access(c->mm, src, dst, NULL, n) : 0;
@@ -497,6 +499,7 @@ static int64_t sys_getgroups(struct cpu *c, struct proc *p, const uint64_t *a) {
 
 static int64_t sys_exit_group(struct cpu *c, struct proc *p, const uint64_t *a) {
   (void)p;
+  spawn_window_close(c, 1);  // a child that exits without exec'ing ends its window too
   c->stop = CPU_EXITED;
   c->status = (int)(a[0] & 0xff);
   return 0;
@@ -506,6 +509,21 @@ static int64_t sys_set_tid_address(struct cpu *c, struct proc *p, const uint64_t
   (void)c;
   (void)a;
   return p->pid;
+}
+
+// close_range(first, last, flags): close them, or with CLOSE_RANGE_CLOEXEC mark them
+// close-on-exec; CLOSE_RANGE_UNSHARE changes nothing (no descriptor table is shared).
+// compare Linux __close_range().
+static int64_t sys_close_range(struct cpu *c, struct proc *p, const uint64_t *a) {
+  unsigned first = (unsigned)a[0], last = (unsigned)a[1];
+  if ((uint32_t)a[2] & ~(uint32_t)(CLOSE_RANGE_UNSHARE_ | CLOSE_RANGE_CLOEXEC_) || first > last)
+    return -EINVAL;
+  if (!(a[2] & CLOSE_RANGE_CLOEXEC_))
+    return sfd_close_range(c->k, p->pid, first, last);
+  for (uint64_t fd = first; fd < (uint64_t)p->fds.cap && fd <= last; fd++)
+    if (p->fds.fd[fd])
+      p->fds.cloexec[fd] = 1;
+  return 0;
 }
 
 // getpeername(2), getsockname(2): there are no sockets (socket(2) is -ENOSYS, as a kernel
@@ -644,7 +662,7 @@ static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [271] = sys_ppoll,        [273] = sys_zero,
     [292] = sys_dup3,         [293] = sys_pipe2,         [302] = sys_prlimit64,
     [316] = sys_renameat2,    [318] = sys_getrandom,     [332] = sys_statx,
-    [322] = sys_execveat,     [334] = sys_enosys,        [435] = sys_clone3,
+    [322] = sys_execveat,     [334] = sys_enosys,        [435] = sys_clone3,       [436] = sys_close_range,
     [439] = sys_faccessat,
 };
 
