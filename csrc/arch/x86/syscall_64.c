@@ -351,6 +351,10 @@ static int64_t sys_mprotect(struct cpu *c, struct proc *p, const uint64_t *a) {
   return sfd_mprotect(c->k, p->pid, a[0], a[1], (int)a[2]);
 }
 
+static int64_t sys_mremap(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return sfd_mremap(c->k, p->pid, a[0], a[1], a[2], (int)a[3], a[4]);
+}
+
 static int64_t sys_madvise(struct cpu *c, struct proc *p, const uint64_t *a) {
   return sfd_madvise(c->k, p->pid, a[0], a[1], (int)a[2]);
 }
@@ -609,7 +613,7 @@ static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [13] = sys_rt_sigaction,  [14] = sys_rt_sigprocmask, [16] = sys_ioctl,
     [17] = sys_pread64,       [19] = sys_readv,          [20] = sys_writev,
     [21] = sys_access,        [22] = sys_pipe,           [24] = sys_zero,
-    [28] = sys_madvise,       [32] = sys_dup,            [33] = sys_dup2,
+    [25] = sys_mremap,        [28] = sys_madvise,       [32] = sys_dup,            [33] = sys_dup2,
     [35] = sys_nanosleep,     [39] = sys_getpid,         [56] = sys_enosys,
     [57] = sys_enosys,        [58] = sys_enosys,         [59] = sys_enosys,
     [60] = sys_exit_group,    [61] = sys_enosys,         [63] = sys_uname,
