@@ -156,6 +156,9 @@ int sfd_close_handle(struct kernel *k, int pid, int fd, int target);
 int sfd_mmap(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot, int flags,
              int fd, uint64_t off, uint64_t *out);
 int sfd_munmap(struct kernel *k, int pid, uint64_t addr, uint64_t len);
+// mremap(2): the new address, or a negative errno
+int64_t sfd_mremap(struct kernel *k, int pid, uint64_t addr, uint64_t old_len, uint64_t new_len,
+                   int flags, uint64_t new_addr);
 int sfd_mprotect(struct kernel *k, int pid, uint64_t addr, uint64_t len, int prot);
 int sfd_madvise(struct kernel *k, int pid, uint64_t addr, uint64_t len, int advice);
 int sfd_populate(struct kernel *k, int pid, uint64_t addr, uint64_t len, int write,

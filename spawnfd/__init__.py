@@ -28,6 +28,9 @@ from ._constants import MAP_FIXED as MAP_FIXED
 from ._constants import MAP_FIXED_NOREPLACE as MAP_FIXED_NOREPLACE
 from ._constants import MAP_GROWSDOWN as MAP_GROWSDOWN
 from ._constants import MAP_SHARED_VALIDATE as MAP_SHARED_VALIDATE
+from ._constants import MREMAP_DONTUNMAP as MREMAP_DONTUNMAP
+from ._constants import MREMAP_FIXED as MREMAP_FIXED
+from ._constants import MREMAP_MAYMOVE as MREMAP_MAYMOVE
 from ._constants import PAGE_SIZE as PAGE_SIZE
 from ._constants import PROT_NONE as PROT_NONE
 from .sim.kernel import AddressSpace as AddressSpace

@@ -14,5 +14,8 @@ MADV_KEEPONFORK = 19
 MAP_DROPPABLE = 0x08            # a mapping type, like MAP_PRIVATE (Linux 6.11)
 MADV_GUARD_INSTALL = 102        # Linux 6.13
 MADV_GUARD_REMOVE = 103
+MREMAP_MAYMOVE = 1             # mremap(2) flags (not in the mmap module)
+MREMAP_FIXED = 2
+MREMAP_DONTUNMAP = 4           # Linux 5.7
 
 PAGE_SIZE = 4096

@@ -196,6 +196,18 @@ class World:
         p = self.proc()
         self.call("madvise", p.mm.madvise, *self.range(), self.rnd.choice(ADVICES))
 
+    def op_mremap(self) -> None:
+        p = self.proc()
+        a, n = self.range()
+        old = self.rnd.choice([n, n, 0, PAGE, self.length()])
+        new = self.rnd.choice([n, 2 * n, n // 2 + PAGE, PAGE, 1 << 21, self.length()])
+        flags = self.rnd.choice([0, 1, 1, 3, 3, 5, 7, 2, 8, self.rnd.randrange(-1, 16)])
+        r = self.call("mremap", p.mm.mremap, a, old, new, flags,
+                      self.addr() if flags & 6 or self.rnd.random() < 0.2 else 0)
+        if r is not None:
+            self.addrs.append(r)
+            self.maps.append((r, max(PAGE, new & ~(PAGE - 1))))
+
     def op_populate(self) -> None:
         p = self.proc()
         write = self.rnd.random() < 0.5
@@ -345,6 +357,7 @@ class World:
                   self.rnd.choice([None, {"A": "1"}, ["B=2"], ["C" * 100]]))
 
     OPS = [("op_inject", 1), ("op_execve", 1), ("op_mmap", 6), ("op_munmap", 2), ("op_mprotect", 2), ("op_madvise", 2),
+           ("op_mremap", 3),
            ("op_populate", 3), ("op_mem", 3), ("op_touch", 1), ("op_fork", 2),
            ("op_exit", 1), ("op_wait", 1), ("op_open", 2), ("op_file", 3), ("op_fds", 2),
            ("op_create", 1), ("op_builder", 3)]

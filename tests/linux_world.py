@@ -35,6 +35,9 @@ _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
 for _n in ("mprotect", "madvise"):
     getattr(_libc, _n).argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.mremap.restype = ctypes.c_void_p
+_libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int,
+                         ctypes.c_void_p]
 
 
 def _check(rc: int) -> None:
@@ -91,6 +94,20 @@ class HostWorld:
 
     def populate(self, first: int, n: int, write: bool = False) -> None:
         self.madvise(first, n, 23 if write else 22)
+
+    def mremap(self, first: int, old_n: int, new_n: int, flags: int = 0,
+               new_first: int | None = None) -> int:
+        """mremap of pages; the page number of the result (relative to the base)."""
+        ctypes.set_errno(0)
+        new = self.page(new_first) if new_first is not None else 0
+        r = _libc.mremap(self.page(first), old_n * PAGE, new_n * PAGE, flags, new)
+        if r is None or r == (1 << 64) - 1:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+        return (r - self.base) // PAGE
+
+    def read(self, first: int, n: int) -> bytes:
+        return ctypes.string_at(self.page(first), n)
 
     def write(self, first: int, data: bytes) -> None:
         ctypes.memmove(self.page(first), data, len(data))
@@ -167,6 +184,15 @@ class SimWorld:
 
     def populate(self, first: int, n: int, write: bool = False) -> None:
         self.mm.populate(self.page(first), n * PAGE, write)
+
+    def mremap(self, first: int, old_n: int, new_n: int, flags: int = 0,
+               new_first: int | None = None) -> int:
+        new = self.page(new_first) if new_first is not None else 0
+        return (self.mm.mremap(self.page(first), old_n * PAGE, new_n * PAGE, flags, new)
+                - self.base) // PAGE
+
+    def read(self, first: int, n: int) -> bytes:
+        return self.mm.read(self.page(first), n)
 
     def write(self, first: int, data: bytes) -> None:
         self.mm.write(self.page(first), data)

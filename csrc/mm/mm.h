@@ -56,6 +56,7 @@ struct vma *vma_find(struct vma_list *l, uint64_t va);
 int vma_first_at_or_after(struct vma_list *l, uint64_t va);
 int vma_insert(struct vma_list *l, const struct vma *v);
 void vma_remove(struct vma_list *l, int i);
+void vma_file_get(const struct vma *v);
 int vma_split(struct kernel *k, struct vma_list *l, int i, uint64_t at);
 int vma_try_merge(struct kernel *k, struct vma_list *l, int i);
 int vma_can_merge(const struct vma *a, const struct vma *b);
@@ -104,6 +105,13 @@ enum { MM_READ = 0, MM_WRITE = 1, MM_FETCH = 2 };
 #define MM_PERM_X 4
 int mm_fault_translate(struct mm *mm, uint64_t va, int access, pfn_t *pfn, int *perms);
 void mm_destroy(struct mm *mm);
+int mm_unmap_range(struct mm *mm, uint64_t start, uint64_t end);
+void mm_merge_range(struct mm *mm, uint64_t start, uint64_t end);
+uint64_t mm_get_unmapped_area(struct mm *mm, uint64_t hint, uint64_t len);
+
+// ---- mremap.c: mremap(2) ----
+int mm_mremap(struct mm *mm, uint64_t addr, uint64_t old_len, uint64_t new_len, int flags,
+              uint64_t new_addr, uint64_t *out);
 int inode_unmap_range(struct kernel *k, struct inode *ino, uint64_t first, uint64_t end,
                       int even_cows);
 

@@ -164,6 +164,12 @@ static int unmap_range(struct mm *mm, uint64_t start, uint64_t end) {
   return 0;
 }
 
+int mm_unmap_range(struct mm *mm, uint64_t start, uint64_t end) {
+  return unmap_range(mm, start, end);
+}
+
+void mm_merge_range(struct mm *mm, uint64_t start, uint64_t end) { merge_range(mm, start, end); }
+
 // The highest a <= top with a % align == off (align a power of two, or 0 for any), if a >= low.
 static uint64_t align_down_to(uint64_t top, uint64_t low, uint64_t align, uint64_t off) {
   if (!align)
@@ -213,6 +219,10 @@ static uint64_t get_unmapped_area(struct mm *mm, uint64_t hint, uint64_t len, ui
     return hint;
   uint64_t a = unmapped_area_topdown(&mm->vmas, len, MMAP_MIN_ADDR, mm->mmap_base, align, off);
   return a ? a : unmapped_area_topdown(&mm->vmas, len, MMAP_MIN_ADDR, TASK_SIZE, align, off);
+}
+
+uint64_t mm_get_unmapped_area(struct mm *mm, uint64_t hint, uint64_t len) {
+  return get_unmapped_area(mm, hint, len, 0, 0);
 }
 
 // Check a file mapping against the open file f, in the order of the file switch of Linux
@@ -309,7 +319,9 @@ static int mmap_check(struct proc *p, uint64_t *addr, uint64_t len, int prot, in
   }
   v->start = *addr;
   v->end = *addr + len;
-  v->pgoff = v->ino ? pgoff : 0;
+  // compare do_mmap(): anonymous memory's pgoff is its address in pages (private /dev/zero
+  // keeps the file offset), so that anonymous vmas merge only where contiguous, as after mremap
+  v->pgoff = (v->ino || f) ? pgoff : (type == MAP_SHARED) ? 0 : *addr >> PAGE_SHIFT;
   int shared = type == MAP_SHARED || type == MAP_SHARED_VALIDATE;
   // compare do_mmap(): MAP_NORESERVE is honoured only when overcommit is allowed
   int noreserve = (flags & MAP_NORESERVE) && mm->k->overcommit != 2;
@@ -424,6 +436,16 @@ int mm_munmap(struct mm *mm, uint64_t addr, uint64_t len) {
       PAGE_ROUND_UP(len) > TASK_SIZE - addr || !PAGE_ROUND_UP(len))
     return -EINVAL;
   return unmap_range(mm, addr, addr + PAGE_ROUND_UP(len));
+}
+
+// mremap(2): mm/mremap.c's mm_mremap behind the entry guard.
+int64_t sfd_mremap(struct kernel *k, int pid, uint64_t addr, uint64_t old_len, uint64_t new_len,
+                   int flags, uint64_t new_addr) {
+  struct proc *p;
+  uint64_t out = 0;
+  ENTER(k, pid, p);
+  int err = mm_mremap(p->mm, addr, old_len, new_len, flags, new_addr, &out);
+  return LEAVE(k, err ? (int64_t)err : (int64_t)out);
 }
 
 int sfd_munmap(struct kernel *k, int pid, uint64_t addr, uint64_t len) {

@@ -69,6 +69,12 @@ int vma_insert(struct vma_list *l, const struct vma *v) {
   return i;
 }
 
+// Take a reference on v's file for a copy of v (mremap's new vma). compare copy_vma()'s get_file().
+void vma_file_get(const struct vma *v) {
+  if (v->ino)
+    inode_get(v->ino);
+}
+
 // Remove entry i (its file reference must already be dropped by the caller).
 void vma_remove(struct vma_list *l, int i) {
   memmove(&l->v[i], &l->v[i + 1], (l->n - (uint32_t)i - 1) * sizeof(l->v[0]));
@@ -85,10 +91,9 @@ int vma_split(struct kernel *k, struct vma_list *l, int i, uint64_t at) {
     return err;
   struct vma hi = l->v[i];
   hi.start = at;
-  if (hi.ino) {
-    hi.pgoff += (at - l->v[i].start) >> PAGE_SHIFT;
+  hi.pgoff += (at - l->v[i].start) >> PAGE_SHIFT;  // anonymous vmas too (their address)
+  if (hi.ino)
     inode_get(hi.ino);
-  }
   l->v[i].end = at;
   memmove(&l->v[i + 2], &l->v[i + 1], (l->n - (uint32_t)i - 1) * sizeof(hi));
   l->v[i + 1] = hi;
@@ -102,7 +107,7 @@ static int anon_vma_compatible(const struct vma *a, const struct vma *b) {
   uint32_t mask = ~(uint32_t)(VM_READ | VM_WRITE | VM_EXEC | VM_ANON_VMA | VM_ANON_FORKED |
                               VM_MAYBE_GUARD);
   return a->end == b->start && a->ino == b->ino && !((a->flags ^ b->flags) & mask) &&
-         (!a->ino || a->pgoff + ((a->end - a->start) >> PAGE_SHIFT) == b->pgoff);
+         a->pgoff + ((a->end - a->start) >> PAGE_SHIFT) == b->pgoff;
 }
 
 // Give vma i of l an anon_vma before its first anonymous page: the next or previous vma's
@@ -135,8 +140,8 @@ int vma_can_merge(const struct vma *a, const struct vma *b) {
   uint32_t mask = ~(uint32_t)(VM_ANON_VMA | VM_ANON_FORKED | VM_MAYBE_GUARD);
   if (a->end != b->start || (a->flags & mask) != (b->flags & mask) || a->ino != b->ino)
     return 0;
-  if (a->ino && a->pgoff + ((a->end - a->start) >> PAGE_SHIFT) != b->pgoff)
-    return 0;
+  if (a->pgoff + ((a->end - a->start) >> PAGE_SHIFT) != b->pgoff)
+    return 0;  // anonymous vmas too: their pgoff is where they were first mapped
   if (a->anon_vma && b->anon_vma)
     return a->anon_vma == b->anon_vma;
   const struct vma *has = a->anon_vma ? a : b->anon_vma ? b : NULL;

@@ -281,6 +281,11 @@ class CKernel:
     def munmap(self, pid: int, addr: int, length: int) -> None:
         self._call(lib.sfd_munmap(self.ptr, pid, addr, length))
 
+    def mremap(self, pid: int, addr: int, old_len: int, new_len: int, flags: int,
+               new_addr: int) -> int:
+        return self._call(lib.sfd_mremap(self.ptr, pid, addr, old_len, new_len, flags,
+                                         new_addr))
+
     def mprotect(self, pid: int, addr: int, length: int, prot: int) -> None:
         self._call(lib.sfd_mprotect(self.ptr, pid, addr, length, prot))
 

@@ -754,6 +754,32 @@ class AddressSpace:
         """Unmap ``[addr, addr + length)``; emptied page tables are freed."""
         self._c.munmap(self._pid, _u64(addr, "addr"), _u64(length, "length"))
 
+    def mremap(self, addr: int, old_len: int, new_len: int, flags: int = 0,
+               new_addr: int = 0) -> int:
+        """Resize or move a mapping, as mremap(2); returns its (new) address.
+
+        A shrink unmaps the tail; a growth extends the mapping in place when the pages after it
+        are free, else (with ``MREMAP_MAYMOVE``) moves it. A move carries the page-table
+        entries along: pages keep their content and identity (nothing is copied).
+
+        Args:
+            addr: start of the mapping, page aligned.
+            old_len: bytes mapped at ``addr`` now; 0 maps a shared mapping a second time.
+            new_len: bytes wanted (rounded up to pages).
+            flags: ``spawnfd.MREMAP_MAYMOVE``/``MREMAP_FIXED``/``MREMAP_DONTUNMAP``.
+            new_addr: the destination for ``MREMAP_FIXED`` (whatever is there is unmapped),
+                a hint for ``MREMAP_DONTUNMAP``.
+
+        Raises:
+            OSError: the errno Linux gives: ``EINVAL`` (flags, alignment, a zero ``new_len``,
+                ``MREMAP_FIXED``/``DONTUNMAP`` without ``MREMAP_MAYMOVE``, overlapping ranges,
+                a private ``old_len`` of 0), ``EFAULT`` (``addr`` not mapped, or a growth or
+                move across the end of its mapping), ``ENOMEM`` (no room to grow without
+                ``MREMAP_MAYMOVE``, ``vm.max_map_count``, the commit charge, out of memory).
+        """
+        return self._c.mremap(self._pid, _u64(addr, "addr"), _u64(old_len, "old_len"),
+                              _u64(new_len, "new_len"), flags, _u64(new_addr, "new_addr"))
+
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """Change protection, splitting and merging mappings as Linux does."""
         self._c.mprotect(self._pid, _u64(addr, "addr"), _u64(length, "length"), prot)

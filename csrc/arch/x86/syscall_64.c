@@ -353,6 +353,10 @@ static int64_t sys_mprotect(struct cpu *c, struct proc *p, const uint64_t *a) {
   return sfd_mprotect(c->k, p->pid, a[0], a[1], (int)a[2]);
 }
 
+static int64_t sys_mremap(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return sfd_mremap(c->k, p->pid, a[0], a[1], a[2], (int)a[3], a[4]);
+}
+
 static int64_t sys_madvise(struct cpu *c, struct proc *p, const uint64_t *a) {
   return sfd_madvise(c->k, p->pid, a[0], a[1], (int)a[2]);
 }
@@ -635,12 +639,12 @@ static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [13] = sys_rt_sigaction,  [14] = sys_rt_sigprocmask, [16] = sys_ioctl,
     [17] = sys_pread64,       [19] = sys_readv,          [20] = sys_writev,
     [21] = sys_access,        [22] = sys_pipe,           [23] = sys_select,
-    [24] = sys_zero,
-    [28] = sys_madvise,       [32] = sys_dup,            [33] = sys_dup2,
-    [35] = sys_nanosleep,     [39] = sys_getpid,         [51] = sys_getpeername,
-    [52] = sys_getpeername,   [56] = sys_clone,
-    [57] = sys_fork,          [58] = sys_vfork,          [59] = sys_execve,
-    [60] = sys_exit_group,    [61] = sys_wait4,          [63] = sys_uname,
+    [24] = sys_zero,          [25] = sys_mremap,         [28] = sys_madvise,
+    [32] = sys_dup,           [33] = sys_dup2,           [35] = sys_nanosleep,
+    [39] = sys_getpid,        [51] = sys_getpeername,    [52] = sys_getpeername,
+    [56] = sys_clone,         [57] = sys_fork,           [58] = sys_vfork,
+    [59] = sys_execve,        [60] = sys_exit_group,     [61] = sys_wait4,
+    [63] = sys_uname,
     [72] = sys_fcntl,         [79] = sys_getcwd,         [80] = sys_chdir,
     [82] = sys_rename,        [83] = sys_mkdir,          [84] = sys_rmdir,
     [87] = sys_unlink,        [89] = sys_readlink,       [95] = sys_umask,
