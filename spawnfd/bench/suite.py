@@ -15,6 +15,9 @@ Each scenario answers one question of the 2022 discussion with figures measured 
   anchors   the published figures beside the simulator's
   mm        the simulator itself: populate and munmap speed, host memory per simulated GiB
             (run by name only: it measures the tool, not a question)
+  cpu       real programs on the simulated CPU against their native runs (by name only)
+  realspawn the fork-to-exec window of real spawners (CPython, dash, bash) under each fork
+            policy, beside the fd model (by name only)
 
 Memory of this machine: a full run peaks at 8.0 GiB (the host scenario's parent touches 8 GiB
 of real memory; the database scenario's 256 processes hold 2 GiB of simulated page tables,
@@ -841,7 +844,7 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                     help="any of " + ", ".join(SCENARIOS)
-                    + " (default: all but mm and cpu)")
+                    + " (default: all but mm, cpu and realspawn)")
     ap.add_argument("--quick", action="store_true", help="small sizes: every scenario in "
                     "under a minute")
     ap.add_argument("--json", metavar="FILE", help="write every figure and the machine here")
