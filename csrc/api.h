@@ -205,6 +205,8 @@ struct sfd_cpu_exit {
 };
 int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_exit *out);
 int sfd_cpu_timeout(struct kernel *k, int pid);
+int sfd_signal_send(struct kernel *k, int sender, int pid, int sig);
+int sfd_signal_pending(struct kernel *k, int pid);
 int sfd_spawn_window(struct kernel *k, struct spawn_window *out);
 
 // The system-call trace (arch/x86/syscall_64.c): every call a CPU finishes, in order, as

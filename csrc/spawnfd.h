@@ -297,6 +297,10 @@ struct proc {
   int vfork_child;          // vfork parent: suspended until this child execs or exits
   char cwd[4096];           // working directory
   struct sighand sig;       // signal dispositions and the blocked mask (rt_sigaction(2))
+  uint64_t sigpending;      // signals sent and not yet taken (never inherited by fork)
+  struct {
+    int code, pid, status;  // what the pending signal says (siginfo: si_code, si_pid, ...)
+  } siginfo[SIG_NSIG];
 };
 
 #define NO_ID 0xffffffffU     // setresuid(-1): unchanged

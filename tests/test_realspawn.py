@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import spawnfd
 
@@ -113,12 +114,21 @@ async def test_the_fork_exec_window_under_each_policy_is_exact() -> None:
     assert cow[1] >= 16 and cow[0] < copy[0] - 8000  # cow-pt shared those tables instead
 
 
+def build(tmp_path_factory: pytest.TempPathFactory, name: str) -> str:
+    assert shutil.which("gcc"), "gcc builds the probes (and the package)"
+    out = tmp_path_factory.mktemp("probe") / name
+    subprocess.run(["gcc", "-O1", "-o", str(out), str(HERE / f"{name}.c")], check=True)
+    return str(out)
+
+
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> str:
-    assert shutil.which("gcc"), "gcc builds the probe (and the package)"
-    out = tmp_path_factory.mktemp("probe") / "process_probe"
-    subprocess.run(["gcc", "-O1", "-o", str(out), str(HERE / "process_probe.c")], check=True)
-    return str(out)
+    return build(tmp_path_factory, "process_probe")
+
+
+@pytest.fixture(scope="module")
+def signal_probe(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build(tmp_path_factory, "signal_probe")
 
 
 @pytest.mark.parametrize("fork_mode", ["copy", "cow-pt"])
@@ -155,3 +165,39 @@ async def test_realspawn_bench_cells() -> None:
     assert cow["tables_shared"] >= 7 and cow["ptes_copied"] < copy["ptes_copied"] - 3000
     assert vfork["ptes_copied"] == fd["ptes_copied"] == 0 and fd["instructions"] == 0
     assert copy["child_instructions"] > vfork["child_instructions"] > 0
+
+
+@pytest.mark.parametrize("fork_mode", ["copy", "cow-pt"])
+async def test_signals_are_delivered_as_linux(signal_probe: str, fork_mode: str) -> None:
+    """tests/signal_probe.c: a handler run by kill(2) of itself on the real signal frame,
+    rt_sigreturn back with the FPU state kept; a blocked signal taken when unblocked;
+    SIGCHLD with its siginfo; a read interrupted (EINTR) and, with SA_RESTART, restarted;
+    SIGPIPE to a handler; SIGTERM's default action ending a child; kill's errors."""
+    async with spawnfd.open_kernel("1G", fork_mode=fork_mode) as k:
+        for _ in range(3):
+            k.init.open("/dev/null", os.O_RDWR)
+        same(await simulated(k, [signal_probe]), native([signal_probe]))
+        assert k.statistics().syscalls_by_nr.get(15, 0) >= 6  # rt_sigreturn, once a handler
+        k.check()
+
+
+async def test_a_handler_of_real_code_takes_a_signal_sent_from_python() -> None:
+    # RunningProcess.terminate() on a real python that handles SIGTERM: the handler runs
+    # (the process was parked in a read of its stdin pipe: the wait is interrupted).
+    code = ("import signal, sys, os\n"
+            "signal.signal(signal.SIGTERM, lambda s, f: (print('term', s, flush=True),"
+            " os._exit(7)))\n"
+            "print('ready', flush=True)\nsys.stdin.read()\n")
+    async with spawnfd.open_kernel("1G") as k:
+        for _ in range(3):
+            k.init.open("/dev/null", os.O_RDWR)
+        proc = await spawnfd.open_process(["python3.11", "-c", code], kernel=k,
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          env=ENV)
+        assert await proc.stdout.receive_some(100) == b"ready\n"
+        await trio.testing.wait_all_tasks_blocked()
+        proc.terminate()
+        assert await proc.wait() == 7
+        assert await proc.stdout.receive_some(100) == b"term 15\n"
+        await proc.stdin.aclose()
+        k.check()

@@ -50,4 +50,9 @@ int check_kernel(struct kernel *k, char *msg, size_t cap);
   } while (0)
 #define LEAVE(k, rc) ((k)->panicked ? -KPANIC : (rc))
 
+// ---- signal.c: sending signals ----
+enum { SIGQ_QUEUED = 0, SIGQ_IGNORED = 1, SIGQ_TERM = 2 };
+int signal_send(struct proc *p, int sig, int code, int from, int status);
+int signal_pending(const struct proc *p);
+
 #endif

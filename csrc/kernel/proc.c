@@ -1,6 +1,7 @@
 // proc.c — processes: pid allocation and the pid table. A process owns an mm, a descriptor
 // table and a working directory. (Threads, exit, wait and signals arrive with exec.)
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -156,6 +157,10 @@ int proc_exit(struct kernel *k, struct proc *p, int wstatus) {
   p->mm = NULL;
   p->state = PS_ZOMBIE;
   p->wstatus = wstatus;
+  struct proc *parent = proc_get_any(k, p->ppid);
+  if (parent && parent->state != PS_ZOMBIE)  // compare do_notify_parent(): SIGCHLD
+    signal_send(parent, SIGCHLD, (wstatus & 0x7f) ? CLD_KILLED : CLD_EXITED, pid,
+                (wstatus & 0x7f) ? (wstatus & 0x7f) : (wstatus >> 8) & 0xff);
   for (int i = 1; i < k->pid_max; i++)
     if (k->procs[i] && k->procs[i]->ppid == pid)
       k->procs[i]->ppid = 1;  // compare forget_original_parent(): reparent to init

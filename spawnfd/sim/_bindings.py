@@ -167,6 +167,15 @@ class CKernel:
         out["faults"] = {kind: s.faults[i] for i, kind in enumerate(FAULT_KINDS)}
         return out
 
+    def signal_send(self, sender: int, pid: int, sig: int) -> int:
+        """Send sig to pid: 0 queued (a handler, or blocked), 1 ignored, 2 its default action
+        ends pid (the caller carries it out)."""
+        return int(self._call(lib.sfd_signal_send(self.ptr, sender, pid, sig)))
+
+    def signal_pending(self, pid: int) -> bool:
+        """Whether pid has a signal to take now."""
+        return bool(lib.sfd_signal_pending(self.ptr, pid))
+
     def cpu_timeout(self, pid: int) -> None:
         """pid's poll or select waited out its timeout: it returns 0 when it runs again."""
         self._call(lib.sfd_cpu_timeout(self.ptr, pid))

@@ -62,6 +62,8 @@ class _Runtime:
         self.lots: dict[int, trio.lowlevel.ParkingLot] = {}   # pipe inode -> waiters
         self._pipe_events = -1                   # kernel's pipe_events at the last wake-up
         self.poll_lot = trio.lowlevel.ParkingLot()  # threads in poll/select: any pipe moved
+        self.real: set[int] = set()              # pids that ran real code (kernel signals)
+        self.waits: dict[int, trio.CancelScope] = {}  # pid -> the wait a signal interrupts
         self.children: dict[int, trio.lowlevel.ParkingLot] = {}  # parent pid -> wait()ers
         self.scopes: dict[int, trio.CancelScope] = {}
         self.pending_signal: dict[int, int] = {}
@@ -91,6 +93,12 @@ class _Runtime:
         for lot in self.lots.values():
             lot.unpark_all()
         self.poll_lot.unpark_all()
+
+    def interrupt(self, pid: int) -> None:
+        """pid has a signal to take: end the wait it is in, if any."""
+        scope = self.waits.get(pid)
+        if scope is not None:
+            scope.cancel()
 
     def child_lot(self, ppid: int) -> trio.lowlevel.ParkingLot:
         return self.children.setdefault(ppid, trio.lowlevel.ParkingLot())
@@ -154,8 +162,11 @@ class _Runtime:
             # A parent that ignores SIGCHLD gets no zombies: the child is reaped at once.
             parent = self.kernel._process(ppid)
             parent.wait_pid(proc.pid, nohang=True)
+        self.real.discard(proc.pid)
         self.wake_pipes()
         self.child_lot(ppid).unpark_all()
+        if c.signal_pending(ppid):  # SIGCHLD for a handler
+            self.interrupt(ppid)
         self.child_lot(1).unpark_all()  # orphans it had went to init
 
     def launch(self, proc: Process) -> None:
@@ -165,11 +176,18 @@ class _Runtime:
         self.start_thread(proc, lambda: _run_launched(sys))
 
     def signal(self, pid: int, sig: int) -> None:
-        """Deliver sig to pid: ignored, or (default action) terminate it."""
+        """Deliver sig to pid: ignored, queued for a handler of real code (the process is
+        woken from a wait to take it), or (default action) terminate it."""
         scope = self.scopes.get(pid)
         if scope is None:
             raise ProcessLookupError(errno.ESRCH, os.strerror(errno.ESRCH))
-        if sig == signal.SIGCHLD or sig in self.ignored.get(pid, ()):
+        if pid in self.real:  # its dispositions are the kernel's (rt_sigaction)
+            how = self.kernel._c.signal_send(0, pid, sig)
+            if how == _SIGQ_QUEUED:
+                self.interrupt(pid)
+            if how != _SIGQ_TERM:
+                return
+        elif sig == signal.SIGCHLD or sig in self.ignored.get(pid, ()):
             return  # SIGCHLD's default action is to ignore it
         self.pending_signal[pid] = sig
         scope.cancel()
@@ -562,7 +580,8 @@ async def _sigill() -> int:
 CPU_SLICE: Final = 1 << 20   # instructions a CPU runs before the task yields
 # Why a slice stopped (enum cpu_stop, csrc/arch/x86/arch.h).
 (_CPU_SLICE_OVER, _CPU_EXITED, _CPU_KILLED, _CPU_BLOCKED, _CPU_SLEEP, _CPU_FORKED, _CPU_VFORKED,
- _CPU_EXECED, _CPU_WAIT, _CPU_POLL) = range(1, 11)
+ _CPU_EXECED, _CPU_WAIT, _CPU_POLL, _CPU_SIGNAL) = range(1, 12)
+_SIGQ_QUEUED, _SIGQ_IGNORED, _SIGQ_TERM = 0, 1, 2
 _NO_TIMEOUT: Final = 2**64 - 1
 
 
@@ -574,6 +593,7 @@ async def _run_cpu(sys: Sys) -> int:
     program runs here, as real code or as its stand-in."""
     c = sys.proc.kernel._c
     rt = sys._rt
+    rt.real.add(sys.pid)
     poll_deadline = math.inf
     while True:
         reason, status, fd, addr, _ = c.cpu_run(sys.pid, CPU_SLICE)
@@ -581,23 +601,32 @@ async def _run_cpu(sys: Sys) -> int:
         if reason == _CPU_EXITED:
             return status
         if reason == _CPU_KILLED:
-            rt.log.append(f"pid {sys.pid}: killed by {signal.Signals(status).name}"
-                          f" at {addr:#x}")
+            where = f" at {addr:#x}" if status not in (signal.SIGPIPE, signal.SIGTERM) else ""
+            rt.log.append(f"pid {sys.pid}: killed by {signal.Signals(status).name}{where}")
             raise _Signalled(status)
-        if reason == _CPU_BLOCKED:
-            await sys._park(fd)
-        elif reason == _CPU_SLEEP:
-            await trio.sleep(addr / 1e9)
-        elif reason == _CPU_WAIT:
-            await rt.child_lot(sys.pid).park()
-        elif reason == _CPU_POLL:  # until a pipe moves, or the call's timeout is over
-            if not fd:  # a new call: its timeout starts now
-                poll_deadline = (math.inf if addr == _NO_TIMEOUT
-                                 else trio.current_time() + addr / 1e9)
-            with trio.move_on_at(poll_deadline) as waited:
-                await rt.poll_lot.park()
-            if waited.cancelled_caught:
-                c.cpu_timeout(sys.pid)
+        if reason in (_CPU_BLOCKED, _CPU_SLEEP, _CPU_WAIT, _CPU_POLL):
+            # A wait a signal interrupts (the call then returns EINTR or restarts).
+            with trio.CancelScope() as rt.waits[sys.pid]:
+                if reason == _CPU_BLOCKED:
+                    await sys._park(fd)
+                elif reason == _CPU_SLEEP:
+                    await trio.sleep(addr / 1e9)
+                elif reason == _CPU_WAIT:
+                    await rt.child_lot(sys.pid).park()
+                else:  # poll: until a pipe moves, or the call's timeout is over
+                    if not fd:  # a new call: its timeout starts now
+                        poll_deadline = (math.inf if addr == _NO_TIMEOUT
+                                         else trio.current_time() + addr / 1e9)
+                    with trio.move_on_at(poll_deadline) as waited:
+                        await rt.poll_lot.park()
+                    if waited.cancelled_caught:
+                        c.cpu_timeout(sys.pid)
+            del rt.waits[sys.pid]
+        elif reason == _CPU_SIGNAL:  # kill(2) of another process
+            if status:
+                rt.signal(fd, status)
+            else:
+                rt.interrupt(fd)
         elif reason in (_CPU_FORKED, _CPU_VFORKED):
             child = sys.proc.kernel._process(status)
             _inherit(rt, sys.pid, child.pid)

@@ -15,10 +15,13 @@
 // child (status: its pid) is ready to run; a vfork parent waits for its exec or exit.
 // CPU_EXECED: a new program is in place (it may be a stand-in). CPU_WAIT: in wait4 until a
 // child changes state. CPU_POLL: in poll/select until a pipe moves or sleep_ns pass (fd 1:
-// the same call waits again).
+// the same call waits again). CPU_SIGNAL: kill(2) of another process (fd: it; status: the
+// signal whose default action ends it, 0: wake it to take a queued one).
 enum cpu_stop { CPU_RUNNING = 0, CPU_SLICE, CPU_EXITED, CPU_KILLED, CPU_BLOCKED,
-                CPU_SLEEP, CPU_FORKED, CPU_VFORKED, CPU_EXECED, CPU_WAIT, CPU_POLL };
+                CPU_SLEEP, CPU_FORKED, CPU_VFORKED, CPU_EXECED, CPU_WAIT, CPU_POLL,
+                CPU_SIGNAL };
 
+#define CPU_SIGDEPTH 8  // nested handlers whose full CPU state is kept for rt_sigreturn
 #define CPU_ICACHE_BITS 16
 #define CPU_ICACHE (1 << CPU_ICACHE_BITS)  // translated blocks whose instruction count is kept
 
@@ -60,6 +63,13 @@ struct cpu {
   int restart;               // not started yet: the first run starts at p->rip, p->rsp
   uint64_t clear_child_tid;  // CLONE_CHILD_CLEARTID / set_tid_address (recorded)
   int in_window;             // forked, not yet exec'd: window holds the counters at fork
+  int signal_to;             // CPU_SIGNAL: the process kill(2) reached
+  int sigdepth;              // handlers running (frames on the user stack)
+  uc_context *sigctx[CPU_SIGDEPTH];  // the CPU state at each delivery, for rt_sigreturn
+  uc_context *sigret_ctx;    // ... the one rt_sigreturn restores (NULL: beyond the depth)
+  int reload;                // rt_sigreturn: load reload_regs when the syscall is over
+  int resched;               // a system call stopped the CPU to come back to the run loop
+  uint64_t reload_regs[18];
   struct spawn_window window;
   struct cpu_counters *cnt;  // ... and its counters (struct proc outlives its mm)
   uint64_t budget;           // instructions allowed in this slice
@@ -80,6 +90,11 @@ struct cpu {
   int resuming;              // the call running now was parked before
   int poll_again;            // CPU_POLL: it is the same call waiting again (out->fd)
 };
+
+// ---- sys_signal.c: delivery ----
+int signal_deliver(struct cpu *c, struct proc *p);
+void signal_interrupt_call(struct cpu *c, struct proc *p);
+void signal_reload(struct cpu *c);
 
 // ---- cpu.c: the CPU ----
 int cpu_thread_copy(struct cpu *parent, struct proc *child, uint64_t stack, uint64_t tls,

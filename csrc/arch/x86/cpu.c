@@ -252,6 +252,8 @@ static int cpu_thread_restart(struct cpu_engine *e, struct cpu *c) {
   c->brk_start = c->brk = 0;
   c->pending = 0;
   c->clear_child_tid = 0;
+  c->sigdepth = 0;  // exec: no handler frame survives
+  c->reload = 0;
   return 0;
 }
 
@@ -310,6 +312,9 @@ static struct cpu *cpu_thread_new(struct cpu_engine *e, struct proc *p) {
 static void cpu_thread_free(struct cpu *c) {
   if (c->e->cur == c)
     c->e->cur = NULL;
+  for (int i = 0; i < CPU_SIGDEPTH; i++)
+    if (c->sigctx[i])
+      uc_context_free(c->sigctx[i]);
   uc_context_free(c->ctx);
   free(c);
 }
@@ -443,13 +448,25 @@ int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_ex
     c->resuming = 1;
     syscall_resume(c);
     c->resuming = 0;
-    if (c->stop != CPU_RUNNING)
+    if (c->pending && signal_pending(p)) {  // still waiting, and a signal came: EINTR
+      c->stop = CPU_RUNNING;
+      signal_interrupt_call(c, p);
+    } else if (c->stop != CPU_RUNNING) {
       goto out;
+    }
   }
   for (;;) {
+    signal_reload(c);  // back from a handler
+    if (signal_pending(p) && signal_deliver(c, p))
+      break;  // a default action ended it
     engine_sync_code(e);
     uc_reg_read(e->uc, UC_X86_REG_RIP, &rip);
     uc_err ue = uc_emu_start(e->uc, rip, ~0ULL, 0, 0);
+    if (c->resched) {  // stopped by a system call to take a signal or load registers
+      c->resched = 0;
+      if (c->stop == CPU_RUNNING)
+        continue;
+    }
     if (e->stale_stop) {  // stopped only to drop stale code: go on
       e->stale_stop = 0;
       c->stop = CPU_RUNNING;
@@ -473,7 +490,8 @@ out:
   c->cnt->instructions += c->insns;
   out->reason = c->stop;
   out->status = c->status;
-  out->fd = c->stop == CPU_POLL ? c->poll_again : c->block_fd;
+  out->fd = c->stop == CPU_POLL ? c->poll_again : c->stop == CPU_SIGNAL ? c->signal_to
+                                                                         : c->block_fd;
   out->addr = c->stop == CPU_KILLED                         ? c->fault_addr
               : c->stop == CPU_SLEEP || c->stop == CPU_POLL ? c->sleep_ns
                                                             : 0;

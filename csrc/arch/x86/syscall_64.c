@@ -135,8 +135,8 @@ static int64_t do_write(struct cpu *c, struct proc *p, int fd, uint64_t buf, uin
     r = sfd_write(c->k, p->pid, fd, b, n);
   if (r == -EAGAIN && would_block(c, p, fd)) {
     r = 0;
-  } else if (r == -EPIPE && sig_kills(p, SIGPIPE)) {
-    c->stop = CPU_KILLED;
+  } else if (r == -EPIPE && signal_send(p, SIGPIPE, SI_USER, 0, 0) == SIGQ_TERM) {
+    c->stop = CPU_KILLED;  // compare pipe_write(): send_sig(SIGPIPE, current, 0)
     c->status = SIGPIPE;
   }
   free(b);
@@ -636,7 +636,8 @@ static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [6] = sys_lstat,          [7] = sys_poll,            [8] = sys_lseek,
     [9] = sys_mmap,
     [10] = sys_mprotect,      [11] = sys_munmap,         [12] = sys_brk,
-    [13] = sys_rt_sigaction,  [14] = sys_rt_sigprocmask, [16] = sys_ioctl,
+    [13] = sys_rt_sigaction,  [14] = sys_rt_sigprocmask, [15] = sys_rt_sigreturn,
+    [16] = sys_ioctl,
     [17] = sys_pread64,       [19] = sys_readv,          [20] = sys_writev,
     [21] = sys_access,        [22] = sys_pipe,           [23] = sys_select,
     [24] = sys_zero,          [25] = sys_mremap,         [28] = sys_madvise,
@@ -644,7 +645,7 @@ static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [39] = sys_getpid,        [51] = sys_getpeername,    [52] = sys_getpeername,
     [56] = sys_clone,         [57] = sys_fork,           [58] = sys_vfork,
     [59] = sys_execve,        [60] = sys_exit_group,     [61] = sys_wait4,
-    [63] = sys_uname,
+    [62] = sys_kill,          [63] = sys_uname,
     [72] = sys_fcntl,         [79] = sys_getcwd,         [80] = sys_chdir,
     [82] = sys_rename,        [83] = sys_mkdir,          [84] = sys_rmdir,
     [87] = sys_unlink,        [89] = sys_readlink,       [95] = sys_umask,
@@ -656,11 +657,11 @@ static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [120] = sys_getresgid,    [121] = sys_getpgid,       [124] = sys_getpgid,
     [137] = sys_statfs,       [138] = sys_fstatfs,       [158] = sys_arch_prctl,
     [186] = sys_getpid,       [191] = sys_getxattr,      [192] = sys_lgetxattr,
-    [193] = sys_fgetxattr,    [201] = sys_time,          [202] = sys_futex,
+    [193] = sys_fgetxattr,    [200] = sys_tkill,        [201] = sys_time,          [202] = sys_futex,
     [204] = sys_sched_getaffinity,                       [217] = sys_getdents64,
     [218] = sys_set_tid_address,                         [221] = sys_fadvise64,
     [228] = sys_clock_gettime,                           [230] = sys_clock_nanosleep,
-    [231] = sys_exit_group,   [257] = sys_openat,        [258] = sys_mkdirat,
+    [231] = sys_exit_group,   [234] = sys_tgkill,   [257] = sys_openat,        [258] = sys_mkdirat,
     [262] = sys_newfstatat,   [263] = sys_unlinkat,      [264] = sys_renameat,
     [267] = sys_readlinkat,   [269] = sys_faccessat,     [270] = sys_pselect6,
     [271] = sys_ppoll,        [273] = sys_zero,
@@ -762,7 +763,9 @@ void syscall_dispatch(struct cpu *c) {
     c->k->st.syscalls_by_nr[v[0]]++;
   int64_t r = syscall_do(c, v[0], v + 1);
   syscall_finish(c, v[0], v + 1, r, prev);
-  if (c->stop != CPU_RUNNING)
+  if (c->stop == CPU_RUNNING && signal_pending(c->p))
+    c->resched = 1;  // a signal of its own is taken before the next instruction
+  if (c->stop != CPU_RUNNING || c->resched)
     uc_emu_stop(c->uc);
 }
 

@@ -72,6 +72,9 @@ int64_t sys_getpgid(struct cpu *c, struct proc *p, const uint64_t *a);
 // ---- sys_signal.c: dispositions and the mask ----
 int64_t sys_rt_sigaction(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_rt_sigprocmask(struct cpu *c, struct proc *p, const uint64_t *a);
-int sig_kills(const struct proc *p, int sig);
+int64_t sys_rt_sigreturn(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_kill(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_tgkill(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_tkill(struct cpu *c, struct proc *p, const uint64_t *a);
 
 #endif
