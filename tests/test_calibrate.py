@@ -240,9 +240,34 @@ def _finite_positive(x: float) -> bool:
     return math.isfinite(x) and x > 0
 
 
+def _timings_hold(model: CostModel) -> bool:
+    """Whether a quick calibration's timings say what an undisturbed run says: every cost
+    positive, fork time growing with the populated size, exec costing something, and the fit
+    describing the measured points."""
+    meas = model.measurements
+    assert meas is not None
+    dense = [p for p in meas.fork if p.layout == "dense"]
+    return all(_finite_positive(v) for v in model.costs().values()) and all(
+        a.seconds < b.seconds for a, b in zip(dense, dense[1:])) and all(
+        _finite_positive(p.seconds) for p in meas.fork) and (
+        0 < meas.posix_spawn_small and meas.fork_exit_small < meas.fork_exec_small) and all(
+        abs(model.predict({"forks": 1, "ptes_copied": p.pages, "tables_allocated": p.tables})
+            - p.seconds) / p.seconds < 0.5 for p in dense[1:])
+
+
+#: Calibrations a test makes at most until one is undisturbed (each makes up to three runs).
+TRIES = 5
+
+
 def test_calibrate_quick_on_this_host() -> None:
-    calls: list[tuple[int, int, str]] = []
-    model = cal.calibrate(quick=True, progress=lambda d, t, w: calls.append((d, t, w)))
+    # The timings are the host's: another process taking the CPU (the other test worker,
+    # another job on a shared machine) can disturb every attempt calibrate() makes, so a run
+    # whose timings do not hold is made again, up to TRIES times; the last one is checked.
+    for _ in range(TRIES):
+        calls: list[tuple[int, int, str]] = []
+        model = cal.calibrate(quick=True, progress=lambda d, t, w: calls.append((d, t, w)))
+        if _timings_hold(model):
+            break
     costs = model.costs()
     assert all(_finite_positive(v) for v in costs.values()), costs
     # sane magnitudes for any machine that runs the tests
@@ -270,9 +295,17 @@ def test_calibrate_quick_on_this_host() -> None:
                 "date"):
         assert key in m
     assert m["kernel_release"] == os.uname().release and m["cpu_count"] == os.cpu_count()
-    # progress: from 0 to total, ending with done == total
-    assert calls and calls[-1][0] == calls[-1][1]
-    assert [c[0] for c in calls] == sorted(c[0] for c in calls)
+    # progress: from 0 to total, ending with done == total, once per attempt (a disturbed
+    # run is measured again, its progress from 0 again)
+    runs: list[list[tuple[int, int, str]]] = [[]]
+    for c in calls:
+        runs[-1].append(c)
+        if c[2] == "done":
+            runs.append([])
+    assert runs.pop() == [] and len(runs) == meas.attempts, calls
+    for run in runs:
+        assert run[0][0] == 0 and run[-1][0] == run[-1][1] and len({c[1] for c in run}) == 1
+        assert [c[0] for c in run] == sorted(c[0] for c in run), run
     assert CostModel.from_json(model.to_json()) == model
 
 
@@ -302,8 +335,11 @@ def test_validate_quick_on_this_host() -> None:
 
 def test_cli_calibrate_quick_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "model.json"
-    assert spawnfd_main(["calibrate", "--quick", "--json", "--out", str(out)]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    for _ in range(TRIES):   # as above: a run a busy host disturbed is made again
+        assert spawnfd_main(["calibrate", "--quick", "--json", "--out", str(out)]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        if _timings_hold(CostModel.load(out)):
+            break
     assert printed["path"] == str(out)
     stored = CostModel.load(out)
     assert stored == CostModel.from_dict(printed["model"])
