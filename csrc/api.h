@@ -57,7 +57,7 @@ struct spawn_window {
   uint64_t pages_copied;       // pages copied by COW faults (parent's and child's)
   uint64_t frames_allocated;   // frames allocated (tables and pages)
   uint64_t faults[8];          // faults by kind, as in struct kstats
-  uint64_t instructions;       // instructions run by every CPU (the parent and the child)
+  uint64_t instructions;       // instructions the parent and the child ran
   uint64_t child_instructions; // ... of which by the child
 };
 

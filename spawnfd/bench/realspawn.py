@@ -7,8 +7,9 @@ kernel sums what happened between each fork (vfork, clone) and the child's exec
 (``Kernel.spawn_window()``): PTEs copied, tables shared and copied, pages copied by COW
 faults, frames allocated, and the instructions the parent and the child ran there, under
 each fork policy. The fd model has no window: its row is the whole spawn from a parent of the
-same size (init, holding N MiB populated), from ``create_process()`` to the launch. Every
-figure is a kernel counter: the same run gives the same numbers.
+same size (init, holding N MiB populated), from ``create_process()`` to the last builder
+step before the launch. Every figure is a kernel counter: the same run gives the same
+numbers.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ async def _fd_model(mib: int, mode: str, mem: str) -> dict[str, Any]:
             await child.setup_stack(["true"], ENV, interpreter=ld, program=prog)
             for fd in (0, 1, 2):
                 await child.install_fd(fd, fd)
-        s1 = k.statistics()
+            s1 = k.statistics()  # the builder's work; the launch (a close) allocates nothing
         status = await child.wait()
         k.check()
     row = {c: getattr(s1, c) - getattr(s0, c) for c in COUNTERS[:4]}

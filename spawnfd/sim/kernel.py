@@ -216,7 +216,7 @@ class SpawnWindow:
     pages_copied: int        #: pages copied by COW faults, the parent's and the child's
     frames_allocated: int    #: frames allocated: page tables and pages
     faults: FaultStatistics  #: faults by kind
-    instructions: int        #: instructions every CPU ran: the parent's and the child's
+    instructions: int        #: instructions the parent and the child ran
     child_instructions: int  #: ... of which the child's
 
 

@@ -348,8 +348,9 @@ err:
   return -EINVAL;
 }
 
-// The counters a fork-to-exec window starts from or ends at: the machine's, with the
-// instructions of the slice running now (k->st has them only when the slice ends).
+// The counters a fork-to-exec window starts from or ends at: the machine's, and in
+// instructions those of the thread running now (the forking parent), with its current
+// slice's (its counters have them only when the slice ends).
 void spawn_window_mark(struct kernel *k, const struct cpu *running, struct spawn_window *w) {
   memset(w, 0, sizeof(*w));
   w->ptes_copied = k->st.ptes_copied;
@@ -358,7 +359,7 @@ void spawn_window_mark(struct kernel *k, const struct cpu *running, struct spawn
   w->pages_copied = k->st.pages_copied;
   w->frames_allocated = k->fr.allocated;
   memcpy(w->faults, k->st.faults, sizeof(w->faults));
-  w->instructions = k->st.cpu_instructions + (running ? running->insns : 0);
+  w->instructions = running ? running->cnt->instructions + running->insns : 0;
 }
 
 // child was just forked: its window opened at mark, taken before the fork (which it counts).
@@ -369,12 +370,16 @@ void spawn_window_open(struct cpu *child, const struct spawn_window *mark) {
 }
 
 // The child c, running now, exec'd (or exits): what its window saw is added to the kernel's.
+// Instructions are the parent's and the child's only (not a third process's that ran in
+// between), so a window's figures do not depend on how the others were scheduled.
 void spawn_window_close(struct cpu *c, int by_exit) {
   struct spawn_window now, *w = &c->k->window, *s = &c->window;
+  struct proc *parent = proc_get_any(c->k, c->p->ppid);
   if (!c->in_window)
     return;
   c->in_window = 0;
-  spawn_window_mark(c->k, c, &now);
+  spawn_window_mark(c->k, NULL, &now);
+  now.instructions = parent && parent->thread ? parent->cpu.instructions : s->instructions;
   w->windows++;
   w->exits += !!by_exit;
   w->ptes_copied += now.ptes_copied - s->ptes_copied;
@@ -384,8 +389,9 @@ void spawn_window_close(struct cpu *c, int by_exit) {
   w->frames_allocated += now.frames_allocated - s->frames_allocated;
   for (int i = 0; i < 8; i++)
     w->faults[i] += now.faults[i] - s->faults[i];
-  w->instructions += now.instructions - s->instructions;
-  w->child_instructions += c->cnt->instructions + c->insns - s->child_instructions;
+  uint64_t child = c->cnt->instructions + c->insns - s->child_instructions;
+  w->instructions += now.instructions - s->instructions + child;
+  w->child_instructions += child;
 }
 
 int sfd_spawn_window(struct kernel *k, struct spawn_window *out) {
