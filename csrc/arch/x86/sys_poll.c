@@ -143,6 +143,19 @@ static int64_t do_select(struct cpu *c, struct proc *p, int64_t nfds, const uint
   return n;
 }
 
+// select and pselect6 after their timeouts are read: the sets are a[1..3], the timeout's
+// address a[4]. A timeout that ran out reads 0 after (both have 16 bytes: timeval, timespec).
+static int64_t select_timed(struct cpu *c, struct proc *p, const uint64_t *a, uint64_t ns) {
+  uint64_t sets[3] = {a[1], a[2], a[3]};
+  int64_t n = do_select(c, p, (int64_t)(int)a[0], sets, ns);
+  if (n == 0 && c->stop != CPU_POLL && a[4] && ns) {
+    int64_t zero[2] = {0, 0};
+    if (copy_to_user(c, a[4], zero, sizeof(zero)))
+      return -EFAULT;
+  }
+  return n;
+}
+
 // select(nfds, readfds, writefds, exceptfds, timeval): on a timeout the timeval reads 0 after
 // (Linux writes back the time not slept).
 int64_t sys_select(struct cpu *c, struct proc *p, const uint64_t *a) {
@@ -156,14 +169,7 @@ int64_t sys_select(struct cpu *c, struct proc *p, const uint64_t *a) {
     ns = (uint64_t)tv[0] > (NO_TIMEOUT - 1) / 1000000000 - 1 ? NO_TIMEOUT - 1
                                                             : (uint64_t)tv[0] * 1000000000 + (uint64_t)tv[1] * 1000;
   }
-  uint64_t sets[3] = {a[1], a[2], a[3]};
-  int64_t n = do_select(c, p, (int64_t)(int)a[0], sets, ns);
-  if (n == 0 && c->stop != CPU_POLL && a[4] && ns) {
-    int64_t zero[2] = {0, 0};
-    if (copy_to_user(c, a[4], zero, sizeof(zero)))
-      return -EFAULT;
-  }
-  return n;
+  return select_timed(c, p, a, ns);
 }
 
 // pselect6(nfds, readfds, writefds, exceptfds, timespec, {sigmask, size}).
@@ -181,12 +187,5 @@ int64_t sys_pselect6(struct cpu *c, struct proc *p, const uint64_t *a) {
     if (sig[0] && sig[1] != 8)
       return -EINVAL;
   }
-  uint64_t sets[3] = {a[1], a[2], a[3]};
-  int64_t n = do_select(c, p, (int64_t)(int)a[0], sets, ns);
-  if (n == 0 && c->stop != CPU_POLL && a[4] && ns) {
-    int64_t zero[2] = {0, 0};
-    if (copy_to_user(c, a[4], zero, sizeof(zero)))
-      return -EFAULT;
-  }
-  return n;
+  return select_timed(c, p, a, ns);
 }
