@@ -256,7 +256,7 @@ struct mm {
   uint64_t mmap_base;       // top-down placement starts below this
   uint64_t start_stack;     // maps shows [stack] for the vma holding it (0: none)
   const struct mmu_notifier_ops *mn_ops;  // the CPU caching its translations (NULL: none)
-  void *mn_data;            // ... and its state (arch/x86: struct cpu, the thread's context)
+  void *mn_data;            // ... and its state (arch/x86: struct cpu_engine)
 };
 
 struct proc;

@@ -163,6 +163,7 @@ class _Runtime:
             parent = self.kernel._process(ppid)
             parent.wait_pid(proc.pid, nohang=True)
         self.real.discard(proc.pid)
+        self.waits.pop(proc.pid, None)  # a wait a kill cancelled from outside
         self.wake_pipes()
         self.child_lot(ppid).unpark_all()
         if c.signal_pending(ppid):  # SIGCHLD for a handler
@@ -621,7 +622,7 @@ async def _run_cpu(sys: Sys) -> int:
                         await rt.poll_lot.park()
                     if waited.cancelled_caught:
                         c.cpu_timeout(sys.pid)
-            del rt.waits[sys.pid]
+            rt.waits.pop(sys.pid, None)
         elif reason == _CPU_SIGNAL:  # kill(2) of another process
             if status:
                 rt.signal(fd, status)
