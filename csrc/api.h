@@ -191,20 +191,23 @@ int sfd_fstat_size(struct kernel *k, int pid, int fd, uint64_t *size);
 int sfd_fstat(struct kernel *k, int pid, int fd, uint64_t *out);
 int sfd_close_range(struct kernel *k, int pid, unsigned first, unsigned last);
 
-// The CPU (arch/x86/cpu.c): run pid's thread on real x86-64 code for at most max_insns
-// instructions. reason: 1 slice over, 2 exited (status: code), 3 killed (status: signal,
-// addr: faulting address), 4 blocked in a system call on descriptor fd, 5 asleep in
-// nanosleep(2) for addr nanoseconds (the caller sleeps, then runs it again to return).
+// The CPU (arch/x86/cpu.c): run thread tid (a pid: the process's first thread) on real
+// x86-64 code for at most max_insns instructions. reason: enum cpu_stop (arch/x86/arch.h):
+// 1 slice over, 2 exited (status: code), 3 killed (status: signal, addr: faulting
+// address), 4 blocked in a system call on descriptor fd, 5 asleep in nanosleep(2) for addr
+// nanoseconds (the caller sleeps, then runs it again to return), ... 12 a thread cloned
+// (status: its tid), 13 in FUTEX_WAIT (addr: its timeout), 14 this thread exited alone.
 struct sfd_cpu_exit {
   int32_t reason;
   int32_t status;
   int32_t fd;
-  int32_t pad;
+  int32_t woken;  // threads were woken from FUTEX_WAIT: sfd_futex_woken() names them
   uint64_t addr;
   uint64_t insns;
 };
-int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_exit *out);
-int sfd_cpu_timeout(struct kernel *k, int pid);
+int sfd_cpu_run(struct kernel *k, int tid, uint64_t max_insns, struct sfd_cpu_exit *out);
+int sfd_cpu_timeout(struct kernel *k, int tid);
+int sfd_futex_woken(struct kernel *k, int *tids, int max);
 int sfd_signal_send(struct kernel *k, int sender, int pid, int sig);
 int sfd_signal_pending(struct kernel *k, int pid);
 int sfd_spawn_window(struct kernel *k, struct spawn_window *out);

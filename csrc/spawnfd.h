@@ -260,6 +260,8 @@ struct mm {
 };
 
 struct proc;
+struct cpu;
+struct futex_q;
 
 // ---- kernel/proc.c: processes ----
 enum proc_state { PS_RUNNING = 0, PS_ZOMBIE, PS_EMBRYO };
@@ -291,7 +293,8 @@ struct proc {
   struct fdtable fds;       // descriptor table
   uint64_t rip, rsp;        // the first thread's start registers (set by execve)
   struct cpu_counters cpu;  // its use of the CPU (arch/x86 counts; kept until reaped)
-  struct cpu *thread;       // arch/x86: its thread's CPU state (NULL: it never ran code)
+  struct cpu *thread;       // arch/x86: its first thread's CPU state, the others' linked
+                            // after it (NULL: it never ran code)
   uint64_t exec_gen;        // execs so far: a thread started before the last one restarts
   int vfork_parent;         // vfork child: the suspended parent whose mm it borrows (0: none)
   int vfork_child;          // vfork parent: suspended until this child execs or exits
@@ -342,10 +345,16 @@ struct kernel {
   uint64_t pt_pooled;                // buffers in the pool
   struct cpu_engine *cpu;            // arch/x86: the machine's CPU (NULL: no code ran yet)
   void (*cpu_free)(struct cpu_engine *);  // ... released with the kernel, and a thread's
-  void (*thread_free)(struct cpu *);      // state with its process (by pointer: the calls
-                                          // from kernel/ up to arch/, Linux exit_thread())
+  void (*thread_free)(struct cpu *);      // threads' state with their process: p->thread
+                                          // and every thread after it (by pointer: the
+                                          // calls from kernel/ up to arch/, Linux
+                                          // exit_thread())
   int fork_mode;                     // FORK_*: the policy of fork(2) from running code
   struct spawn_window window;        // arch/x86: fork-to-exec windows of running code, summed
+  struct cpu **tids;                 // tid -> a thread that is not its process's first
+                                     // (arch/x86; its tid is taken from the pid space)
+  struct futex_q *futex_queue;       // kernel/futex.c: threads in FUTEX_WAIT, oldest first
+  struct futex_q *futex_woken;       // ... woken, not yet run again by the trio layer
   uint64_t pipe_events;              // reads, writes and closes of pipes so far: a waiter
                                      // parked on a pipe need not retry unless it moved
   int panicked;                      // set by kpanic; every later call fails

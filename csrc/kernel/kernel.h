@@ -16,6 +16,32 @@ int proc_exit(struct kernel *k, struct proc *p, int wstatus);
 int proc_chdir(struct kernel *k, struct proc *p, const char *path);
 int cred_change(struct cred *c, const uint32_t *ids);
 
+int tid_alloc(struct kernel *k);
+
+// ---- futex.c: the futex wait queues ----
+// A futex's identity: the address space and the address in a private mapping, or (mm NULL)
+// the frame and the offset in it in a shared one. compare Linux union futex_key.
+struct futex_key {
+  const void *mm;
+  uint64_t addr;
+};
+// A thread parked in FUTEX_WAIT. compare Linux struct futex_q.
+struct futex_q {
+  struct futex_q *next;   // the queue
+  struct futex_q *wnext;  // the woken list
+  struct futex_key key;
+  uint32_t bitset;        // FUTEX_WAIT_BITSET's mask (FUTEX_WAIT: all ones)
+  int tid;                // the waiting thread
+  int queued;             // on the queue
+  int woken;              // a wake took it off the queue: its wait returns 0
+};
+void futex_queue(struct kernel *k, struct futex_q *q);
+void futex_unqueue(struct kernel *k, struct futex_q *q);
+void futex_forget(struct kernel *k, struct futex_q *q);
+int futex_wake(struct kernel *k, const struct futex_key *key, int nr, uint32_t bitset);
+int futex_requeue(struct kernel *k, const struct futex_key *key1, const struct futex_key *key2,
+                  int nr_wake, int nr_requeue);
+
 // ---- spawn.c: the fd model (zero-thread embryos, builder fds, wait handles) ----
 struct inode *handle_inode_new(struct kernel *k, enum inode_kind kind, struct proc *target);
 void builder_release(struct kernel *k, struct inode *ino);

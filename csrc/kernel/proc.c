@@ -24,11 +24,15 @@ static int pid_alloc(struct kernel *k) {
     int pid = k->last_pid + 1 + n;
     if (pid >= k->pid_max)
       pid = 1 + (pid - k->pid_max) % (k->pid_max - 1);
-    if (!k->procs[pid])
+    if (!k->procs[pid] && !k->tids[pid])
       return k->last_pid = pid;
   }
   return -EAGAIN;
 }
+
+// A thread id for a thread that is not its process's first: from the same space as pids
+// (compare Linux alloc_pid() for a task of a thread group). -EAGAIN when all are taken.
+int tid_alloc(struct kernel *k) { return pid_alloc(k); }
 
 // A new process with the given address space (a new empty one if mm is NULL), an empty
 // descriptor table and cwd "/". On failure the caller still owns mm.
@@ -52,7 +56,8 @@ int proc_new(struct kernel *k, int ppid, struct mm *mm, struct proc **out) {
   return 0;
 }
 
-// Let go of p's thread state on the CPU (exit, reaping). compare Linux exit_thread().
+// Let go of the state on the CPU of p's threads, all of them (exit, reaping). compare Linux
+// exit_thread() in each thread of a group.
 static void proc_exit_thread(struct kernel *k, struct proc *p) {
   if (p->thread) {
     k->thread_free(p->thread);

@@ -48,9 +48,3 @@ int sfd_signal_send(struct kernel *k, int sender, int pid, int sig) {
     return -EINVAL;
   return sig ? signal_send(p, sig, SI_USER, sender, 0) : SIGQ_IGNORED;
 }
-
-// Whether pid has a signal to take now: the trio layer wakes it from a wait.
-int sfd_signal_pending(struct kernel *k, int pid) {
-  struct proc *p = k->panicked ? NULL : proc_get_any(k, pid);
-  return p && p->state != PS_ZOMBIE && signal_pending(p);
-}

@@ -122,7 +122,7 @@ class MapSteps:
 class CKernel:
     """A booted C kernel. Methods mirror ``csrc/spawnfd.cdef`` with Python types."""
 
-    __slots__ = ("_ptr",)
+    __slots__ = ("_ptr", "_cpu_exit", "_woken_buf")
 
     def __init__(self, memory_bytes: int) -> None:
         out = ffi.new("struct kernel **")
@@ -130,6 +130,8 @@ class CKernel:
         if rc < 0:
             raise OSError(-rc, os.strerror(-rc))
         self._ptr = ffi.gc(out[0], lib.sfd_kernel_free)
+        self._cpu_exit = ffi.new("struct sfd_cpu_exit *")  # reused: one call at a time
+        self._woken_buf = ffi.new("int[]", 64)
 
     @property
     def ptr(self) -> Any:
@@ -172,20 +174,33 @@ class CKernel:
         ends pid (the caller carries it out)."""
         return int(self._call(lib.sfd_signal_send(self.ptr, sender, pid, sig)))
 
-    def signal_pending(self, pid: int) -> bool:
-        """Whether pid has a signal to take now."""
-        return bool(lib.sfd_signal_pending(self.ptr, pid))
+    def signal_pending(self, tid: int) -> bool:
+        """Whether thread tid (a pid: its first thread) has a signal to take now."""
+        return bool(lib.sfd_signal_pending(self.ptr, tid))
 
-    def cpu_timeout(self, pid: int) -> None:
-        """pid's poll or select waited out its timeout: it returns 0 when it runs again."""
-        self._call(lib.sfd_cpu_timeout(self.ptr, pid))
+    def cpu_timeout(self, tid: int) -> None:
+        """tid's poll, select or futex wait waited out its timeout: it returns when it runs
+        again."""
+        self._call(lib.sfd_cpu_timeout(self.ptr, tid))
 
-    def cpu_run(self, pid: int, max_insns: int) -> tuple[int, int, int, int, int]:
-        """Run pid on the CPU for at most max_insns instructions: (reason, status, fd,
-        address, instructions) of ``struct sfd_cpu_exit``."""
-        out = ffi.new("struct sfd_cpu_exit *")
-        self._call(lib.sfd_cpu_run(self.ptr, pid, max_insns, out))
-        return out.reason, out.status, out.fd, int(out.addr), int(out.insns)
+    def cpu_run(self, tid: int, max_insns: int) -> tuple[int, int, int, int, int, bool]:
+        """Run thread tid (a pid: its first thread) on the CPU for at most max_insns
+        instructions: (reason, status, fd, address, instructions, woken) of
+        ``struct sfd_cpu_exit``."""
+        out = self._cpu_exit
+        self._call(lib.sfd_cpu_run(self.ptr, tid, max_insns, out))
+        return (out.reason, out.status, out.fd, int(out.addr), int(out.insns),
+                bool(out.woken))
+
+    def futex_woken(self) -> list[int]:
+        """The threads woken from FUTEX_WAIT since the last call (to be run again)."""
+        out: list[int] = []
+        buf = self._woken_buf
+        while True:
+            n = self._call(lib.sfd_futex_woken(self.ptr, buf, 64))
+            out.extend(buf[0:n])
+            if n < 64:
+                return out
 
     def trace_start(self, cap: int) -> None:
         """Record up to cap finished system calls of CPUs (0: stop and drop the record)."""

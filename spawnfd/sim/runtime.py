@@ -63,7 +63,11 @@ class _Runtime:
         self._pipe_events = -1                   # kernel's pipe_events at the last wake-up
         self.poll_lot = trio.lowlevel.ParkingLot()  # threads in poll/select: any pipe moved
         self.real: set[int] = set()              # pids that ran real code (kernel signals)
-        self.waits: dict[int, trio.CancelScope] = {}  # pid -> the wait a signal interrupts
+        self.waits: dict[int, trio.CancelScope] = {}  # tid -> the wait a signal interrupts
+        # pid -> its threads other than the first: tid -> the scope of the task running it
+        self.threads: dict[int, dict[int, trio.CancelScope]] = {}
+        self.futex_lots: dict[int, trio.lowlevel.ParkingLot] = {}  # tid -> its FUTEX_WAIT
+        self.exec_takeover: set[int] = set()     # pids a thread other than the first exec'd
         self.children: dict[int, trio.lowlevel.ParkingLot] = {}  # parent pid -> wait()ers
         self.scopes: dict[int, trio.CancelScope] = {}
         self.pending_signal: dict[int, int] = {}
@@ -95,10 +99,67 @@ class _Runtime:
         self.poll_lot.unpark_all()
 
     def interrupt(self, pid: int) -> None:
-        """pid has a signal to take: end the wait it is in, if any."""
-        scope = self.waits.get(pid)
+        """pid has a signal to take: end the wait of the thread that takes it, if it waits.
+        With threads, the first one that may take it, the first thread first (compare
+        Linux's complete_signal()); one that runs takes it itself."""
+        others = self.threads.get(pid)
+        if not others:
+            scope = self.waits.get(pid)
+            if scope is not None:
+                scope.cancel()
+            return
+        c = self.kernel._c
+        for tid in (pid, *others):
+            if c.signal_pending(tid):
+                scope = self.waits.get(tid)
+                if scope is not None:
+                    scope.cancel()
+                return
+
+    def futex_lot(self, tid: int) -> trio.lowlevel.ParkingLot:
+        return self.futex_lots.setdefault(tid, trio.lowlevel.ParkingLot())
+
+    def wake_futexes(self) -> None:
+        """Run again the threads a futex wake took off the kernel's wait queue."""
+        for tid in self.kernel._c.futex_woken():
+            lot = self.futex_lots.get(tid)
+            if lot is not None:
+                lot.unpark_all()
+
+    def start_cpu_thread(self, sys: Sys, tid: int) -> None:
+        """clone(CLONE_THREAD) made thread tid of sys's process: a task of its own runs it."""
+        scope = trio.CancelScope()
+        self.threads.setdefault(sys.pid, {})[tid] = scope
+        self.nursery.start_soon(self._cpu_thread, sys, tid, scope)
+
+    async def _cpu_thread(self, sys: Sys, tid: int, scope: trio.CancelScope) -> None:
+        """A thread other than the first: it ends alone (exit), or ends its process."""
+        with scope:
+            try:
+                await _run_cpu(sys, tid)
+            except _Signalled as e:
+                self.end_group(sys.pid, e.sig)
+        others = self.threads.get(sys.pid)
+        if others is not None and others.get(tid) is scope:
+            del others[tid]
+        self.waits.pop(tid, None)
+        self.futex_lots.pop(tid, None)
+
+    def end_group(self, pid: int, wstatus: int) -> None:
+        """A thread other than the first ended the process (exit_group, the last thread's
+        exit, a fatal signal): its first thread's task finishes it with wstatus."""
+        scope = self.scopes.get(pid)
         if scope is not None:
+            self.pending_signal.setdefault(pid, wstatus)
             scope.cancel()
+
+    def end_threads(self, pid: int) -> None:
+        """The tasks of pid's threads other than the first end: the process exited or
+        exec'd, and the kernel let go of them."""
+        for tid, scope in self.threads.pop(pid, {}).items():
+            scope.cancel()
+            self.waits.pop(tid, None)
+            self.futex_lots.pop(tid, None)
 
     def child_lot(self, ppid: int) -> trio.lowlevel.ParkingLot:
         return self.children.setdefault(ppid, trio.lowlevel.ParkingLot())
@@ -163,6 +224,9 @@ class _Runtime:
             parent = self.kernel._process(ppid)
             parent.wait_pid(proc.pid, nohang=True)
         self.real.discard(proc.pid)
+        self.end_threads(proc.pid)
+        self.exec_takeover.discard(proc.pid)
+        self.futex_lots.pop(proc.pid, None)
         self.waits.pop(proc.pid, None)  # a wait a kill cancelled from outside
         self.wake_pipes()
         self.child_lot(ppid).unpark_all()
@@ -581,67 +645,99 @@ async def _sigill() -> int:
 CPU_SLICE: Final = 1 << 20   # instructions a CPU runs before the task yields
 # Why a slice stopped (enum cpu_stop, csrc/arch/x86/arch.h).
 (_CPU_SLICE_OVER, _CPU_EXITED, _CPU_KILLED, _CPU_BLOCKED, _CPU_SLEEP, _CPU_FORKED, _CPU_VFORKED,
- _CPU_EXECED, _CPU_WAIT, _CPU_POLL, _CPU_SIGNAL) = range(1, 12)
+ _CPU_EXECED, _CPU_WAIT, _CPU_POLL, _CPU_SIGNAL, _CPU_CLONED, _CPU_FUTEX,
+ _CPU_THREAD_EXITED) = range(1, 15)
 _SIGQ_QUEUED, _SIGQ_IGNORED, _SIGQ_TERM = 0, 1, 2
 _NO_TIMEOUT: Final = 2**64 - 1
 
 
-async def _run_cpu(sys: Sys) -> int:
-    """Run the thread as real x86-64 code (csrc/arch/x86): a slice at a time, yielding to
+async def _run_cpu(sys: Sys, tid: int = 0) -> int:
+    """Run a thread as real x86-64 code (csrc/arch/x86): a slice at a time, yielding to
     trio between slices, parked on a pipe's lot while a system call blocks on it, on the
-    children's lot while it waits in wait4. A child it forked gets a task of its own (a
-    vfork parent waits until the child execs or exits); after its own execve the new
-    program runs here, as real code or as its stand-in."""
+    children's lot while it waits in wait4, on its own lot in FUTEX_WAIT. A child it forked
+    gets a task of its own (a vfork parent waits until the child execs or exits), and so
+    does a thread it cloned; after its own execve the new program runs here, as real code or
+    as its stand-in. tid 0: the process's first thread, whose task is the process's; another
+    thread's task returns when the thread exits and ends the process (`_Runtime.end_group`)
+    when the thread does."""
     c = sys.proc.kernel._c
     rt = sys._rt
+    first = not tid or tid == sys.pid
+    tid = tid or sys.pid
     rt.real.add(sys.pid)
-    poll_deadline = math.inf
+    deadline = math.inf
     while True:
-        reason, status, fd, addr, _ = c.cpu_run(sys.pid, CPU_SLICE)
+        if first and sys.pid in rt.exec_takeover:  # another thread exec'd: its program
+            rt.exec_takeover.discard(sys.pid)      # runs here, in the process's task
+            raise _Exec(_explained(sys, _program_step(sys)))
+        reason, status, fd, addr, _, woken = c.cpu_run(tid, CPU_SLICE)
         rt.wake_pipes()  # what it wrote or closed may free a waiter
+        if woken:
+            rt.wake_futexes()
         if reason == _CPU_EXITED:
+            if not first:
+                rt.end_group(sys.pid, (status & 0xFF) << 8)
             return status
-        if reason == _CPU_KILLED:
+        if reason == _CPU_THREAD_EXITED:
+            if not first:
+                return status
+            # The first thread exited alone: the process lives on in its other threads
+            # until the last one exits (or another execs).
+            with trio.CancelScope() as rt.waits[tid]:
+                await trio.sleep_forever()
+            rt.waits.pop(tid, None)
+        elif reason == _CPU_KILLED:
             where = f" at {addr:#x}" if status not in (signal.SIGPIPE, signal.SIGTERM) else ""
             rt.log.append(f"pid {sys.pid}: killed by {signal.Signals(status).name}{where}")
             raise _Signalled(status)
-        if reason in (_CPU_BLOCKED, _CPU_SLEEP, _CPU_WAIT, _CPU_POLL):
+        elif reason in (_CPU_BLOCKED, _CPU_SLEEP, _CPU_WAIT, _CPU_POLL, _CPU_FUTEX):
             # A wait a signal interrupts (the call then returns EINTR or restarts).
-            with trio.CancelScope() as rt.waits[sys.pid]:
+            with trio.CancelScope() as rt.waits[tid]:
                 if reason == _CPU_BLOCKED:
                     await sys._park(fd)
                 elif reason == _CPU_SLEEP:
                     await trio.sleep(addr / 1e9)
                 elif reason == _CPU_WAIT:
                     await rt.child_lot(sys.pid).park()
-                else:  # poll: until a pipe moves, or the call's timeout is over
+                else:  # poll: until a pipe moves; futex: until woken; or the timeout is over
                     if not fd:  # a new call: its timeout starts now
-                        poll_deadline = (math.inf if addr == _NO_TIMEOUT
-                                         else trio.current_time() + addr / 1e9)
-                    with trio.move_on_at(poll_deadline) as waited:
-                        await rt.poll_lot.park()
+                        deadline = (math.inf if addr == _NO_TIMEOUT
+                                    else trio.current_time() + addr / 1e9)
+                    lot = rt.poll_lot if reason == _CPU_POLL else rt.futex_lot(tid)
+                    with trio.move_on_at(deadline) as waited:
+                        await lot.park()
                     if waited.cancelled_caught:
-                        c.cpu_timeout(sys.pid)
-            rt.waits.pop(sys.pid, None)
-        elif reason == _CPU_SIGNAL:  # kill(2) of another process
+                        c.cpu_timeout(tid)
+            rt.waits.pop(tid, None)
+        elif reason == _CPU_SIGNAL:  # kill(2) of another process, or a thread to wake
             if status:
                 rt.signal(fd, status)
             else:
                 rt.interrupt(fd)
+        elif reason == _CPU_CLONED:
+            rt.start_cpu_thread(sys, status)
+            await trio.lowlevel.checkpoint()
         elif reason in (_CPU_FORKED, _CPU_VFORKED):
             child = sys.proc.kernel._process(status)
             _inherit(rt, sys.pid, child.pid)
-            first = functools.partial(_run_cpu, _sys_for(child, rt))  # bound now, not later
+            start = functools.partial(_run_cpu, _sys_for(child, rt))  # bound now, not later
             if reason == _CPU_VFORKED:
                 done = rt.vfork_done[child.pid] = trio.Event()
-                rt.start_thread(child, first)
+                rt.start_thread(child, start)
                 await done.wait()
             else:  # the parent goes on first (Linux's default), so every run is the same
-                rt.start_thread(child, first)
+                rt.start_thread(child, start)
         elif reason == _CPU_EXECED:
+            rt.end_threads(sys.pid)  # the kernel let go of the other threads
             ev = rt.vfork_done.pop(sys.pid, None)
             if ev is not None:
                 ev.set()
+            if not first:  # this thread is the process's first now: its task runs the
+                rt.exec_takeover.add(sys.pid)  # program; this one ends
+                scope = rt.waits.get(sys.pid)
+                if scope is not None:
+                    scope.cancel()
+                return 0
             raise _Exec(_explained(sys, _program_step(sys)))
         else:
             await trio.lowlevel.checkpoint()

@@ -17,9 +17,14 @@
 // child changes state. CPU_POLL: in poll/select until a pipe moves or sleep_ns pass (fd 1:
 // the same call waits again). CPU_SIGNAL: kill(2) of another process (fd: it; status: the
 // signal whose default action ends it, 0: wake it to take a queued one).
+// CPU_CLONED: a new thread of this process (status: its tid) is ready to run. CPU_FUTEX: in
+// FUTEX_WAIT until a wake (sfd_futex_woken names it) or sleep_ns pass (fd 1: the same
+// wait again). CPU_THREAD_EXITED: this thread is gone (exit(2)), its process lives on in
+// its other threads. CPU_EXITED from any thread: the whole process exits (exit_group, or
+// the last thread's exit).
 enum cpu_stop { CPU_RUNNING = 0, CPU_SLICE, CPU_EXITED, CPU_KILLED, CPU_BLOCKED,
                 CPU_SLEEP, CPU_FORKED, CPU_VFORKED, CPU_EXECED, CPU_WAIT, CPU_POLL,
-                CPU_SIGNAL };
+                CPU_SIGNAL, CPU_CLONED, CPU_FUTEX, CPU_THREAD_EXITED };
 
 #define CPU_SIGDEPTH 8  // nested handlers whose full CPU state is kept for rt_sigreturn
 #define CPU_ICACHE_BITS 16
@@ -48,9 +53,9 @@ struct cpu_engine {
   struct icount_slot icache[CPU_ICACHE];  // instructions per translated block
 };
 
-// One thread's CPU state, kept with its process (p->thread): its saved registers while
-// another thread runs (compare Linux thread_struct), the slice being run, and the
-// per-process state of its system calls.
+// One thread's CPU state, kept with its process (p->thread: the first thread, the others
+// linked through tnext): its saved registers while another thread runs (compare Linux
+// thread_struct), the slice being run, and the state of its system calls.
 struct cpu {
   struct kernel *k;
   struct cpu_engine *e;      // the CPU it runs on
@@ -59,6 +64,15 @@ struct cpu {
   struct proc *p;            // its process
   struct mm *mm;             // p->mm, read when a run starts (a vfork child borrows one)
   int pid;                   // p->pid
+  int tid;                   // its thread id (the first thread's: the pid)
+  struct cpu *tnext;         // the process's next thread
+  int dead;                  // the first thread exited (exit(2)) while others run on
+  int vforked;               // the vfork child this thread waits for (0: none)
+  uint64_t *blocked;         // its blocked mask: p->sig.blocked for the first thread,
+  uint64_t own_blocked;      // ... this for the others (compare task->blocked)
+  uint64_t sigpending;       // signals sent to this thread alone (tgkill)
+  struct futex_q fq;         // its FUTEX_WAIT (kernel/futex.c)
+  uint64_t futex_uaddr;      // ... the address it waits on
   uint64_t exec_gen;         // p->exec_gen its registers belong to (else: restart at p->rip)
   int restart;               // not started yet: the first run starts at p->rip, p->rsp
   uint64_t clear_child_tid;  // CLONE_CHILD_CLEARTID / set_tid_address (recorded)
@@ -99,6 +113,15 @@ void signal_reload(struct cpu *c);
 // ---- cpu.c: the CPU ----
 int cpu_thread_copy(struct cpu *parent, struct proc *child, uint64_t stack, uint64_t tls,
                     int set_tls);
+int cpu_thread_clone(struct cpu *parent, uint64_t stack, uint64_t tls, int set_tls,
+                     struct cpu **out);
+int cpu_thread_alone(const struct cpu *c);
+void cpu_de_thread(struct cpu *c);
+void cpu_thread_unclone(struct cpu *c);
+int thread_signal_pending(const struct cpu *c);
+
+// ---- sys_futex.c ----
+int futex_key_of(struct cpu *c, uint64_t uaddr, int private_, struct futex_key *key);
 void spawn_window_mark(struct kernel *k, const struct cpu *running, struct spawn_window *w);
 void spawn_window_open(struct cpu *child, const struct spawn_window *mark);
 void spawn_window_close(struct cpu *c, int by_exit);

@@ -24,6 +24,7 @@
 #define X86_EXCP_PF 14  // page fault
 
 static void cpu_thread_free(struct cpu *c);
+static void thread_release(struct cpu *c);
 
 // Forget every cached translation of a virtual address: the TLB, Unicorn's jump cache
 // (flushed with it) and the instruction counts remembered by virtual address.
@@ -298,7 +299,8 @@ static struct cpu *cpu_thread_new(struct cpu_engine *e, struct proc *p) {
   c->uc = e->uc;
   c->p = p;
   c->mm = p->mm;
-  c->pid = p->pid;
+  c->pid = c->tid = c->fq.tid = p->pid;
+  c->blocked = &p->sig.blocked;
   c->cnt = &p->cpu;
   c->exec_gen = p->exec_gen;
   c->restart = 1;
@@ -307,16 +309,100 @@ static struct cpu *cpu_thread_new(struct cpu_engine *e, struct proc *p) {
   return c;
 }
 
-// The process owning c exits or is reaped (kernel/proc.c, through k->thread_free).
-// compare Linux exit_thread().
-static void cpu_thread_free(struct cpu *c) {
+// One thread's state goes: off the futex queues, its tid free again, its registers.
+static void thread_release(struct cpu *c) {
+  struct kernel *k = c->k;
   if (c->e->cur == c)
     c->e->cur = NULL;
+  futex_forget(k, &c->fq);
+  if (c->tid != c->pid && k->tids[c->tid] == c)
+    k->tids[c->tid] = NULL;
   for (int i = 0; i < CPU_SIGDEPTH; i++)
     if (c->sigctx[i])
       uc_context_free(c->sigctx[i]);
   uc_context_free(c->ctx);
   free(c);
+}
+
+// The process owning c (its first thread) exits or is reaped (kernel/proc.c, through
+// k->thread_free): c and every thread after it. compare Linux exit_thread() in each.
+static void cpu_thread_free(struct cpu *c) {
+  while (c) {
+    struct cpu *next = c->tnext;
+    thread_release(c);
+    c = next;
+  }
+}
+
+// A thread that is not the first leaves its process's list and goes. compare
+// release_task() -> __exit_signal() for a non-leader.
+static void thread_unlink(struct cpu *c) {
+  for (struct cpu **pp = &c->p->thread; *pp; pp = &(*pp)->tnext)
+    if (*pp == c) {
+      *pp = c->tnext;
+      break;
+    }
+  thread_release(c);
+}
+
+// A thread just cloned goes again (a tid store faulted): unlinked, its tid free.
+void cpu_thread_unclone(struct cpu *c) { thread_unlink(c); }
+
+// Whether c is its process's only thread still running (an exited first thread does not
+// count): its exit(2) ends the process.
+int cpu_thread_alone(const struct cpu *c) {
+  for (const struct cpu *t = c->p->thread; t; t = t->tnext)
+    if (t != c && !t->dead)
+      return 0;
+  return 1;
+}
+
+// execve from c: every other thread of the process goes, and c becomes its first thread
+// (its tid is the pid from now on, its mask the process's; the program break is the
+// process's). compare Linux de_thread().
+void cpu_de_thread(struct cpu *c) {
+  struct proc *p = c->p;
+  struct cpu *t = p->thread, *next;
+  if (t && t != c) {
+    c->brk_start = t->brk_start;
+    c->brk = t->brk;
+  }
+  for (; t; t = next) {
+    next = t->tnext;
+    if (t != c)
+      thread_release(t);
+  }
+  if (c->tid != c->pid) {
+    c->k->tids[c->tid] = NULL;
+    c->tid = c->fq.tid = c->pid;
+    p->sig.blocked = c->own_blocked;
+    c->blocked = &p->sig.blocked;
+  }
+  c->tnext = NULL;
+  c->dead = 0;
+  p->thread = c;
+}
+
+// Whether c has a signal to take now: the process's or its own, not blocked by it.
+int thread_signal_pending(const struct cpu *c) {
+  return ((c->p->sigpending | c->sigpending) & ~*c->blocked) != 0;
+}
+
+// The registers of a new thread: the running thread's, past the syscall instruction with
+// rax 0, on the given stack (0: the same rsp) and FS base (set_tls). compare copy_thread().
+static int thread_regs_copy(struct cpu_engine *e, struct cpu *c, uint64_t stack, uint64_t tls,
+                            int set_tls) {
+  uint64_t rip, zero = 0;
+  if (uc_context_save(e->uc, c->ctx) != UC_ERR_OK ||
+      uc_context_reg_read(c->ctx, UC_X86_REG_RIP, &rip) != UC_ERR_OK)
+    return -EINVAL;
+  rip += 2;  // the hook runs with rip at the syscall instruction (2 bytes)
+  if (uc_context_reg_write(c->ctx, UC_X86_REG_RIP, &rip) != UC_ERR_OK ||
+      uc_context_reg_write(c->ctx, UC_X86_REG_RAX, &zero) != UC_ERR_OK ||
+      (stack && uc_context_reg_write(c->ctx, UC_X86_REG_RSP, &stack) != UC_ERR_OK) ||
+      (set_tls && uc_context_reg_write(c->ctx, UC_X86_REG_FS_BASE, &tls) != UC_ERR_OK))
+    return -EINVAL;
+  return 0;
 }
 
 // fork, vfork, clone from the running thread parent: the child process's thread continues
@@ -326,26 +412,48 @@ int cpu_thread_copy(struct cpu *parent, struct proc *child, uint64_t stack, uint
                     int set_tls) {
   struct cpu_engine *e = parent->e;
   struct cpu *c = cpu_thread_new(e, child);
-  uint64_t rip, zero = 0;
   if (!c)
     return -ENOMEM;
   c->restart = 0;
-  c->brk_start = parent->brk_start;
-  c->brk = parent->brk;
-  if (uc_context_save(e->uc, c->ctx) != UC_ERR_OK ||
-      uc_context_reg_read(c->ctx, UC_X86_REG_RIP, &rip) != UC_ERR_OK)
-    goto err;
-  rip += 2;  // the hook runs with rip at the syscall instruction (2 bytes)
-  if (uc_context_reg_write(c->ctx, UC_X86_REG_RIP, &rip) != UC_ERR_OK ||
-      uc_context_reg_write(c->ctx, UC_X86_REG_RAX, &zero) != UC_ERR_OK ||
-      (stack && uc_context_reg_write(c->ctx, UC_X86_REG_RSP, &stack) != UC_ERR_OK) ||
-      (set_tls && uc_context_reg_write(c->ctx, UC_X86_REG_FS_BASE, &tls) != UC_ERR_OK))
-    goto err;
+  c->brk_start = parent->p->thread->brk_start;  // the process's break (its first thread's)
+  c->brk = parent->p->thread->brk;
+  if (thread_regs_copy(e, c, stack, tls, set_tls)) {
+    thread_release(c);
+    return -EINVAL;
+  }
   child->thread = c;
   return 0;
-err:
-  cpu_thread_free(c);
-  return -EINVAL;
+}
+
+// clone(CLONE_THREAD): a new thread of the running thread's process over the same address
+// space, descriptors and signal handlers, from the caller's registers (as cpu_thread_copy)
+// with the caller's blocked mask, linked last among the process's threads, its tid from the
+// pid space. compare copy_process() with CLONE_THREAD.
+int cpu_thread_clone(struct cpu *parent, uint64_t stack, uint64_t tls, int set_tls,
+                     struct cpu **out) {
+  struct kernel *k = parent->k;
+  int tid = tid_alloc(k);
+  if (tid < 0)
+    return tid;
+  struct cpu *c = cpu_thread_new(parent->e, parent->p);
+  if (!c)
+    return -ENOMEM;
+  c->restart = 0;
+  c->tid = c->fq.tid = tid;
+  c->own_blocked = *parent->blocked;
+  c->blocked = &c->own_blocked;
+  c->rng ^= (uint64_t)tid << 32;
+  if (thread_regs_copy(parent->e, c, stack, tls, set_tls)) {
+    thread_release(c);
+    return -EINVAL;
+  }
+  k->tids[tid] = c;
+  struct cpu **pp = &parent->p->thread;
+  while (*pp)
+    pp = &(*pp)->tnext;
+  *pp = c;
+  *out = c;
+  return 0;
 }
 
 // The counters a fork-to-exec window starts from or ends at: the machine's, and in
@@ -401,14 +509,41 @@ int sfd_spawn_window(struct kernel *k, struct spawn_window *out) {
   return 0;
 }
 
-// pid's poll or select waited as long as its timeout allows: the call returns 0 when it runs
-// again (the trio layer keeps the time).
-int sfd_cpu_timeout(struct kernel *k, int pid) {
+// The thread tid and its process: a process's first thread by its pid (NULL: it has not run
+// code yet), another by its tid. -ESRCH: no such thread, or it exited; -EAGAIN: it waits
+// for its vfork child. compare find_task_by_vpid().
+static int thread_get(struct kernel *k, int tid, struct proc **pp, struct cpu **cp) {
+  struct proc *p = proc_get(k, tid);
+  struct cpu *c;
+  if (p) {
+    c = p->thread;
+  } else if (tid > 0 && tid < k->pid_max && k->tids[tid] &&
+             k->tids[tid]->p->state == PS_RUNNING) {
+    c = k->tids[tid];
+    p = c->p;
+  } else {
+    return -ESRCH;
+  }
+  if (c && c->dead)
+    return -ESRCH;
+  if (p->vfork_child && (!c || c->vforked == p->vfork_child))
+    return -EAGAIN;
+  *pp = p;
+  *cp = c;
+  return 0;
+}
+
+// tid's poll, select or futex wait waited as long as its timeout allows: the call returns
+// (0, or -ETIMEDOUT for a futex) when it runs again (the trio layer keeps the time).
+int sfd_cpu_timeout(struct kernel *k, int tid) {
   struct proc *p;
-  ENTER(k, pid, p);
-  if (!p->thread)
+  struct cpu *c;
+  int err = k->panicked ? -KPANIC : thread_get(k, tid, &p, &c);
+  if (err)
+    return err;
+  if (!c)
     return -EINVAL;
-  p->thread->timed_out = 1;
+  c->timed_out = 1;
   return 0;
 }
 
@@ -423,24 +558,26 @@ static void engine_sync_code(struct cpu_engine *e) {
   e->k->st.tb_flushes++;
 }
 
-// Run pid's thread for at most max_insns instructions: until it exits, is killed by a CPU
+// Run thread tid (a pid: its first thread) for at most max_insns instructions: until it exits, is killed by a CPU
 // exception, blocks in a system call (out->fd: the descriptor), or the slice is over. A
 // blocked system call is retried first on the next run. compare Linux's return to user
 // mode loop (exit_to_user_mode_loop()) driven by the trio layer as the scheduler.
-int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_exit *out) {
+int sfd_cpu_run(struct kernel *k, int tid, uint64_t max_insns, struct sfd_cpu_exit *out) {
   struct proc *p;
   struct cpu *c;
   int err = 0;
-  ENTER(k, pid, p);
+  if (k->panicked)
+    return -KPANIC;
+  if ((err = thread_get(k, tid, &p, &c)))
+    return err;
   memset(out, 0, sizeof(*out));
   if (!max_insns)
     return LEAVE(k, -EINVAL);
   struct cpu_engine *e;
   if ((err = engine_get(k, &e)))
     return LEAVE(k, err);
-  if (!p->thread && !(p->thread = cpu_thread_new(e, p)))
+  if (!c && !(c = p->thread = cpu_thread_new(e, p)))
     return LEAVE(k, -ENOMEM);
-  c = p->thread;
   if ((err = cpu_switch_to(e, c)))
     return LEAVE(k, err);
   uint64_t rip;
@@ -454,7 +591,7 @@ int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_ex
     c->resuming = 1;
     syscall_resume(c);
     c->resuming = 0;
-    if (c->pending && signal_pending(p)) {  // still waiting, and a signal came: EINTR
+    if (c->pending && thread_signal_pending(c)) {  // still waiting, and a signal came: EINTR
       c->stop = CPU_RUNNING;
       signal_interrupt_call(c, p);
     } else if (c->stop != CPU_RUNNING) {
@@ -463,7 +600,7 @@ int sfd_cpu_run(struct kernel *k, int pid, uint64_t max_insns, struct sfd_cpu_ex
   }
   for (;;) {
     signal_reload(c);  // back from a handler
-    if (signal_pending(p) && signal_deliver(c, p))
+    if (thread_signal_pending(c) && signal_deliver(c, p))
       break;  // a default action ended it
     engine_sync_code(e);
     uc_reg_read(e->uc, UC_X86_REG_RIP, &rip);
@@ -496,11 +633,18 @@ out:
   c->cnt->instructions += c->insns;
   out->reason = c->stop;
   out->status = c->status;
-  out->fd = c->stop == CPU_POLL ? c->poll_again : c->stop == CPU_SIGNAL ? c->signal_to
-                                                                         : c->block_fd;
-  out->addr = c->stop == CPU_KILLED                         ? c->fault_addr
-              : c->stop == CPU_SLEEP || c->stop == CPU_POLL ? c->sleep_ns
-                                                            : 0;
+  int waits = c->stop == CPU_POLL || c->stop == CPU_FUTEX;
+  out->fd = waits ? c->poll_again : c->stop == CPU_SIGNAL ? c->signal_to : c->block_fd;
+  out->addr = c->stop == CPU_KILLED                  ? c->fault_addr
+              : c->stop == CPU_SLEEP || waits        ? c->sleep_ns
+                                                     : 0;
   out->insns = c->insns;
+  out->woken = k->futex_woken != NULL;
+  if (c->stop == CPU_THREAD_EXITED) {  // compare release_task(): a first thread lingers
+    if (c->tid == c->pid)
+      c->dead = 1;
+    else
+      thread_unlink(c);
+  }
   return LEAVE(k, 0);
 }

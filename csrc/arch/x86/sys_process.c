@@ -20,6 +20,7 @@
 #define CLONE_VFORK_ 0x00004000
 #define CLONE_PARENT_ 0x00008000
 #define CLONE_THREAD_ 0x00010000
+#define CLONE_SYSVSEM_ 0x00040000
 #define CLONE_SETTLS_ 0x00080000
 #define CLONE_PARENT_SETTID_ 0x00100000
 #define CLONE_CHILD_CLEARTID_ 0x00200000
@@ -38,12 +39,16 @@ struct clone_req {
   uint64_t flags, stack, ptid, ctid, tls;
 };
 
-// Flags this kernel implements: a process (fork) or a vfork child, the tid stores and TLS.
-// Threads (CLONE_THREAD, CLONE_SIGHAND, CLONE_VM without CLONE_VFORK), shared fs/files and
-// the rest are -ENOSYS, each refused before anything is made. compare copy_process()'s checks.
+// Flags this kernel implements: a process (fork) or a vfork child, a thread (CLONE_THREAD
+// with CLONE_VM, CLONE_SIGHAND, CLONE_FS and CLONE_FILES, as pthread_create asks), the tid
+// stores and TLS. A process sharing memory, descriptors or fs state without being a
+// thread or a vfork child, and the namespace flags, are -ENOSYS, each refused before
+// anything is made. compare copy_process()'s checks.
 static int clone_check(const struct clone_req *r) {
   uint64_t known = CSIGNAL_ | CLONE_VM_ | CLONE_VFORK_ | CLONE_SETTLS_ | CLONE_PARENT_SETTID_ |
-                   CLONE_CHILD_CLEARTID_ | CLONE_CHILD_SETTID_;
+                   CLONE_CHILD_CLEARTID_ | CLONE_CHILD_SETTID_ | CLONE_THREAD_ |
+                   CLONE_SIGHAND_ | CLONE_FS_ | CLONE_FILES_ | CLONE_SYSVSEM_;
+  uint64_t thread = CLONE_THREAD_ | CLONE_VM_ | CLONE_SIGHAND_ | CLONE_FS_ | CLONE_FILES_;
   if ((r->flags & CLONE_SIGHAND_) && !(r->flags & CLONE_VM_))
     return -EINVAL;
   if ((r->flags & CLONE_THREAD_) && !(r->flags & CLONE_SIGHAND_))
@@ -51,10 +56,36 @@ static int clone_check(const struct clone_req *r) {
   if ((r->flags & CSIGNAL_) > 64)
     return -EINVAL;
   if (r->flags & ~known)
-    return -ENOSYS;  // threads and shared tables: not yet
+    return -ENOSYS;  // namespaces, ptrace, pidfds, CLONE_PARENT...: not here
+  if (r->flags & CLONE_THREAD_)
+    return (r->flags & thread) == thread ? 0 : -ENOSYS;  // a thread with its own table or fs
   if ((r->flags & CLONE_VM_) && !(r->flags & CLONE_VFORK_))
-    return -ENOSYS;  // a second thread of control in one mm without vfork's suspension
+    return -ENOSYS;  // a second process in one mm without vfork's suspension
+  if (r->flags & (CLONE_SIGHAND_ | CLONE_FS_ | CLONE_FILES_))
+    return -ENOSYS;  // a process sharing handlers, fs state or descriptors
   return 0;
+}
+
+// clone(CLONE_THREAD): a new thread of this process (CPU_CLONED: the trio layer starts it),
+// with the tid stores. compare copy_process() for a thread.
+static int64_t do_clone_thread(struct cpu *c, struct proc *p, const struct clone_req *r) {
+  struct cpu *t;
+  int err = cpu_thread_clone(c, r->stack, r->tls, !!(r->flags & CLONE_SETTLS_), &t);
+  if (err)
+    return err;
+  uint32_t tid = (uint32_t)t->tid;
+  if (((r->flags & CLONE_CHILD_SETTID_) &&
+       (err = mm_access(p->mm, r->ctid, NULL, (const uint8_t *)&tid, sizeof(tid)))) ||
+      ((r->flags & CLONE_PARENT_SETTID_) &&
+       (err = mm_access(p->mm, r->ptid, NULL, (const uint8_t *)&tid, sizeof(tid))))) {
+    cpu_thread_unclone(t);
+    return err;
+  }
+  if (r->flags & CLONE_CHILD_CLEARTID_)
+    t->clear_child_tid = r->ctid;
+  c->stop = CPU_CLONED;
+  c->status = t->tid;
+  return t->tid;
 }
 
 // After the child exists: the tid stores, then the thread state that continues from the
@@ -69,6 +100,7 @@ static int clone_finish(struct cpu *c, struct proc *p, struct proc *child,
     err = mm_access(p->mm, r->ptid, NULL, (const uint8_t *)&tid, sizeof(tid));
   if (!err)
     err = cpu_thread_copy(c, child, r->stack, r->tls, !!(r->flags & CLONE_SETTLS_));
+  child->sig.blocked = *c->blocked;  // the forking thread's mask (it may not be the first)
   if (err) {
     proc_exit(c->k, child, SIGKILL);
     proc_free(c->k, child);
@@ -87,6 +119,8 @@ static int64_t do_clone(struct cpu *c, struct proc *p, const struct clone_req *r
   int child_pid, err = clone_check(r);
   if (err)
     return err;
+  if (r->flags & CLONE_THREAD_)
+    return do_clone_thread(c, p, r);
   spawn_window_mark(c->k, c, &mark);  // the window counts the fork's own copying
   if (r->flags & CLONE_VFORK_)
     err = sfd_vfork(c->k, p->pid, &child_pid);
@@ -99,6 +133,7 @@ static int64_t do_clone(struct cpu *c, struct proc *p, const struct clone_req *r
     return err;
   c->stop = (r->flags & CLONE_VFORK_) ? CPU_VFORKED : CPU_FORKED;
   c->status = child_pid;
+  c->vforked = (r->flags & CLONE_VFORK_) ? child_pid : 0;
   return child_pid;
 }
 
@@ -188,6 +223,7 @@ static int64_t do_execve_user(struct cpu *c, struct proc *p, const char *path, u
   if (err)
     return err;
   c->mm = p->mm;  // the old one is gone (or back with the vfork parent)
+  cpu_de_thread(c);  // the other threads are gone: this one is the process's only thread
   c->stop = CPU_EXECED;
   spawn_window_close(c, 0);
   return 0;

@@ -1,6 +1,7 @@
-// sys_signal.c — signals for code on the CPU: dispositions and the blocked mask (compare
-// Linux kernel/signal.c do_sigaction(), sigprocmask()), kept per process (struct sighand in
-// struct proc: fork copies them, exec resets caught signals); delivery on the real x86-64
+// sys_signal.c — signals for code on the CPU: dispositions (compare Linux kernel/signal.c
+// do_sigaction()), kept per process (struct sighand in struct proc: fork copies them, exec
+// resets caught signals), and each thread's blocked mask (sigprocmask(): the first
+// thread's is p->sig.blocked, another's its own); delivery on the real x86-64
 // signal frame and rt_sigreturn (arch/x86/kernel/signal*.c); kill and tgkill. Sending is
 // kernel/signal.c's.
 #include <signal.h>
@@ -35,7 +36,8 @@ int64_t sys_rt_sigaction(struct cpu *c, struct proc *p, const uint64_t *a) {
 
 // rt_sigprocmask(2): SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK; SIGKILL and SIGSTOP stay unblocked.
 int64_t sys_rt_sigprocmask(struct cpu *c, struct proc *p, const uint64_t *a) {
-  uint64_t set, old = p->sig.blocked;
+  uint64_t set, old = *c->blocked;
+  (void)p;
   if (a[3] != SIGSET_SIZE)
     return -EINVAL;
   if (a[1]) {
@@ -44,9 +46,9 @@ int64_t sys_rt_sigprocmask(struct cpu *c, struct proc *p, const uint64_t *a) {
       return err;
     set &= ~UNBLOCKABLE;
     switch (a[0]) {
-    case SIG_BLOCK: p->sig.blocked |= set; break;
-    case SIG_UNBLOCK: p->sig.blocked &= ~set; break;
-    case SIG_SETMASK: p->sig.blocked = set; break;
+    case SIG_BLOCK: *c->blocked |= set; break;
+    case SIG_UNBLOCK: *c->blocked &= ~set; break;
+    case SIG_SETMASK: *c->blocked = set; break;
     default: return -EINVAL;
     }
   }
@@ -118,7 +120,7 @@ static int setup_rt_frame(struct cpu *c, struct proc *p, int sig, const struct k
   f.uc.uc_flags = UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS;
   f.uc.cs = 0x33;
   f.uc.ss = 0x2b;
-  f.uc.oldmask = f.uc.sigmask = p->sig.blocked;
+  f.uc.oldmask = f.uc.sigmask = *c->blocked;
   f.info.signo = sig;
   f.info.code = p->siginfo[sig - 1].code;
   f.info.pid = p->siginfo[sig - 1].pid;
@@ -144,20 +146,31 @@ static int setup_rt_frame(struct cpu *c, struct proc *p, int sig, const struct k
   regs[R_RIP] = act->handler;
   regs[R_EFLAGS] &= ~(uint64_t)(0x400 | 0x100);  // DF, TF clear
   regs_io(c, regs, 1);
-  p->sig.blocked |= act->mask | ((act->flags & SA_NODEFER_) ? 0 : SIG_BIT(sig));
-  p->sig.blocked &= ~UNBLOCKABLE;
+  *c->blocked |= act->mask | ((act->flags & SA_NODEFER_) ? 0 : SIG_BIT(sig));
+  *c->blocked &= ~UNBLOCKABLE;
   if (act->flags & SA_RESETHAND_)
     p->sig.action[sig - 1].handler = 0;
   return 0;
+}
+
+// The signals c may take now: its own first (tgkill), then the process's. compare
+// dequeue_signal()'s order.
+static uint64_t thread_signal_next(const struct cpu *c, const struct proc *p) {
+  uint64_t own = c->sigpending & ~*c->blocked;
+  return own ? own : p->sigpending & ~*c->blocked;
 }
 
 // Take the pending signals that are not blocked, lowest first: run the handler (its frame
 // built), or the default action. 1 if the thread died (c->stop CPU_KILLED). compare
 // arch_do_signal_or_restart() -> get_signal() -> handle_signal().
 int signal_deliver(struct cpu *c, struct proc *p) {
-  while (p->sigpending & ~p->sig.blocked) {
-    int sig = __builtin_ctzll(p->sigpending & ~p->sig.blocked) + 1;
-    p->sigpending &= ~SIG_BIT(sig);
+  uint64_t ready;
+  while ((ready = thread_signal_next(c, p))) {
+    int sig = __builtin_ctzll(ready) + 1;
+    if (c->sigpending & SIG_BIT(sig))
+      c->sigpending &= ~SIG_BIT(sig);
+    else
+      p->sigpending &= ~SIG_BIT(sig);
     struct k_sigaction act = p->sig.action[sig - 1];
     if (act.handler == 1)
       continue;
@@ -182,11 +195,13 @@ int signal_deliver(struct cpu *c, struct proc *p) {
 // -EINTR, or with SA_RESTART runs again after the handler when it is a call Linux restarts.
 // compare handle_signal()'s -ERESTARTSYS cases.
 void signal_interrupt_call(struct cpu *c, struct proc *p) {
-  int sig = __builtin_ctzll(p->sigpending & ~p->sig.blocked) + 1;
+  int sig = __builtin_ctzll(thread_signal_next(c, p)) + 1;
   const struct k_sigaction *act = &p->sig.action[sig - 1];
   int restartable = c->pnr == 0 || c->pnr == 1 || c->pnr == 19 || c->pnr == 20 ||
-                    c->pnr == 17 || c->pnr == 61;  // read write readv writev pread64 wait4
+                    c->pnr == 17 || c->pnr == 61 ||  // read write readv writev pread64 wait4
+                    (c->pnr == 202 && !c->pargs[3]);  // futex wait without a timeout
   uint64_t rax = (uint64_t)-EINTR, rip;
+  futex_unqueue(c->k, &c->fq);  // compare futex_wait(): -ERESTARTSYS, off the queue
   c->pending = 0;
   c->slept = c->timed_out = 0;
   if (act->handler > 1 && (act->flags & SA_RESTART_) && restartable) {
@@ -206,6 +221,7 @@ int64_t sys_rt_sigreturn(struct cpu *c, struct proc *p, const uint64_t *a) {
   struct ucontext_ uc;
   uint64_t sp;
   (void)a;
+  (void)p;
   uc_reg_read(c->uc, UC_X86_REG_RSP, &sp);
   if (copy_from_user(c, &uc, sp, sizeof(uc))) {
     c->stop = CPU_KILLED;  // compare signal_fault(): SIGSEGV
@@ -222,7 +238,7 @@ int64_t sys_rt_sigreturn(struct cpu *c, struct proc *p, const uint64_t *a) {
   memcpy(c->reload_regs, uc.regs, sizeof(c->reload_regs));
   c->reload = 1;
   c->resched = 1;  // syscall_dispatch stops the CPU: the registers load before it goes on
-  p->sig.blocked = uc.sigmask & ~UNBLOCKABLE;
+  *c->blocked = uc.sigmask & ~UNBLOCKABLE;
   return (int64_t)uc.regs[R_RAX];
 }
 
@@ -236,9 +252,10 @@ void signal_reload(struct cpu *c) {
   regs_io(c, c->reload_regs, 1);
 }
 
-// kill(2) and tgkill(2) (one thread a process): the sender's own pending signal is taken on
-// the way back to user mode; another process's may need the trio layer (CPU_SIGNAL: wake
-// it, or carry out a default action that ends it). compare kill_something_info().
+// kill(2): the sender's own pending signal is taken on the way back to user mode (or, if
+// this thread blocks it, by another thread the trio layer wakes); another process's may need
+// the trio layer (CPU_SIGNAL: wake it, or carry out a default action that ends it). compare
+// kill_something_info() and complete_signal().
 static int64_t do_kill(struct cpu *c, struct proc *p, int pid, int sig) {
   if (pid <= 0)
     pid = pid == 0 || pid == -1 ? p->pid : -pid;  // no process groups: the caller's own
@@ -249,6 +266,10 @@ static int64_t do_kill(struct cpu *c, struct proc *p, int pid, int sig) {
     if (r == SIGQ_TERM) {
       c->stop = CPU_KILLED;
       c->status = sig;
+    } else if (r == SIGQ_QUEUED && (*c->blocked & SIG_BIT(sig)) && !cpu_thread_alone(c)) {
+      c->stop = CPU_SIGNAL;  // another thread may take it: wake it
+      c->signal_to = pid;
+      c->status = 0;
     }
     return 0;
   }
@@ -264,16 +285,81 @@ int64_t sys_kill(struct cpu *c, struct proc *p, const uint64_t *a) {
   return do_kill(c, p, (int)a[0], (int)a[1]);
 }
 
+// The thread tid and its process (of process tgid; 0: any): a first thread by its pid
+// (NULL when that process never ran code), another by its tid. NULL *pp: none.
+static struct cpu *thread_find(struct kernel *k, int tgid, int tid, struct proc **pp) {
+  struct proc *q = proc_get(k, tid);
+  struct cpu *t = NULL;
+  *pp = NULL;
+  if (q) {
+    t = q->thread;
+  } else if (tid < k->pid_max && k->tids[tid] && k->tids[tid]->p->state == PS_RUNNING) {
+    t = k->tids[tid];
+    q = t->p;
+  }
+  if (!q || (tgid && q->pid != tgid) || (t && t->dead))
+    return NULL;
+  *pp = q;
+  return t;
+}
+
+// tgkill(2), tkill(2): a signal for one thread. A thread of this process gets it on its own
+// pending set (SI_TKILL); a default action that terminates ends the whole process, as
+// Linux. A thread of another process: sent to that process (the trio layer wakes it).
+// compare do_send_specific().
+static int64_t do_tkill(struct cpu *c, struct proc *p, int tgid, int tid, int sig) {
+  struct proc *q;
+  struct cpu *t = thread_find(c->k, tgid, tid, &q);
+  if (!q)
+    return -ESRCH;
+  if (sig < 0 || sig > SIG_NSIG)
+    return -EINVAL;
+  if (q != p || !t)
+    return do_kill(c, p, q->pid, sig);
+  if (!sig)
+    return 0;
+  const struct k_sigaction *act = &p->sig.action[sig - 1];
+  int blocked = (*t->blocked & SIG_BIT(sig)) != 0;
+  if (act->handler == 1 || (act->handler == 0 && !blocked && sig != SIGKILL &&
+                            (sig == SIGCHLD || sig == SIGURG || sig == SIGWINCH ||
+                             sig == SIGCONT)))
+    return 0;  // ignored (compare sig_ignored())
+  if (sig == SIGKILL || (act->handler == 0 && !blocked)) {  // the process dies
+    c->stop = t == c ? CPU_KILLED : CPU_SIGNAL;
+    c->signal_to = p->pid;
+    c->status = sig;
+    return 0;
+  }
+  t->sigpending |= SIG_BIT(sig);
+  p->siginfo[sig - 1].code = -6;  // SI_TKILL
+  p->siginfo[sig - 1].pid = p->pid;
+  p->siginfo[sig - 1].status = 0;
+  if (t != c) {  // wake it if it waits
+    c->stop = CPU_SIGNAL;
+    c->signal_to = p->pid;
+    c->status = 0;
+  }
+  return 0;
+}
+
 int64_t sys_tgkill(struct cpu *c, struct proc *p, const uint64_t *a) {
   if ((int)a[0] <= 0 || (int)a[1] <= 0)
     return -EINVAL;
-  if ((int)a[0] != (int)a[1])
-    return -ESRCH;  // one thread a process: tid is the pid
-  return do_kill(c, p, (int)a[1], (int)a[2]);
+  return do_tkill(c, p, (int)a[0], (int)a[1], (int)a[2]);
 }
 
 int64_t sys_tkill(struct cpu *c, struct proc *p, const uint64_t *a) {
   if ((int)a[0] <= 0)
     return -EINVAL;
-  return do_kill(c, p, (int)a[0], (int)a[1]);
+  return do_tkill(c, p, 0, (int)a[0], (int)a[1]);
+}
+
+// Whether tid has a signal to take now (a thread not on the CPU yet: its process's, not
+// blocked): the trio layer wakes it from a wait.
+int sfd_signal_pending(struct kernel *k, int tid) {
+  struct proc *q;
+  struct cpu *t = k->panicked ? NULL : thread_find(k, 0, tid, &q);
+  if (k->panicked || !q)
+    return 0;
+  return t ? thread_signal_pending(t) : signal_pending(q);
 }

@@ -365,26 +365,27 @@ static int64_t sys_madvise(struct cpu *c, struct proc *p, const uint64_t *a) {
 // the lowest address); it grows with anonymous memory and shrinks by munmap. compare
 // Linux's brk(): a request it cannot satisfy returns the current break.
 static int64_t sys_brk(struct cpu *c, struct proc *p, const uint64_t *a) {
+  struct cpu *g = p->thread;  // the process's break: its first thread keeps it
   struct vma_list *l = &c->mm->vmas;
-  if (!c->brk_start) {
+  if (!g->brk_start) {
     uint64_t end = 0;
     for (uint32_t i = 0; i < l->n && (!i || l->v[i].start == end); i++)
       end = l->v[i].end;
-    c->brk_start = c->brk = end ? end : MMAP_MIN_ADDR;
+    g->brk_start = g->brk = end ? end : MMAP_MIN_ADDR;
   }
-  uint64_t want = a[0], old_top = PAGE_ROUND_UP(c->brk), new_top = PAGE_ROUND_UP(want);
-  if (want < c->brk_start || want >= MMAP_BASE)
-    return (int64_t)c->brk;
+  uint64_t want = a[0], old_top = PAGE_ROUND_UP(g->brk), new_top = PAGE_ROUND_UP(want);
+  if (want < g->brk_start || want >= MMAP_BASE)
+    return (int64_t)g->brk;
   if (new_top > old_top) {
     uint64_t out;
     if (!vma_range_free(l, old_top, new_top) ||
         sfd_mmap(c->k, p->pid, old_top, new_top - old_top, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0, &out) < 0)
-      return (int64_t)c->brk;
+      return (int64_t)g->brk;
   } else if (new_top < old_top && sfd_munmap(c->k, p->pid, new_top, old_top - new_top) < 0) {
-    return (int64_t)c->brk;
+    return (int64_t)g->brk;
   }
-  c->brk = want;
+  g->brk = want;
   return (int64_t)want;
 }
 
@@ -509,10 +510,48 @@ static int64_t sys_exit_group(struct cpu *c, struct proc *p, const uint64_t *a) 
   return 0;
 }
 
+// The thread's clear_child_tid word (CLONE_CHILD_CLEARTID, set_tid_address) is zeroed and
+// one waiter on it woken, as the thread goes: pthread_join waits there. A fault is
+// ignored. compare mm_release().
+static void thread_clear_tid(struct cpu *c) {
+  uint32_t zero = 0;
+  struct futex_key key;
+  if (!c->clear_child_tid || copy_to_user(c, c->clear_child_tid, &zero, sizeof(zero)) ||
+      futex_key_of(c, c->clear_child_tid, 0, &key))
+    return;
+  futex_wake(c->k, &key, 1, 0xffffffffU);
+}
+
+// exit(2): this thread ends; the process with it when no other thread runs (then it is
+// exit_group). compare SYSCALL_DEFINE1(exit) -> do_exit().
+static int64_t sys_exit(struct cpu *c, struct proc *p, const uint64_t *a) {
+  if (cpu_thread_alone(c))
+    return sys_exit_group(c, p, a);
+  thread_clear_tid(c);
+  c->stop = CPU_THREAD_EXITED;
+  c->status = (int)(a[0] & 0xff);
+  return 0;
+}
+
+// set_tid_address(2): where the thread's id is cleared when it exits; returns its tid.
 static int64_t sys_set_tid_address(struct cpu *c, struct proc *p, const uint64_t *a) {
-  (void)c;
+  (void)p;
+  c->clear_child_tid = a[0];
+  return c->tid;
+}
+
+static int64_t sys_gettid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)p;
   (void)a;
-  return p->pid;
+  return c->tid;
+}
+
+// sched_yield(2): the slice ends here, so another thread runs (compare do_sched_yield()).
+static int64_t sys_sched_yield(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)p;
+  (void)a;
+  c->stop = CPU_SLICE;
+  return 0;
 }
 
 // close_range(first, last, flags): close them, or with CLOSE_RANGE_CLOEXEC mark them
@@ -622,13 +661,6 @@ static int64_t sys_umask(struct cpu *c, struct proc *p, const uint64_t *a) {
   return 022;
 }
 
-// futex(2), one thread: a wake finds no waiter; a wait would wait forever.
-static int64_t sys_futex(struct cpu *c, struct proc *p, const uint64_t *a) {
-  (void)c;
-  (void)p;
-  return (a[1] & 0x7f) == 1 /* FUTEX_WAKE */ ? 0 : -ENOSYS;
-}
-
 // The table, by x86-64 number (compare syscall_64.tbl). Absent: -ENOSYS, counted.
 static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [0] = sys_read,           [1] = sys_write,           [2] = sys_open,
@@ -640,11 +672,11 @@ static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [16] = sys_ioctl,
     [17] = sys_pread64,       [19] = sys_readv,          [20] = sys_writev,
     [21] = sys_access,        [22] = sys_pipe,           [23] = sys_select,
-    [24] = sys_zero,          [25] = sys_mremap,         [28] = sys_madvise,
+    [24] = sys_sched_yield,          [25] = sys_mremap,         [28] = sys_madvise,
     [32] = sys_dup,           [33] = sys_dup2,           [35] = sys_nanosleep,
     [39] = sys_getpid,        [51] = sys_getpeername,    [52] = sys_getpeername,
     [56] = sys_clone,         [57] = sys_fork,           [58] = sys_vfork,
-    [59] = sys_execve,        [60] = sys_exit_group,     [61] = sys_wait4,
+    [59] = sys_execve,        [60] = sys_exit,     [61] = sys_wait4,
     [62] = sys_kill,          [63] = sys_uname,
     [72] = sys_fcntl,         [79] = sys_getcwd,         [80] = sys_chdir,
     [82] = sys_rename,        [83] = sys_mkdir,          [84] = sys_rmdir,
@@ -656,7 +688,7 @@ static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [117] = sys_setresuid,    [118] = sys_getresuid,     [119] = sys_setresgid,
     [120] = sys_getresgid,    [121] = sys_getpgid,       [124] = sys_getpgid,
     [137] = sys_statfs,       [138] = sys_fstatfs,       [158] = sys_arch_prctl,
-    [186] = sys_getpid,       [191] = sys_getxattr,      [192] = sys_lgetxattr,
+    [186] = sys_gettid,       [191] = sys_getxattr,      [192] = sys_lgetxattr,
     [193] = sys_fgetxattr,    [200] = sys_tkill,        [201] = sys_time,          [202] = sys_futex,
     [204] = sys_sched_getaffinity,                       [217] = sys_getdents64,
     [218] = sys_set_tid_address,                         [221] = sys_fadvise64,
@@ -681,7 +713,7 @@ static void trace_record(struct cpu *c, uint64_t nr, const uint64_t *a, int64_t 
     return;
   }
   struct sfd_trace_rec *t = &k->trace[k->trace_len++];
-  t->pid = c->pid;
+  t->pid = c->tid;
   t->nr = (int32_t)nr;
   t->ret = r;
   memcpy(t->args, a, sizeof(t->args));
@@ -731,14 +763,14 @@ static int64_t syscall_do(struct cpu *c, uint64_t nr, const uint64_t *a) {
 static void syscall_finish(struct cpu *c, uint64_t nr, const uint64_t *a, int64_t r,
                            int prev_stop) {
   if (c->stop == CPU_BLOCKED || c->stop == CPU_SLEEP || c->stop == CPU_WAIT ||
-      c->stop == CPU_POLL) {
+      c->stop == CPU_POLL || c->stop == CPU_FUTEX) {
     c->pending = 1;
     c->pnr = nr;
     memcpy(c->pargs, a, sizeof(c->pargs));
     return;
   }
   if (c->trace)  // SPAWNFD_STRACE=1: strace-like lines on the host's stderr
-    fprintf(stderr, "[%d] %lu(%#lx, %#lx, %#lx, %#lx, %#lx, %#lx) = %ld\n", c->pid, nr, a[0],
+    fprintf(stderr, "[%d] %lu(%#lx, %#lx, %#lx, %#lx, %#lx, %#lx) = %ld\n", c->tid, nr, a[0],
             a[1], a[2], a[3], a[4], a[5], r);
   trace_record(c, nr, a, r);
   uc_reg_write(c->uc, UC_X86_REG_RAX, &r);
@@ -763,7 +795,7 @@ void syscall_dispatch(struct cpu *c) {
     c->k->st.syscalls_by_nr[v[0]]++;
   int64_t r = syscall_do(c, v[0], v + 1);
   syscall_finish(c, v[0], v + 1, r, prev);
-  if (c->stop == CPU_RUNNING && signal_pending(c->p))
+  if (c->stop == CPU_RUNNING && thread_signal_pending(c))
     c->resched = 1;  // a signal of its own is taken before the next instruction
   if (c->stop != CPU_RUNNING || c->resched)
     uc_emu_stop(c->uc);

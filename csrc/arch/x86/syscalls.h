@@ -21,6 +21,9 @@ int user_range_ok(struct cpu *c, uint64_t addr, uint64_t n, int write);
 int strncpy_from_user(struct cpu *c, char *dst, uint64_t src, size_t cap);
 int user_path_at(struct cpu *c, struct proc *p, int dirfd, uint64_t upath, char *out);
 
+// ---- sys_futex.c: futex ----
+int64_t sys_futex(struct cpu *c, struct proc *p, const uint64_t *a);
+
 // ---- sys_poll.c: poll, ppoll, select, pselect6 ----
 int64_t sys_poll(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_ppoll(struct cpu *c, struct proc *p, const uint64_t *a);
