@@ -1,0 +1,98 @@
+"""Threads on the CPU (issue 14, item 4): clone(CLONE_THREAD), futex, thread exit and
+exit_group, thread-directed signals, per-thread masks, fork and execve from a thread. Every
+program runs on the simulator and natively; stdout, stderr and exit status must be equal."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import spawnfd
+
+HERE = Path(__file__).parent
+ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LC_ALL": "C"}
+
+
+def native(argv: list[str]) -> Any:
+    return subprocess.run(argv, input=b"", capture_output=True, env=ENV, cwd="/")
+
+
+async def simulated(k: Any, argv: list[str]) -> Any:
+    with trio.fail_after(60):
+        return await spawnfd.run_process(argv, stdin=b"", capture_stdout=True,
+                                         capture_stderr=True, check=False, env=ENV, kernel=k)
+
+
+def same(sim: Any, nat: Any) -> None:
+    assert (sim.returncode, sim.stdout.decode(), sim.stderr.decode()) == (
+        nat.returncode, nat.stdout.decode(), nat.stderr.decode())
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> str:
+    assert shutil.which("gcc"), "gcc builds the probes (and the package)"
+    out = tmp_path_factory.mktemp("probe") / "thread_probe"
+    subprocess.run(["gcc", "-O1", "-pthread", "-o", str(out), str(HERE / "thread_probe.c")],
+                   check=True)
+    return str(out)
+
+
+@pytest.mark.parametrize("scenario", ["all", "mainexit", "groupexit", "exec", "segv"])
+async def test_thread_probe_as_natively(probe: str, scenario: str) -> None:
+    """tests/thread_probe.c: pthread mutexes, condition variables and joins; futex errors
+    (EAGAIN, EINVAL, ETIMEDOUT, EFAULT, ENOSYS) and WAKE_OP, CMP_REQUEUE; a signal to one
+    thread and one taken by the thread that does not block it; fork from a thread; the
+    first thread exiting before the last; exit_group, execve and SIGSEGV from a thread."""
+    async with spawnfd.open_kernel("1G") as k:
+        for _ in range(3):
+            k.init.open("/dev/null", os.O_RDWR)
+        argv = [probe, scenario]
+        sim = await simulated(k, argv)
+        same(sim, native(argv))
+        assert k._runtime.threads == {} and k._runtime.waits == {}
+        k.check()
+        st = k.statistics()
+        assert st.syscalls_by_nr.get(435, 0) + st.syscalls_by_nr.get(56, 0) >= 1  # clone
+
+
+PYTHON = [
+    "import threading, queue\nq = queue.Queue()\n"
+    "ts = [threading.Thread(target=lambda n=n: q.put(sum(range(n * 10000)))) for n in range(4)]\n"
+    "[t.start() for t in ts]; [t.join() for t in ts]\n"
+    "print(sorted(q.get() for _ in ts), threading.active_count())",
+    "from concurrent.futures import ThreadPoolExecutor\n"
+    "with ThreadPoolExecutor(4) as ex: print(list(ex.map(pow, range(12), [3] * 12)))",
+    "import threading, subprocess\n"
+    "t = threading.Thread(target=lambda: print(subprocess.run(['echo', 'from a thread'],"
+    " capture_output=True).stdout))\nt.start(); t.join()",
+    "import threading, time\ne = threading.Event()\nt0 = time.monotonic()\n"
+    "print(e.wait(0.05), time.monotonic() - t0 >= 0.05)\n"
+    "threading.Timer(0.01, e.set).start(); print(e.wait(5))",
+    "import os, signal, threading, time\n"
+    "signal.signal(signal.SIGUSR1, lambda *a: print('handled in', threading.current_thread().name))\n"
+    "threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGUSR1)).start()\n"
+    "time.sleep(0.3); print('done')",
+    "import os, threading, time\nthreading.Thread(target=os._exit, args=(7,)).start()\n"
+    "time.sleep(10)",
+    "import threading\nlock = threading.Lock(); n = [0]\n"
+    "def work():\n    for _ in range(2000):\n        with lock: n[0] += 1\n"
+    "ts = [threading.Thread(target=work) for _ in range(3)]\n"
+    "[t.start() for t in ts]; [t.join() for t in ts]; print(n[0])",
+]
+
+
+@pytest.mark.parametrize("code", PYTHON)
+async def test_python_threads_as_natively(code: str) -> None:
+    async with spawnfd.open_kernel("2G") as k:
+        for _ in range(3):
+            k.init.open("/dev/null", os.O_RDWR)
+        argv = ["python3.11", "-c", code]
+        same(await simulated(k, argv), native(argv))
+        assert k._runtime.threads == {}
+        k.check()
