@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import spawnfd
 
@@ -95,4 +96,43 @@ async def test_python_threads_as_natively(code: str) -> None:
         argv = ["python3.11", "-c", code]
         same(await simulated(k, argv), native(argv))
         assert k._runtime.threads == {}
+        k.check()
+
+
+@pytest.mark.parametrize("how", ["kill", "terminate", "handler"])
+async def test_a_signal_from_python_reaches_a_threaded_program(how: str) -> None:
+    """Threads parked in a futex wait (a join), a sleep and a read of stdin when the process
+    is signalled: SIGKILL and SIGTERM's default end all of them (the kernel lets go of every
+    thread, check() passes); with a handler, the one thread that takes it runs it (the main
+    thread, in its read) and the others sleep on."""
+    code = ("import signal, sys, os, threading, time\n"
+            "if sys.argv[1] == 'handler':\n"
+            "    signal.signal(signal.SIGTERM, lambda s, f: (print('term', s, flush=True),"
+            " os._exit(7)))\n"
+            "ts = [threading.Thread(target=time.sleep, args=(30,)) for _ in range(2)]\n"
+            "ts.append(threading.Thread(target=ts[0].join))\n"
+            "[t.start() for t in ts]\n"
+            "print('ready', threading.active_count(), flush=True)\nsys.stdin.read()\n")
+    async with spawnfd.open_kernel("1G") as k:
+        for _ in range(3):
+            k.init.open("/dev/null", os.O_RDWR)
+        proc = await spawnfd.open_process(["python3.11", "-c", code, how], kernel=k,
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          env=ENV)
+        assert await proc.stdout.receive_some(100) == b"ready 4\n"
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(k._runtime.threads[proc.pid]) == 3
+        with trio.fail_after(30):
+            if how == "kill":
+                proc.kill()
+                assert await proc.wait() == -9
+            elif how == "terminate":
+                proc.terminate()
+                assert await proc.wait() == -15
+            else:
+                proc.terminate()
+                assert await proc.wait() == 7
+                assert await proc.stdout.receive_some(100) == b"term 15\n"
+        await proc.stdin.aclose()
+        assert k._runtime.threads == {} and k._runtime.futex_lots == {}
         k.check()
