@@ -439,6 +439,28 @@ static int check_embryos(struct recount *r) {
   return err;
 }
 
+// Threads: a tid is a process's or a thread's, never both; every futex waiter, queued or
+// woken, is a thread that still exists (a thread that goes takes its futex_q with it).
+static int check_threads(struct recount *r) {
+  struct kernel *k = r->k;
+  for (int t = 1; t < k->pid_max; t++)
+    if (k->tids[t] && k->procs[t])
+      return fail(r, "tid %d is both a process and a thread", t);
+  for (int pass = 0; pass < 2; pass++)
+    for (struct futex_q *q = pass ? k->futex_woken : k->futex_queue; q;
+         q = pass ? q->wnext : q->next) {
+      int live = q->tid > 0 && q->tid < k->pid_max &&
+                 (k->tids[q->tid] || (k->procs[q->tid] && k->procs[q->tid]->thread));
+      if (!live)
+        return fail(r, "futex %s of tid %d, which does not exist", pass ? "wake" : "waiter",
+                    q->tid);
+      if (!pass && (!q->queued || q->woken))
+        return fail(r, "futex waiter of tid %d is on the queue, marked %s", q->tid,
+                    q->woken ? "woken" : "not queued");
+    }
+  return 0;
+}
+
 int check_kernel(struct kernel *k, char *msg, size_t cap) {
   struct recount r = {.k = k, .msg = msg, .cap = cap};
   msg[0] = 0;
@@ -470,6 +492,8 @@ int check_kernel(struct kernel *k, char *msg, size_t cap) {
     err = check_refs(&r);
   if (!err)
     err = check_buddy(&r);
+  if (!err)
+    err = check_threads(&r);
   free(r.ref);
   free(r.thp);
   return err;

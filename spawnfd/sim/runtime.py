@@ -230,7 +230,7 @@ class _Runtime:
         self.waits.pop(proc.pid, None)  # a wait a kill cancelled from outside
         self.wake_pipes()
         self.child_lot(ppid).unpark_all()
-        if c.signal_pending(ppid):  # SIGCHLD for a handler
+        if ppid in self.threads or c.signal_pending(ppid):  # SIGCHLD for a handler
             self.interrupt(ppid)
         self.child_lot(1).unpark_all()  # orphans it had went to init
 
