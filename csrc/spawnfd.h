@@ -351,6 +351,8 @@ struct kernel {
                                           // exit_thread())
   int fork_mode;                     // FORK_*: the policy of fork(2) from running code
   struct spawn_window window;        // arch/x86: fork-to-exec windows of running code, summed
+  int syscall_pid;                   // arch/x86: the process whose thread is in a system
+                                     // call now (0: none); ENTER lets it through a vfork
   struct cpu **tids;                 // tid -> a thread that is not its process's first
                                      // (arch/x86; its tid is taken from the pid space)
   struct futex_q *futex_queue;       // kernel/futex.c: threads in FUTEX_WAIT, oldest first

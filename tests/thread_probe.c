@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -260,6 +261,40 @@ static void *segv(void *arg) {
   return NULL;
 }
 
+// ---- vfork from one thread while another runs: only the vforking thread is suspended ----
+static int vpipe[2];
+static _Atomic int thread_mmap_ok;
+
+static void *feeder(void *arg) {
+  (void)arg;
+  sleep_ms(20);  // the child is blocked in its read by now
+  void *m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  thread_mmap_ok = m != MAP_FAILED && write(vpipe[1], "x", 1) == 1;
+  return NULL;
+}
+
+static void vfork_while_threads_run(void) {
+  pthread_t t;
+  if (pipe(vpipe))
+    return;
+  pthread_create(&t, NULL, feeder, NULL);
+  pid_t pid = vfork();
+  if (pid == 0) {
+    char c = '?';
+    if (read(vpipe[0], &c, 1) != 1)
+      _exit(1);
+    char msg[] = "vfork: the child read ?";
+    msg[sizeof(msg) - 2] = c;
+    execl("/bin/echo", "echo", msg, (char *)NULL);
+    _exit(127);
+  }
+  int st;
+  waitpid(pid, &st, 0);
+  pthread_join(t, NULL);
+  printf("vfork: child status %d, the other thread's mmap and write ok %d\n", WEXITSTATUS(st),
+         thread_mmap_ok);
+}
+
 int main(int argc, char **argv) {
   const char *what = argc > 1 ? argv[1] : "all";
   pthread_t t;
@@ -271,6 +306,7 @@ int main(int argc, char **argv) {
     wake_requeue();
     signals();
     fork_from_thread();
+    vfork_while_threads_run();
     clone_flags();
     return 0;
   }

@@ -52,16 +52,17 @@ struct proc *proc_by_handle(struct kernel *k, const struct inode *ino);
 int check_kernel(struct kernel *k, char *msg, size_t cap);
 
 // The system-call entry guards (every sfd_* entry point): resolve pid to a live process and
-// refuse while the kernel is panicked or the process is a suspended vfork parent.
-#define ENTER(k, pid, p)                 \
-  do {                                   \
-    if ((k)->panicked)                   \
-      return -KPANIC;                    \
-    (p) = proc_get((k), (pid));          \
-    if (!(p))                            \
-      return -ESRCH;                     \
-    if ((p)->vfork_child)                \
-      return -EAGAIN;                    \
+// refuse while the kernel is panicked or the process is a suspended vfork parent — unless
+// the call is one of its own threads' (only the thread that vforked is suspended, as Linux).
+#define ENTER(k, pid, p)                                       \
+  do {                                                         \
+    if ((k)->panicked)                                         \
+      return -KPANIC;                                          \
+    (p) = proc_get((k), (pid));                                \
+    if (!(p))                                                  \
+      return -ESRCH;                                           \
+    if ((p)->vfork_child && (k)->syscall_pid != (p)->pid)      \
+      return -EAGAIN;                                          \
   } while (0)
 // ENTER for inspection (maps, statistics, registers): embryos can be looked at, not changed.
 #define ENTER_VIEW(k, pid, p)                              \

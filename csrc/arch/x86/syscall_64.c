@@ -756,7 +756,10 @@ static int64_t syscall_do(struct cpu *c, uint64_t nr, const uint64_t *a) {
     c->cnt->syscalls_unknown++;
     return -ENOSYS;
   }
-  return syscall_table[nr](c, p, a);
+  c->k->syscall_pid = p->pid;  // its own vfork does not stop it (ENTER)
+  int64_t r = syscall_table[nr](c, p, a);
+  c->k->syscall_pid = 0;
+  return r;
 }
 
 // Finish a call: the result in rax, or park it to run again (blocked, asleep).
