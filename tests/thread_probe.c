@@ -295,6 +295,34 @@ static void vfork_while_threads_run(void) {
          thread_mmap_ok);
 }
 
+// ---- a futex in shared memory between two processes (keyed by the mapping, not the mm) ----
+static void shared_futex(void) {
+  _Atomic uint32_t *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                             -1, 0);
+  _Atomic uint32_t *priv = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    w[1] = 1;  // about to wait
+    long r;
+    while ((r = futex((void *)w, FUTEX_WAIT, 0, NULL, NULL, 0)) == -EINTR) {
+    }
+    _exit(r == 0 ? 0 : 1);
+  }
+  while (!w[1])
+    sleep_ms(5);
+  sleep_ms(50);
+  // a private wake, or one on the same address of a private mapping, does not reach it
+  long woke_private = futex((void *)w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  long woke_other = futex((void *)priv, FUTEX_WAKE, 1, NULL, NULL, 0);
+  w[0] = 1;
+  long woke = futex((void *)w, FUTEX_WAKE, 1, NULL, NULL, 0);
+  int st;
+  waitpid(pid, &st, 0);
+  printf("shared futex: private wake %ld, other mapping %ld, shared wake %ld, child %d\n",
+         woke_private, woke_other, woke, WEXITSTATUS(st));
+}
+
 int main(int argc, char **argv) {
   const char *what = argc > 1 ? argv[1] : "all";
   pthread_t t;
@@ -307,6 +335,7 @@ int main(int argc, char **argv) {
     signals();
     fork_from_thread();
     vfork_while_threads_run();
+    shared_futex();
     clone_flags();
     return 0;
   }
