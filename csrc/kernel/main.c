@@ -26,7 +26,8 @@ static int kernel_boot(struct kernel *k, uint64_t mem_bytes) {
     return err;
   if ((err = frame_alloc(k, FK_ZERO, &k->fr.zero_pfn)))
     return err;
-  if (!(k->procs = calloc(PID_MAX, sizeof(*k->procs))))
+  if (!(k->procs = calloc(PID_MAX, sizeof(*k->procs))) ||
+      !(k->pid_users = calloc(PID_MAX, sizeof(*k->pid_users))))
     return -ENOMEM;
   k->pid_max = PID_MAX;
   if ((err = vfs_init(k)) || (err = thp_init(k)))
@@ -60,6 +61,8 @@ void sfd_kernel_free(struct kernel *k) {
         proc_free(k, k->procs[pid]);
     free(k->procs);
   }
+  free(k->pid_users);
+  free(k->sigout);
   if (k->cpu)
     k->cpu_free(k->cpu);  // after the processes: each lets go of the CPU first
   vfs_fini(k);

@@ -194,6 +194,28 @@ class _Runtime:
         scope.cancel()
 
 
+    def deliver_kills(self) -> None:
+        """Carry out what kill(2) of running code left in the kernel's outbox: wake a process
+        to take a queued signal, or end it by its default action. A process without a task
+        (an embryo, a caller-driven one) ends at once, as the fd model's send_signal does."""
+        c = self.kernel._c
+        for pid, sig in c.signal_outbox():
+            if pid in self.scopes:
+                if sig:
+                    self.signal(pid, sig)
+                else:
+                    self.interrupt(pid)
+            elif sig:
+                try:
+                    ppid = c.ppid(pid)
+                    c.kill_exit(pid, sig)
+                except OSError:
+                    continue
+                self.child_lot(ppid).unpark_all()
+                if c.signal_pending(ppid):
+                    self.interrupt(ppid)
+
+
 def _exec_or_127(path: str, argv: list[str],
                  env: dict[str, str]) -> Callable[[Sys], Awaitable[int]]:
     """A fork or vfork child that execs path, or exits 127 when the exec fails."""
@@ -601,6 +623,8 @@ async def _run_cpu(sys: Sys) -> int:
         rt.wake_pipes()  # what it wrote or closed may free a waiter
         if reason == _CPU_EXITED:
             return status
+        if reason in (_CPU_KILLED, _CPU_SIGNAL):  # kill(2) reached other processes
+            rt.deliver_kills()
         if reason == _CPU_KILLED:
             where = f" at {addr:#x}" if status not in (signal.SIGPIPE, signal.SIGTERM) else ""
             rt.log.append(f"pid {sys.pid}: killed by {signal.Signals(status).name}{where}")
@@ -623,11 +647,8 @@ async def _run_cpu(sys: Sys) -> int:
                     if waited.cancelled_caught:
                         c.cpu_timeout(sys.pid)
             rt.waits.pop(sys.pid, None)
-        elif reason == _CPU_SIGNAL:  # kill(2) of another process
-            if status:
-                rt.signal(fd, status)
-            else:
-                rt.interrupt(fd)
+        elif reason == _CPU_SIGNAL:  # delivered above
+            pass
         elif reason in (_CPU_FORKED, _CPU_VFORKED):
             child = sys.proc.kernel._process(status)
             _inherit(rt, sys.pid, child.pid)

@@ -15,8 +15,8 @@
 // child (status: its pid) is ready to run; a vfork parent waits for its exec or exit.
 // CPU_EXECED: a new program is in place (it may be a stand-in). CPU_WAIT: in wait4 until a
 // child changes state. CPU_POLL: in poll/select until a pipe moves or sleep_ns pass (fd 1:
-// the same call waits again). CPU_SIGNAL: kill(2) of another process (fd: it; status: the
-// signal whose default action ends it, 0: wake it to take a queued one).
+// the same call waits again). CPU_SIGNAL: kill(2) reached other processes: the kernel's
+// outbox (sfd_signal_outbox) says which to wake or end.
 enum cpu_stop { CPU_RUNNING = 0, CPU_SLICE, CPU_EXITED, CPU_KILLED, CPU_BLOCKED,
                 CPU_SLEEP, CPU_FORKED, CPU_VFORKED, CPU_EXECED, CPU_WAIT, CPU_POLL,
                 CPU_SIGNAL };
@@ -63,7 +63,6 @@ struct cpu {
   int restart;               // not started yet: the first run starts at p->rip, p->rsp
   uint64_t clear_child_tid;  // CLONE_CHILD_CLEARTID / set_tid_address (recorded)
   int in_window;             // forked, not yet exec'd: window holds the counters at fork
-  int signal_to;             // CPU_SIGNAL: the process kill(2) reached
   int sigdepth;              // handlers running (frames on the user stack)
   uc_context *sigctx[CPU_SIGDEPTH];  // the CPU state at each delivery, for rt_sigreturn
   uc_context *sigret_ctx;    // ... the one rt_sigreturn restores (NULL: beyond the depth)

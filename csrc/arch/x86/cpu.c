@@ -496,8 +496,7 @@ out:
   c->cnt->instructions += c->insns;
   out->reason = c->stop;
   out->status = c->status;
-  out->fd = c->stop == CPU_POLL ? c->poll_again : c->stop == CPU_SIGNAL ? c->signal_to
-                                                                         : c->block_fd;
+  out->fd = c->stop == CPU_POLL ? c->poll_again : c->block_fd;
   out->addr = c->stop == CPU_KILLED                         ? c->fault_addr
               : c->stop == CPU_SLEEP || c->stop == CPU_POLL ? c->sleep_ns
                                                             : 0;

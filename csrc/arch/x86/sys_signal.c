@@ -1,8 +1,8 @@
 // sys_signal.c — signals for code on the CPU: dispositions and the blocked mask (compare
 // Linux kernel/signal.c do_sigaction(), sigprocmask()), kept per process (struct sighand in
 // struct proc: fork copies them, exec resets caught signals); delivery on the real x86-64
-// signal frame and rt_sigreturn (arch/x86/kernel/signal*.c); kill and tgkill. Sending is
-// kernel/signal.c's.
+// signal frame and rt_sigreturn (arch/x86/kernel/signal*.c), the alternate signal stack
+// (sigaltstack, SA_ONSTACK); kill and tgkill. Sending is kernel/signal.c's.
 #include <signal.h>
 #include <string.h>
 
@@ -104,18 +104,104 @@ static void regs_io(struct cpu *c, uint64_t *regs, int write) {
     uc_reg_read_batch(c->uc, sigcontext_ids, ptrs, SIGCONTEXT_REGS);
 }
 
-// Build the frame for sig below the user stack and point the registers at the handler.
-// compare setup_rt_frame() / x64_setup_rt_frame(). -EFAULT if the stack cannot take it.
+// ---- the alternate signal stack (compare kernel/signal.c do_sigaltstack(), include/linux/
+// sched/signal.h on_sig_stack(), sas_ss_flags()) ----
+#define SS_AUTODISARM_ (1U << 31)
+#define SS_FLAG_BITS_ SS_AUTODISARM_
+#define MINSIGSTKSZ_ 2048  // the x86-64 uapi constant sigaltstack(2) checks against
+
+struct stack_ {  // stack_t
+  uint64_t ss_sp;
+  int32_t ss_flags, pad;
+  uint64_t ss_size;
+};
+
+// Whether sp is within p's alternate stack (it grows down: the top is inside).
+static int sas_contains(const struct proc *p, uint64_t sp) {
+  return sp > p->sas.sp && sp - p->sas.sp <= p->sas.size;
+}
+
+// compare on_sig_stack(): with SS_AUTODISARM a handler is never "on" it (it can nest anew).
+static int on_sig_stack(const struct proc *p, uint64_t sp) {
+  return !(p->sas.flags & SS_AUTODISARM_) && sas_contains(p, sp);
+}
+
+// compare sas_ss_flags(): SS_DISABLE without one, SS_ONSTACK while sp is on it, else 0.
+static int sas_ss_flags(const struct proc *p, uint64_t sp) {
+  if (!p->sas.size)
+    return SS_DISABLE;
+  return on_sig_stack(p, sp) ? SS_ONSTACK : 0;
+}
+
+// sigaltstack(2) at stack pointer sp: the old stack out (oss), the new one in (ss): -EPERM
+// while on it, -EINVAL for an unknown mode, -ENOMEM below MINSIGSTKSZ; SS_DISABLE forgets
+// it. compare do_sigaltstack().
+static int do_sigaltstack(struct proc *p, const struct stack_ *ss, struct stack_ *oss,
+                          uint64_t sp) {
+  if (oss) {
+    memset(oss, 0, sizeof(*oss));
+    oss->ss_sp = p->sas.sp;
+    oss->ss_size = p->sas.size;
+    oss->ss_flags = (int32_t)((uint32_t)sas_ss_flags(p, sp) | (p->sas.flags & SS_FLAG_BITS_));
+  }
+  if (!ss)
+    return 0;
+  uint64_t ss_sp = ss->ss_sp, ss_size = ss->ss_size;
+  uint32_t ss_flags = (uint32_t)ss->ss_flags, mode = ss_flags & ~SS_FLAG_BITS_;
+  if (on_sig_stack(p, sp))
+    return -EPERM;
+  if (mode != SS_DISABLE && mode != SS_ONSTACK && mode != 0)
+    return -EINVAL;
+  if (p->sas.sp == ss_sp && p->sas.size == ss_size && p->sas.flags == ss_flags)
+    return 0;
+  if (mode == SS_DISABLE) {
+    ss_size = 0;
+    ss_sp = 0;
+  } else if (ss_size < MINSIGSTKSZ_) {
+    return -ENOMEM;  // the frame has no xsave area here: no dynamic-size check beyond this
+  }
+  p->sas.sp = ss_sp;
+  p->sas.size = ss_size;
+  p->sas.flags = ss_flags;
+  return 0;
+}
+
+int64_t sys_sigaltstack(struct cpu *c, struct proc *p, const uint64_t *a) {
+  struct stack_ ss, old;
+  uint64_t sp;
+  if (a[0] && copy_from_user(c, &ss, a[0], sizeof(ss)))
+    return -EFAULT;
+  uc_reg_read(c->uc, UC_X86_REG_RSP, &sp);
+  int err = do_sigaltstack(p, a[0] ? &ss : NULL, a[1] ? &old : NULL, sp);
+  if (!err && a[1] && copy_to_user(c, a[1], &old, sizeof(old)))
+    err = -EFAULT;
+  return err;
+}
+
+// Build the frame for sig below the user stack, or at the top of the alternate stack for an
+// SA_ONSTACK handler not on it yet, and point the registers at the handler. -EFAULT if the
+// stack cannot take it, or the frame would leave the alternate stack it is on.
+// compare setup_rt_frame() / x64_setup_rt_frame(), get_sigframe().
 static int setup_rt_frame(struct cpu *c, struct proc *p, int sig, const struct k_sigaction *act) {
   struct rt_sigframe_ f;
   memset(&f, 0, sizeof(f));
   regs_io(c, f.uc.regs, 0);
+  int nested_alt = on_sig_stack(p, f.uc.regs[R_RSP]), entering_alt = 0;
   uint64_t sp = f.uc.regs[R_RSP] - 128;  // the red zone
+  if ((act->flags & SA_ONSTACK_) && sas_ss_flags(p, sp) == 0) {
+    sp = p->sas.sp + p->sas.size;
+    entering_alt = 1;
+  }
   uint64_t frame = ((sp - sizeof(f)) & ~15ULL) - 8;
+  if ((nested_alt || entering_alt) && !sas_contains(p, frame))
+    return -EFAULT;  // it would overflow the alternate stack: SIGSEGV
   if (!(act->flags & SA_RESTORER_))
     return -EFAULT;  // x86-64 has no vDSO trampoline here: glibc always gives a restorer
   f.pretcode = act->restorer;
   f.uc.uc_flags = UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS;
+  f.uc.ss_sp = p->sas.sp;  // compare unsafe_save_altstack(): as sigaltstack set it
+  f.uc.ss_flags = (int32_t)p->sas.flags;
+  f.uc.ss_size = p->sas.size;
   f.uc.cs = 0x33;
   f.uc.ss = 0x2b;
   f.uc.oldmask = f.uc.sigmask = p->sig.blocked;
@@ -148,6 +234,10 @@ static int setup_rt_frame(struct cpu *c, struct proc *p, int sig, const struct k
   p->sig.blocked &= ~UNBLOCKABLE;
   if (act->flags & SA_RESETHAND_)
     p->sig.action[sig - 1].handler = 0;
+  if (p->sas.flags & SS_AUTODISARM_) {  // compare signal_delivered() -> sas_ss_reset()
+    memset(&p->sas, 0, sizeof(p->sas));
+    p->sas.flags = SS_DISABLE;
+  }
   return 0;
 }
 
@@ -219,6 +309,8 @@ int64_t sys_rt_sigreturn(struct cpu *c, struct proc *p, const uint64_t *a) {
   uint64_t eflags = 0;
   uc_reg_read(c->uc, UC_X86_REG_EFLAGS, &eflags);
   uc.regs[R_EFLAGS] = (eflags & ~(uint64_t)FIX_EFLAGS) | (uc.regs[R_EFLAGS] & FIX_EFLAGS);
+  struct stack_ ss = {.ss_sp = uc.ss_sp, .ss_flags = uc.ss_flags, .ss_size = uc.ss_size};
+  do_sigaltstack(p, &ss, NULL, sp);  // compare restore_altstack(): its errors are ignored
   memcpy(c->reload_regs, uc.regs, sizeof(c->reload_regs));
   c->reload = 1;
   c->resched = 1;  // syscall_dispatch stops the CPU: the registers load before it goes on
@@ -236,28 +328,22 @@ void signal_reload(struct cpu *c) {
   regs_io(c, c->reload_regs, 1);
 }
 
-// kill(2) and tgkill(2) (one thread a process): the sender's own pending signal is taken on
-// the way back to user mode; another process's may need the trio layer (CPU_SIGNAL: wake
-// it, or carry out a default action that ends it). compare kill_something_info().
+// kill(2) and tgkill(2) (one thread a process): to a process, the caller's group (0), a
+// group (< -1) or everyone but init and the caller (-1), by the kernel's signal_kill. The
+// sender's own signal is taken on the way back to user mode (its default action ends it
+// here); the others that need the trio layer (wake one to take a queued signal, or end it)
+// are in the kernel's outbox, and the CPU stops with CPU_SIGNAL for it to drain them.
+// compare kill_something_info().
 static int64_t do_kill(struct cpu *c, struct proc *p, int pid, int sig) {
-  if (pid <= 0)
-    pid = pid == 0 || pid == -1 ? p->pid : -pid;  // no process groups: the caller's own
-  int r = sfd_signal_send(c->k, p->pid, pid, sig);
-  if (r < 0 || sig == 0)
-    return r < 0 ? r : 0;
-  if (pid == p->pid) {
-    if (r == SIGQ_TERM) {
-      c->stop = CPU_KILLED;
-      c->status = sig;
-    }
-    return 0;
-  }
-  if (r != SIGQ_IGNORED) {
+  int self;
+  int r = signal_kill(c->k, p, pid, sig, &self);
+  if (self == SIGQ_TERM) {
+    c->stop = CPU_KILLED;  // the outbox is drained on this stop too
+    c->status = sig;
+  } else if (c->k->sigout_len) {
     c->stop = CPU_SIGNAL;
-    c->signal_to = pid;
-    c->status = r == SIGQ_TERM ? sig : 0;
   }
-  return 0;
+  return r;
 }
 
 int64_t sys_kill(struct cpu *c, struct proc *p, const uint64_t *a) {
