@@ -67,6 +67,8 @@ struct cpu {
   uc_context *sigctx[CPU_SIGDEPTH];  // the CPU state at each delivery, for rt_sigreturn
   uc_context *sigret_ctx;    // ... the one rt_sigreturn restores (NULL: beyond the depth)
   int reload;                // rt_sigreturn: load reload_regs when the syscall is over
+  int sigsuspended;          // in rt_sigsuspend: the handler's frame saves saved_mask
+  uint64_t saved_mask;       // ... the mask before it (compare current->saved_sigmask)
   int resched;               // a system call stopped the CPU to come back to the run loop
   uint64_t reload_regs[18];
   struct spawn_window window;

@@ -204,7 +204,7 @@ static int setup_rt_frame(struct cpu *c, struct proc *p, int sig, const struct k
   f.uc.ss_size = p->sas.size;
   f.uc.cs = 0x33;
   f.uc.ss = 0x2b;
-  f.uc.oldmask = f.uc.sigmask = p->sig.blocked;
+  f.uc.oldmask = f.uc.sigmask = c->sigsuspended ? c->saved_mask : p->sig.blocked;
   f.info.signo = sig;
   f.info.code = p->siginfo[sig - 1].code;
   f.info.pid = p->siginfo[sig - 1].pid;
@@ -234,6 +234,7 @@ static int setup_rt_frame(struct cpu *c, struct proc *p, int sig, const struct k
   p->sig.blocked &= ~UNBLOCKABLE;
   if (act->flags & SA_RESETHAND_)
     p->sig.action[sig - 1].handler = 0;
+  c->sigsuspended = 0;  // rt_sigreturn restores the mask from before it
   if (p->sas.flags & SS_AUTODISARM_) {  // compare signal_delivered() -> sas_ss_reset()
     memset(&p->sas, 0, sizeof(p->sas));
     p->sas.flags = SS_DISABLE;
@@ -265,7 +266,39 @@ int signal_deliver(struct cpu *c, struct proc *p) {
     }
     return 0;  // one frame at a time: the next signal nests on top of it at the next check
   }
+  if (c->sigsuspended) {  // no handler ran: compare restore_saved_sigmask()
+    p->sig.blocked = c->saved_mask;
+    c->sigsuspended = 0;
+  }
   return 0;
+}
+
+// pause(2) and rt_sigsuspend(2) (the mask replaced until a signal comes): the thread waits
+// (CPU_WAIT: a child's exit runs the call again, and it waits again) until a signal is to
+// be taken, then returns -EINTR through signal_interrupt_call or at once when one is
+// pending already; the handler's frame saves the mask from before rt_sigsuspend.
+// compare sys_pause(), sigsuspend() (-ERESTARTNOHAND: a handler runs, so EINTR).
+int64_t sys_pause(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)a;
+  if (signal_pending(p))
+    return -EINTR;
+  c->stop = CPU_WAIT;
+  return 0;
+}
+
+int64_t sys_rt_sigsuspend(struct cpu *c, struct proc *p, const uint64_t *a) {
+  uint64_t set;
+  if (!c->sigsuspended) {  // the first run, not one after a wait
+    if (a[1] != SIGSET_SIZE)
+      return -EINVAL;
+    int err = copy_from_user(c, &set, a[0], sizeof(set));
+    if (err)
+      return err;
+    c->saved_mask = p->sig.blocked;
+    c->sigsuspended = 1;
+    p->sig.blocked = set & ~UNBLOCKABLE;
+  }
+  return sys_pause(c, p, a);
 }
 
 // A call parked in a wait (read, wait4, nanosleep, poll) meets a signal to take: it returns

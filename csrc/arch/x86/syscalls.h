@@ -81,5 +81,7 @@ int64_t sys_kill(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_tgkill(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_tkill(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_sigaltstack(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_pause(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_rt_sigsuspend(struct cpu *c, struct proc *p, const uint64_t *a);
 
 #endif
