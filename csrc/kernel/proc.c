@@ -305,9 +305,9 @@ static int wait_matches(const struct proc *c, int which, int id) {
 int proc_wait(struct kernel *k, struct proc *p, int which, int id, int options,
               struct wait_info *w) {
   int any = 0;
-  int lo = which == P_PID ? id : 1, hi = which == P_PID ? id + 1 : k->pid_max;
-  if (lo < 1 || hi > k->pid_max)
+  if (which == P_PID && (id < 1 || id >= k->pid_max))
     return -ECHILD;
+  int lo = which == P_PID ? id : 1, hi = which == P_PID ? id + 1 : k->pid_max;
   for (int i = lo; i < hi; i++) {
     struct proc *c = k->procs[i];
     if (!c || c->ppid != p->pid || !wait_matches(c, which, id))

@@ -72,7 +72,8 @@ static int kill_permitted(const struct proc *s, const struct proc *t, int sig) {
 }
 
 // Note what the trio layer must do for t: wake it (sig 0) or end it (sig). -ENOMEM: the
-// signal stays pending, the wake-up is lost.
+// signal stays pending, the wake-up is lost. compare signal_wake_up() (here the waking is
+// the trio layer's: it drains the outbox).
 static int outbox_add(struct kernel *k, int pid, int sig) {
   if (k->sigout_len == k->sigout_cap) {
     uint32_t cap = k->sigout_cap ? 2 * k->sigout_cap : 16;
@@ -138,7 +139,8 @@ int signal_kill(struct kernel *k, struct proc *sender, int pid, int sig, int *se
   return success ? 0 : ret;
 }
 
-// The processes kill(2) of running code left for the trio layer, oldest first: up to n
+// The processes kill(2) of running code left for the trio layer (no Linux counterpart: the
+// scheduler's side of signal_wake_up()), oldest first: up to n
 // (pid, signal: 0 wake it to take a queued signal, else its default action ends it) pairs
 // are moved out; returns how many.
 int sfd_signal_outbox(struct kernel *k, int *pids, int *sigs, int n) {

@@ -117,6 +117,7 @@ struct stack_ {  // stack_t
 };
 
 // Whether sp is within p's alternate stack (it grows down: the top is inside).
+// compare __on_sig_stack().
 static int sas_contains(const struct proc *p, uint64_t sp) {
   return sp > p->sas.sp && sp - p->sas.sp <= p->sas.size;
 }
@@ -166,6 +167,7 @@ static int do_sigaltstack(struct proc *p, const struct stack_ *ss, struct stack_
   return 0;
 }
 
+// sigaltstack(ss, old_ss) at the caller's stack pointer. compare SYSCALL_DEFINE2(sigaltstack).
 int64_t sys_sigaltstack(struct cpu *c, struct proc *p, const uint64_t *a) {
   struct stack_ ss, old;
   uint64_t sp;
