@@ -245,6 +245,9 @@ static void waits(void) {
   printf(" P_PID 0 %s", err(waitid(P_PID, 0, &si, WEXITED)));
   printf(" P_PGID -1 %s", err(waitid(P_PGID, -1, &si, WEXITED)));
   printf(" option %s\n", err(waitid(P_ALL, 0, &si, WEXITED | 0x100)));
+  printf("  P_PIDFD: not a pidfd %s", err(waitid(P_PIDFD, 1, &si, WEXITED)));
+  printf(" closed %s", err(waitid(P_PIDFD, 999, &si, WEXITED)));
+  printf(" negative %s\n", err(waitid(P_PIDFD, -1, &si, WEXITED)));
   int fds[2];
   pipe(fds);
   pid_t w = child(waiter, (void *)(intptr_t)fds[1]);
@@ -288,6 +291,46 @@ static void waits(void) {
   setpgid(g, g);
   memset(&si, 0, sizeof(si));
   show("P_PGID g", waitid(P_PGID, g, &si, WEXITED), &si);
+}
+
+// ---- pause, sigsuspend ----
+static int send_usr1(void *arg) {  // to the parent, once it waits
+  (void)arg;
+  usleep(20000);
+  kill(getppid(), SIGUSR1);
+  return 0;
+}
+
+static void suspend(void) {
+  sigset_t block, empty, now;
+  printf("pause, sigsuspend\n");
+  hits = 0;
+  handle(SIGUSR1, count);
+  pid_t p = child(send_usr1, NULL);
+  long r = pause();
+  printf("  pause: %s hits %d\n", err(r), (int)hits);
+  wait_status(p);
+  sigemptyset(&block);
+  sigaddset(&block, SIGUSR1);
+  sigprocmask(SIG_BLOCK, &block, NULL);
+  p = child(send_usr1, NULL);
+  usleep(60000);  // the signal is pending (blocked) before sigsuspend unblocks it
+  sigemptyset(&empty);
+  r = sigsuspend(&empty);
+  sigprocmask(SIG_BLOCK, NULL, &now);
+  printf("  sigsuspend, pending: %s hits %d, mask back %d\n", err(r), (int)hits,
+         sigismember(&now, SIGUSR1));
+  wait_status(p);
+  p = child(send_usr1, NULL);
+  r = sigsuspend(&empty);  // waits for it
+  sigprocmask(SIG_BLOCK, NULL, &now);
+  printf("  sigsuspend, waiting: %s hits %d, mask back %d\n", err(r), (int)hits,
+         sigismember(&now, SIGUSR1));
+  wait_status(p);
+  printf("  bad set %s", err(syscall(SYS_rt_sigsuspend, (void *)8, 8)));
+  printf(" bad size %s\n", err(syscall(SYS_rt_sigsuspend, &empty, 4)));
+  sigprocmask(SIG_UNBLOCK, &block, NULL);
+  handle(SIGUSR1, SIG_DFL);
 }
 
 // ---- the alternate signal stack ----
@@ -438,6 +481,7 @@ int main(int argc, char **argv) {
   groups();
   group_kill();
   waits();
+  suspend();
   altstack();
   return 0;
 }

@@ -212,7 +212,8 @@ async def test_job_control_calls_as_linux(jobctl_probe: str, fork_mode: str) -> 
     """tests/jobctl_probe.c: setsid, setpgid, getpgid, getpgrp, getsid with Linux's errors
     (EPERM, EACCES after exec, ESRCH, EINVAL), groups inherited by fork and kept by exec;
     kill(-pgid), kill(0) and their errors; wait4 of a group (0, < -1); waitid (P_PID, P_PGID,
-    P_ALL, WNOHANG, WNOWAIT, the siginfo's fields, EFAULT, EINVAL); sigaltstack and
+    P_ALL, P_PIDFD's errors, WNOHANG, WNOWAIT, the siginfo's fields, EFAULT, EINVAL); pause
+    and sigsuspend (the mask back after the handler); sigaltstack and
     SA_ONSTACK (uc_stack, SS_ONSTACK, EPERM on it, ENOMEM, SS_DISABLE, SS_AUTODISARM, kept by
     fork, cleared by exec)."""
     async with spawnfd.open_kernel("1G", fork_mode=fork_mode) as k:
@@ -222,7 +223,7 @@ async def test_job_control_calls_as_linux(jobctl_probe: str, fork_mode: str) -> 
         same(sim, native([jobctl_probe]))
         assert b"sigaltstack" in sim.stdout and k._runtime.crashes == {}
         st = k.statistics().syscalls_by_nr
-        assert all(st.get(nr, 0) > 0 for nr in (109, 112, 121, 124, 131, 247))
+        assert all(st.get(nr, 0) > 0 for nr in (34, 109, 112, 121, 124, 130, 131, 247))
         k.check()
 
 
@@ -248,6 +249,8 @@ JOB_LINES = [
     ["bash", "-c", "set -m; sleep 0 & wait; echo $?; (exit 3) & wait $!; echo $?"],
     ["bash", "-c", "set -m; sleep 5 & kill -TERM %1; wait $!; echo $?"],  # kill(-pgid)
     ["bash", "-c", "sleep 0 & wait; echo $?; (exit 3) & wait $!; echo $?"],
+    # kill(0) in a job's own group: the subshell and its sleep die, the shell goes on
+    ["bash", "-c", "set -m; (sleep 5 & kill -TERM 0; sleep 1); echo $?"],
 ]
 
 
