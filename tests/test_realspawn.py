@@ -293,3 +293,62 @@ async def test_embryos_join_their_creators_group_and_group_kills_reach_them() ->
         assert embryo.state() == "zombie"
         assert os.WTERMSIG(embryo.wait()) == 15
         k.check()
+
+
+# The job-control calls of a shell itself (not its children), by name: (result, pid-valued).
+JOB_CALLS = {109: "setpgid", 111: "getpgrp", 121: "getpgid", 112: "setsid", 124: "getsid",
+             62: "kill", 61: "wait4", 247: "waitid", 16: "ioctl", 130: "rt_sigsuspend",
+             34: "pause"}
+PID_VALUED = {"getpgrp", "getpgid", "getsid", "setsid", "wait4"}
+
+
+def _job_call(name: str, ret: int) -> tuple[str, int | str]:
+    return (name, "PID" if name in PID_VALUED and ret > 0 else ret)
+
+
+def strace_job_calls(argv: list[str], out: Path) -> list[tuple[str, int | str]]:
+    """The job-control calls of the first process of an ``strace -f`` of argv, in order
+    (a call strace shows unfinished is taken where it resumes)."""
+    import errno
+    import re
+
+    subprocess.run(["strace", "-f", "-qq", "-o", str(out), *argv], input=b"",
+                   capture_output=True, env=ENV, cwd="/", check=False)
+    lines = out.read_text().splitlines()
+    first = lines[0].split()[0]
+    calls = []
+    for line in lines:
+        pid, _, rest = line.partition(" ")
+        if pid != first:
+            continue
+        m = (re.match(r"\s*<\.\.\. ([a-z0-9_]+) resumed>.*\)\s+= (.*)$", rest)
+             or re.match(r"\s*([a-z0-9_]+)\(.*\)\s+= (.*)$", rest))
+        if not m or m.group(1) not in JOB_CALLS.values():
+            continue
+        res = m.group(2).strip()
+        e = re.match(r"-1 (E[A-Z0-9]+)", res)
+        calls.append(_job_call(m.group(1), -getattr(errno, e.group(1)) if e
+                               else int(res.split()[0], 0)))
+    return calls
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+async def test_bash_job_control_calls_match_strace(tmp_path: Path) -> None:
+    # bash -c 'set -m': its own calls (getpgrp, TIOCGPGRP on a non-tty, setpgid of each
+    # job, wait4 with WSTOPPED|WCONTINUED, kill(-pgid) of a job) as strace -f shows them.
+    argv = ["bash", "-c", "set -m; sleep 0 & wait; (exit 3) & wait $!; sleep 5 & kill %%;"
+            " wait $!; echo $?"]
+    nat = strace_job_calls(argv, tmp_path / "strace.txt")
+    async with spawnfd.open_kernel("1G") as k:
+        for _ in range(3):
+            k.init.open("/dev/null", os.O_RDWR)
+        k.trace_syscalls()
+        res = await simulated(k, argv)
+        trace = k.syscall_trace()
+        shell = trace[0][0]
+        sim = [_job_call(JOB_CALLS[nr], ret) for pid, nr, ret, _ in trace
+               if pid == shell and nr in JOB_CALLS]
+        k.check()
+    assert res.stdout == b"143\n"
+    assert ("kill", 0) in nat and ("setpgid", 0) in nat and ("ioctl", -25) in nat
+    assert sim == nat
