@@ -192,6 +192,28 @@ static int kill_zero(void *arg) {  // kill(0): ourselves and our child, our own 
   return 0;
 }
 
+static int unprivileged(void *arg) {  // another uid: only its own processes, SIGCONT in-session
+  pid_t parent = getppid();
+  (void)arg;
+  setpgid(0, 0);
+  pipe(block_fds);
+  pid_t g = fork();
+  if (g == 0) {  // a root process in a group of its own, until we exit
+    setpgid(0, 0);
+    block_on(NULL);
+    _exit(0);
+  }
+  close(block_fds[0]);
+  setpgid(g, g);
+  if (setuid(65534))
+    return 1;
+  printf("  uid 65534: kill(parent, 0) %s", err(kill(parent, 0)));
+  printf(" SIGCONT %s", err(kill(parent, SIGCONT)));
+  printf(" kill(-root's group, 0) %s", err(kill(-g, 0)));
+  printf(" kill(0, 0) %s\n", err(kill(0, 0)));
+  return 0;
+}
+
 static void group_kill(void) {
   printf("kill groups\n");
   int fds[2];
@@ -220,6 +242,7 @@ static void group_kill(void) {
   printf("  waitpid(0) reaps z %d,", waitpid(0, &st, 0) == z);
   printf(" then %s\n", err(waitpid(0, &st, 0)));
   wait_status(child(kill_zero, NULL));
+  wait_status(child(unprivileged, NULL));
 }
 
 // ---- waitid ----

@@ -211,7 +211,8 @@ def jobctl_probe(tmp_path_factory: pytest.TempPathFactory) -> str:
 async def test_job_control_calls_as_linux(jobctl_probe: str, fork_mode: str) -> None:
     """tests/jobctl_probe.c: setsid, setpgid, getpgid, getpgrp, getsid with Linux's errors
     (EPERM, EACCES after exec, ESRCH, EINVAL), groups inherited by fork and kept by exec;
-    kill(-pgid), kill(0) and their errors; wait4 of a group (0, < -1); waitid (P_PID, P_PGID,
+    kill(-pgid), kill(0) and their errors, kill's permission for another uid (EPERM, SIGCONT
+    within the session); wait4 of a group (0, < -1); waitid (P_PID, P_PGID,
     P_ALL, P_PIDFD's errors, WNOHANG, WNOWAIT, the siginfo's fields, EFAULT, EINVAL); pause
     and sigsuspend (the mask back after the handler); sigaltstack and
     SA_ONSTACK (uc_stack, SS_ONSTACK, EPERM on it, ENOMEM, SS_DISABLE, SS_AUTODISARM, kept by
