@@ -210,6 +210,7 @@ int sfd_cpu_timeout(struct kernel *k, int tid);
 int sfd_futex_woken(struct kernel *k, int *tids, int max);
 int sfd_signal_send(struct kernel *k, int sender, int pid, int sig);
 int sfd_signal_pending(struct kernel *k, int pid);
+int sfd_signal_outbox(struct kernel *k, int *pids, int *sigs, int n);
 int sfd_spawn_window(struct kernel *k, struct spawn_window *out);
 
 // The system-call trace (arch/x86/syscall_64.c): every call a CPU finishes, in order, as

@@ -298,6 +298,15 @@ struct proc {
   uint64_t exec_gen;        // execs so far: a thread started before the last one restarts
   int vfork_parent;         // vfork child: the suspended parent whose mm it borrows (0: none)
   int vfork_child;          // vfork parent: suspended until this child execs or exits
+  int pgid, sid;            // process group and session (compare PIDTYPE_PGID, PIDTYPE_SID):
+                            // inherited by fork, vfork and embryos, kept across exec; the
+                            // session leader is the process whose sid is its pid
+  int forknoexec;           // forked and not exec'd yet (Linux PF_FORKNOEXEC): a parent may
+                            // still move it to another group
+  struct sas {
+    uint64_t sp, size;      // the first thread's alternate signal stack (compare task_struct
+    uint32_t flags;         // sas_ss_sp, sas_ss_size, sas_ss_flags): kept by fork, cleared
+  } sas;                    // by exec; another thread keeps its own (arch/x86 struct cpu)
   char cwd[4096];           // working directory
   struct sighand sig;       // signal dispositions and the blocked mask (rt_sigaction(2))
   uint64_t sigpending;      // signals sent and not yet taken (never inherited by fork)
@@ -328,6 +337,12 @@ struct kernel {
   struct kstats st;                  // deterministic counters
   struct proc **procs;               // pid -> process
   int pid_max, last_pid;             // pid allocation
+  uint32_t *pid_users;               // per pid: processes using it as their pgid or sid (a
+                                     // pid in use so is not handed out again, as Linux's
+                                     // struct pid lives while a task refers to it)
+  struct sig_out { int pid, sig; } *sigout;  // kill(2) of running code: the processes the
+  uint32_t sigout_len, sigout_cap;   // trio layer must wake (sig 0) or end (sig), drained by
+                                     // sfd_signal_outbox after the CPU stops with CPU_SIGNAL
   uint64_t next_serial;              // process serials
   uint64_t next_anon_vma;            // anon_vma identities handed out
   struct inode **itab;               // inode hash (by path)

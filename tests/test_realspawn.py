@@ -200,3 +200,156 @@ async def test_a_handler_of_real_code_takes_a_signal_sent_from_python() -> None:
         assert await proc.stdout.receive_some(100) == b"term 15\n"
         await proc.stdin.aclose()
         k.check()
+
+
+@pytest.fixture(scope="module")
+def jobctl_probe(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build(tmp_path_factory, "jobctl_probe")
+
+
+@pytest.mark.parametrize("fork_mode", ["copy", "cow-pt"])
+async def test_job_control_calls_as_linux(jobctl_probe: str, fork_mode: str) -> None:
+    """tests/jobctl_probe.c: setsid, setpgid, getpgid, getpgrp, getsid with Linux's errors
+    (EPERM, EACCES after exec, ESRCH, EINVAL), groups inherited by fork and kept by exec;
+    kill(-pgid), kill(0) and their errors, kill's permission for another uid (EPERM, SIGCONT
+    within the session); wait4 of a group (0, < -1); waitid (P_PID, P_PGID,
+    P_ALL, P_PIDFD's errors, WNOHANG, WNOWAIT, the siginfo's fields, EFAULT, EINVAL); pause
+    and sigsuspend (the mask back after the handler); sigaltstack and
+    SA_ONSTACK (uc_stack, SS_ONSTACK, EPERM on it, ENOMEM, SS_DISABLE, SS_AUTODISARM, kept by
+    fork, cleared by exec)."""
+    async with spawnfd.open_kernel("1G", fork_mode=fork_mode) as k:
+        for _ in range(3):
+            k.init.open("/dev/null", os.O_RDWR)
+        sim = await simulated(k, [jobctl_probe])
+        same(sim, native([jobctl_probe]))
+        assert b"sigaltstack" in sim.stdout and k._runtime.crashes == {}
+        st = k.statistics().syscalls_by_nr
+        assert all(st.get(nr, 0) > 0 for nr in (34, 109, 112, 121, 124, 130, 131, 247))
+        k.check()
+
+
+async def test_kill_minus_one_spares_init_and_the_caller(jobctl_probe: str) -> None:
+    # kill(-1) natively needs a pid namespace of its own (it would reach every process of
+    # the host): the probe runs there as its init, which kill(-1) spares as it spares the
+    # simulator's init; the probe ignores the signal so both runs agree.
+    nat = native(["unshare", "--pid", "--fork", jobctl_probe, "killall"])
+    if nat.returncode != 0 and b"unshare" in nat.stderr:
+        pytest.skip(f"no pid namespace here: {nat.stderr!r}")
+    async with spawnfd.open_kernel("1G") as k:
+        for _ in range(3):
+            k.init.open("/dev/null", os.O_RDWR)
+        same(await simulated(k, [jobctl_probe, "killall"]), nat)
+        assert nat.stdout.endswith(b"others 32 32\n")  # 20 + SIGUSR2 from each handler
+        k.check()
+
+
+JOB_LINES = [
+    ["dash", "-c", "sleep 0 & wait; echo $?"],
+    ["dash", "-c", "false & wait $!; echo $?"],
+    ["dash", "-c", "set -m; true & wait; echo $?"],  # no tty: job control turned off
+    ["bash", "-c", "set -m; sleep 0 & wait; echo $?; (exit 3) & wait $!; echo $?"],
+    ["bash", "-c", "set -m; sleep 5 & kill -TERM %1; wait $!; echo $?"],  # kill(-pgid)
+    ["bash", "-c", "sleep 0 & wait; echo $?; (exit 3) & wait $!; echo $?"],
+    # kill(0) in a job's own group: the subshell and its sleep die, the shell goes on
+    ["bash", "-c", "set -m; (sleep 5 & kill -TERM 0; sleep 1); echo $?"],
+]
+
+
+async def test_shells_with_background_jobs_as_natively() -> None:
+    # dash's wait builtin sleeps in rt_sigsuspend until SIGCHLD; bash with set -m puts each
+    # job in a group of its own (setpgid in parent and child), asks TIOCGPGRP of a non-tty
+    # (ENOTTY) and kills a job by its group.
+    async with spawnfd.open_kernel("1G") as k:
+        for _ in range(3):
+            k.init.open("/dev/null", os.O_RDWR)
+        for argv in JOB_LINES:
+            same(await simulated(k, argv), native(argv))
+        st = k.statistics().syscalls_by_nr
+        assert st.get(130, 0) > 0 and st.get(109, 0) >= 4 and st.get(62, 0) > 0
+        k.check()
+
+
+async def test_embryos_join_their_creators_group_and_group_kills_reach_them() -> None:
+    # A process launched through the fd model is in its creator's group and session (init's:
+    # 1 and 1); kill(0) of a real program in init's group ends an embryo init holds (it has
+    # no thread to run anything) and the program itself, and spares init.
+    async with spawnfd.open_kernel("1G") as k:
+        sh = k.init
+        for _ in range(3):
+            sh.open("/dev/null", os.O_RDWR)
+        r, w = sh.pipe(os.O_CLOEXEC)
+        async with sh.create_process() as child:
+            prog = await child.load_elf("/usr/bin/python3.11")
+            ld = await child.load_elf(prog.interpreter)
+            await child.setup_stack(
+                ["python3.11", "-c", "import os; print(os.getpid() > 1, os.getpgrp(), os.getsid(0))"],
+                ENV, interpreter=ld, program=prog)
+            await child.install_fd(1, w)
+        sh.close(w)
+        assert await child.wait() == 0
+        assert await sh.sys.read(r, 100) == b"True 1 1\n"
+        embryo = sh.process_create()
+        res = await simulated(k, ["python3.11", "-c", "import os, signal; os.kill(0, signal.SIGTERM)"])
+        assert res.returncode == -15
+        assert embryo.state() == "zombie"
+        assert os.WTERMSIG(embryo.wait()) == 15
+        k.check()
+
+
+# The job-control calls of a shell itself (not its children), by name: (result, pid-valued).
+JOB_CALLS = {109: "setpgid", 111: "getpgrp", 121: "getpgid", 112: "setsid", 124: "getsid",
+             62: "kill", 61: "wait4", 247: "waitid", 16: "ioctl", 130: "rt_sigsuspend",
+             34: "pause"}
+PID_VALUED = {"getpgrp", "getpgid", "getsid", "setsid", "wait4"}
+
+
+def _job_call(name: str, ret: int) -> tuple[str, int | str]:
+    return (name, "PID" if name in PID_VALUED and ret > 0 else ret)
+
+
+def strace_job_calls(argv: list[str], out: Path) -> list[tuple[str, int | str]]:
+    """The job-control calls of the first process of an ``strace -f`` of argv, in order
+    (a call strace shows unfinished is taken where it resumes)."""
+    import errno
+    import re
+
+    subprocess.run(["strace", "-f", "-qq", "-o", str(out), *argv], input=b"",
+                   capture_output=True, env=ENV, cwd="/", check=False)
+    lines = out.read_text().splitlines()
+    first = lines[0].split()[0]
+    calls = []
+    for line in lines:
+        pid, _, rest = line.partition(" ")
+        if pid != first:
+            continue
+        m = (re.match(r"\s*<\.\.\. ([a-z0-9_]+) resumed>.*\)\s+= (.*)$", rest)
+             or re.match(r"\s*([a-z0-9_]+)\(.*\)\s+= (.*)$", rest))
+        if not m or m.group(1) not in JOB_CALLS.values():
+            continue
+        res = m.group(2).strip()
+        e = re.match(r"-1 (E[A-Z0-9]+)", res)
+        calls.append(_job_call(m.group(1), -getattr(errno, e.group(1)) if e
+                               else int(res.split()[0], 0)))
+    return calls
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+async def test_bash_job_control_calls_match_strace(tmp_path: Path) -> None:
+    # bash -c 'set -m': its own calls (getpgrp, TIOCGPGRP on a non-tty, setpgid of each
+    # job, wait4 with WSTOPPED|WCONTINUED, kill(-pgid) of a job) as strace -f shows them.
+    argv = ["bash", "-c", "set -m; sleep 0 & wait; (exit 3) & wait $!; sleep 5 & kill %%;"
+            " wait $!; echo $?"]
+    nat = strace_job_calls(argv, tmp_path / "strace.txt")
+    async with spawnfd.open_kernel("1G") as k:
+        for _ in range(3):
+            k.init.open("/dev/null", os.O_RDWR)
+        k.trace_syscalls()
+        res = await simulated(k, argv)
+        trace = k.syscall_trace()
+        shell = trace[0][0]
+        sim = [_job_call(JOB_CALLS[nr], ret) for pid, nr, ret, _ in trace
+               if pid == shell and nr in JOB_CALLS]
+        k.check()
+    assert res.stdout == b"143\n"
+    assert ("kill", 0) in nat and ("setpgid", 0) in nat and ("ioctl", -25) in nat
+    assert sim == nat

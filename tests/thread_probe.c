@@ -323,6 +323,48 @@ static void shared_futex(void) {
          woke_private, woke_other, woke, WEXITSTATUS(st));
 }
 
+// ---- the alternate signal stack is each thread's: a new thread has none ----
+static char main_alt[65536], thread_alt[65536];
+static _Atomic int on_alt;
+
+static void on_usr_alt(int sig) {
+  char here;
+  (void)sig;
+  on_alt = (&here >= thread_alt && &here < thread_alt + sizeof(thread_alt)) ? 1
+           : (&here >= main_alt && &here < main_alt + sizeof(main_alt)) ? 2
+                                                                       : 3;
+}
+
+static void *alt_thread(void *arg) {
+  (void)arg;
+  stack_t old, ss = {.ss_sp = thread_alt, .ss_size = sizeof(thread_alt), .ss_flags = 0};
+  sigaltstack(NULL, &old);
+  printf("altstack: a new thread has none %d\n", (old.ss_flags & SS_DISABLE) != 0);
+  sigaltstack(&ss, NULL);
+  raise(SIGUSR1);  // tgkill to itself: the handler runs on this thread's alternate stack
+  printf("altstack: the thread's handler ran on %s\n",
+         on_alt == 1 ? "its own" : on_alt == 2 ? "the main thread's" : "the thread stack");
+  return NULL;
+}
+
+static void altstacks(void) {
+  stack_t ss = {.ss_sp = main_alt, .ss_size = sizeof(main_alt), .ss_flags = 0};
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_usr_alt;
+  sa.sa_flags = SA_ONSTACK;
+  sigaction(SIGUSR1, &sa, NULL);
+  sigaltstack(&ss, NULL);
+  pthread_t t;
+  pthread_create(&t, NULL, alt_thread, NULL);
+  pthread_join(t, NULL);
+  raise(SIGUSR1);
+  printf("altstack: the main thread's handler ran on %s\n",
+         on_alt == 2 ? "its own" : on_alt == 1 ? "the other thread's" : "the thread stack");
+  ss.ss_flags = SS_DISABLE;
+  sigaltstack(&ss, NULL);
+}
+
 int main(int argc, char **argv) {
   const char *what = argc > 1 ? argv[1] : "all";
   pthread_t t;
@@ -336,6 +378,7 @@ int main(int argc, char **argv) {
     fork_from_thread();
     vfork_while_threads_run();
     shared_futex();
+    altstacks();
     clone_flags();
     return 0;
   }

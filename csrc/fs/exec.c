@@ -7,6 +7,7 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -451,6 +452,9 @@ static int do_execve(struct kernel *k, struct proc *p, const char *path,
   p->rip = *rip;
   p->rsp = *rsp;
   p->exec_gen++;  // a thread that ran the old program starts again at rip/rsp
+  p->forknoexec = 0;  // compare begin_new_exec(): PF_FORKNOEXEC cleared
+  memset(&p->sas, 0, sizeof(p->sas));  // no alternate signal stack in the new program
+  p->sas.flags = SS_DISABLE;
   return 0;
 }
 

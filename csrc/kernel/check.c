@@ -461,6 +461,46 @@ static int check_threads(struct recount *r) {
   return 0;
 }
 
+// Process groups and sessions: each pid's users (processes whose group or session it names)
+// recounted; every member of a group in one session, the group's; a session leader leads
+// its own group. And no kill(2) is left half done (the signal outbox is empty).
+static int check_groups(struct recount *r) {
+  struct kernel *k = r->k;
+  uint32_t *users = calloc((size_t)k->pid_max, sizeof(*users));
+  int *sid_of = calloc((size_t)k->pid_max, sizeof(*sid_of));
+  int err = 0;
+  if (!users || !sid_of) {
+    free(users);
+    free(sid_of);
+    return -ENOMEM;
+  }
+  for (int pid = 1; pid < k->pid_max && !err; pid++) {
+    struct proc *p = k->procs[pid];
+    if (!p)
+      continue;
+    if (p->pgid <= 0 || p->pgid >= k->pid_max || p->sid <= 0 || p->sid >= k->pid_max)
+      err = fail(r, "pid %d: group %d session %d out of range", pid, p->pgid, p->sid);
+    else if (sid_of[p->pgid] && sid_of[p->pgid] != p->sid)
+      err = fail(r, "group %d spans sessions %d and %d", p->pgid, sid_of[p->pgid], p->sid);
+    else if (p->sid == pid && p->pgid != pid)
+      err = fail(r, "session leader %d is in group %d", pid, p->pgid);
+    if (err)
+      break;
+    sid_of[p->pgid] = p->sid;
+    users[p->pgid]++;
+    users[p->sid]++;
+  }
+  if (!err && k->sigout_len)  // the trio layer drains it as soon as the CPU stops
+    err = fail(r, "kill(2) left %u processes to wake or end", k->sigout_len);
+  for (int pid = 1; pid < k->pid_max && !err; pid++)
+    if (users[pid] != k->pid_users[pid])
+      err = fail(r, "pid %d named by %u groups and sessions, counted %u", pid,
+                 k->pid_users[pid], users[pid]);
+  free(users);
+  free(sid_of);
+  return err;
+}
+
 int check_kernel(struct kernel *k, char *msg, size_t cap) {
   struct recount r = {.k = k, .msg = msg, .cap = cap};
   msg[0] = 0;
@@ -481,6 +521,8 @@ int check_kernel(struct kernel *k, char *msg, size_t cap) {
     err = check_files(&r);
   if (!err)
     err = check_embryos(&r);
+  if (!err)
+    err = check_groups(&r);
   if (!err)
     err = for_each_inode(&r, inode_cache_once);
   if (!err && r.committed != k->committed)

@@ -15,6 +15,19 @@ void proc_release_vfork(struct kernel *k, struct proc *p);
 int proc_exit(struct kernel *k, struct proc *p, int wstatus);
 int proc_chdir(struct kernel *k, struct proc *p, const char *path);
 int cred_change(struct cred *c, const uint32_t *ids);
+// wait4(2), waitid(2): what a wait reports; which is P_ALL, P_PID or P_PGID.
+struct wait_info {
+  int pid, code, status, uid;  // siginfo: si_pid, si_code (CLD_*), si_status, si_uid
+  int wstatus;                 // wait4's status word
+};
+void wait_info_fill(const struct proc *c, struct wait_info *w);
+int proc_wait(struct kernel *k, struct proc *p, int which, int id, int options,
+              struct wait_info *w);
+// process groups and sessions
+struct proc *pgrp_member(struct kernel *k, int pgid);
+int proc_setpgid(struct kernel *k, struct proc *cur, int pid, int pgid);
+int proc_setsid(struct kernel *k, struct proc *cur);
+int proc_getpgid(struct kernel *k, struct proc *cur, int pid, int sid);
 
 int tid_alloc(struct kernel *k);
 
@@ -81,5 +94,7 @@ int check_kernel(struct kernel *k, char *msg, size_t cap);
 enum { SIGQ_QUEUED = 0, SIGQ_IGNORED = 1, SIGQ_TERM = 2 };
 int signal_send(struct proc *p, int sig, int code, int from, int status);
 int signal_pending(const struct proc *p);
+int signal_kill(struct kernel *k, struct proc *sender, int pid, int sig, int *self);
+int signal_wake_later(struct kernel *k, int pid, int sig);
 
 #endif

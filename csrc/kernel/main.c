@@ -27,7 +27,8 @@ static int kernel_boot(struct kernel *k, uint64_t mem_bytes) {
   if ((err = frame_alloc(k, FK_ZERO, &k->fr.zero_pfn)))
     return err;
   if (!(k->procs = calloc(PID_MAX, sizeof(*k->procs))) ||
-      !(k->tids = calloc(PID_MAX, sizeof(*k->tids))))
+      !(k->tids = calloc(PID_MAX, sizeof(*k->tids))) ||
+      !(k->pid_users = calloc(PID_MAX, sizeof(*k->pid_users))))
     return -ENOMEM;
   k->pid_max = PID_MAX;
   if ((err = vfs_init(k)) || (err = thp_init(k)))
@@ -62,6 +63,8 @@ void sfd_kernel_free(struct kernel *k) {
     free(k->procs);
   }
   free(k->tids);
+  free(k->pid_users);
+  free(k->sigout);
   if (k->cpu)
     k->cpu_free(k->cpu);  // after the processes: each lets go of the CPU first
   vfs_fini(k);

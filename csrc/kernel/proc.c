@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "kernel/kernel.h"
 
@@ -24,7 +25,8 @@ static int pid_alloc(struct kernel *k) {
     int pid = k->last_pid + 1 + n;
     if (pid >= k->pid_max)
       pid = 1 + (pid - k->pid_max) % (k->pid_max - 1);
-    if (!k->procs[pid] && !k->tids[pid])
+    if (!k->procs[pid] && !k->tids[pid] && !k->pid_users[pid])  // nor a thread's, nor a
+                                                                // live group's or session's id
       return k->last_pid = pid;
   }
   return -EAGAIN;
@@ -49,6 +51,13 @@ int proc_new(struct kernel *k, int ppid, struct mm *mm, struct proc **out) {
   }
   p->pid = pid;
   p->ppid = ppid;
+  struct proc *parent = proc_get_any(k, ppid);  // compare copy_process(): the parent's
+  p->pgid = parent ? parent->pgid : pid;        // group and session (init: its own)
+  p->sid = parent ? parent->sid : pid;
+  k->pid_users[p->pgid]++;
+  k->pid_users[p->sid]++;
+  p->forknoexec = 1;
+  p->sas.flags = SS_DISABLE;  // no alternate signal stack (compare sas_ss_reset())
   p->serial = ++k->next_serial;
   strcpy(p->cwd, "/");
   k->procs[pid] = p;
@@ -68,6 +77,8 @@ static void proc_exit_thread(struct kernel *k, struct proc *p) {
 // Release a process's memory and descriptors and its pid (reaping, or kernel teardown).
 void proc_free(struct kernel *k, struct proc *p) {
   k->procs[p->pid] = NULL;
+  k->pid_users[p->pgid]--;
+  k->pid_users[p->sid]--;
   proc_exit_thread(k, p);
   fdt_fini(k, &p->fds);
   if (p->vfork_parent)
@@ -104,6 +115,7 @@ int sfd_vfork(struct kernel *k, int pid, int *child_pid) {
   memcpy(c->cwd, parent->cwd, sizeof(c->cwd));
   c->cred = parent->cred;
   c->sig = parent->sig;
+  c->sas = parent->sas;  // kept by fork and vfork (compare copy_process())
   parent->vfork_child = c->pid;
   *child_pid = c->pid;
   return 0;
@@ -129,6 +141,7 @@ static int do_fork(struct kernel *k, struct proc *parent, int mode, int *child_p
   memcpy(c->cwd, parent->cwd, sizeof(c->cwd));
   c->cred = parent->cred;
   c->sig = parent->sig;
+  c->sas = parent->sas;
   *child_pid = c->pid;
   return 0;
 }
@@ -163,9 +176,11 @@ int proc_exit(struct kernel *k, struct proc *p, int wstatus) {
   p->state = PS_ZOMBIE;
   p->wstatus = wstatus;
   struct proc *parent = proc_get_any(k, p->ppid);
-  if (parent && parent->state != PS_ZOMBIE)  // compare do_notify_parent(): SIGCHLD
-    signal_send(parent, SIGCHLD, (wstatus & 0x7f) ? CLD_KILLED : CLD_EXITED, pid,
-                (wstatus & 0x7f) ? (wstatus & 0x7f) : (wstatus >> 8) & 0xff);
+  if (parent && parent->state != PS_ZOMBIE) {  // compare do_notify_parent(): SIGCHLD
+    struct wait_info w;
+    wait_info_fill(p, &w);
+    signal_send(parent, SIGCHLD, w.code, pid, w.status);
+  }
   for (int i = 1; i < k->pid_max; i++)
     if (k->procs[i] && k->procs[i]->ppid == pid)
       k->procs[i]->ppid = 1;  // compare forget_original_parent(): reparent to init
@@ -267,29 +282,140 @@ int sfd_setcred(struct kernel *k, int pid, const uint32_t *ids) {
   return cred_change(&p->cred, ids);
 }
 
+// What a wait reports of zombie c: the pid, the siginfo's si_code (CLD_EXITED, CLD_KILLED,
+// CLD_DUMPED) and si_status (exit code or signal), si_uid, and the wait4 status.
+// compare wait_task_zombie().
+void wait_info_fill(const struct proc *c, struct wait_info *w) {
+  w->pid = c->pid;
+  w->uid = (int)c->cred.uid;
+  w->wstatus = c->wstatus;
+  if (c->wstatus & 0x7f) {
+    w->code = (c->wstatus & 0x80) ? CLD_DUMPED : CLD_KILLED;
+    w->status = c->wstatus & 0x7f;
+  } else {
+    w->code = CLD_EXITED;
+    w->status = (c->wstatus >> 8) & 0xff;
+  }
+}
+
+// Whether child c is one a wait of (which, id) asks for. compare eligible_pid().
+static int wait_matches(const struct proc *c, int which, int id) {
+  return which == P_ALL || (which == P_PID && c->pid == id) || (which == P_PGID && c->pgid == id);
+}
+
+// The wait of wait4(2) and waitid(2): a child of p that (which, id) names and that exited
+// (with WEXITED), reaped unless WNOWAIT. Returns its pid with *w filled, 0 when children
+// match but none is reportable (the caller blocks unless WNOHANG), -ECHILD when none matches.
+// A zombie is no candidate without WEXITED (there is no stop state: WSTOPPED and WCONTINUED
+// never report). compare do_wait() -> wait_consider_task().
+int proc_wait(struct kernel *k, struct proc *p, int which, int id, int options,
+              struct wait_info *w) {
+  int any = 0;
+  if (which == P_PID && (id < 1 || id >= k->pid_max))
+    return -ECHILD;
+  int lo = which == P_PID ? id : 1, hi = which == P_PID ? id + 1 : k->pid_max;
+  for (int i = lo; i < hi; i++) {
+    struct proc *c = k->procs[i];
+    if (!c || c->ppid != p->pid || !wait_matches(c, which, id))
+      continue;
+    if (c->state != PS_ZOMBIE) {
+      any = 1;  // a live child (or embryo) may still exit
+      continue;
+    }
+    if (!(options & WEXITED))
+      continue;
+    wait_info_fill(c, w);
+    if (!(options & WNOWAIT))
+      proc_free(k, c);
+    return i;
+  }
+  return any ? 0 : -ECHILD;
+}
+
 // wait4(2) for caller-driven processes: reap an exited child (child > 0: that one, -1: any).
 // Returns the reaped pid with *wstatus set, 0 if nothing has exited and nohang is set,
 // -EAGAIN if nothing has exited (the synchronous API cannot block), -ECHILD if no such child.
 int sfd_wait(struct kernel *k, int pid, int child, int nohang, int *wstatus) {
   struct proc *p;
+  struct wait_info w;
   ENTER(k, pid, p);
-  int any = 0;
-  for (int i = (child > 0 ? child : 1); i < k->pid_max; i++) {
-    struct proc *c = k->procs[i];
-    if (c && c->ppid == pid) {
-      any = 1;
-      if (c->state == PS_ZOMBIE) {
-        *wstatus = c->wstatus;
-        proc_free(k, c);
-        return i;
-      }
-    }
-    if (child > 0)
-      break;
+  int got = proc_wait(k, p, child > 0 ? P_PID : P_ALL, child, WEXITED, &w);
+  if (got > 0)
+    *wstatus = w.wstatus;
+  return got ? got : nohang ? 0 : -EAGAIN;
+}
+
+// ---- process groups and sessions (compare Linux kernel/sys.c) ----
+
+// Put p in group pgid of session sid; the pid users follow. compare change_pid().
+static void proc_set_pgrp(struct kernel *k, struct proc *p, int pgid, int sid) {
+  k->pid_users[p->pgid]--;
+  k->pid_users[p->sid]--;
+  p->pgid = pgid;
+  p->sid = sid;
+  k->pid_users[pgid]++;
+  k->pid_users[sid]++;
+}
+
+// A process (live, zombie or embryo) of group pgid, or NULL. compare pid_task(pgrp,
+// PIDTYPE_PGID).
+struct proc *pgrp_member(struct kernel *k, int pgid) {
+  if (pgid <= 0 || pgid >= k->pid_max || !k->pid_users[pgid])
+    return NULL;
+  for (int i = 1; i < k->pid_max; i++)
+    if (k->procs[i] && k->procs[i]->pgid == pgid)
+      return k->procs[i];
+  return NULL;
+}
+
+// setpgid(2) by cur: pid (0: cur) joins group pgid (0: its own pid). Only cur itself or a
+// child of cur in cur's session that has not exec'd yet; not a session leader; the group
+// must exist in cur's session unless it is pid's own. compare ksys_setpgid().
+int proc_setpgid(struct kernel *k, struct proc *cur, int pid, int pgid) {
+  if (!pid)
+    pid = cur->pid;
+  if (!pgid)
+    pgid = pid;
+  if (pgid < 0)
+    return -EINVAL;
+  struct proc *p = proc_get_any(k, pid);
+  if (!p)
+    return -ESRCH;
+  if (p->ppid == cur->pid) {
+    if (p->sid != cur->sid)
+      return -EPERM;
+    if (!p->forknoexec)
+      return -EACCES;
+  } else if (p != cur) {
+    return -ESRCH;
   }
-  if (!any)
-    return -ECHILD;
-  return nohang ? 0 : -EAGAIN;
+  if (p->sid == p->pid)
+    return -EPERM;  // a session leader stays in its group
+  if (pgid != pid) {
+    struct proc *g = pgrp_member(k, pgid);
+    if (!g || g->sid != cur->sid)
+      return -EPERM;
+  }
+  proc_set_pgrp(k, p, pgid, p->sid);
+  return 0;
+}
+
+// setsid(2): cur leads a new session and group of its pid, unless it leads a session
+// already or its pid names a group. compare ksys_setsid().
+int proc_setsid(struct kernel *k, struct proc *cur) {
+  if (cur->sid == cur->pid || pgrp_member(k, cur->pid))
+    return -EPERM;
+  proc_set_pgrp(k, cur, cur->pid, cur->pid);
+  return cur->pid;
+}
+
+// getpgid(2) (sid 0) and getsid(2) (sid 1) of pid (0: cur); -ESRCH if there is no such
+// process (a zombie has them until reaped). compare SYSCALL_DEFINE1(getpgid), getsid.
+int proc_getpgid(struct kernel *k, struct proc *cur, int pid, int sid) {
+  struct proc *p = pid ? proc_get_any(k, pid) : cur;
+  if (!p)
+    return -ESRCH;
+  return sid ? p->sid : p->pgid;
 }
 
 // The parent of a live or zombie process.

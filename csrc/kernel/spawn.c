@@ -68,6 +68,7 @@ int builder_launch(struct kernel *k, struct file *f) {
   if (!e || e->state != PS_EMBRYO)
     return 0;
   e->state = PS_RUNNING;
+  e->forknoexec = 0;   // it runs a new program: as after an exec (setpgid: EACCES)
   f->ino->target = 0;  // launched: the file no longer refers to anything
   return e->pid;
 }

@@ -174,6 +174,18 @@ class CKernel:
         ends pid (the caller carries it out)."""
         return int(self._call(lib.sfd_signal_send(self.ptr, sender, pid, sig)))
 
+    def signal_outbox(self) -> list[tuple[int, int]]:
+        """What kill(2) of running code left for the trio layer, oldest first: (pid, signal)
+        pairs, signal 0 to wake pid to take a queued signal, else its default action ends
+        pid. The outbox is empty afterwards."""
+        out: list[tuple[int, int]] = []
+        pids, sigs = ffi.new("int[64]"), ffi.new("int[64]")
+        while True:
+            n = int(self._call(lib.sfd_signal_outbox(self.ptr, pids, sigs, 64)))
+            out.extend((pids[i], sigs[i]) for i in range(n))
+            if n < 64:
+                return out
+
     def signal_pending(self, tid: int) -> bool:
         """Whether thread tid (a pid: its first thread) has a signal to take now."""
         return bool(lib.sfd_signal_pending(self.ptr, tid))

@@ -258,6 +258,28 @@ class _Runtime:
         scope.cancel()
 
 
+    def deliver_kills(self) -> None:
+        """Carry out what kill(2) of running code left in the kernel's outbox: wake a process
+        to take a queued signal, or end it by its default action. A process without a task
+        (an embryo, a caller-driven one) ends at once, as the fd model's send_signal does."""
+        c = self.kernel._c
+        for pid, sig in c.signal_outbox():
+            if pid in self.scopes:
+                if sig:
+                    self.signal(pid, sig)
+                else:
+                    self.interrupt(pid)
+            elif sig:
+                try:
+                    ppid = c.ppid(pid)
+                    c.kill_exit(pid, sig)
+                except OSError:
+                    continue
+                self.child_lot(ppid).unpark_all()
+                if c.signal_pending(ppid):
+                    self.interrupt(ppid)
+
+
 def _exec_or_127(path: str, argv: list[str],
                  env: dict[str, str]) -> Callable[[Sys], Awaitable[int]]:
     """A fork or vfork child that execs path, or exits 127 when the exec fails."""
@@ -678,6 +700,8 @@ async def _run_cpu(sys: Sys, tid: int = 0) -> int:
             if not first:
                 rt.end_group(sys.pid, (status & 0xFF) << 8)
             return status
+        if reason in (_CPU_KILLED, _CPU_SIGNAL):  # kill(2) reached other processes
+            rt.deliver_kills()
         if reason == _CPU_THREAD_EXITED:
             if not first:
                 return status
@@ -709,11 +733,8 @@ async def _run_cpu(sys: Sys, tid: int = 0) -> int:
                     if waited.cancelled_caught:
                         c.cpu_timeout(tid)
             rt.waits.pop(tid, None)
-        elif reason == _CPU_SIGNAL:  # kill(2) of another process, or a thread to wake
-            if status:
-                rt.signal(fd, status)
-            else:
-                rt.interrupt(fd)
+        elif reason == _CPU_SIGNAL:  # delivered above
+            pass
         elif reason == _CPU_CLONED:
             rt.start_cpu_thread(sys, status)
             await trio.lowlevel.checkpoint()

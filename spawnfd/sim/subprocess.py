@@ -87,12 +87,14 @@ def _check_options(options: Mapping[str, Any]) -> None:
         raise NotImplementedError(
             "close_fds=False is not simulated: the child gets 0, 1, 2 and pass_fds")
     if options.get("start_new_session"):
-        raise NotImplementedError("start_new_session= is not simulated: the simulator has no "
-                                  "sessions; use spawnfd.host")
+        raise NotImplementedError("start_new_session= is not simulated: the kernel has "
+                                  "sessions (a real program calls setsid), but the "
+                                  "simulator's spawn does not set them; use spawnfd.host")
     pgid = options.get("process_group")
     if pgid is not None and pgid >= 0:
-        raise NotImplementedError("process_group= is not simulated: the simulator has no "
-                                  "process groups; use spawnfd.host")
+        raise NotImplementedError("process_group= is not simulated: the kernel has process "
+                                  "groups (a real program calls setpgid), but the "
+                                  "simulator's spawn does not set them; use spawnfd.host")
     umask = options.get("umask", -1)
     if umask is not None and umask >= 0:
         raise NotImplementedError("umask= is not simulated; use spawnfd.host")

@@ -15,8 +15,8 @@
 // child (status: its pid) is ready to run; a vfork parent waits for its exec or exit.
 // CPU_EXECED: a new program is in place (it may be a stand-in). CPU_WAIT: in wait4 until a
 // child changes state. CPU_POLL: in poll/select until a pipe moves or sleep_ns pass (fd 1:
-// the same call waits again). CPU_SIGNAL: kill(2) of another process (fd: it; status: the
-// signal whose default action ends it, 0: wake it to take a queued one).
+// the same call waits again). CPU_SIGNAL: kill(2) reached other processes: the kernel's
+// outbox (sfd_signal_outbox) says which to wake or end.
 // CPU_CLONED: a new thread of this process (status: its tid) is ready to run. CPU_FUTEX: in
 // FUTEX_WAIT until a wake (sfd_futex_woken names it) or sleep_ns pass (fd 1: the same
 // wait again). CPU_THREAD_EXITED: this thread is gone (exit(2)), its process lives on in
@@ -71,17 +71,20 @@ struct cpu {
   uint64_t *blocked;         // its blocked mask: p->sig.blocked for the first thread,
   uint64_t own_blocked;      // ... this for the others (compare task->blocked)
   uint64_t sigpending;       // signals sent to this thread alone (tgkill)
+  struct sas *sas;           // its alternate signal stack: p->sas for the first thread,
+  struct sas own_sas;        // ... this for the others (a new thread has none)
   struct futex_q fq;         // its FUTEX_WAIT (kernel/futex.c)
   uint64_t futex_uaddr;      // ... the address it waits on
   uint64_t exec_gen;         // p->exec_gen its registers belong to (else: restart at p->rip)
   int restart;               // not started yet: the first run starts at p->rip, p->rsp
   uint64_t clear_child_tid;  // CLONE_CHILD_CLEARTID / set_tid_address (recorded)
   int in_window;             // forked, not yet exec'd: window holds the counters at fork
-  int signal_to;             // CPU_SIGNAL: the process kill(2) reached
   int sigdepth;              // handlers running (frames on the user stack)
   uc_context *sigctx[CPU_SIGDEPTH];  // the CPU state at each delivery, for rt_sigreturn
   uc_context *sigret_ctx;    // ... the one rt_sigreturn restores (NULL: beyond the depth)
   int reload;                // rt_sigreturn: load reload_regs when the syscall is over
+  int sigsuspended;          // in rt_sigsuspend: the handler's frame saves saved_mask
+  uint64_t saved_mask;       // ... the mask before it (compare current->saved_sigmask)
   int resched;               // a system call stopped the CPU to come back to the run loop
   uint64_t reload_regs[18];
   struct spawn_window window;

@@ -301,6 +301,7 @@ static struct cpu *cpu_thread_new(struct cpu_engine *e, struct proc *p) {
   c->mm = p->mm;
   c->pid = c->tid = c->fq.tid = p->pid;
   c->blocked = &p->sig.blocked;
+  c->sas = &p->sas;
   c->cnt = &p->cpu;
   c->exec_gen = p->exec_gen;
   c->restart = 1;
@@ -377,6 +378,7 @@ void cpu_de_thread(struct cpu *c) {
     c->tid = c->fq.tid = c->pid;
     p->sig.blocked = c->own_blocked;
     c->blocked = &p->sig.blocked;
+    c->sas = &p->sas;
   }
   c->tnext = NULL;
   c->dead = 0;
@@ -442,6 +444,8 @@ int cpu_thread_clone(struct cpu *parent, uint64_t stack, uint64_t tls, int set_t
   c->tid = c->fq.tid = tid;
   c->own_blocked = *parent->blocked;
   c->blocked = &c->own_blocked;
+  c->own_sas.flags = SS_DISABLE;  // compare copy_process(): CLONE_VM without CLONE_VFORK
+  c->sas = &c->own_sas;
   c->rng ^= (uint64_t)tid << 32;
   if (thread_regs_copy(parent->e, c, stack, tls, set_tls)) {
     thread_release(c);
@@ -634,7 +638,7 @@ out:
   out->reason = c->stop;
   out->status = c->status;
   int waits = c->stop == CPU_POLL || c->stop == CPU_FUTEX;
-  out->fd = waits ? c->poll_again : c->stop == CPU_SIGNAL ? c->signal_to : c->block_fd;
+  out->fd = waits ? c->poll_again : c->block_fd;
   out->addr = c->stop == CPU_KILLED                  ? c->fault_addr
               : c->stop == CPU_SLEEP || waits        ? c->sleep_ns
                                                      : 0;

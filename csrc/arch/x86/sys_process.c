@@ -1,13 +1,16 @@
-// sys_process.c — processes from running code: fork, vfork, clone, execve, wait4. Each goes
+// sys_process.c — processes from running code: fork, vfork, clone, execve, wait4, waitid,
+// process groups and sessions (setpgid, getpgid, getpgrp, setsid, getsid). Each goes
 // down the kernel's own paths (the fork policy of the kernel, sfd_vfork, do_execve through
 // sfd_execve, sfd_wait); what only the trio layer can do — start the child's task, suspend a
 // vfork parent, run a stand-in after exec, park a waiter — is asked for by the stop reason.
 // compare Linux kernel/fork.c (kernel_clone), fs/exec.c (do_execveat_common), kernel/exit.c
-// (kernel_wait4).
+// (kernel_wait4, kernel_waitid), kernel/sys.c (setpgid, setsid).
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "arch/x86/syscalls.h"
 
@@ -28,7 +31,11 @@
 #define CSIGNAL_ 0xff
 #define WNOHANG_ 1
 #define WUNTRACED_ 2
+#define WSTOPPED_ 2
+#define WEXITED_ 4
 #define WCONTINUED_ 8
+#define WNOWAIT_ 0x01000000
+#define P_PIDFD_ 3
 #define WNOTHREAD_ 0x20000000
 #define WALL_ 0x40000000
 #define WCLONE_ 0x80000000U
@@ -100,7 +107,8 @@ static int clone_finish(struct cpu *c, struct proc *p, struct proc *child,
     err = mm_access(p->mm, r->ptid, NULL, (const uint8_t *)&tid, sizeof(tid));
   if (!err)
     err = cpu_thread_copy(c, child, r->stack, r->tls, !!(r->flags & CLONE_SETTLS_));
-  child->sig.blocked = *c->blocked;  // the forking thread's mask (it may not be the first)
+  child->sig.blocked = *c->blocked;  // the forking thread's mask and alternate stack (it
+  child->sas = *c->sas;              // may not be the first)
   if (err) {
     proc_exit(c->k, child, SIGKILL);
     proc_free(c->k, child);
@@ -257,28 +265,132 @@ int64_t sys_execveat(struct cpu *c, struct proc *p, const uint64_t *a) {
   return err;
 }
 
-// wait4(pid, wstatus, options, rusage): reap a child that exited. Nothing yet and no WNOHANG:
-// the thread waits (CPU_WAIT) and the call runs again when a child changes state. There are
-// no process groups: pid 0 and < -1 wait for any child. Stopped and continued children do
-// not happen (no job control signals yet). As Linux, a bad status or rusage pointer is
-// EFAULT after the child was reaped: its status is lost. compare kernel_wait4().
+// wait4(pid, wstatus, options, rusage): reap a child that exited: pid > 0 that one, -1 any,
+// 0 one of the caller's group, < -1 one of group -pid. Nothing yet and no WNOHANG: the thread
+// waits (CPU_WAIT) and the call runs again when a child changes state. Stopped and continued
+// children do not happen (no stop state). As Linux, a bad status or rusage pointer is EFAULT
+// after the child was reaped: its status is lost. compare kernel_wait4().
 int64_t sys_wait4(struct cpu *c, struct proc *p, const uint64_t *a) {
-  int pid = (int)a[0], status = 0;
+  int pid = (int)a[0];
   uint32_t opts = (uint32_t)a[2];
+  struct wait_info w;
   if (opts & ~(uint32_t)(WNOHANG_ | WUNTRACED_ | WCONTINUED_ | WNOTHREAD_ | WALL_ | WCLONE_))
     return -EINVAL;
   if (pid == INT32_MIN)
     return -ESRCH;  // compare kernel_wait4(): -INT_MIN overflows
-  int got = sfd_wait(c->k, p->pid, pid > 0 ? pid : -1, !!(opts & WNOHANG_), &status);
-  if (got == -EAGAIN) {
+  int which = pid > 0 ? P_PID : pid == -1 ? P_ALL : P_PGID;
+  int id = pid > 0 ? pid : pid == 0 ? p->pgid : -pid;
+  int got = proc_wait(c->k, p, which, id, (int)opts | WEXITED_, &w);
+  if (got == 0 && !(opts & WNOHANG_)) {
     c->stop = CPU_WAIT;
     return 0;
   }
   if (got <= 0)
     return got;
   uint8_t ru[RUSAGE_BYTES] = {0};
-  if ((a[1] && copy_to_user(c, a[1], &status, sizeof(status))) ||
+  if ((a[1] && copy_to_user(c, a[1], &w.wstatus, sizeof(w.wstatus))) ||
       (a[3] && copy_to_user(c, a[3], ru, sizeof(ru))))
     return -EFAULT;
   return got;
+}
+
+// The wait of waitid(2): the options and the id type checked, a wait handle (the fd model's
+// pidfd) resolved to its process, then the kernel's wait; blocks (CPU_WAIT) like wait4.
+// compare kernel_waitid().
+static int do_waitid(struct cpu *c, struct proc *p, int which, int id, uint32_t opts,
+                     struct wait_info *w) {
+  if (opts & ~(uint32_t)(WNOHANG_ | WNOWAIT_ | WEXITED_ | WSTOPPED_ | WCONTINUED_ |
+                         WNOTHREAD_ | WCLONE_ | WALL_))
+    return -EINVAL;
+  if (!(opts & (WEXITED_ | WSTOPPED_ | WCONTINUED_)))
+    return -EINVAL;
+  switch (which) {
+  case P_ALL:
+    break;
+  case P_PID:
+    if (id <= 0)
+      return -EINVAL;
+    break;
+  case P_PGID:
+    if (id < 0)
+      return -EINVAL;
+    if (!id)
+      id = p->pgid;
+    break;
+  case P_PIDFD_: {  // compare pidfd_get_pid(): a wait handle, O_NONBLOCK meaning WNOHANG
+    if (id < 0)
+      return -EINVAL;
+    struct file *f = fdt_get(&p->fds, id);
+    if (!f || f->ino->kind != IK_PIDFD)
+      return -EBADF;
+    struct proc *t = proc_by_handle(c->k, f->ino);
+    if (f->flags & O_NONBLOCK)
+      opts |= WNOHANG_;
+    which = P_PID;
+    id = t ? t->pid : c->k->pid_max;  // reaped: it matches no child (-ECHILD)
+    break;
+  }
+  default:
+    return -EINVAL;
+  }
+  int got = proc_wait(c->k, p, which, id, (int)opts, w);
+  if (got == 0 && !(opts & WNOHANG_))
+    c->stop = CPU_WAIT;
+  return got;
+}
+
+// waitid(idtype, id, infop, options, rusage): returns 0; the siginfo says what was found
+// (si_signo SIGCHLD, si_code CLD_*, si_pid, si_uid, si_status) or is zeroes (WNOHANG and
+// nothing to report). As Linux, those fields are written whatever the result (an error
+// too), the rest of the siginfo is left alone, and a bad pointer is EFAULT.
+// compare SYSCALL_DEFINE5(waitid).
+int64_t sys_waitid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  struct wait_info w = {0};
+  int err = do_waitid(c, p, (int)a[0], (int)a[1], (uint32_t)a[3], &w);
+  int32_t head[3] = {0, 0, 0}, tail[3];  // si_signo, si_errno, si_code; si_pid, uid, status
+  if (c->stop == CPU_WAIT)
+    return 0;  // parked: it runs again
+  if (err > 0) {
+    uint8_t ru[RUSAGE_BYTES] = {0};
+    head[0] = SIGCHLD;
+    head[2] = w.code;
+    err = 0;
+    if (a[4] && copy_to_user(c, a[4], ru, sizeof(ru)))
+      return -EFAULT;
+  } else {
+    memset(&w, 0, sizeof(w));
+  }
+  if (!a[2])
+    return err;
+  tail[0] = w.pid;
+  tail[1] = w.uid;
+  tail[2] = w.status;
+  if (copy_to_user(c, a[2], head, sizeof(head)) || copy_to_user(c, a[2] + 16, tail, sizeof(tail)))
+    return -EFAULT;
+  return err;
+}
+
+// setpgid(2), getpgid(2), getpgrp(2), setsid(2), getsid(2): the kernel's process groups and
+// sessions. compare kernel/sys.c.
+int64_t sys_setpgid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return proc_setpgid(c->k, p, (int)a[0], (int)a[1]);
+}
+
+int64_t sys_getpgid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return proc_getpgid(c->k, p, (int)a[0], 0);
+}
+
+int64_t sys_getpgrp(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)c;
+  (void)a;
+  return p->pgid;
+}
+
+int64_t sys_setsid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)a;
+  return proc_setsid(c->k, p);
+}
+
+int64_t sys_getsid(struct cpu *c, struct proc *p, const uint64_t *a) {
+  return proc_getpgid(c->k, p, (int)a[0], 1);
 }

@@ -1,9 +1,9 @@
 // sys_signal.c — signals for code on the CPU: dispositions (compare Linux kernel/signal.c
 // do_sigaction()), kept per process (struct sighand in struct proc: fork copies them, exec
 // resets caught signals), and each thread's blocked mask (sigprocmask(): the first
-// thread's is p->sig.blocked, another's its own); delivery on the real x86-64
-// signal frame and rt_sigreturn (arch/x86/kernel/signal*.c); kill and tgkill. Sending is
-// kernel/signal.c's.
+// thread's is p->sig.blocked, another's its own); delivery on the real x86-64 signal frame
+// and rt_sigreturn (arch/x86/kernel/signal*.c), the alternate signal stack of each thread
+// (sigaltstack, SA_ONSTACK); kill, tgkill and tkill. Sending is kernel/signal.c's.
 #include <signal.h>
 #include <string.h>
 
@@ -106,21 +106,111 @@ static void regs_io(struct cpu *c, uint64_t *regs, int write) {
     uc_reg_read_batch(c->uc, sigcontext_ids, ptrs, SIGCONTEXT_REGS);
 }
 
-// Build the frame for sig below the user stack and point the registers at the handler.
-// compare setup_rt_frame() / x64_setup_rt_frame(). -EFAULT if the stack cannot take it.
+// ---- the alternate signal stack (compare kernel/signal.c do_sigaltstack(), include/linux/
+// sched/signal.h on_sig_stack(), sas_ss_flags()) ----
+#define SS_AUTODISARM_ (1U << 31)
+#define SS_FLAG_BITS_ SS_AUTODISARM_
+#define MINSIGSTKSZ_ 2048  // the x86-64 uapi constant sigaltstack(2) checks against
+
+struct stack_ {  // stack_t
+  uint64_t ss_sp;
+  int32_t ss_flags, pad;
+  uint64_t ss_size;
+};
+
+// Whether sp is within the alternate stack s (it grows down: the top is inside).
+// compare __on_sig_stack().
+static int sas_contains(const struct sas *s, uint64_t sp) {
+  return sp > s->sp && sp - s->sp <= s->size;
+}
+
+// compare on_sig_stack(): with SS_AUTODISARM a handler is never "on" it (it can nest anew).
+static int on_sig_stack(const struct sas *s, uint64_t sp) {
+  return !(s->flags & SS_AUTODISARM_) && sas_contains(s, sp);
+}
+
+// compare sas_ss_flags(): SS_DISABLE without one, SS_ONSTACK while sp is on it, else 0.
+static int sas_ss_flags(const struct sas *s, uint64_t sp) {
+  if (!s->size)
+    return SS_DISABLE;
+  return on_sig_stack(s, sp) ? SS_ONSTACK : 0;
+}
+
+// sigaltstack(2) at stack pointer sp: the old stack out (oss), the new one in (ss): -EPERM
+// while on it, -EINVAL for an unknown mode, -ENOMEM below MINSIGSTKSZ; SS_DISABLE forgets
+// it. compare do_sigaltstack().
+static int do_sigaltstack(struct sas *s, const struct stack_ *ss, struct stack_ *oss,
+                          uint64_t sp) {
+  if (oss) {
+    memset(oss, 0, sizeof(*oss));
+    oss->ss_sp = s->sp;
+    oss->ss_size = s->size;
+    oss->ss_flags = (int32_t)((uint32_t)sas_ss_flags(s, sp) | (s->flags & SS_FLAG_BITS_));
+  }
+  if (!ss)
+    return 0;
+  uint64_t ss_sp = ss->ss_sp, ss_size = ss->ss_size;
+  uint32_t ss_flags = (uint32_t)ss->ss_flags, mode = ss_flags & ~SS_FLAG_BITS_;
+  if (on_sig_stack(s, sp))
+    return -EPERM;
+  if (mode != SS_DISABLE && mode != SS_ONSTACK && mode != 0)
+    return -EINVAL;
+  if (s->sp == ss_sp && s->size == ss_size && s->flags == ss_flags)
+    return 0;
+  if (mode == SS_DISABLE) {
+    ss_size = 0;
+    ss_sp = 0;
+  } else if (ss_size < MINSIGSTKSZ_) {
+    return -ENOMEM;  // the frame has no xsave area here: no dynamic-size check beyond this
+  }
+  s->sp = ss_sp;
+  s->size = ss_size;
+  s->flags = ss_flags;
+  return 0;
+}
+
+// sigaltstack(ss, old_ss) at the caller's stack pointer. compare SYSCALL_DEFINE2(sigaltstack).
+int64_t sys_sigaltstack(struct cpu *c, struct proc *p, const uint64_t *a) {
+  struct stack_ ss, old;
+  uint64_t sp;
+  (void)p;
+  if (a[0] && copy_from_user(c, &ss, a[0], sizeof(ss)))
+    return -EFAULT;
+  uc_reg_read(c->uc, UC_X86_REG_RSP, &sp);
+  int err = do_sigaltstack(c->sas, a[0] ? &ss : NULL, a[1] ? &old : NULL, sp);
+  if (!err && a[1] && copy_to_user(c, a[1], &old, sizeof(old)))
+    err = -EFAULT;
+  return err;
+}
+
+// Build the frame for sig below the user stack, or at the top of the alternate stack for an
+// SA_ONSTACK handler not on it yet, and point the registers at the handler. -EFAULT if the
+// stack cannot take it, or the frame would leave the alternate stack it is on.
+// compare setup_rt_frame() / x64_setup_rt_frame(), get_sigframe().
 static int setup_rt_frame(struct cpu *c, struct proc *p, int sig, const struct k_sigaction *act) {
   struct rt_sigframe_ f;
   memset(&f, 0, sizeof(f));
+  struct sas *s = c->sas;
   regs_io(c, f.uc.regs, 0);
+  int nested_alt = on_sig_stack(s, f.uc.regs[R_RSP]), entering_alt = 0;
   uint64_t sp = f.uc.regs[R_RSP] - 128;  // the red zone
+  if ((act->flags & SA_ONSTACK_) && sas_ss_flags(s, sp) == 0) {
+    sp = s->sp + s->size;
+    entering_alt = 1;
+  }
   uint64_t frame = ((sp - sizeof(f)) & ~15ULL) - 8;
+  if ((nested_alt || entering_alt) && !sas_contains(s, frame))
+    return -EFAULT;  // it would overflow the alternate stack: SIGSEGV
   if (!(act->flags & SA_RESTORER_))
     return -EFAULT;  // x86-64 has no vDSO trampoline here: glibc always gives a restorer
   f.pretcode = act->restorer;
   f.uc.uc_flags = UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS;
+  f.uc.ss_sp = s->sp;  // compare unsafe_save_altstack(): as sigaltstack set it
+  f.uc.ss_flags = (int32_t)s->flags;
+  f.uc.ss_size = s->size;
   f.uc.cs = 0x33;
   f.uc.ss = 0x2b;
-  f.uc.oldmask = f.uc.sigmask = *c->blocked;
+  f.uc.oldmask = f.uc.sigmask = c->sigsuspended ? c->saved_mask : *c->blocked;
   f.info.signo = sig;
   f.info.code = p->siginfo[sig - 1].code;
   f.info.pid = p->siginfo[sig - 1].pid;
@@ -150,6 +240,11 @@ static int setup_rt_frame(struct cpu *c, struct proc *p, int sig, const struct k
   *c->blocked &= ~UNBLOCKABLE;
   if (act->flags & SA_RESETHAND_)
     p->sig.action[sig - 1].handler = 0;
+  c->sigsuspended = 0;  // rt_sigreturn restores the mask from before it
+  if (s->flags & SS_AUTODISARM_) {  // compare signal_delivered() -> sas_ss_reset()
+    memset(s, 0, sizeof(*s));
+    s->flags = SS_DISABLE;
+  }
   return 0;
 }
 
@@ -188,7 +283,40 @@ int signal_deliver(struct cpu *c, struct proc *p) {
     }
     return 0;  // one frame at a time: the next signal nests on top of it at the next check
   }
+  if (c->sigsuspended) {  // no handler ran: compare restore_saved_sigmask()
+    *c->blocked = c->saved_mask;
+    c->sigsuspended = 0;
+  }
   return 0;
+}
+
+// pause(2) and rt_sigsuspend(2) (the mask replaced until a signal comes): the thread waits
+// (CPU_WAIT: a child's exit runs the call again, and it waits again) until a signal is to
+// be taken, then returns -EINTR through signal_interrupt_call or at once when one is
+// pending already; the handler's frame saves the mask from before rt_sigsuspend.
+// compare sys_pause(), sigsuspend() (-ERESTARTNOHAND: a handler runs, so EINTR).
+int64_t sys_pause(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)a;
+  (void)p;
+  if (thread_signal_pending(c))
+    return -EINTR;
+  c->stop = CPU_WAIT;
+  return 0;
+}
+
+int64_t sys_rt_sigsuspend(struct cpu *c, struct proc *p, const uint64_t *a) {
+  uint64_t set;
+  if (!c->sigsuspended) {  // the first run, not one after a wait
+    if (a[1] != SIGSET_SIZE)
+      return -EINVAL;
+    int err = copy_from_user(c, &set, a[0], sizeof(set));
+    if (err)
+      return err;
+    c->saved_mask = *c->blocked;
+    c->sigsuspended = 1;
+    *c->blocked = set & ~UNBLOCKABLE;
+  }
+  return sys_pause(c, p, a);
 }
 
 // A call parked in a wait (read, wait4, nanosleep, poll) meets a signal to take: it returns
@@ -235,6 +363,8 @@ int64_t sys_rt_sigreturn(struct cpu *c, struct proc *p, const uint64_t *a) {
   uint64_t eflags = 0;
   uc_reg_read(c->uc, UC_X86_REG_EFLAGS, &eflags);
   uc.regs[R_EFLAGS] = (eflags & ~(uint64_t)FIX_EFLAGS) | (uc.regs[R_EFLAGS] & FIX_EFLAGS);
+  struct stack_ ss = {.ss_sp = uc.ss_sp, .ss_flags = uc.ss_flags, .ss_size = uc.ss_size};
+  do_sigaltstack(c->sas, &ss, NULL, sp);  // compare restore_altstack(): errors ignored
   memcpy(c->reload_regs, uc.regs, sizeof(c->reload_regs));
   c->reload = 1;
   c->resched = 1;  // syscall_dispatch stops the CPU: the registers load before it goes on
@@ -252,33 +382,25 @@ void signal_reload(struct cpu *c) {
   regs_io(c, c->reload_regs, 1);
 }
 
-// kill(2): the sender's own pending signal is taken on the way back to user mode (or, if
-// this thread blocks it, by another thread the trio layer wakes); another process's may need
-// the trio layer (CPU_SIGNAL: wake it, or carry out a default action that ends it). compare
-// kill_something_info() and complete_signal().
+// kill(2): to a process, the caller's group (0), a group (< -1) or everyone but init and
+// the caller (-1), by the kernel's signal_kill. The sender's own signal is taken on the way
+// back to user mode (its default action ends it here), or by another of its threads when
+// this one blocks it; the others that need the trio layer (wake one to take a queued
+// signal, or end it) are in the kernel's outbox, and the CPU stops with CPU_SIGNAL for it to
+// drain them. compare kill_something_info(), complete_signal().
 static int64_t do_kill(struct cpu *c, struct proc *p, int pid, int sig) {
-  if (pid <= 0)
-    pid = pid == 0 || pid == -1 ? p->pid : -pid;  // no process groups: the caller's own
-  int r = sfd_signal_send(c->k, p->pid, pid, sig);
-  if (r < 0 || sig == 0)
-    return r < 0 ? r : 0;
-  if (pid == p->pid) {
-    if (r == SIGQ_TERM) {
-      c->stop = CPU_KILLED;
-      c->status = sig;
-    } else if (r == SIGQ_QUEUED && (*c->blocked & SIG_BIT(sig)) && !cpu_thread_alone(c)) {
-      c->stop = CPU_SIGNAL;  // another thread may take it: wake it
-      c->signal_to = pid;
-      c->status = 0;
-    }
-    return 0;
-  }
-  if (r != SIGQ_IGNORED) {
+  int self;
+  int r = signal_kill(c->k, p, pid, sig, &self);
+  if (self == SIGQ_QUEUED && (*c->blocked & SIG_BIT(sig)) && !cpu_thread_alone(c) &&
+      signal_wake_later(c->k, p->pid, 0))
+    return -ENOMEM;  // compare: the signal stays pending, no thread was woken for it
+  if (self == SIGQ_TERM) {
+    c->stop = CPU_KILLED;  // the outbox is drained on this stop too
+    c->status = sig;
+  } else if (c->k->sigout_len) {
     c->stop = CPU_SIGNAL;
-    c->signal_to = pid;
-    c->status = r == SIGQ_TERM ? sig : 0;
   }
-  return 0;
+  return r;
 }
 
 int64_t sys_kill(struct cpu *c, struct proc *p, const uint64_t *a) {
@@ -325,20 +447,24 @@ static int64_t do_tkill(struct cpu *c, struct proc *p, int tgid, int tid, int si
                              sig == SIGCONT)))
     return 0;  // ignored (compare sig_ignored())
   if (sig == SIGKILL || (act->handler == 0 && !blocked)) {  // the process dies
-    c->stop = t == c ? CPU_KILLED : CPU_SIGNAL;
-    c->signal_to = p->pid;
-    c->status = sig;
+    if (t == c) {
+      c->stop = CPU_KILLED;
+      c->status = sig;
+      return 0;
+    }
+    if (signal_wake_later(c->k, p->pid, sig))
+      return -ENOMEM;
+    c->stop = CPU_SIGNAL;
     return 0;
   }
+  if (t != c && signal_wake_later(c->k, p->pid, 0))  // wake it if it waits
+    return -ENOMEM;
   t->sigpending |= SIG_BIT(sig);
   p->siginfo[sig - 1].code = -6;  // SI_TKILL
   p->siginfo[sig - 1].pid = p->pid;
   p->siginfo[sig - 1].status = 0;
-  if (t != c) {  // wake it if it waits
+  if (t != c)
     c->stop = CPU_SIGNAL;
-    c->signal_to = p->pid;
-    c->status = 0;
-  }
   return 0;
 }
 

@@ -1,5 +1,5 @@
 // sys_time.c — sleeping and what a program asks about the machine (compare Linux
-// kernel/time/hrtimer.c nanosleep, kernel/sys.c sysinfo/getrusage/getpgid, kernel/sched/
+// kernel/time/hrtimer.c nanosleep, kernel/sys.c sysinfo/getrusage, kernel/sched/
 // core.c sched_getaffinity).
 //
 // A sleep never blocks the host: the call stops the CPU (CPU_SLEEP) with the time to sleep,
@@ -115,20 +115,4 @@ int64_t sys_sched_getaffinity(struct cpu *c, struct proc *p, const uint64_t *a) 
     return -EINVAL;
   int err = copy_to_user(c, a[2], &mask, sizeof(mask));
   return err ? err : (int64_t)sizeof(mask);
-}
-
-// getpgrp(2), getpgid(2), getsid(2): there is no job control here; every process is in
-// init's process group and session (1).
-int64_t sys_getpgrp(struct cpu *c, struct proc *p, const uint64_t *a) {
-  (void)c;
-  (void)p;
-  (void)a;
-  return 1;
-}
-
-int64_t sys_getpgid(struct cpu *c, struct proc *p, const uint64_t *a) {
-  int pid = (int)a[0];
-  if (pid < 0 || (pid && pid != p->pid && !proc_get(c->k, pid)))
-    return -ESRCH;
-  return 1;
 }

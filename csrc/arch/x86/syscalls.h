@@ -30,7 +30,7 @@ int64_t sys_ppoll(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_select(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_pselect6(struct cpu *c, struct proc *p, const uint64_t *a);
 
-// ---- sys_process.c: fork, vfork, clone, execve, wait4 ----
+// ---- sys_process.c: fork, vfork, clone, execve, wait4, waitid, process groups ----
 int64_t sys_fork(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_vfork(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_clone(struct cpu *c, struct proc *p, const uint64_t *a);
@@ -38,6 +38,12 @@ int64_t sys_clone3(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_execve(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_execveat(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_wait4(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_waitid(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_setpgid(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_getpgid(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_getpgrp(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_setsid(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_getsid(struct cpu *c, struct proc *p, const uint64_t *a);
 
 // ---- sys_fs.c: directories, attributes, links, names, xattrs, statfs ----
 int64_t sys_stat(struct cpu *c, struct proc *p, const uint64_t *a);
@@ -69,8 +75,6 @@ int64_t sys_clock_nanosleep(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_sysinfo(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_getrusage(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_sched_getaffinity(struct cpu *c, struct proc *p, const uint64_t *a);
-int64_t sys_getpgrp(struct cpu *c, struct proc *p, const uint64_t *a);
-int64_t sys_getpgid(struct cpu *c, struct proc *p, const uint64_t *a);
 
 // ---- sys_signal.c: dispositions and the mask ----
 int64_t sys_rt_sigaction(struct cpu *c, struct proc *p, const uint64_t *a);
@@ -79,5 +83,8 @@ int64_t sys_rt_sigreturn(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_kill(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_tgkill(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_tkill(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_sigaltstack(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_pause(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_rt_sigsuspend(struct cpu *c, struct proc *p, const uint64_t *a);
 
 #endif
