@@ -312,6 +312,8 @@ struct proc {
   uint64_t sigpending;      // signals sent and not yet taken (never inherited by fork)
   struct {
     int code, pid, status;  // what the pending signal says (siginfo: si_code, si_pid, ...)
+    int fault;              // ... or a CPU fault's: si_code and si_addr (arch/x86)
+    uint64_t addr;
   } siginfo[SIG_NSIG];
 };
 

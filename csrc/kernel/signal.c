@@ -35,6 +35,7 @@ int signal_send(struct proc *p, int sig, int code, int from, int status) {
   p->siginfo[sig - 1].code = code;
   p->siginfo[sig - 1].pid = from;
   p->siginfo[sig - 1].status = status;
+  p->siginfo[sig - 1].fault = 0;
   return SIGQ_QUEUED;
 }
 

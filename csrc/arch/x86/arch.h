@@ -96,6 +96,8 @@ struct cpu {
   int block_fd;              // CPU_BLOCKED: the descriptor it waits on
   uint64_t fault_addr;       // CPU_KILLED: the faulting address
   int faulted;               // ... set by a refused TLB fill (else: the instruction's)
+  int fault_access;          // ... the access the fill refused (MM_READ, MM_WRITE, MM_FETCH)
+  uint64_t fault_trapno, fault_err;  // the fault being delivered (the frame's mcontext)
   int pending;               // a blocked system call, retried when the run resumes
   uint64_t pnr, pargs[6];    // ... its number and arguments
   uint64_t brk_start, brk;   // the program break (0: not yet placed)
@@ -110,6 +112,7 @@ struct cpu {
 
 // ---- sys_signal.c: delivery ----
 int signal_deliver(struct cpu *c, struct proc *p);
+int signal_force_fault(struct cpu *c, struct proc *p);
 void signal_interrupt_call(struct cpu *c, struct proc *p);
 void signal_reload(struct cpu *c);
 

@@ -87,6 +87,7 @@ static bool cpu_tlb_fill(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tlb
     if (!c->faulted) {  // the first refused access is the fault (page 0 included)
       c->faulted = 1;
       c->fault_addr = vaddr;
+      c->fault_access = access;
     }
     return false;
   }
@@ -192,6 +193,8 @@ static void cpu_count(uc_engine *uc, uint64_t addr, uint32_t size, void *data) {
     return;
   }
   c->insns += n;
+  c->faulted = 0;  // a refused access before this block (the CPU's attempt to deliver the
+                   // last fault through an IDT it does not have) was not this block's fault
 }
 
 static void engine_free(struct cpu_engine *e) {
@@ -551,6 +554,18 @@ int sfd_cpu_timeout(struct kernel *k, int tid) {
   return 0;
 }
 
+// The thread stopped on a CPU fault (a refused access, an invalid instruction, a divide
+// error, int3): its signal goes to its handler if it has one (signal_force_fault), and the
+// run goes on there; 0: the default action ends the process. compare the trap handlers'
+// force_sig_fault() (arch/x86/kernel/traps.c, mm/fault.c).
+static int fault_to_handler(struct cpu *c, struct proc *p) {
+  if (!c->faulted || !signal_force_fault(c, p))
+    return 0;
+  c->stop = CPU_RUNNING;
+  c->faulted = 0;
+  return 1;
+}
+
 // Drop translated code made from frames that changed since (FF_CODE, mm/frame.c).
 // compare tb_invalidate_phys_range(): this version drops all of it.
 static void engine_sync_code(struct cpu_engine *e) {
@@ -614,6 +629,8 @@ int sfd_cpu_run(struct kernel *k, int tid, uint64_t max_insns, struct sfd_cpu_ex
       if (c->stop == CPU_RUNNING)
         continue;
     }
+    if (c->stop == CPU_KILLED && fault_to_handler(c, p))
+      continue;
     if (e->stale_stop) {  // stopped only to drop stale code: go on
       e->stale_stop = 0;
       c->stop = CPU_RUNNING;
@@ -624,12 +641,14 @@ int sfd_cpu_run(struct kernel *k, int tid, uint64_t max_insns, struct sfd_cpu_ex
     if (ue == UC_ERR_OK)
       continue;
     // An exception no hook took: a page fault the fill hook refused (Unicorn reports
-    // UC_ERR_EXCEPTION), or another trap. No IDT: it is never delivered to the program.
+    // UC_ERR_EXCEPTION), or another trap.
     c->stop = CPU_KILLED;
     c->status = ue == UC_ERR_INSN_INVALID ? SIGILL : SIGSEGV;
     if (!c->faulted)
       c->fault_addr = rip;
     c->faulted = 1;
+    if (fault_to_handler(c, p))
+      continue;
     break;
   }
 out:

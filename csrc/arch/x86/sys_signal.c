@@ -80,7 +80,12 @@ struct ucontext_ {
 };
 struct siginfo_ {
   int32_t signo, errno_, code, pad;
-  int32_t pid, uid, status, pad2;
+  union {
+    struct {
+      int32_t pid, uid, status, pad2;  // kill, SIGCHLD
+    } k;
+    uint64_t addr;                     // a fault's si_addr
+  } u;
   uint8_t rest[128 - 32];
 };
 struct rt_sigframe_ {
@@ -213,8 +218,15 @@ static int setup_rt_frame(struct cpu *c, struct proc *p, int sig, const struct k
   f.uc.oldmask = f.uc.sigmask = c->sigsuspended ? c->saved_mask : *c->blocked;
   f.info.signo = sig;
   f.info.code = p->siginfo[sig - 1].code;
-  f.info.pid = p->siginfo[sig - 1].pid;
-  f.info.status = p->siginfo[sig - 1].status;
+  if (p->siginfo[sig - 1].fault) {  // compare force_sig_fault(): si_addr; the trap in mcontext
+    f.info.u.addr = p->siginfo[sig - 1].addr;
+    f.uc.trapno = c->fault_trapno;
+    f.uc.err = c->fault_err;
+    f.uc.cr2 = sig == SIGSEGV || sig == SIGBUS ? p->siginfo[sig - 1].addr : 0;
+  } else {
+    f.info.u.k.pid = p->siginfo[sig - 1].pid;
+    f.info.u.k.status = p->siginfo[sig - 1].status;
+  }
   if (c->sigdepth < CPU_SIGDEPTH) {  // the FPU and everything else, for rt_sigreturn
     if (!c->sigctx[c->sigdepth] && uc_context_alloc(c->uc, &c->sigctx[c->sigdepth]))
       return -ENOMEM;
@@ -246,6 +258,52 @@ static int setup_rt_frame(struct cpu *c, struct proc *p, int sig, const struct k
     s->flags = SS_DISABLE;
   }
   return 0;
+}
+
+// The running thread faulted (c->status: the signal; c->fault_addr, c->fault_access): the
+// signal goes to this thread with the siginfo Linux gives — SIGSEGV's si_code SEGV_MAPERR
+// (no mapping) or SEGV_ACCERR (one that does not allow the access) and the address (known
+// here to the page), SIGILL's ILL_ILLOPN and SIGFPE's FPE_INTDIV at the instruction,
+// SIGTRAP's SI_KERNEL. Blocked or ignored, it is unblocked and its action reset to SIG_DFL
+// first, so the default action ends the process. 1: its handler runs next; 0: it dies.
+// compare force_sig_fault() -> force_sig_info_to_task(), do_user_addr_fault().
+int signal_force_fault(struct cpu *c, struct proc *p) {
+  int sig = c->status, code;
+  struct k_sigaction *act = &p->sig.action[sig - 1];
+  if ((*c->blocked & SIG_BIT(sig)) || act->handler == 1) {
+    act->handler = 0;
+    *c->blocked &= ~SIG_BIT(sig);
+  }
+  if (act->handler == 0)
+    return 0;
+  uint64_t addr = c->fault_addr;
+  c->fault_trapno = 0;
+  c->fault_err = 0;
+  switch (sig) {
+  case SIGSEGV: {
+    struct vma *v = c->mm ? vma_find(&c->mm->vmas, addr) : NULL;
+    int mapped = v && addr >= v->start, writable;
+    pfn_t table;
+    pte_t *pte = c->mm ? pt_lookup(c->mm, addr, &table, &writable) : NULL;
+    int present = (pte && (*pte & PTE_P)) || (c->mm && pt_lookup_huge(c->mm, addr, &table));
+    code = mapped ? 2 : 1;  // SEGV_ACCERR, SEGV_MAPERR
+    c->fault_trapno = 14;   // #PF; its error code: user, write, fetch, a present page
+    c->fault_err = 4 | (c->fault_access == MM_WRITE ? 2 : 0) |
+                   (c->fault_access == MM_FETCH ? 16 : 0) | (present ? 1 : 0);
+    break;
+  }
+  case SIGILL: code = 2; c->fault_trapno = 6; break;    // ILL_ILLOPN, #UD
+  case SIGFPE: code = 1; c->fault_trapno = 0; break;    // FPE_INTDIV, #DE
+  case SIGTRAP: code = 0x80; c->fault_trapno = 3; addr = 0; break;  // SI_KERNEL, #BP
+  default: code = 0x80; break;
+  }
+  c->sigpending |= SIG_BIT(sig);
+  p->siginfo[sig - 1].code = code;
+  p->siginfo[sig - 1].pid = 0;
+  p->siginfo[sig - 1].status = 0;
+  p->siginfo[sig - 1].fault = 1;
+  p->siginfo[sig - 1].addr = addr;
+  return 1;
 }
 
 // The signals c may take now: its own first (tgkill), then the process's. compare
@@ -463,6 +521,7 @@ static int64_t do_tkill(struct cpu *c, struct proc *p, int tgid, int tid, int si
   p->siginfo[sig - 1].code = -6;  // SI_TKILL
   p->siginfo[sig - 1].pid = p->pid;
   p->siginfo[sig - 1].status = 0;
+  p->siginfo[sig - 1].fault = 0;
   if (t != c)
     c->stop = CPU_SIGNAL;
   return 0;
