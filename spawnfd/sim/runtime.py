@@ -609,8 +609,7 @@ def _no_program(sys: Sys, path: str) -> Callable[[], Awaitable[int]]:
     instruction is one the CPU does not have)."""
 
     async def step() -> int:
-        msg = (f"spawnfd: {path}: no stand-in program for this path (the simulated CPU "
-               f"cannot run x86 code yet); register one with Kernel.register_program\n")
+        msg = (f"spawnfd: {path}: no stand-in program for this path and this kernel runs no real code (opened with cpu=False; a default kernel runs it on its CPU); register one with Kernel.register_program\n")
         try:
             await sys.write(2, msg.encode(errors="surrogateescape"))
         except (OSError, _Signalled):
