@@ -76,6 +76,8 @@ async def head_main(sys: Any, argv: list[str], env: dict[str, str]) -> int:
             files.append(a)
             continue
         if a[1:].isdigit():
+            if i != 1:  # the obsolete -N form is only the first argument
+                return await _head_usage(sys, f"invalid trailing option -- {a[1]}")
             value, lines = a[1:], True
         elif a.startswith(("--lines=", "--bytes=")):
             value, lines = a.split("=", 1)[1], a.startswith("--lines=")

@@ -510,7 +510,8 @@ class _Parser:
     def _body(self, enders: tuple[str, ...]) -> list[AndOr]:
         body = self.compound_list(enders)
         if not body:
-            raise self.unexpected(self.peek())
+            t = self.peek()
+            raise self.unexpected(t, enders[-1] if t.kind == "eof" else None)
         return body
 
     def expect(self, word: str) -> Token:
