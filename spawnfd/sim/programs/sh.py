@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Union
 
@@ -734,6 +735,10 @@ _GLOB = re.compile(r"[*?]|\[.*\]", re.S)
 _ECHO_OPTION = re.compile(r"-[neE]+\Z")
 
 
+# The root directory's (st_dev, st_ino) in each kernel: a shell without $PWD checks "." once.
+_ROOT_IDS: weakref.WeakKeyDictionary[Any, tuple[int, int] | None] = weakref.WeakKeyDictionary()
+
+
 def _dash_bucket(name: str) -> int:
     data = name.encode(errors="surrogateescape")
     return ((data[0] << 4) + sum(data)) % 39 if data else 0
@@ -761,7 +766,8 @@ class _Shell:
                                      "PS4": "+ "}
         self.exported: set[str] = set()
         for k, v in env.items():
-            self.vars[k] = v
+            if k != "IFS":  # dash keeps its own IFS (exported if the environment had one)
+                self.vars[k] = v
             self.exported.add(k)
         self.method = env.get("SPAWNFD_METHOD") or sys.proc.kernel.shell_method
         self.fork_mode: str | None = self.method if self.method in _FORK_MODES else None
@@ -781,10 +787,15 @@ class _Shell:
         """$PWD if it names the working directory (as dash checks), else ``/`` if that is
         it; else unknown (``pwd`` then refuses)."""
         here = self._dir_id(".")
-        for cand in (pwd, "/"):
-            if cand and cand.startswith("/") and here is not None and self._dir_id(cand) == here:
-                return cand if cand == "/" else os.path.normpath(cand).replace("//", "/")
-        return None
+        if here is None:
+            return None
+        if pwd and pwd.startswith("/") and self._dir_id(pwd) == here:
+            return pwd
+        kernel = self.sys.proc.kernel
+        root = _ROOT_IDS.get(kernel)
+        if root is None:
+            root = _ROOT_IDS[kernel] = self._dir_id("/")
+        return "/" if root == here else None
 
     def _dir_id(self, path: str) -> tuple[int, int] | None:
         try:
@@ -1338,6 +1349,9 @@ class _Shell:
                 n = int(args[0])
             raise _LoopControl(n, name == "break")
         if name == "export":
+            if not args or args == ["-p"]:
+                await self.sys.write(1, self._export_listing())
+                return 0
             for a in args:
                 var, eq, v = a.partition("=")
                 if eq:
@@ -1360,6 +1374,8 @@ class _Shell:
         if name == "cd":
             return await self._cd(args)
         if name == "pwd":
+            if args and args[0] == "-P":
+                raise Unsupported("pwd -P", self.line)
             if self.cwd is None:
                 raise Unsupported("pwd in a directory the shell was not told ($PWD)", self.line)
             await self.sys.write(1, (self.cwd + "\n").encode(errors="surrogateescape"))
@@ -1368,9 +1384,20 @@ class _Shell:
         await self.sys.write(1, _dash_echo_output(args))
         return 0
 
+    def _export_listing(self) -> bytes:
+        """``export -p``: every exported variable by name, values quoted as dash quotes."""
+        lines = []
+        for n in sorted(self.exported):
+            v = self.vars.get(n)
+            lines.append(f"export {n}\n" if v is None else f"export {n}={_dash_quote(v)}\n")
+        return "".join(lines).encode(errors="surrogateescape")
+
     async def _cd(self, args: list[str]) -> int:
-        if args and args[0] == "--":
-            args = args[1:]
+        while args and args[0] in ("-L", "-P", "--"):
+            if args[0] == "-P":
+                raise Unsupported("cd -P", self.line)
+            if args.pop(0) == "--":
+                break
         target = args[0] if args else self.vars.get("HOME", "")
         announce = False
         if target == "-":
@@ -1396,6 +1423,18 @@ class _Shell:
         if announce and logical is not None:
             await self.sys.write(1, (logical + "\n").encode(errors="surrogateescape"))
         return 0
+
+
+def _dash_quote(value: str) -> str:
+    """dash's single_quote(): 'text', each run of single quotes as "'"."""
+    parts = re.split(r"('+)", value)
+    out = []
+    for i, p in enumerate(parts):
+        if i % 2:
+            out.append(f'"{p}"')
+        elif p or i == 0:
+            out.append(f"'{p}'")
+    return "".join(out)
 
 
 def _normalise(path: str) -> str:
