@@ -37,6 +37,7 @@ EXTRA_LINES = [
     "x='a  b'; echo $x; echo \"$x\"; y=$x; echo \"$y\"",
     "x=' a '; for i in $x b\"\" \"\"; do echo \"[$i]\"; done",
     "echo ~ ~/x \"~\" '~'",
+    "x=~/a; y=a:~:b; z=~; echo $x $y $z; echo ~+ a~ ~\"x\" ~/\"a\" ~",
     "echo a\\\nb # a comment",
     # assignments
     "x=1 env; echo \"[$x]\"",
@@ -185,6 +186,20 @@ def test_unsupported_is_found_by_the_parser() -> None:
         with pytest.raises(Unsupported, match=re.escape(what)):
             parse(line)
     assert len(parse("a; b\nc && d | e")) == 2
+
+
+@pytest.mark.parametrize("cpu", [False, True], ids=["cpu=False", "real-programs"])
+async def test_a_file_without_hashbang_is_refused(cpu: bool) -> None:
+    # dash runs an executable text file without #! as a script of its own: not simulated.
+    async with spawnfd.open_kernel("512M", cpu=cpu) as k:
+        _setup(k, cpu)
+        fd = k.init.open("/tmp/script", os.O_WRONLY | os.O_CREAT, 0o755)
+        k.init.write(fd, b"echo from script\n")
+        k.init.close(fd)
+        r = await sim_run(k, ["sh", "-c", "/tmp/script"])
+        assert (r.returncode, r.stdout) == (2, b"")
+        assert r.stderr == (b"sh: 1: running /tmp/script (not a binary, no #!) as a script"
+                            b" is not supported by the simulator's sh\n")
 
 
 async def test_earlier_lines_run_before_a_refused_one() -> None:

@@ -41,6 +41,7 @@ one shell.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 import weakref
@@ -280,10 +281,12 @@ class _Lexer:
         if src.startswith("~", self.pos):
             m = _NAME.match(src, self.pos + 1)
             end = m.end() if m else self.pos + 1
-            if end == self.pos + 1:
+            if end < n and src[end] not in "/ \t\n|&;<>()":
+                pass  # ~+, ~"x"...: not a tilde-prefix dash expands, the text as it is
+            elif end == self.pos + 1:
                 parts.append(Tilde())
                 self.pos += 1
-            elif end >= n or src[end] in "/ \t\n|&;<>()":
+            else:
                 raise Unsupported(f"~{src[self.pos + 1:end]} (another user's home)", self.line)
         while self.pos < n:
             c = src[self.pos]
@@ -661,8 +664,9 @@ class _Parser:
                 if name is not None:
                     first = t.word.parts[0]
                     assert isinstance(first, Lit)
-                    value = Word([Lit(first.text[len(name) + 1:], False), *t.word.parts[1:]])
-                    cmd.assigns.append((name, value))
+                    value = _assignment_tildes(first.text[len(name) + 1:],
+                                               len(t.word.parts) > 1, t.line)
+                    cmd.assigns.append((name, Word([*value, *t.word.parts[1:]])))
                 else:
                     cmd.words.append(t.word)
                     if len(cmd.words) == 1 and not cmd.assigns and self._op(self.peek(), "("):
@@ -681,6 +685,27 @@ def _assignment_name(word: Word) -> str | None:
         if _NAME_FULL.match(name):
             return name
     return None
+
+
+def _assignment_tildes(text: str, more: bool, line: int) -> list[Part]:
+    """An assignment value's leading unquoted text, with a ``~`` after the ``=`` or after
+    a ``:`` (up to a ``/``, a ``:`` or the end) as ``$HOME``, as dash expands them."""
+    if "~" not in text:
+        return [Lit(text, False)]
+    parts: list[Part] = []
+    for i, piece in enumerate(text.split(":")):
+        if i:
+            parts.append(Lit(":", False))
+        last = i == text.count(":")
+        head, slash, rest = piece.partition("/")
+        if head == "~" and (slash or not (last and more)):
+            parts += [Tilde(), Lit(slash + rest, False)]
+        elif head.startswith("~") and _NAME_FULL.match(head[1:]) and (slash or not last
+                                                                        or not more):
+            raise Unsupported(f"{head} (another user's home)", line)
+        else:
+            parts.append(Lit(piece, False))
+    return parts
 
 
 def parse(line: str) -> list[list[AndOr]]:
@@ -1314,6 +1339,9 @@ class _Shell:
                 return await spawn(sys.proc, path, argv, self.child_env(assigns),
                                    method=self.method, fds=fds)
             except OSError as e:
+                if e.errno == errno.ENOEXEC:  # dash would run the file as a script
+                    raise Unsupported(f"running {name} (not a binary, no #!) as a script",
+                                      self.line) from None
                 if isinstance(e, FileNotFoundError) and e.filename == path:
                     await self.say(f"{name}: not found")
                     return 127
@@ -1350,8 +1378,7 @@ class _Shell:
             raise _LoopControl(n, name == "break")
         if name == "export":
             if not args or args == ["-p"]:
-                await self.sys.write(1, self._export_listing())
-                return 0
+                return await self._out(name, self._export_listing())
             for a in args:
                 var, eq, v = a.partition("=")
                 if eq:
@@ -1378,10 +1405,18 @@ class _Shell:
                 raise Unsupported("pwd -P", self.line)
             if self.cwd is None:
                 raise Unsupported("pwd in a directory the shell was not told ($PWD)", self.line)
-            await self.sys.write(1, (self.cwd + "\n").encode(errors="surrogateescape"))
-            return 0
+            return await self._out(name, (self.cwd + "\n").encode(errors="surrogateescape"))
         assert name == "echo"
-        await self.sys.write(1, _dash_echo_output(args))
+        return await self._out(name, _dash_echo_output(args))
+
+    async def _out(self, name: str, data: bytes) -> int:
+        """A built-in's output on fd 1; a descriptor that cannot be written is dash's
+        ``name: name: I/O error`` and status 1."""
+        try:
+            await self.sys.write(1, data)
+        except OSError:
+            await self.say(f"{name}: {name}: I/O error")
+            return 1
         return 0
 
     def _export_listing(self) -> bytes:
@@ -1421,7 +1456,7 @@ class _Shell:
         if logical is not None:
             self.setvar("PWD", logical, export=True)
         if announce and logical is not None:
-            await self.sys.write(1, (logical + "\n").encode(errors="surrogateescape"))
+            return await self._out("cd", (logical + "\n").encode(errors="surrogateescape"))
         return 0
 
 
