@@ -61,6 +61,19 @@ EXTRA_LINES = [
     "for i in 1 2; do for j in a b; do echo $i$j; break 2; done; done; echo after",
     "for i in a b c; do echo $i; done | sort -r",
     "while false; do :; done; echo $?; for i in; do echo no; done; echo ok",
+    # read
+    'echo "  a  b   c  " | { read x y; echo "[$x][$y]"; echo $?; }',
+    'echo "x y" | { read -r a b c; echo "[$a][$b][$c]"; read d; echo $? "[$d]"; }',
+    'echo "a\\ b c" | { read x y; echo "[$x][$y]"; }; echo "p\\q" | { read -r x; echo "$x"; }',
+    "printf 'one\\ntwo\\nthree\\n' > /tmp/spawnfd-sh-standin-r; while read l; do echo \"<$l>\";"
+    " done < /tmp/spawnfd-sh-standin-r; { read a; read b; echo $a $b; cat; } <"
+    " /tmp/spawnfd-sh-standin-r",
+    "read",
+    # break and continue
+    "break; echo a; for i in 1 2; do break 5; done; echo b; (for i in 1; do (break); echo in;"
+    " done); echo c",
+    "for i in 1; do false; break; done; echo $?",
+    "for i in 1 2 3; do for j in 1 2; do continue 2; echo no; done; echo $i; done; echo $?",
     # redirections
     "echo a >&2; echo b 1>&2 2>/dev/null; echo c > /dev/null 2>&1 | cat",
     "cat < /nonexist; echo $?; echo hi > /nonexist/x; echo $?; echo hi >&7; echo $?",
@@ -98,11 +111,21 @@ UNSUPPORTED = [
     ("echo ${x:-default}", "parameter expansion ${x:...}"),
     ("echo /bin/*", "pathname expansion (/bin/*)"),
     ("x='?'; echo $x", "pathname expansion (?)"),
-    ("read x", "the built-in read"),
+    ("read -p prompt x", "read -p"),
+    ("eval echo", "the built-in eval"),
     ("set -e", "the built-in set"),
     ("echo a 2>&-", "closing a descriptor (>&-)"),
     ("echo ~root", "~root (another user's home)"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _host_tmp_files() -> Any:
+    """The native runs write /tmp/spawnfd-sh-standin-* on the host: removed afterwards."""
+    yield
+    for name in os.listdir("/tmp"):
+        if name.startswith("spawnfd-sh-standin-"):
+            os.unlink(os.path.join("/tmp", name))
 
 
 def needs_real(line: str) -> bool:
@@ -154,7 +177,7 @@ async def test_every_spawn_method(method: str) -> None:
     # SPAWNFD_METHOD (or k.shell_method) picks how the stand-in starts its children;
     # subshells and $(...) fork under the kernel's policy, or the fork mode named.
     lines = ["yes | head -3", "(cd /tmp && pwd)", "x=$(echo a); echo $x",
-             "for i in 1 2; do echo $i; done | wc -l", "echo a > /tmp/m; cat /tmp/m 2>&1"]
+             "for i in 1 2; do echo $i; done | wc -l", "echo a > /tmp/spawnfd-sh-standin-m; cat /tmp/spawnfd-sh-standin-m"]
     async with spawnfd.open_kernel("512M", cpu=False) as k:
         _setup(k, False)
         for line in lines:

@@ -740,10 +740,10 @@ class _Failed(Exception):
 
 
 _SPECIAL: Final = frozenset({":", "exit", "export", "unset", "shift", "break", "continue"})
-_REGULAR: Final = frozenset({"cd", "pwd"})
+_REGULAR: Final = frozenset({"cd", "pwd", "read"})
 _NOT_SIMULATED: Final = frozenset({
     ".", "alias", "bg", "command", "eval", "exec", "fc", "fg", "getopts", "hash", "jobs",
-    "local", "read", "readonly", "return", "set", "times", "trap", "type", "ulimit", "umask",
+    "local", "readonly", "return", "set", "times", "trap", "type", "ulimit", "umask",
     "unalias", "wait"})
 _FORK_MODES: Final = frozenset({"copy", "cow-pt", "cow-pt-eager"})
 _REDIRECT_FLAGS: Final = {"<": os.O_RDONLY, ">": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
@@ -800,6 +800,8 @@ class _Shell:
         self.subst_status: int | None = None
         self.line = 1
         self.shell_pid = sys.pid
+        self.loop_depth = 0
+        self._readbuf = bytearray()
         self.cwd = self._initial_cwd(env.get("PWD"))
         if self.cwd is not None:
             self.setvar("PWD", self.cwd, export=True)
@@ -841,6 +843,7 @@ class _Shell:
         sub.vars = dict(self.vars)
         sub.exported = set(self.exported)
         sub.args = list(self.args)
+        sub._readbuf = bytearray()
         return sub
 
     # ---- messages and variables ----
@@ -1151,14 +1154,9 @@ class _Shell:
                 await self.run_body(cmd.cond)
                 if (self.status == 0) == cmd.until:
                     break
-                try:
-                    status = await self.run_body(cmd.body)
-                except _LoopControl as e:
-                    status = self.status
-                    if e.levels > 1:
-                        raise _LoopControl(e.levels - 1, e.is_break) from None
-                    if e.is_break:
-                        break
+                status, stop = await self._loop_body(cmd.body)
+                if stop:
+                    break
             self.status = status
             return status
         assert isinstance(cmd, For)
@@ -1166,16 +1164,24 @@ class _Shell:
         status = 0
         for item in items:
             self.setvar(cmd.name, item)
-            try:
-                status = await self.run_body(cmd.body)
-            except _LoopControl as e:
-                status = self.status
-                if e.levels > 1:
-                    raise _LoopControl(e.levels - 1, e.is_break) from None
-                if e.is_break:
-                    break
+            status, stop = await self._loop_body(cmd.body)
+            if stop:
+                break
         self.status = status
         return status
+
+    async def _loop_body(self, body: list[AndOr]) -> tuple[int, bool]:
+        """One pass of a loop's body: (its status, whether the loop ends: ``break``).
+        ``break``/``continue`` of more levels go on to the enclosing loop."""
+        self.loop_depth += 1
+        try:
+            return await self.run_body(body), False
+        except _LoopControl as e:
+            if e.levels > 1:
+                raise _LoopControl(e.levels - 1, e.is_break) from None
+            return 0, e.is_break
+        finally:
+            self.loop_depth -= 1
 
     async def _expand_simple(self, cmd: Simple) -> tuple[list[str], list[tuple[str, str]]]:
         self.subst_status = None
@@ -1375,7 +1381,9 @@ class _Shell:
                     await self.say(f"{name}: Illegal number: {args[0]}")
                     raise _ExitShell(2)
                 n = int(args[0])
-            raise _LoopControl(n, name == "break")
+            if not self.loop_depth:
+                return 0  # not in a loop: nothing to leave (as dash)
+            raise _LoopControl(min(n, self.loop_depth), name == "break")
         if name == "export":
             if not args or args == ["-p"]:
                 return await self._out(name, self._export_listing())
@@ -1400,6 +1408,8 @@ class _Shell:
             return 0
         if name == "cd":
             return await self._cd(args)
+        if name == "read":
+            return await self._read(args)
         if name == "pwd":
             if args and args[0] == "-P":
                 raise Unsupported("pwd -P", self.line)
@@ -1408,6 +1418,84 @@ class _Shell:
             return await self._out(name, (self.cwd + "\n").encode(errors="surrogateescape"))
         assert name == "echo"
         return await self._out(name, _dash_echo_output(args))
+
+    async def _read(self, args: list[str]) -> int:
+        """``read [-r] name...``: one line of stdin split on $IFS whitespace, the last name
+        taking the rest; without -r a backslash protects the next character and joins a
+        line to the next. Status 1 at end of file. Reads stop at the newline (a byte at a
+        time from a pipe, as dash; a block and a seek back from a file)."""
+        raw = False
+        while args and args[0].startswith("-") and args[0] != "-":
+            opt = args.pop(0)
+            if opt == "--":
+                break
+            if opt != "-r":
+                raise Unsupported(f"read {opt}", self.line)
+            raw = True
+        if not args:
+            await self.say("read: arg count")
+            return 2
+        ifs = self.vars.get("IFS", " \t\n")
+        if ifs.strip(" \t\n"):
+            raise Unsupported(f"read with IFS={ifs!r}", self.line)
+        chars: list[tuple[int, bool]] = []   # (byte, protected from splitting)
+        status = 1
+        escaped = False
+        while (b := await self._read_byte()) is not None:
+            if escaped:
+                escaped = False
+                if b != 0x0A:
+                    chars.append((b, True))
+                continue
+            if b == 0x5C and not raw:
+                escaped = True
+                continue
+            if b == 0x0A:
+                status = 0
+                break
+            chars.append((b, False))
+        ws = set(ifs.encode())
+        i, n = 0, len(chars)
+        values: list[str] = []
+        for k in range(len(args)):
+            while i < n and not chars[i][1] and chars[i][0] in ws:
+                i += 1
+            if k == len(args) - 1:
+                end = n
+                while end > i and not chars[end - 1][1] and chars[end - 1][0] in ws:
+                    end -= 1
+            else:
+                end = i
+                while end < n and (chars[end][1] or chars[end][0] not in ws):
+                    end += 1
+            values.append(bytes(c for c, _ in chars[i:end]).decode(errors="surrogateescape"))
+            i = end
+        for var, value in zip(args, values):
+            self.setvar(var, value)
+        return status
+
+    async def _read_byte(self) -> int | None:
+        """The next byte of fd 0 for ``read``, or None at its end (or a descriptor that
+        cannot be read)."""
+        buf = self._readbuf
+        if not buf:
+            try:
+                pos = self.sys.lseek(0, 0, os.SEEK_CUR)
+            except OSError:
+                pos = None
+            try:
+                data = await self.sys.read(0, 1 if pos is None else 4096)
+            except OSError:
+                return None
+            if not data:
+                return None
+            if pos is not None:  # a file: keep what follows the line for the next reader
+                nl = data.find(b"\n")
+                if 0 <= nl < len(data) - 1:
+                    self.sys.lseek(0, pos + nl + 1, os.SEEK_SET)
+                    data = data[:nl + 1]
+            buf.extend(data)
+        return buf.pop(0)
 
     async def _out(self, name: str, data: bytes) -> int:
         """A built-in's output on fd 1; a descriptor that cannot be written is dash's
