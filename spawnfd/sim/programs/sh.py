@@ -18,15 +18,16 @@ Words are quoted as in sh (``'...'``, ``"..."`` with ``$`` and backquotes expand
 ```...``` (a forked subshell writing into a pipe; trailing newlines stripped); unquoted
 expansions are field-split on ``IFS`` whitespace. ``NAME=value`` alone sets a shell variable,
 before a command it is in that command's environment. Built-ins: ``:``, ``exit``, ``cd``,
-``pwd``, ``export``, ``unset``, ``shift``, ``break``, ``continue``, and dash's ``echo`` when the
-arguments need it (backslash escapes, ``-e``-like options: ``/bin/echo`` would differ);
+``pwd``, ``read``, ``export``, ``unset``, ``shift``, ``break``, ``continue``, and dash's
+``echo`` when the arguments need it (backslash escapes, ``-e``-like options: ``/bin/echo``
+would differ);
 everything else (``true``, ``echo``...) is a program started as a child. A subshell ``(...)``,
 a command substitution and a built-in or compound command inside a pipeline run in a forked
 child of the shell (as dash runs them), so ``cd`` there leaves the shell where it was.
 
 What dash has and this shell does not — functions, ``case``, here-documents, ``&``,
 arithmetic, ``${x:-...}``-style operators, pathname expansion (``*``, ``?``, ``[...]``), the
-built-ins ``read``, ``set``, ``eval``, ``exec``, ``trap``... — is refused with ``sh: N:
+built-ins ``set``, ``eval``, ``exec``, ``trap``, ``wait``... — is refused with ``sh: N:
 <what> is not supported by the simulator's sh`` and exit status 2, never run differently.
 Messages and statuses are dash's (``sh: 1: nosuch: not found``, 127; ``Syntax error: ...``,
 2); like dash, the line is parsed and run one top-level command line at a time.
