@@ -781,6 +781,28 @@ def _dash_errmsg(e: OSError, creating: bool) -> str:
     return e.strerror or str(e)
 
 
+@dataclasses.dataclass
+class _Redirected:
+    """A command's redirections resolved in the shell: ``fds`` maps the command's
+    descriptors to the shell's (0, 1 and 2 to begin with, or the pipe ends), ``steps`` are
+    the dup2s in order, ``opened`` the files the shell opened for them (closed once the
+    command has them)."""
+
+    fds: dict[int, int]
+    steps: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    opened: list[int] = dataclasses.field(default_factory=list)
+
+    def err(self, shell: _Shell) -> int | None:
+        """The shell's descriptor that is the command's stderr, if it has one."""
+        fd = self.fds.get(2)
+        return fd if fd is not None and shell._is_open(fd) else None
+
+    def close(self, sys: Any) -> None:
+        for fd in self.opened:
+            sys.close(fd)
+        self.opened = []
+
+
 class _Shell:
     """One shell process's state: variables, positional parameters, ``$?``, the logical
     working directory; a forked subshell gets a copy."""
@@ -848,11 +870,13 @@ class _Shell:
         return sub
 
     # ---- messages and variables ----
-    async def say(self, message: str) -> None:
-        """``sh: N: message`` on the shell's stderr (as dash: $0, the line); no stderr,
-        nothing said."""
+    async def say(self, message: str, fd: int | None = 2) -> None:
+        """``sh: N: message`` on the shell's stderr (as dash: $0, the line), or on ``fd``:
+        the stderr of a command whose redirections were made; no stderr, nothing said."""
+        if fd is None:
+            return
         try:
-            await self.sys.write(2, f"{self.arg0}: {self.line}: {message}\n".encode(
+            await self.sys.write(fd, f"{self.arg0}: {self.line}: {message}\n".encode(
                 errors="surrogateescape"))
         except OSError:
             pass
@@ -1202,10 +1226,7 @@ class _Shell:
         or a program (waited for)."""
         if not argv:
             status = self.subst_status or 0
-            opened = await self._open_redirects(redirects)
-            for _, fd, _ in opened:
-                if fd >= 0:
-                    self.sys.close(fd)
+            (await self._open_redirects(redirects)).close(self.sys)
             for n, v in assigns:
                 self.setvar(n, v)
             return status
@@ -1229,15 +1250,17 @@ class _Shell:
         return await self._wait_started(started)
 
     # ---- redirections ----
-    async def _open_redirects(self, redirects: list[Redirect]) -> list[tuple[int, int, bool]]:
-        """Each redirection as (fd, the shell's descriptor for it, opened here): files are
-        opened now (close-on-exec), ``n>&m`` names the shell's m (or an fd an earlier
-        redirection of the same command made).
+    async def _open_redirects(self, redirects: list[Redirect], stdin: int | None = None,
+                              stdout: int | None = None) -> _Redirected:
+        """The redirections, in order, as the shell's descriptors: files are opened now
+        (close-on-exec), ``n>&m`` names whatever the command's m is by then. A failure is
+        said, as dash's child says it, on the command's stderr as far as it is redirected.
 
         Raises:
             _Failed: status 2, after dash's message.
         """
-        out: list[tuple[int, int, bool]] = []
+        red = _Redirected({0: 0 if stdin is None else stdin, 1: 1 if stdout is None else stdout,
+                           2: 2})
         try:
             for r in redirects:
                 target = (await self.expand(r.target, split=False))[0]
@@ -1245,25 +1268,31 @@ class _Shell:
                     if not target.isdigit():
                         raise Unsupported(f"{r.op}{target} (a redirection to a file name)",
                                           self.line)
-                    src = int(target)
-                    if not any(fd == src for fd, _, _ in out) and not self._is_open(src):
-                        await self.say(f"{src}: Bad file descriptor")
+                    src = red.fds.get(int(target), int(target))
+                    if not self._is_open(src):
+                        await self.say(f"{target}: Bad file descriptor", red.err(self))
                         raise _Failed(2)
-                    out.append((r.fd, src, False))
+                    red.steps.append((r.fd, src))
+                    red.fds[r.fd] = src
                     continue
                 try:
                     fd = self.sys.open(target, _REDIRECT_FLAGS[r.op] | os.O_CLOEXEC, 0o666)
                 except OSError as e:
                     verb = "open" if r.op == "<" else "create"
-                    await self.say(f"cannot {verb} {target}: {_dash_errmsg(e, verb == 'create')}")
+                    await self.say(f"cannot {verb} {target}: "
+                                   f"{_dash_errmsg(e, verb == 'create')}", red.err(self))
                     raise _Failed(2) from None
-                out.append((r.fd, fd, True))
-        except BaseException:
-            for _, fd, mine in out:
-                if mine:
+                if fd < 10:  # kept out of the way of the descriptors redirected (as dash)
+                    high = self._dup_high(fd)
                     self.sys.close(fd)
+                    fd = high
+                red.opened.append(fd)
+                red.steps.append((r.fd, fd))
+                red.fds[r.fd] = fd
+        except BaseException:
+            red.close(self.sys)
             raise
-        return out
+        return red
 
     def _is_open(self, fd: int) -> bool:
         try:
@@ -1272,27 +1301,25 @@ class _Shell:
             return False
         return True
 
-    def _apply_redirects(self, opened: list[tuple[int, int, bool]],
+    def _apply_redirects(self, red: _Redirected,
                          save: bool = False) -> list[tuple[int, int | None]]:
-        """Make the redirections in this process (a built-in's or a compound command's);
-        with ``save``, returns how to undo them (:meth:`_restore`)."""
+        """Make the redirections in this process (a built-in's or a compound command's),
+        then close the files opened for them; with ``save``, returns how to undo them
+        (:meth:`_restore`)."""
         saved: list[tuple[int, int | None]] = []
         done: set[int] = set()
         try:
-            for i, (fd, src, mine) in enumerate(opened):
+            for fd, src in red.steps:
                 if save and fd not in done:
                     done.add(fd)
                     saved.append((fd, self._dup_high(fd) if self._is_open(fd) else None))
                 if src != fd:
                     self.sys.dup2(src, fd)
-                if mine:
-                    self.sys.close(src)
         except BaseException:
-            for _, f, m in opened[i + 1:]:
-                if m:
-                    self.sys.close(f)
             self._restore(saved)
             raise
+        finally:
+            red.close(self.sys)
         return saved
 
     def _dup_high(self, fd: int) -> int:
@@ -1320,27 +1347,15 @@ class _Shell:
         """Start a program with its pipe ends and redirections; returns the child, or the
         status dash gives a command that could not start (after saying why)."""
         sys = self.sys
-        opened = await self._open_redirects(redirects)
+        red = await self._open_redirects(redirects, stdin, stdout)
         try:
-            fds: dict[int, FdSpec] = {fd: fd for fd in (0, 1, 2) if self._is_open(fd)}
-            if stdin is not None:
-                fds[0] = stdin
-            if stdout is not None:
-                fds[1] = stdout
-            for fd, src, mine in opened:
-                if mine:
-                    fds[fd] = src
-                elif src in fds:
-                    fds[fd] = fds[src]
-                elif src > 2 and self._is_open(src):
-                    fds[fd] = src
-                else:
-                    await self.say(f"{src}: Bad file descriptor")
-                    return 2
+            fds: dict[int, FdSpec] = {fd: src for fd, src in red.fds.items()
+                                      if fd > 2 or self._is_open(src)}
+            err = red.err(self)  # where the child's messages would go
             name = argv[0]
             path = search_path(sys, name, self.vars.get("PATH", _DEFAULT_PATH).split(":"))
             if path is None:
-                await self.say(f"{name}: not found")
+                await self.say(f"{name}: not found", err)
                 return 127
             try:
                 return await spawn(sys.proc, path, argv, self.child_env(assigns),
@@ -1350,17 +1365,15 @@ class _Shell:
                     raise Unsupported(f"running {name} (not a binary, no #!) as a script",
                                       self.line) from None
                 if isinstance(e, FileNotFoundError) and e.filename == path:
-                    await self.say(f"{name}: not found")
+                    await self.say(f"{name}: not found", err)
                     return 127
                 if e.filename == path or e.filename is None:
-                    await self.say(f"{name}: {e.strerror}")
+                    await self.say(f"{name}: {e.strerror}", err)
                     return 126
-                await self.say(f"cannot open {e.filename}: {_dash_errmsg(e, False)}")
+                await self.say(f"cannot open {e.filename}: {_dash_errmsg(e, False)}", err)
                 return 2
         finally:
-            for _, fd, mine in opened:
-                if mine:
-                    sys.close(fd)
+            red.close(sys)
 
     # ---- built-ins ----
     async def _builtin(self, argv: list[str]) -> int:
