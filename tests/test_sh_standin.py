@@ -225,6 +225,15 @@ async def test_a_file_without_hashbang_is_refused(cpu: bool) -> None:
                             b" is not supported by the simulator's sh\n")
 
 
+async def test_sh_without_dash_c_is_refused() -> None:
+    async with spawnfd.open_kernel("512M", cpu=False) as k:
+        _setup(k, False)
+        for argv in (["sh"], ["sh", "-e", "-c", "true"], ["sh", "/tmp/script"]):
+            r = await sim_run(k, argv)
+            assert (r.returncode, r.stdout) == (2, b"")
+            assert r.stderr.endswith(b"is not supported by the simulator's sh\n")
+
+
 async def test_earlier_lines_run_before_a_refused_one() -> None:
     # As dash, one top-level line is parsed and run at a time.
     async with spawnfd.open_kernel("512M", cpu=False) as k:

@@ -1634,8 +1634,11 @@ async def sh_main(sys: Any, argv: list[str], env: dict[str, str]) -> int:
     at a time, as dash does (a syntax error stops the shell with status 2 after the lines
     before it ran)."""
     if len(argv) < 3 or argv[1] != "-c":
+        name = argv[0] if argv else "sh"
         try:
-            await sys.write(2, b"sh: only 'sh -c command' is simulated\n")
+            await sys.write(2, f"{name}: running sh without -c (options, a script, commands "
+                               f"from stdin) is not supported by the simulator's sh\n".encode(
+                                   errors="surrogateescape"))
         except OSError:
             pass
         return 2
