@@ -1076,6 +1076,10 @@ class _Shell:
                 r, w = sys.pipe(os.O_CLOEXEC)
             try:
                 waits.append(await self._start_in_pipe(cmd, prev, w, r))
+            except BaseException:
+                if r is not None:
+                    sys.close(r)
+                raise
             finally:
                 if prev is not None:
                     sys.close(prev)
