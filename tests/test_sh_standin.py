@@ -44,6 +44,13 @@ EXTRA_LINES = [
     "export Z=1; Y=2 env; unset Z; env",
     "x=1; (echo $x; x=2); echo $x $(echo $x)",
     "x=1 export y; echo $x",
+    # ${name<op>word}
+    "echo ${x:-a b} \"${x:-a  b}\" ${x:-\"a  b\"} ${x-d} ${x:-$(echo s t)} \"${x:-~}\" ${x:-~}",
+    "x=; echo [${x-}] ${x:-d} ${x+s} [${x:+s}]; echo ${y=v w}; echo $y; echo ${x:=n} $x",
+    "echo ${1:-d} ${#:-f} ${?:+g} ${#x} \"${x:-\"in\"}\" ${x:-${y:-nested}} ${x:-a}} ${x:-\\}}",
+    "x='p  q'; for i in ${y:-$x} ${z:-\"$x\"} \"${w:-$x}\"; do echo \"[$i]\"; done",
+    "echo ${x?}; echo not reached",
+    "echo before; echo ${x:?custom message}; echo not reached",
     # command substitution
     'echo "$(echo "$(echo nested "$(echo deep)")")"',
     "echo `echo hi` \"`echo a b`\" $(echo '  split   me  ')",
@@ -108,7 +115,7 @@ UNSUPPORTED = [
     ("cat <<EOF\nx\nEOF", "a here-document (<<)"),
     ("sleep 1 & echo", "a background job (&)"),
     ("echo $((1 + 2))", "arithmetic expansion $((...))"),
-    ("echo ${x:-default}", "parameter expansion ${x:...}"),
+    ("echo ${x#prefix}", "parameter expansion ${x#...}"),
     ("echo /bin/*", "pathname expansion (/bin/*)"),
     ("x='?'; echo $x", "pathname expansion (?)"),
     ("read -p prompt x", "read -p"),

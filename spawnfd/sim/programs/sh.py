@@ -13,7 +13,8 @@ The language (a lexer and a recursive-descent parser over POSIX's grammar)::
     redirect  := [n] ('<' | '>' | '>>' | '>|' | '<>' | '<&' | '>&') word
 
 Words are quoted as in sh (``'...'``, ``"..."`` with ``$`` and backquotes expanded inside,
-``\\``); they expand ``~``, ``$NAME``/``${NAME}``/``${#NAME}``, the special parameters ``$?``
+``\\``); they expand ``~``, ``$NAME``/``${NAME}``/``${#NAME}``, ``${NAME-word}`` with ``-``
+``=`` ``+`` ``?`` (and ``:-``...), the special parameters ``$?``
 ``$$`` ``$#`` ``$@`` ``$*`` ``$0``..``$9`` ``$-`` ``$!``, and command substitution ``$(...)`` or
 ```...``` (a forked subshell writing into a pipe; trailing newlines stripped); unquoted
 expansions are field-split on ``IFS`` whitespace. ``NAME=value`` alone sets a shell variable,
@@ -26,7 +27,7 @@ a command substitution and a built-in or compound command inside a pipeline run 
 child of the shell (as dash runs them), so ``cd`` there leaves the shell where it was.
 
 What dash has and this shell does not — functions, ``case``, here-documents, ``&``,
-arithmetic, ``${x:-...}``-style operators, pathname expansion (``*``, ``?``, ``[...]``), the
+arithmetic, ``${x#...}``/``${x%...}`` patterns, pathname expansion (``*``, ``?``, ``[...]``), the
 built-ins ``set``, ``eval``, ``exec``, ``trap``, ``wait``... — is refused with ``sh: N:
 <what> is not supported by the simulator's sh`` and exit status 2, never run differently.
 Messages and statuses are dash's (``sh: 1: nosuch: not found``, 127; ``Syntax error: ...``,
@@ -84,11 +85,14 @@ class Lit:
 
 @dataclasses.dataclass
 class Param:
-    """``$name`` / ``${name}`` (``length``: ``${#name}``)."""
+    """``$name`` / ``${name}`` (``length``: ``${#name}``), or ``${name<op>word}`` with
+    ``op`` one of ``-`` ``=`` ``+`` ``?`` (``:`` before it: also when the value is null)."""
 
     name: str
     quoted: bool
     length: bool = False
+    op: str | None = None
+    arg: Word | None = None
 
 
 @dataclasses.dataclass
@@ -219,6 +223,7 @@ _RESERVED: Final = frozenset({"if", "then", "else", "elif", "fi", "do", "done", 
                               "while", "until", "for", "{", "}", "!"})
 _PLAIN = re.compile(r"[^ \t\n|&;<>()\\'\"$`]+")     # a run of unquoted ordinary characters
 _DQ_PLAIN = re.compile(r'[^"\\$`]+')                  # the same inside double quotes
+_BRACE_PLAIN = re.compile(r"[^}\\'\"$`]+")            # and in the word of ${x-word}
 _BLANKS = re.compile(r"[ \t]+")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DIGITS = re.compile(r"[0-9]+")
@@ -367,7 +372,8 @@ class _Lexer:
             parts.append(CmdSub(body, quoted))
         elif nxt == "{":
             p = self.pos + 2
-            length = src.startswith("#", p) and p + 1 < n and src[p + 1] != "}"
+            length = src.startswith("#", p) and p + 1 < n and (
+                src[p + 1].isalnum() or src[p + 1] in "_?$@*!#")
             if length:
                 p += 1
             m = _NAME.match(src, p) or _DIGITS.match(src, p)
@@ -380,7 +386,13 @@ class _Lexer:
             if p >= n:
                 raise ShellSyntaxError("Syntax error: Missing '}'", self.line)
             if src[p] != "}":
-                raise Unsupported(f"parameter expansion ${{{name}{src[p]}...}}", self.line)
+                op = src[p:p + 2] if src[p] == ":" else src[p]
+                if length or op not in ("-", "=", "+", "?", ":-", ":=", ":+", ":?"):
+                    raise Unsupported(f"parameter expansion ${{{name}{src[p]}...}}",
+                                      self.line)
+                self.pos = p + len(op)
+                parts.append(Param(name, quoted, False, op, self._brace_word(quoted)))
+                return
             parts.append(Param(name, quoted, length))
             self.pos = p + 1
         else:
@@ -394,6 +406,56 @@ class _Lexer:
             else:
                 parts.append(Lit("$", quoted))
                 self.pos += 1
+
+    def _brace_word(self, quoted: bool) -> Word:
+        """The word of ``${name<op>word}``, up to its ``}`` (taken): quoted as the
+        expansion is, blanks and operators are part of it."""
+        src, n = self.src, len(self.src)
+        line = self.line
+        parts: list[Part] = []
+        if not quoted and src.startswith("~", self.pos) and src[self.pos + 1:self.pos + 2] in (
+                "/", "}"):
+            parts.append(Tilde())
+            self.pos += 1
+        while True:
+            if self.pos >= n:
+                raise ShellSyntaxError("Syntax error: Missing '}'", line)
+            c = src[self.pos]
+            if c == "}":
+                self.pos += 1
+                return Word(parts)
+            m = _BRACE_PLAIN.match(src, self.pos)
+            if m:
+                parts.append(Lit(m.group(), quoted))
+                self.line += m.group().count("\n")
+                self.pos = m.end()
+            elif c == "\\":
+                nxt = src[self.pos + 1:self.pos + 2]
+                if nxt == "\n":
+                    self.line += 1
+                    self.pos += 2
+                elif nxt and (not quoted or nxt in '$`"\\}'):
+                    parts.append(Lit(nxt, True))
+                    self.pos += 2
+                else:
+                    parts.append(Lit("\\", True))
+                    self.pos += 1
+            elif c == "'" and quoted:
+                parts.append(Lit("'", True))
+                self.pos += 1
+            elif c == "'":
+                end = src.find("'", self.pos + 1)
+                if end < 0:
+                    raise ShellSyntaxError("Syntax error: Unterminated quoted string", line)
+                parts.append(Lit(src[self.pos + 1:end], True))
+                self.line += src.count("\n", self.pos, end)
+                self.pos = end + 1
+            elif c == '"':  # (inside "${x-...}" too: quotes again, as dash)
+                self._double_quoted(parts)
+            elif c == "$":
+                self._dollar(parts, quoted)
+            else:
+                self._backquoted(parts, quoted)
 
     def _backquoted(self, parts: list[Part], quoted: bool) -> None:
         src, n = self.src, len(self.src)
@@ -757,7 +819,7 @@ _REDIRECT_FLAGS: Final = {"<": os.O_RDONLY, ">": os.O_WRONLY | os.O_CREAT | os.O
 _DASH_VARINIT: Final = ("IFS", "MAIL", "MAILPATH", "PATH", "PS1", "PS2", "PS4", "OPTIND",
                         "LINENO")
 _DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_GLOB = re.compile(r"[*?]|\[.*\]", re.S)
+_GLOB = re.compile(r"[*?]|\[.+\]", re.S)
 _ECHO_OPTION = re.compile(r"-[neE]+\Z")
 
 
@@ -779,6 +841,14 @@ def _dash_errmsg(e: OSError, creating: bool) -> str:
     if e.errno in (2, 20):  # ENOENT, ENOTDIR
         return "Directory nonexistent" if creating else "No such file"
     return e.strerror or str(e)
+
+
+@dataclasses.dataclass
+class _Text:
+    """During expansion: text that came out of an unquoted ``${x-word}``, split as a
+    parameter's value is."""
+
+    text: str
 
 
 @dataclasses.dataclass
@@ -942,18 +1012,25 @@ class _Shell:
                 fields.append(field)
             cur, have, unquoted = [], False, []
 
-        for part in word.parts:
-            if isinstance(part, Lit):
+        todo: list[Part | _Text] = list(reversed(word.parts))
+        while todo:
+            part = todo.pop()
+            if isinstance(part, Param) and part.op is not None:
+                todo += reversed(await self._param_op(part))
+                continue
+            if isinstance(part, _Text):  # an unquoted ${x-word}'s text: split as a value
+                value = part.text
+            elif isinstance(part, Lit):
                 cur.append(part.text)
                 have = have or part.quoted or bool(part.text)
                 if not part.quoted:
                     unquoted.append(part.text)
                 continue
-            if isinstance(part, Tilde):
+            elif isinstance(part, Tilde):
                 cur.append(self.vars.get("HOME", ""))
                 have = True
                 continue
-            if isinstance(part, Param):
+            elif isinstance(part, Param):
                 if part.quoted and part.name == "@" and not part.length and split:
                     if not self.args and not "".join(cur):
                         have = False  # "$@" without parameters: no field at all
@@ -968,10 +1045,11 @@ class _Shell:
                     value = str(len(value))
             else:
                 value = await self.command_substitution(part.body)
-            if part.quoted or seps is None:
+            quoted = not isinstance(part, _Text) and part.quoted
+            if quoted or seps is None:
                 cur.append(value)
-                have = have or part.quoted or bool(value)
-                if not part.quoted:
+                have = have or quoted or bool(value)
+                if not quoted:
                     unquoted.append(value)
                 continue
             pieces = seps.split(value)
@@ -986,6 +1064,42 @@ class _Shell:
         if not split:
             return ["".join(fields)]
         return fields
+
+    def _is_set(self, name: str) -> bool:
+        if name.isdigit() and name != "0":
+            return int(name) <= len(self.args)
+        if name in ("@", "*"):
+            return bool(self.args)
+        if name == "!":
+            return False
+        return name in self.vars or not (name[0].isalpha() or name[0] == "_")
+
+    async def _param_op(self, p: Param) -> list[Part | _Text]:
+        """``${name<op>word}``: what stands in its place — the value, or the word's parts
+        (an unquoted word's plain text is split like a value)."""
+        assert p.op is not None and p.arg is not None
+        is_set = self._is_set(p.name)
+        value = self.param(p.name) if is_set else ""
+        missing = not is_set or (p.op.startswith(":") and not value)
+        kind = p.op[-1]
+        word: list[Part | _Text] = list(p.arg.parts) if p.quoted else [
+            _Text(x.text) if isinstance(x, Lit) and not x.quoted else x for x in p.arg.parts]
+        if kind == "+":
+            return [Lit("", p.quoted)] + word if not missing else [Lit("", p.quoted)]
+        if not missing:
+            return [Lit(value, True) if p.quoted else _Text(value)]
+        if kind == "-":
+            return [Lit("", p.quoted)] + word
+        if kind == "=":
+            if not _NAME_FULL.match(p.name):
+                await self.say(f"{p.name}: bad variable name")  # ${1=x}: dash's words
+                raise _ExitShell(2)
+            value = (await self.expand(p.arg, split=False))[0]
+            self.setvar(p.name, value)
+            return [Lit(value, True) if p.quoted else _Text(value)]
+        message = (await self.expand(p.arg, split=False))[0] or "parameter not set"
+        await self.say(f"{p.name}: {message}")
+        raise _ExitShell(2)
 
     async def expand_words(self, words: list[Word]) -> list[str]:
         out: list[str] = []
