@@ -104,6 +104,9 @@ EXTRA_LINES = [
     "unset x; echo ${x",
     # dash's echo built-in where /bin/echo would differ
     "echo 'a\\nb' 'c\\0101' 'tab\\tx'; echo -n -e y; echo 'stop\\chere'; echo -n n; echo",
+    # yes's options, as GNU's getopt reads them
+    "yes -m | head -1; yes -- -m | head -1; yes - | head -1; yes --x | head -1; yes a -m | head -1;"
+    " yes a -- -m b | head -1; yes -- | head -1",
     # pipelines of real programs (the second kernel)
     "seq 1 5 | sort -rn | head -n 2; seq 3 | head -1",
     "ls / > /dev/null && echo listed; ls /nonexistent 2>&1 | head -c 4; echo",

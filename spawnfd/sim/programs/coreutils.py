@@ -179,7 +179,20 @@ async def wc_main(sys: Any, argv: list[str], env: dict[str, str]) -> int:
 
 
 async def yes_main(sys: Any, argv: list[str], env: dict[str, str]) -> int:
-    line = ((" ".join(argv[1:]) if len(argv) > 1 else "y") + "\n").encode()
+    """GNU yes: its arguments (or ``y``) a line at a time until SIGPIPE; ``--`` ends the
+    options, an option before it is refused as GNU's getopt does (``--help`` and
+    ``--version`` too: the stand-in has no text for them)."""
+    args = argv[1:]
+    end = args.index("--") if "--" in args else len(args)
+    for a in args[:end]:  # getopt permutes: an option anywhere before "--"
+        if a.startswith("-") and a != "-":
+            bad = (f"unrecognized option '{a}'" if a.startswith("--")
+                   else f"invalid option -- '{a[1]}'")
+            await sys.write(2, f"yes: {bad}\nTry 'yes --help' for more information.\n"
+                            .encode())
+            return 1
+    args = args[:end] + args[end + 1:]
+    line = ((" ".join(args) if args else "y") + "\n").encode()
     block = line * max(1, 8192 // len(line))
     while True:  # until SIGPIPE
         await sys.write(1, block)
