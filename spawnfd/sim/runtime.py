@@ -627,12 +627,13 @@ class RunningProcess:
 
 def _no_program(sys: Sys, path: str) -> Callable[[], Awaitable[int]]:
     """A program nothing can run: no stand-in behaviour is registered for it and the
-    simulated CPU cannot execute x86 code. Say so on stderr, then die of SIGILL (the first
-    instruction is one the CPU does not have)."""
+    kernel was opened with cpu=False (no real code runs). Say so on stderr, then die of
+    SIGILL (the first instruction is one the CPU does not have)."""
 
     async def step() -> int:
-        msg = (f"spawnfd: {path}: no stand-in program for this path (the simulated CPU "
-               f"cannot run x86 code yet); register one with Kernel.register_program\n")
+        msg = (f"spawnfd: {path}: no stand-in program for this path, and this kernel was "
+               f"opened with cpu=False (a default kernel runs the real program on its CPU); "
+               f"register one with Kernel.register_program\n")
         try:
             await sys.write(2, msg.encode(errors="surrogateescape"))
         except (OSError, _Signalled):

@@ -3,7 +3,8 @@ program's x86-64 code.
 
 * :mod:`.ldso` — the dynamic loader: reads the initial stack, maps the program and its
   ``DT_NEEDED`` libraries as glibc's ld.so does, then runs the program's behaviour;
-* :mod:`.sh` — ``/bin/sh -c`` with pipelines, redirections, ``&&``/``||`` and ``;``;
+* :mod:`.sh` — ``/bin/sh -c``: a small POSIX shell after dash (lists, pipelines,
+  assignments, quoting, ``$(...)``, subshells, ``if``/``while``/``for``), refusing the rest;
 * :mod:`.coreutils` — ``true``, ``false``, ``echo``, ``cat``, ``head``, ``wc``, ``yes``,
   ``sleep``, ``env`` and the ``memload`` memory workload.
 
