@@ -198,5 +198,8 @@ def test_realspawn_prose() -> None:
             m = window(fork, r["parent_mib"], r["fork_mode"])
             for c in realspawn.COUNTERS:
                 diffs[c] = max(diffs.get(c, 0), abs(r[c] - m[c]))
+    load = json.loads((ROOT / "docs" / "results" / "realspawn.json").read_text())["machine"][
+        "load_average"][0]
+    assert f"on the shared VM (load average {load:.0f})" in TEXT
     assert (f"within {diffs['ptes_copied']} PTEs, {diffs['tables_shared']} table, "
             f"{diffs['pages_copied']} pages and {diffs['instructions']} instructions") in TEXT
