@@ -156,7 +156,8 @@ def test_realspawn_prose() -> None:
     eager = window(fork, 8192, "cow-pt-eager")
     assert (f"copies {copy['ptes_copied']:,} PTEs under `copy` and {cow['ptes_copied']:,} "
             f"under `cow-pt` (×{copy['ptes_copied'] / cow['ptes_copied']:,.0f} fewer), and "
-            f"allocates {cow['frames_allocated']:,} frames instead of "
+            f"allocates {cow['tables_allocated']} page tables instead of "
+            f"{copy['tables_allocated']:,} and {cow['frames_allocated']:,} frames instead of "
             f"{copy['frames_allocated']:,} (×{copy['frames_allocated'] / cow['frames_allocated']:.1f}"
             " fewer)") in TEXT
     shared1 = window(fork, 1024, "cow-pt")["tables_shared"]
@@ -176,7 +177,11 @@ def test_realspawn_prose() -> None:
     assert all(r["ptes_copied"] == 0 and r["parent_instructions"] == 0 for r in vrows)
     frames = sorted({r["frames_allocated"] for r in vrows if r["spawner"] != "CPython os.system"})
     system = {r["frames_allocated"] for r in vrows if r["spawner"] == "CPython os.system"}
-    assert f"{frames[0]}–{frames[-1]} frames allocated ({system.pop()} for `os.system`)" in TEXT
+    tables = {r["tables_allocated"] for r in vrows if r["spawner"] != "CPython os.system"}
+    sys_tables = {r["tables_allocated"] for r in vrows if r["spawner"] == "CPython os.system"}
+    assert (f"{frames[0]}–{frames[-1]} frames allocated, {tables.pop()} of them page tables "
+            f"({system.pop()} and {sys_tables.pop()} for `os.system`)") in TEXT
+    assert not tables and not system and not sys_tables  # one figure each
     dash = window("dash -c", 0, "copy")["child_instructions"]
     sub = window("CPython subprocess.run", 8192, "copy")["child_instructions"]
     assert max(r["child_instructions"] for r in vrows) == sub
@@ -188,6 +193,8 @@ def test_realspawn_prose() -> None:
     assert {(r["ptes_copied"], r["frames_allocated"], r["instructions"]) for r in fd} == {
         (0, fd[0]["frames_allocated"], 0)}
     assert f"allocates {fd[0]['frames_allocated']} frames whatever the parent holds" in TEXT
+    assert {r["tables_allocated"] for r in fd} == {fd[0]["tables_allocated"]}
+    assert f"(the new process's {fd[0]['tables_allocated']} tables" in TEXT
     fdf = fd[0]["frames_allocated"]
     assert (f"allocates {cow['frames_allocated'] / fdf:.0f}× the fd model's frames under "
             f"`cow-pt` and {copy['frames_allocated'] / fdf:.0f}× under `copy`") in TEXT

@@ -4,8 +4,8 @@ Each spawner is a real program on the simulated CPU that starts ``/bin/true`` on
 3.11 holding N MiB of private memory it mapped and write-faulted (``os.fork`` + ``os.execv``,
 ``subprocess.run``, ``os.posix_spawn``, ``os.system``), and ``dash -c`` and ``bash -c`` at
 their own size. The kernel sums what happened between each fork (vfork, clone) and the
-child's exec (``Kernel.spawn_window()``): PTEs copied, tables shared and broken, pages copied
-by COW faults, frames allocated, faults by kind, and the instructions the parent and the
+child's exec (``Kernel.spawn_window()``): PTEs copied, tables shared, broken and allocated,
+pages copied by COW faults, frames allocated, faults by kind, and the instructions the parent and the
 child ran there, under each fork policy. The fd model has no window: its row is the whole
 spawn from a parent of the same size (init, holding N MiB populated), from
 ``create_process()`` to the last builder step before the launch.
@@ -52,8 +52,8 @@ SHELLS = {"dash -c": ["dash", "-c", "/bin/true; :"], "bash -c": ["bash", "-c", "
 FD_MODEL = "fd model (create_process)"
 ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 FAULTS = ("anon", "zero", "file", "shared", "cow", "wp_reuse", "wp_shared")
-COUNTERS = ("ptes_copied", "tables_shared", "tables_copied", "pages_copied",
-            "frames_allocated", "parent_instructions", "child_instructions", "instructions",
+COUNTERS = ("ptes_copied", "tables_shared", "tables_copied", "tables_allocated",
+            "pages_copied", "frames_allocated", "parent_instructions", "child_instructions", "instructions",
             *(f"faults_{f}" for f in FAULTS))
 
 
@@ -76,7 +76,7 @@ async def _window(argv: list[str], mode: str, mem: str) -> dict[str, Any]:
         w = k.spawn_window()
         k.check()
     k.close()  # its memory goes back now, not when the collector finds the kernel
-    row = {c: getattr(w, c) for c in COUNTERS[:5]}
+    row = {c: getattr(w, c) for c in COUNTERS[:6]}
     row.update(parent_instructions=w.instructions - w.child_instructions,
                child_instructions=w.child_instructions, instructions=w.instructions,
                **_faults(w.faults), status=done.returncode, windows=w.windows)
@@ -106,7 +106,7 @@ async def _fd_model(mib: int, mode: str, mem: str) -> dict[str, Any]:
         status = await child.wait()
         k.check()
     k.close()
-    row: dict[str, Any] = {c: getattr(s1, c) - getattr(s0, c) for c in COUNTERS[:5]}
+    row: dict[str, Any] = {c: getattr(s1, c) - getattr(s0, c) for c in COUNTERS[:6]}
     row.update(parent_instructions=0, child_instructions=0, instructions=0,
                **{f"faults_{f}": getattr(s1.faults, f) - getattr(s0.faults, f) for f in FAULTS},
                status=status, windows=0)
@@ -186,7 +186,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
     gib = " / ".join(f"{m / 1024:g}" for m in sizes)
     kinds = fault_kinds(rows)
     lines = [f"| spawner | fork policy | PTEs copied, parent {gib} GiB | tables shared / broken "
-             f"| pages copied | frames allocated | faults {' / '.join(kinds)} "
+             f"/ allocated | pages copied | frames allocated | faults {' / '.join(kinds)} "
              f"| instructions, parent / child |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, label in LABELS.items():
@@ -201,7 +201,8 @@ def summary(rows: list[dict[str, Any]]) -> str:
             policy = "any" if len(groups) == 1 else ", ".join(modes)
             faults = " / ".join(f"{r[f'faults_{f}']:,}" for f in kinds)
             lines.append(f"| {label} | {policy} | {ptes} | {r['tables_shared']:,} / "
-                         f"{r['tables_copied']:,} | {r['pages_copied']:,} | "
+                         f"{r['tables_copied']:,} / {r['tables_allocated']:,} | "
+                         f"{r['pages_copied']:,} | "
                          f"{r['frames_allocated']:,} | {faults} | "
                          f"{r['parent_instructions']:,} / {r['child_instructions']:,} |")
     return "\n".join(lines) + "\n"

@@ -606,8 +606,9 @@ def scenario_realspawn(quick: bool, tick: Tick, sizes: list[float] | None = None
         f = at.get((fork, mode))
         if f:
             notes.append(f"{mode}, CPython fork+exec from {size}: {f['ptes_copied']:,} PTEs "
-                         f"copied, {f['tables_shared']:,} tables shared and "
-                         f"{f['tables_copied']:,} broken, {f['pages_copied']:,} pages copied, "
+                         f"copied, {f['tables_shared']:,} tables shared, {f['tables_copied']:,} "
+                         f"broken and {f['tables_allocated']:,} allocated, "
+                         f"{f['pages_copied']:,} pages copied, "
                          f"{f['frames_allocated']:,} frames allocated in the window")
     copy, cow = at.get((fork, "copy")), at.get((fork, "cow-pt"))
     if copy and cow and cow["ptes_copied"]:
@@ -653,6 +654,9 @@ def scenario_realspawn(quick: bool, tick: Tick, sizes: list[float] | None = None
                           "last-level tables shared instead of copied (cow-pt)"),
                    Column("tables_copied", "tables broken", "{:,}",
                           "shared tables copied when a write broke them in the window"),
+                   Column("tables_allocated", "tables alloc", "{:,}",
+                          "page tables allocated in the window: the fork's copies (copy), its "
+                          "upper levels, the tables broken and those faults filled"),
                    Column("pages_copied", "pages copied", "{:,}",
                           "4 KiB pages copied by COW faults, parent's and child's"),
                    Column("frames_allocated", "frames alloc", "{:,}",
