@@ -54,6 +54,7 @@ struct spawn_window {
   uint64_t ptes_copied;        // entries copied by fork
   uint64_t tables_shared;      // last-level tables shared instead of copied
   uint64_t tables_copied;      // shared tables copied on break
+  uint64_t tables_allocated;   // page tables allocated (the fork's copies included)
   uint64_t pages_copied;       // pages copied by COW faults (parent's and child's)
   uint64_t frames_allocated;   // frames allocated (tables and pages)
   uint64_t faults[8];          // faults by kind, as in struct kstats

@@ -217,3 +217,14 @@ def test_cpu_scenario_runs_real_programs() -> None:
         assert row["status"] == 0 and row["cpu_instructions"] > 10_000, row
         assert row["syscalls"] > 5 and row["tlb_fills"] > 0 and row["ms"] > 0, row
     assert {c.key for c in r.columns} <= set(r.rows[0]) and all(c.help for c in r.columns)
+
+
+def test_sizes_is_realspawns(capsys: pytest.CaptureFixture[str]) -> None:
+    """--sizes sets realspawn's parents; elsewhere, or not numbers, it is refused before any
+    run (spawnfd bench fork --sizes 1 8 stays the fork script's own option)."""
+    for argv, said in ((["bench", "anchors", "--sizes", "1"], "--sizes applies to realspawn"),
+                       (["bench", "realspawn", "--sizes", "1,x"], "--sizes takes GiB"),
+                       (["bench", "realspawn", "--sizes", "-1"], "between 0 and 4096")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert said in capsys.readouterr().err, argv

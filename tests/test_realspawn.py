@@ -164,6 +164,36 @@ async def test_realspawn_bench_cells() -> None:
     assert cow["tables_shared"] >= 7 and cow["ptes_copied"] < copy["ptes_copied"] - 3000
     assert vfork["ptes_copied"] == fd["ptes_copied"] == 0 and fd["instructions"] == 0
     assert copy["child_instructions"] > vfork["child_instructions"] > 0
+    assert vfork["parent_instructions"] == 0 < copy["parent_instructions"]  # vfork: suspended
+    assert copy["faults_cow"] == copy["pages_copied"] > 0
+    # exact: the same cell again gives the same window, counter for counter
+    assert await realspawn._window(["python3.11", "-c", hold + fork], "cow-pt", "1G") == cow
+    assert await realspawn._fd_model(16, "copy", "1G") == fd
+
+
+def test_realspawn_scenario(tmp_path: Path) -> None:
+    # The scenario at one small size: each cell ran twice with the same counters, the
+    # README's condensed table and the plot are made from the rows, the parent that wrote a
+    # bytearray is measured beside the one that populated its memory.
+    from spawnfd.bench import realspawn, suite
+
+    r = suite.scenario_realspawn(True, lambda what: None, sizes=[1 / 64])
+    assert {row["parent_mib"] for row in r.rows} == {16}
+    assert all(row["repeatable"] and row["status"] == 0 for row in r.rows)
+    assert any("the counters were the same in all 12 cells" in n for n in r.notes), r.notes
+    assert any(n.startswith("a parent that wrote a bytearray of 16 MiB, copy") for n in r.notes)
+    by = {(row["spawner"], row["fork_mode"]): row for row in r.rows}
+    assert by[(realspawn.BYTEARRAY, "copy")]["series"] is None  # a check, not a line
+    assert by[(realspawn.FD_MODEL, "copy")]["series"] == f"{realspawn.FD_MODEL}, any policy"
+    assert by[("CPython os.fork + os.execv", "cow-pt")]["series"].endswith(", cow-pt")
+    table = r.summary["table"]
+    assert table == r.lead == realspawn.summary(r.rows)
+    assert table.startswith("| spawner | fork policy | PTEs copied, parent 0.015625 GiB |")
+    assert "| CPython `os.fork` + `os.execv` | copy | " in table and "| any |" in table
+    assert realspawn.BYTEARRAY not in table
+    assert suite.markdown(r).index(table) < suite.markdown(r).index("Every row:")
+    png = suite.plot(r, tmp_path)
+    assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("fork_mode", ["copy", "cow-pt"])

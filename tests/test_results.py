@@ -121,3 +121,92 @@ def test_database_and_zygote_prose() -> None:
 ])
 def test_anchor_table(anchor: str, shown: str) -> None:
     assert shown.format(one("anchors", anchor=anchor)["simulator"]) in SECTION
+
+
+# ---- realspawn: docs/results/realspawn.json, a run of its own ---------------------------------
+
+REALSPAWN = json.loads((ROOT / "docs" / "results" / "realspawn.json").read_text())["scenarios"][
+    "realspawn"]
+
+
+def window(spawner: str, mib: int, mode: str) -> dict[str, Any]:
+    (r,) = [r for r in REALSPAWN["rows"]
+            if (r["spawner"], r["parent_mib"], r["fork_mode"]) == (spawner, mib, mode)]
+    return r
+
+
+def test_realspawn_table_is_the_tools() -> None:
+    from spawnfd.bench import realspawn
+
+    table = realspawn.summary(REALSPAWN["rows"])
+    assert table == REALSPAWN["summary"]["table"]  # what the run wrote
+    assert "\n" + table + "\n" in SECTION  # the README shows it as the tool printed it
+    assert REALSPAWN["summary"]["sizes_mib"] == [0, 1024, 8192]
+    assert "![realspawn](docs/results/realspawn.png)" in SECTION
+
+
+def test_realspawn_prose() -> None:
+    from spawnfd.bench import realspawn
+
+    rows = REALSPAWN["rows"]
+    assert all(r["repeatable"] for r in rows)
+    assert f"gave the same counters in all {len(rows)}." in TEXT
+    fork = "CPython os.fork + os.execv"
+    copy, cow = window(fork, 8192, "copy"), window(fork, 8192, "cow-pt")
+    eager = window(fork, 8192, "cow-pt-eager")
+    assert (f"copies {copy['ptes_copied']:,} PTEs under `copy` and {cow['ptes_copied']:,} "
+            f"under `cow-pt` (×{copy['ptes_copied'] / cow['ptes_copied']:,.0f} fewer), and "
+            f"allocates {cow['tables_allocated']} page tables instead of "
+            f"{copy['tables_allocated']:,} and {cow['frames_allocated']:,} frames instead of "
+            f"{copy['frames_allocated']:,} (×{copy['frames_allocated'] / cow['frames_allocated']:.1f}"
+            " fewer)") in TEXT
+    shared1 = window(fork, 1024, "cow-pt")["tables_shared"]
+    assert f"({cow['tables_shared']:,} at 8 GiB, {shared1:,} at 1 GiB)" in TEXT
+    zero = window(fork, 0, "cow-pt")["ptes_copied"]
+    assert f"copies the {cow['ptes_copied']:,} PTEs of chunks" in TEXT
+    assert f"({zero:,} of them at 0 GiB too)" in TEXT
+    same = ("pages_copied", "tables_copied", "instructions", "child_instructions")
+    assert [copy[c] for c in same[:1] + same[2:]] == [cow[c] for c in same[:1] + same[2:]]
+    assert (f"{cow['pages_copied']} pages copied by COW faults, {cow['tables_copied']} shared "
+            f"tables broken by writes, and {cow['instructions']:,} instructions, "
+            f"{cow['child_instructions']:,} of them the child's") in TEXT
+    assert all(eager[c] == cow[c] for c in realspawn.COUNTERS)  # "the same counters"
+    # the vfork spawners
+    vforks = ["CPython subprocess.run", "CPython os.posix_spawn", "CPython os.system"]
+    vrows = [r for r in rows if r["spawner"] in vforks + ["dash -c"]]
+    assert all(r["ptes_copied"] == 0 and r["parent_instructions"] == 0 for r in vrows)
+    frames = sorted({r["frames_allocated"] for r in vrows if r["spawner"] != "CPython os.system"})
+    system = {r["frames_allocated"] for r in vrows if r["spawner"] == "CPython os.system"}
+    tables = {r["tables_allocated"] for r in vrows if r["spawner"] != "CPython os.system"}
+    sys_tables = {r["tables_allocated"] for r in vrows if r["spawner"] == "CPython os.system"}
+    assert (f"{frames[0]}–{frames[-1]} frames allocated, {tables.pop()} of them page tables "
+            f"({system.pop()} and {sys_tables.pop()} for `os.system`)") in TEXT
+    assert not tables and not system and not sys_tables  # one figure each
+    dash = window("dash -c", 0, "copy")["child_instructions"]
+    sub = window("CPython subprocess.run", 8192, "copy")["child_instructions"]
+    assert max(r["child_instructions"] for r in vrows) == sub
+    assert f"runs {dash:,} (dash) to {sub:,} (`subprocess.run`) instructions" in TEXT
+    bash = window("bash -c", 0, "copy")
+    assert (f"{bash['ptes_copied']} PTEs and {bash['pages_copied']} pages copied, "
+            f"{bash['frames_allocated']} frames, {bash['instructions']:,} instructions") in TEXT
+    fd = [r for r in rows if r["spawner"] == realspawn.FD_MODEL]
+    assert {(r["ptes_copied"], r["frames_allocated"], r["instructions"]) for r in fd} == {
+        (0, fd[0]["frames_allocated"], 0)}
+    assert f"allocates {fd[0]['frames_allocated']} frames whatever the parent holds" in TEXT
+    assert {r["tables_allocated"] for r in fd} == {fd[0]["tables_allocated"]}
+    assert f"(the new process's {fd[0]['tables_allocated']} tables" in TEXT
+    fdf = fd[0]["frames_allocated"]
+    assert (f"allocates {cow['frames_allocated'] / fdf:.0f}× the fd model's frames under "
+            f"`cow-pt` and {copy['frames_allocated'] / fdf:.0f}× under `copy`") in TEXT
+    # the bytearray parent against the populated one, at 1 GiB, every policy
+    diffs: dict[str, int] = {}
+    for r in rows:
+        if r["spawner"] == realspawn.BYTEARRAY:
+            m = window(fork, r["parent_mib"], r["fork_mode"])
+            for c in realspawn.COUNTERS:
+                diffs[c] = max(diffs.get(c, 0), abs(r[c] - m[c]))
+    load = json.loads((ROOT / "docs" / "results" / "realspawn.json").read_text())["machine"][
+        "load_average"][0]
+    assert f"on the shared VM (load average {load:.0f})" in TEXT
+    assert (f"within {diffs['ptes_copied']} PTEs, {diffs['tables_shared']} table, "
+            f"{diffs['pages_copied']} pages and {diffs['instructions']} instructions") in TEXT

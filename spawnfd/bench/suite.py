@@ -17,7 +17,8 @@ Each scenario answers one question of the 2022 discussion with figures measured 
             (run by name only: it measures the tool, not a question)
   cpu       real programs on the simulated CPU against their native runs (by name only)
   realspawn the fork-to-exec window of real spawners (CPython, dash, bash) under each fork
-            policy, beside the fd model (by name only)
+            policy, beside the fd model, from parents of 0, 1 and 8 GiB (by name only;
+            --sizes 0,1,8,64 sets the parents)
 
 Memory of this machine: a full run peaks at 8.0 GiB (the host scenario's parent touches 8 GiB
 of real memory; the database scenario's 256 processes hold 2 GiB of simulated page tables,
@@ -93,7 +94,8 @@ class PlotSpec:
     ylabel: str
     logx: bool = False
     logy: bool = False
-    kind: str = "line"  # or "bar": y per series, no x
+    kind: str = "line"  # or "bar": y per series, no x; "panels": a line plot per panel
+    panels: tuple[tuple[str, str], ...] = ()  # kind "panels": (y, ylabel) of each panel
     rows: str = "rows"  # which list of the result to plot
 
 
@@ -107,6 +109,7 @@ class Result:
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)
     plot: PlotSpec | None = None
     extra: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    lead: str = ""  # Markdown printed before the table by --markdown: a condensed table
 
     def as_json(self) -> dict[str, Any]:
         return {"title": self.title, "rows": self.rows, "summary": self.summary,
@@ -584,41 +587,97 @@ def scenario_cpu(quick: bool, tick: Tick) -> Result:
 
 # ---- realspawn ---------------------------------------------------------------------------
 
-def scenario_realspawn(quick: bool, tick: Tick) -> Result:
+def scenario_realspawn(quick: bool, tick: Tick, sizes: list[float] | None = None) -> Result:
     from . import realspawn
 
-    rows = trio.run(realspawn.run, quick, tick)
+    sizes_mib = None if sizes is None else tuple(round(g * 1024) for g in sizes)
+    rows = trio.run(realspawn.run, quick, tick, sizes_mib)
+    for r in rows:
+        r["parent_gib"] = r["parent_mib"] / 1024
+    kinds = realspawn.fault_kinds(rows)
+    for r in rows:
+        r["faults"] = " / ".join(f"{r[f'faults_{f}']:,}" for f in kinds)
+    top = max(r["parent_mib"] for r in rows)
+    at = {(r["spawner"], r["fork_mode"]): r for r in rows if r["parent_mib"] == top}
+    fork, fd = "CPython os.fork + os.execv", realspawn.FD_MODEL
     notes = []
+    size = f"{top / 1024:g} GiB" if top >= 1024 else f"{top} MiB"
     for mode in realspawn.MODES:
-        big = [r for r in rows if r["fork_mode"] == mode and r["parent_mib"] == max(
-            x["parent_mib"] for x in rows)]
-        fork = next((r for r in big if r["spawner"] == "CPython os.fork + os.execv"), None)
-        if fork:
-            notes.append(f"{mode}, CPython fork+exec from {fork['parent_mib']} MiB: "
-                         f"{fork['ptes_copied']:,} PTEs and {fork['pages_copied']:,} pages "
-                         f"copied, {fork['tables_shared']:,} tables shared in the window")
+        f = at.get((fork, mode))
+        if f:
+            notes.append(f"{mode}, CPython fork+exec from {size}: {f['ptes_copied']:,} PTEs "
+                         f"copied, {f['tables_shared']:,} tables shared, {f['tables_copied']:,} "
+                         f"broken and {f['tables_allocated']:,} allocated, "
+                         f"{f['pages_copied']:,} pages copied, "
+                         f"{f['frames_allocated']:,} frames allocated in the window")
+    copy, cow = at.get((fork, "copy")), at.get((fork, "cow-pt"))
+    if copy and cow and cow["ptes_copied"]:
+        notes.append(f"cow-pt against copy, CPython fork+exec from {size}: PTEs copied "
+                     f"{ratio(copy['ptes_copied'] / cow['ptes_copied'])} fewer, frames "
+                     f"allocated {ratio(copy['frames_allocated'] / cow['frames_allocated'])} "
+                     f"fewer, instructions in the window {cow['instructions']:,} under both"
+                     if cow["instructions"] == copy["instructions"] else
+                     f"cow-pt against copy, CPython fork+exec from {size}: PTEs copied "
+                     f"{ratio(copy['ptes_copied'] / cow['ptes_copied'])} fewer")
+    fdr = at.get((fd, "copy"))
+    if fdr:
+        for name in [n for n in dict.fromkeys(r["spawner"] for r in rows) if n != fd]:
+            s = at.get((name, "copy"))
+            if s:
+                notes.append(f"{name} from {size} (copy) against the fd model: frames allocated "
+                             f"{s['frames_allocated']:,} vs {fdr['frames_allocated']:,}, PTEs "
+                             f"copied {s['ptes_copied']:,} vs {fdr['ptes_copied']:,}, "
+                             f"instructions {s['instructions']:,} vs {fdr['instructions']:,}")
+    by = {(r["spawner"], r["parent_mib"], r["fork_mode"]): r for r in rows}
+    for r in rows:
+        if r["spawner"] == realspawn.BYTEARRAY:
+            m = by[(fork, r["parent_mib"], r["fork_mode"])]
+            diff = {c: r[c] - m[c] for c in realspawn.COUNTERS if r[c] != m[c]}
+            notes.append(f"a parent that wrote a bytearray of {r['parent_mib']:,} MiB, "
+                         f"{r['fork_mode']}, against one that populated it: "
+                         + (", ".join(f"{c} {d:+,}" for c, d in diff.items()) or "the same")
+                         + f" ({r['seconds']:.1f} s against {m['seconds']:.1f} s a cell)")
+    bad = [f"{r['spawner']}, {r['parent_mib']} MiB, {r['fork_mode']}" for r in rows
+           if not r["repeatable"]]
+    notes.append(f"every cell ran twice: the counters were the same in all {len(rows)} cells"
+                 if not bad else "cells whose two runs differed: " + "; ".join(bad))
+    notes.append(f"slowest cell: {max(r['seconds'] for r in rows):.1f} s (wall time of one run)")
     return Result("realspawn", "the fork-to-exec window of real spawners (simulated CPU)",
                   [Column("spawner", "spawner", help="a real program on the simulated CPU "
                           "starting /bin/true once (the fd model: init through a builder)"),
                    Column("parent_mib", "parent MiB", "{:,}",
-                          "memory the parent wrote before spawning (python's bytearray)"),
+                          "private memory the parent mapped and write-faulted before spawning "
+                          "(python's mmap with MAP_POPULATE; the shells hold none)"),
                    Column("fork_mode", "fork policy", help="Kernel(fork_mode=...)"),
                    Column("ptes_copied", "PTEs copied", "{:,}", "entries fork copied"),
                    Column("tables_shared", "tables shared", "{:,}",
                           "last-level tables shared instead of copied (cow-pt)"),
                    Column("tables_copied", "tables broken", "{:,}",
                           "shared tables copied when a write broke them in the window"),
+                   Column("tables_allocated", "tables alloc", "{:,}",
+                          "page tables allocated in the window: the fork's copies (copy), its "
+                          "upper levels, the tables broken and those faults filled"),
                    Column("pages_copied", "pages copied", "{:,}",
                           "4 KiB pages copied by COW faults, parent's and child's"),
                    Column("frames_allocated", "frames alloc", "{:,}",
                           "frames allocated: page tables and pages"),
-                   Column("instructions", "insns", "{:,}",
-                          "instructions the parent and the child ran in the window"),
+                   Column("faults", "faults " + " / ".join(kinds), "{}",
+                          "faults in the window by kind: " + ", ".join(
+                              f"{k}: {realspawn.FAULT_HELP[k]}" for k in kinds)),
+                   Column("parent_instructions", "parent insns", "{:,}",
+                          "instructions the parent ran in the window (fork to the child's "
+                          "exec; a vforked parent is suspended)"),
                    Column("child_instructions", "child insns", "{:,}",
-                          "... of which the child's, fork to exec")],
-                  rows, notes, {},
-                  PlotSpec(x="parent_mib", y="ptes_copied", series="spawner",
-                           xlabel="parent MiB", ylabel="PTEs copied fork to exec"))
+                          "instructions the child ran from fork to exec")],
+                  rows, notes, {"sizes_mib": sorted({r["parent_mib"] for r in rows}),
+                                "table": realspawn.summary(rows)},
+                  PlotSpec(x="parent_gib", y="ptes_copied", series="series",
+                           xlabel="parent's memory (GiB)", ylabel="PTEs copied",
+                           logy=True, kind="panels",
+                           panels=(("ptes_copied", "PTEs copied"),
+                                   ("frames_allocated", "frames allocated"),
+                                   ("instructions", "instructions, parent + child"))),
+                  lead=realspawn.summary(rows))
 
 
 SCENARIOS: dict[str, Callable[..., Result]] = {
@@ -630,6 +689,8 @@ SCENARIOS: dict[str, Callable[..., Result]] = {
 DEFAULT = [n for n in SCENARIOS if n not in ("mm", "cpu", "realspawn")]
 # Scenarios that hold real memory on this machine, up to --max-gib GiB.
 HOLDS_MEMORY = ("host", "anchors", "database")
+# Scenarios whose parent sizes --sizes sets.
+TAKES_SIZES = ("realspawn",)
 
 
 # ---- output ----------------------------------------------------------------------------------
@@ -679,6 +740,8 @@ def plot(result: Result, directory: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     rows = result.rows if spec.rows == "rows" else result.extra[spec.rows]
+    if spec.kind == "panels":
+        return _plot_panels(result, spec, rows, directory, plt)
     fig, ax = plt.subplots(figsize=(10, 5) if spec.kind != "line" else (7.5, 4.5), dpi=110)
     if spec.kind == "line":
         for name in dict.fromkeys(r[spec.series] for r in rows):
@@ -722,10 +785,47 @@ def plot(result: Result, directory: Path) -> Path | None:
     return path
 
 
+def _plot_panels(result: Result, spec: PlotSpec, rows: list[dict[str, Any]], directory: Path,
+                 plt: Any) -> Path:
+    """One line plot per panel, side by side, a line per series; the legend below them.
+    x takes its values evenly spaced; a log y scale is symmetric (zero is drawn on a linear
+    stretch up to 1)."""
+    fig, axes = plt.subplots(1, len(spec.panels), figsize=(5 * len(spec.panels), 5.8), dpi=110)
+    rows = [r for r in rows if r[spec.series] is not None]  # None: a row left out of the plot
+    names = list(dict.fromkeys(r[spec.series] for r in rows))
+    xs = sorted({r[spec.x] for r in rows})  # evenly spaced, each labelled with its value
+    styles = ["-", "--", ":", "-."]
+    for ax, (y, ylabel) in zip(axes, spec.panels):
+        for i, name in enumerate(names):
+            pts = sorted({(xs.index(r[spec.x]), r[y]) for r in rows if r[spec.series] == name})
+            ax.plot([x for x, _ in pts], [v for _, v in pts], marker="o", markersize=4,
+                    clip_on=False, linestyle=styles[i // 10 % len(styles)], label=str(name))
+        ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+        ax.set_xlim(-0.2, len(xs) - 0.8)
+        if spec.logy:
+            ax.set_yscale("symlog", linthresh=1)
+            ax.set_ylim(0, 3 * max([r[y] for r in rows] + [1]))  # counters: none below 0
+        ax.set_xlabel(spec.xlabel)
+        ax.set_title(ylabel, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle(result.title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.06 + 0.022 * ((len(names) + 2) // 3), 1, 1))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{result.name}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def markdown(result: Result) -> str:
     """The scenario's table and notes in Markdown (for the README's Results)."""
     head = [c.header for c in result.columns]
-    lines = [f"**{result.title}**", "", "| " + " | ".join(head) + " |",
+    lines = [f"**{result.title}**", ""]
+    if result.lead:
+        lines += [result.lead.rstrip("\n"), "", "Every row:", ""]
+    lines += ["| " + " | ".join(head) + " |",
              "|" + "|".join("---:" if result.numeric(c) else "---" for c in result.columns)
              + "|"]
     for r in result.rows:
@@ -779,7 +879,8 @@ class _Console(Console):
 
 def run(names: list[str], quick: bool, console: Console | None = None,
         json_path: str | None = None, plots: str | None = None,
-        markdown_path: str | None = None, max_gib: float = 8.0) -> dict[str, Any]:
+        markdown_path: str | None = None, max_gib: float = 8.0,
+        sizes: list[float] | None = None) -> dict[str, Any]:
     if console is None:  # not a terminal: wide enough for the tables anyway
         console = _Console(width=None if os.isatty(1) else 150)
     if plots:
@@ -798,7 +899,9 @@ def run(names: list[str], quick: bool, console: Console | None = None,
             def tick(what: str) -> None:
                 progress.update(task, description=what)
 
-            kw = {"max_gib": max_gib} if name in HOLDS_MEMORY else {}
+            kw: dict[str, Any] = {"max_gib": max_gib} if name in HOLDS_MEMORY else {}
+            if name in TAKES_SIZES and sizes is not None:
+                kw["sizes"] = sizes
             results[name] = SCENARIOS[name](quick, tick, **kw)
             progress.advance(task)
     out: dict[str, Any] = {"machine": machine(), "quick": quick, "max_gib": max_gib,
@@ -855,11 +958,23 @@ def main(argv: list[str] | None = None) -> None:
                     help="the most memory of this machine a scenario may hold, in GiB: bigger "
                          "sizes of host, anchors and database are left out (default 8: a full "
                          "run peaks at 8.0 GiB; 1 keeps it under 1.5 GiB)")
+    ap.add_argument("--sizes", metavar="GIB,...", help="the parents' sizes of realspawn, in "
+                    "GiB (default 0,1,8; with --quick 0 and 1/32)")
     args = ap.parse_args(argv)
+    sizes = None
+    if args.sizes is not None:
+        try:
+            sizes = [float(g) for g in args.sizes.split(",")]
+        except ValueError:
+            ap.error(f"--sizes takes GiB separated by commas, not {args.sizes!r}")
+        if any(g < 0 or g > 4096 for g in sizes):
+            ap.error("--sizes: each size between 0 and 4096 GiB")
+        if not any(n in TAKES_SIZES for n in args.scenarios):
+            ap.error("--sizes applies to " + ", ".join(TAKES_SIZES) + ": name it")
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
         ap.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     if args.max_gib <= 0:
         ap.error("--max-gib must be positive")
     run(args.scenarios or DEFAULT, args.quick, json_path=args.json, plots=args.plots,
-        markdown_path=args.markdown, max_gib=args.max_gib)
+        markdown_path=args.markdown, max_gib=args.max_gib, sizes=sizes)

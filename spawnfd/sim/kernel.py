@@ -213,6 +213,7 @@ class SpawnWindow:
     ptes_copied: int         #: entries copied by fork
     tables_shared: int       #: last-level tables shared instead of copied
     tables_copied: int       #: shared tables copied when a write broke them
+    tables_allocated: int    #: page tables allocated (the fork's copies included)
     pages_copied: int        #: pages copied by COW faults, the parent's and the child's
     frames_allocated: int    #: frames allocated: page tables and pages
     faults: FaultStatistics  #: faults by kind

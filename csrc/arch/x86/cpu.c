@@ -471,6 +471,7 @@ void spawn_window_mark(struct kernel *k, const struct cpu *running, struct spawn
   w->ptes_copied = k->st.ptes_copied;
   w->tables_shared = k->st.tables_shared;
   w->tables_copied = k->st.tables_copied;
+  w->tables_allocated = k->st.tables_allocated;
   w->pages_copied = k->st.pages_copied;
   w->frames_allocated = k->fr.allocated;
   memcpy(w->faults, k->st.faults, sizeof(w->faults));
@@ -500,6 +501,7 @@ void spawn_window_close(struct cpu *c, int by_exit) {
   w->ptes_copied += now.ptes_copied - s->ptes_copied;
   w->tables_shared += now.tables_shared - s->tables_shared;
   w->tables_copied += now.tables_copied - s->tables_copied;
+  w->tables_allocated += now.tables_allocated - s->tables_allocated;
   w->pages_copied += now.pages_copied - s->pages_copied;
   w->frames_allocated += now.frames_allocated - s->frames_allocated;
   for (int i = 0; i < 8; i++)
