@@ -581,7 +581,7 @@ async def _sigill() -> int:
 CPU_SLICE: Final = 1 << 20   # instructions a CPU runs before the task yields
 # Why a slice stopped (enum cpu_stop, csrc/arch/x86/arch.h).
 (_CPU_SLICE_OVER, _CPU_EXITED, _CPU_KILLED, _CPU_BLOCKED, _CPU_SLEEP, _CPU_FORKED, _CPU_VFORKED,
- _CPU_EXECED, _CPU_WAIT, _CPU_POLL, _CPU_SIGNAL) = range(1, 12)
+ _CPU_EXECED, _CPU_WAIT, _CPU_POLL, _CPU_SIGNAL, _CPU_LAUNCHED) = range(1, 13)
 _SIGQ_QUEUED, _SIGQ_IGNORED, _SIGQ_TERM = 0, 1, 2
 _NO_TIMEOUT: Final = 2**64 - 1
 
@@ -638,6 +638,8 @@ async def _run_cpu(sys: Sys) -> int:
                 await done.wait()
             else:  # the parent goes on first (Linux's default), so every run is the same
                 rt.start_thread(child, first)
+        elif reason == _CPU_LAUNCHED:  # close(2) of a builder fd (docs/abi.md)
+            rt.launch(sys.proc.kernel._process(status))
         elif reason == _CPU_EXECED:
             ev = rt.vfork_done.pop(sys.pid, None)
             if ev is not None:

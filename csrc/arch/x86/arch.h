@@ -16,10 +16,11 @@
 // CPU_EXECED: a new program is in place (it may be a stand-in). CPU_WAIT: in wait4 until a
 // child changes state. CPU_POLL: in poll/select until a pipe moves or sleep_ns pass (fd 1:
 // the same call waits again). CPU_SIGNAL: kill(2) of another process (fd: it; status: the
-// signal whose default action ends it, 0: wake it to take a queued one).
+// signal whose default action ends it, 0: wake it to take a queued one). CPU_LAUNCHED:
+// close(2) of a builder fd launched an embryo (status: its pid; its first thread starts).
 enum cpu_stop { CPU_RUNNING = 0, CPU_SLICE, CPU_EXITED, CPU_KILLED, CPU_BLOCKED,
                 CPU_SLEEP, CPU_FORKED, CPU_VFORKED, CPU_EXECED, CPU_WAIT, CPU_POLL,
-                CPU_SIGNAL };
+                CPU_SIGNAL, CPU_LAUNCHED };
 
 #define CPU_SIGDEPTH 8  // nested handlers whose full CPU state is kept for rt_sigreturn
 #define CPU_ICACHE_BITS 16

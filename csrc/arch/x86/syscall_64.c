@@ -214,6 +214,8 @@ static int64_t sys_open(struct cpu *c, struct proc *p, const uint64_t *a) {
 
 static int64_t sys_close(struct cpu *c, struct proc *p, const uint64_t *a) {
   int r = sfd_close(c->k, p->pid, (int)a[0]);
+  if (r > 0)
+    spawnfd_launched(c, r);  // a builder fd: its embryo was launched
   return r < 0 ? r : 0;
 }
 
@@ -661,14 +663,14 @@ static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [204] = sys_sched_getaffinity,                       [217] = sys_getdents64,
     [218] = sys_set_tid_address,                         [221] = sys_fadvise64,
     [228] = sys_clock_gettime,                           [230] = sys_clock_nanosleep,
-    [231] = sys_exit_group,   [234] = sys_tgkill,   [257] = sys_openat,        [258] = sys_mkdirat,
+    [231] = sys_exit_group,   [234] = sys_tgkill,   [247] = sys_waitid,  [257] = sys_openat,        [258] = sys_mkdirat,
     [262] = sys_newfstatat,   [263] = sys_unlinkat,      [264] = sys_renameat,
     [267] = sys_readlinkat,   [269] = sys_faccessat,     [270] = sys_pselect6,
     [271] = sys_ppoll,        [273] = sys_zero,
     [292] = sys_dup3,         [293] = sys_pipe2,         [302] = sys_prlimit64,
     [316] = sys_renameat2,    [318] = sys_getrandom,     [332] = sys_statx,
     [322] = sys_execveat,     [334] = sys_enosys,        [435] = sys_clone3,       [436] = sys_close_range,
-    [439] = sys_faccessat,
+    [424] = sys_pidfd_send_signal,                       [439] = sys_faccessat,
 };
 
 // The trace buffer (api.h sfd_trace_start): one finished call.
@@ -719,6 +721,8 @@ static int64_t syscall_do(struct cpu *c, uint64_t nr, const uint64_t *a) {
   struct proc *p = proc_get(c->k, c->pid);
   if (!p)
     return -ESRCH;
+  if (spawnfd_syscall_nr(nr))  // the fd model's private range (sys_spawnfd.c)
+    return sys_spawnfd(c, p, nr, a);
   if (nr >= SFD_NR_SYSCALLS || !syscall_table[nr]) {
     c->k->st.syscalls_unknown++;
     c->cnt->syscalls_unknown++;

@@ -77,4 +77,11 @@ int64_t sys_kill(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_tgkill(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_tkill(struct cpu *c, struct proc *p, const uint64_t *a);
 
+// ---- sys_spawnfd.c: the fd model's calls (a private range), waitid, pidfd_send_signal ----
+int spawnfd_syscall_nr(uint64_t nr);
+int64_t sys_spawnfd(struct cpu *c, struct proc *p, uint64_t nr, const uint64_t *a);
+void spawnfd_launched(struct cpu *c, int pid);
+int64_t sys_waitid(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_pidfd_send_signal(struct cpu *c, struct proc *p, const uint64_t *a);
+
 #endif
