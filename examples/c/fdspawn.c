@@ -253,15 +253,13 @@ int fdspawn(pid_t *pid, int *wait_fd, const char *path, const struct fdspawn_att
   unsigned flags = attr ? attr->flags : 0;
   if (!prog)
     return ENOMEM;
-  int err = elf_open(path, prog);
+  int err = access(path, X_OK) ? errno : elf_open(path, prog); /* execve's order */
   if (err) {
     free(prog);
     return err;
   }
   interp->fd = -1;
-  if (access(path, X_OK))
-    err = errno;
-  if (!err && prog->interp[0])
+  if (prog->interp[0])
     err = elf_open(prog->interp, interp);
   if (!err && (flags & FDSPAWN_LDSO) && !prog->interp[0])
     err = ENOEXEC; /* a static program has no ld.so to load it */
