@@ -406,6 +406,16 @@ static int rules(void) {
   truth("a fork child has no builder fd, but the wait handle", WIFEXITED(st) && WEXITSTATUS(st) == 0);
   kill_embryo(&h);
   (void)e;
+  // released without close(2): dup2 over it, close_range of it -- the embryo dies
+  embryo(&h);
+  expect("dup2 over the builder fd", dup2(0, h.builder_fd) == h.builder_fd ? 0 : -1, 0);
+  truth("... its embryo died of SIGKILL", spawnfd_wait(h.wait_fd) == SIGKILL);
+  close(h.builder_fd);
+  close(h.wait_fd);
+  embryo(&h);
+  expect("close_range of the builder fd", syscall(SYS_close_range, h.builder_fd, h.builder_fd, 0), 0);
+  truth("... its embryo died of SIGKILL", spawnfd_wait(h.wait_fd) == SIGKILL);
+  close(h.wait_fd);
   // the creator exits without launching: the embryo dies with it
   if (pipe(p))
     exit(2);

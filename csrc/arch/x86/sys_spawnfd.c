@@ -16,7 +16,7 @@
 
 #include "arch/x86/syscalls.h"
 #define SPAWNFD_ABI_KERNEL
-#include "spawnfd/abi.h"
+#include <spawnfd/abi.h>  // the ABI C programs include (spawnfd/include)
 
 #define IOV_MAX_ 1024
 #define WNOHANG_ 0x1
