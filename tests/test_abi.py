@@ -268,3 +268,30 @@ async def test_the_reference_s_c_programs_run_on_the_simulator(tmp_path: Path, l
         if expected is not None:
             assert r.stdout.decode() == expected
         k.check()
+
+
+# ---- the comparison (spawnfd bench abi) ----
+
+@needs_cc
+async def test_fdspawn_from_8_gib_costs_what_it_costs_from_nothing(tmp_path: Path) -> None:
+    # Issue 15's target: from the same kernel and parent sizes, fdspawn from an 8 GiB parent
+    # allocates the same page tables and copies the same PTEs (none) as from an empty parent;
+    # glibc posix_spawn and fork+execve are measured beside it in the same run.
+    from spawnfd.bench import abi
+
+    exe = abi.build(str(tmp_path))
+    small = {r["method"]: r for r in await abi.measure(exe, 2, 0)}
+    big = {r["method"]: r for r in await abi.measure(exe, 2, 8192)}
+    assert set(big) == set(abi.METHODS)
+    for m in ("fdspawn", "fdspawn-ldso", "posix_spawn", "vfork"):
+        for key in abi.COUNTERS:  # nothing at all depends on the parent's size
+            assert big[m][key] == small[m][key], (m, key)
+        assert big[m]["ptes_copied"] == 0
+    assert big["fork"]["ptes_copied"] >= 8192 * 256  # every PTE of the 8 GiB
+    assert big["fork"]["tables_allocated"] >= 4096 + small["fork"]["tables_allocated"]
+    # the price: the parent does the loading work execve does in the kernel
+    assert big["fdspawn"]["parent_syscalls"] > 10 * big["vfork"]["parent_syscalls"]
+    assert big["fdspawn"]["parent_instructions"] > 10 * big["vfork"]["parent_instructions"]
+    assert big["fdspawn"]["window_instructions"] == 0  # no fork-to-exec window at all
+    # the children run the same program the same way (ld.so, libc, true)
+    assert abs(big["fdspawn"]["child_instructions"] - big["vfork"]["child_instructions"]) < 1000
