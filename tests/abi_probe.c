@@ -449,6 +449,26 @@ static int rules(void) {
   expect("... the embryo is gone", kill(e3, 0), ESRCH);
   close(p[0]);
   close(p[1]);
+  // the wait handle is inherited: a fork child kills our embryo while we wait for it
+  e = embryo(&h);
+  c = fork();
+  if (c == 0) {
+    usleep(20000);
+    int r = spawnfd_kill(h.wait_fd, SIGTERM);
+    siginfo_t si;
+    int w = spawnfd_waitid(h.wait_fd, &si, WEXITED | WNOHANG);  // not its child
+    if (r || w != -1 || errno != ECHILD)
+      _exit(1);
+    sleep(30);  // alive until killed: our wait must end by the embryo's death alone
+    _exit(2);
+  }
+  truth("our wait ends when a fork child kills the embryo", spawnfd_wait(h.wait_fd) == SIGTERM);
+  expect("... the child is still running", waitpid(c, &st, WNOHANG), 0);
+  kill(c, SIGKILL);
+  waitpid(c, &st, 0);
+  truth("... and it got ECHILD from waitid on our embryo", WIFSIGNALED(st));
+  close(h.builder_fd);
+  close(h.wait_fd);
   return finish();
 }
 
@@ -495,18 +515,33 @@ static int ids(void) {
   return 0;
 }
 
+// Whether the fuzzer's embryo is gone (killed by a signal it sent, reaped by a waitid).
+static int embryo_gone(const struct spawnfd_handles *h) {
+  siginfo_t si;
+  memset(&si, 0, sizeof(si));
+  if (spawnfd_waitid(h->wait_fd, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
+    return 1;
+  return si.si_pid != 0;
+}
+
+static uint64_t pick(const uint64_t *v, size_t n) { return v[(size_t)rand() % n]; }
+
 // Random arguments to every call of the private range and to the wait-handle calls, against
-// an embryo, a launched process's handles, ordinary descriptors and garbage: every call
-// returns (a value or -1 with an errno), the caller survives.
+// an embryo, its handles, ordinary descriptors and garbage; half of the time arguments of
+// the right shape (paths, iovecs into the embryo's mappings, loader steps) so that calls get
+// past their checks. Every call returns (a value or -1 with an errno), the caller survives.
 static int fuzz(long n, unsigned seed) {
   srand(seed);
   struct spawnfd_handles h;
   embryo(&h);
-  static char scratch[65536];
+  static char scratch[65536] __attribute__((aligned(4096)));
+  static const char *paths[] = {"/dev/null", "/usr", "/nonexistent", "/bin/true", "/tmp",
+                                "/tmp/fuzzed", "", "bin", "/etc/passwd"};
   uint64_t pool[] = {0, 1, 8, 4095, 4096, 65536, (uint64_t)-1, (uint64_t)-4096,
                      (uint64_t)(uintptr_t)scratch, (uint64_t)(uintptr_t)rodata,
                      0x7ffffffff000, 0x555555554000, 0x10000, 1 << 30, (uint64_t)INT32_MAX + 1};
-  long ok = 0, fail = 0;
+  uint64_t mapped[8] = {0x10000, 0x10000, 0x10000, 0x10000, 0x10000, 0x10000, 0x10000, 0x10000};
+  long ok = 0, fail = 0, replaced = 0;
   for (long i = 0; i < n; i++) {
     int which = rand() % (SPAWNFD_NR_COUNT + 2);
     long nr = which < SPAWNFD_NR_COUNT ? SPAWNFD_NR_BASE + which
@@ -516,43 +551,114 @@ static int fuzz(long n, unsigned seed) {
     uint64_t a[6];
     for (int j = 0; j < 6; j++) {
       int k = rand() % 4;
-      a[j] = k == 0 ? pool[rand() % (sizeof(pool) / 8)]
+      a[j] = k == 0 ? pick(pool, sizeof(pool) / 8)
              : k == 1 ? (uint64_t)(rand() % 12)
              : k == 2 ? (uint64_t)rand() << (rand() % 40)
                       : (uint64_t)(uintptr_t)(scratch + (rand() % 60000));
     }
     if (rand() % 2)
       a[0] = rand() % 2 ? (uint64_t)h.builder_fd : (uint64_t)h.wait_fd;
+    uint64_t at = pick(mapped, 8) + (uint64_t)(rand() % 4) * 4096, len = (uint64_t)(rand() % 8) * 4096;
+    char *blk = scratch + 4096 * (rand() % 8);  // argument blocks live here
+    int shaped = rand() % 2;
+    if (shaped) {  // the right shape
+      a[0] = (uint64_t)h.builder_fd;
+      switch (nr - SPAWNFD_NR_BASE) {
+      case 1: {
+        struct spawnfd_mmap_args *m = (void *)blk;
+        m->addr = rand() % 2 ? 0 : at;
+        m->len = len + 4096 * (rand() % 2);
+        m->prot = rand() % 8;
+        m->flags = (rand() % 2 ? MAP_PRIVATE : MAP_SHARED) | (rand() % 3 ? MAP_ANONYMOUS : 0) |
+                   (rand() % 4 ? 0 : MAP_FIXED) | (rand() % 4 ? 0 : MAP_POPULATE);
+        m->fd = rand() % 6;
+        m->pad = 0;
+        m->off = 4096 * (uint64_t)(rand() % 2);
+        a[1] = (uint64_t)(uintptr_t)m;
+        a[2] = sizeof(*m);
+        break;
+      }
+      case 2: case 3:  // munmap, mprotect
+        a[1] = at, a[2] = len, a[3] = (uint64_t)(rand() % 8);
+        break;
+      case 4: case 5: {  // vm_writev, vm_readv
+        struct iovec *v = (void *)blk;
+        v[0].iov_base = scratch + 32768 + rand() % 4096;
+        v[0].iov_len = (size_t)(rand() % 6000);
+        v[1].iov_base = (void *)(uintptr_t)(at + (uint64_t)(rand() % 4096));
+        v[1].iov_len = (size_t)(rand() % 6000);
+        a[1] = (uint64_t)(uintptr_t)&v[0], a[2] = 1, a[3] = (uint64_t)(uintptr_t)&v[1], a[4] = 1,
+        a[5] = 0;
+        break;
+      }
+      case 6:  // install_fd
+        a[1] = (uint64_t)(rand() % 8), a[2] = (uint64_t)(int64_t)(rand() % 9 - 1),
+        a[3] = rand() % 2 ? 0 : O_CLOEXEC;
+        break;
+      case 7: case 8: {  // open, chdir
+        const char *pth = paths[rand() % (sizeof(paths) / sizeof(paths[0]))];
+        strcpy(blk, pth);
+        a[1] = (uint64_t)(uintptr_t)blk;
+        a[2] = (uint64_t)(rand() % 3 ? O_RDONLY : O_RDWR | O_CREAT);
+        a[3] = 0644, a[4] = (uint64_t)(int64_t)(rand() % 9 - 1);
+        break;
+      }
+      case 9: case 10:  // setresuid, setresgid
+        for (int j = 1; j < 4; j++)
+          a[j] = rand() % 3 ? (uint64_t)-1 : (uint64_t)(rand() % 2 ? 0 : 1000);
+        break;
+      case 11: {
+        struct spawnfd_regs *r = (void *)blk;
+        r->rip = at, r->rsp = at + len;
+        a[1] = (uint64_t)(uintptr_t)r, a[2] = sizeof(*r);
+        break;
+      }
+      case 12:  // map_cow of ourselves
+        a[1] = 0, a[2] = (uint64_t)(uintptr_t)scratch + 4096 * (uint64_t)(rand() % 16),
+        a[3] = len;
+        break;
+      case 13: {  // mmapv: 1-3 loader steps
+        struct spawnfd_mapv *v = (void *)blk;
+        unsigned k = 1 + (unsigned)rand() % 3;
+        for (unsigned j = 0; j < k; j++) {
+          struct spawnfd_mapv st = {j ? (uint64_t)(rand() % 4) * 4096 : at, len + 4096, 0,
+                                    rand() % 3, j ? rand() % 2 : rand() % 3,
+                                    PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS |
+                                    (j ? MAP_FIXED : 0), -1, 0, 0};
+          v[j] = st;
+        }
+        a[1] = (uint64_t)(uintptr_t)v, a[2] = k, a[3] = (uint64_t)(uintptr_t)(scratch + 40000);
+        break;
+      }
+      default:  // waitid, pidfd_send_signal on the wait handle
+        a[0] = nr == SPAWNFD_NR_waitid ? SPAWNFD_P_PIDFD : (uint64_t)h.wait_fd;
+        a[1] = nr == SPAWNFD_NR_waitid ? (uint64_t)h.wait_fd : rand() % 16 ? 0 : SIGKILL;
+        a[2] = nr == SPAWNFD_NR_waitid ? (uint64_t)(uintptr_t)blk : 0;
+        a[3] = nr == SPAWNFD_NR_waitid ? WEXITED | WNOHANG : 0, a[4] = 0;
+      }
+    }
     if (nr == SPAWNFD_NR_waitid)
       a[3] |= WNOHANG;  // never wait
-    if (nr == SPAWNFD_NR_pidfd_send_signal && rand() % 8)
+    if (nr == SPAWNFD_NR_pidfd_send_signal && !shaped && rand() % 8)
       a[1] = 0;  // mostly signal 0: the embryo lives on
-    if (nr == SPAWNFD_NR_mmap) {  // a valid argument block now and then
-      struct spawnfd_mmap_args *m = (void *)scratch;
-      m->addr = pool[rand() % (sizeof(pool) / 8)] & ~4095ULL;
-      m->len = (rand() % 64) * 4096ULL;
-      m->prot = rand() % 8;
-      m->flags = (rand() % 2 ? MAP_PRIVATE : MAP_SHARED) | (rand() % 2 ? MAP_ANONYMOUS : 0) |
-                 (rand() % 4 ? 0 : MAP_FIXED);
-      m->fd = rand() % 6;
-      m->pad = 0;
-      m->off = 0;
-      a[1] = (uint64_t)(uintptr_t)m;
-      a[2] = sizeof(*m);
-    }
     long r = syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
-    if (r == -1)
+    if (r == -1) {
       fail++;
-    else
+    } else {
       ok++;
-    if (r == -1 && errno == ESRCH) {  // the embryo died (a signal): a new one
-      close(h.builder_fd);
-      spawnfd_wait(h.wait_fd);
+      if (nr == SPAWNFD_NR_mmap && r > 0)
+        mapped[rand() % 8] = (uint64_t)r;
+    }
+    if (r == -1 && errno == ESRCH && embryo_gone(&h)) {  // killed or reaped: a new one
+      close(h.builder_fd);  // no launch: it is dead
+      spawnfd_waitid(h.wait_fd, NULL, WEXITED | WNOHANG);
       close(h.wait_fd);
       embryo(&h);
+      replaced++;
     }
   }
-  printf("fuzz %ld calls: %ld succeeded, %ld failed\n", n, ok, fail);
+  printf("fuzz %ld calls: %ld succeeded, %ld failed, %ld embryos replaced\n", n, ok, fail,
+         replaced);
   spawnfd_kill(h.wait_fd, SIGKILL);
   spawnfd_wait(h.wait_fd);
   close(h.builder_fd);

@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import trio
 
 METHODS = ("posix_spawn", "fork", "vfork", "fdspawn", "fdspawn-ldso")
 SIZES_MIB = (0, 1024, 8192)
@@ -85,12 +84,14 @@ async def measure(exe: str, n: int, mib: int, mode: str = "copy",
                                           kernel=k, stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, env=ENV)
         parent = k._process(proc.pid)
+        out, into = proc.stdout, proc.stdin
+        assert out is not None and into is not None
         buf = b""
 
         async def line() -> str:
             nonlocal buf
             while b"\n" not in buf:
-                chunk = await proc.stdout.receive_some(4096)
+                chunk = await out.receive_some(4096)
                 if not chunk:
                     raise RuntimeError(f"compare ended early: {buf!r}")
                 buf += chunk
@@ -101,10 +102,10 @@ async def measure(exe: str, n: int, mib: int, mode: str = "copy",
         for m in ("none", *methods):
             assert await line() == f"ready {m}"
             before = _snapshot(k, parent)
-            await proc.stdin.send_all(b"x")
+            await into.send_all(b"x")
             assert await line() == f"done {m}"
             deltas[m] = _delta(before, _snapshot(k, parent))
-            await proc.stdin.send_all(b"x")
+            await into.send_all(b"x")
         status = await proc.wait()
         k.check()
     if status != 0:
@@ -130,10 +131,6 @@ async def run(quick: bool, tick: Any = None, n: int | None = None,
                 tick(f"parent {mib} MiB: {', '.join(METHODS)}")
             rows += await measure(exe, n, mib)
     return rows
-
-
-def main_rows(quick: bool = True) -> list[dict[str, Any]]:
-    return trio.run(run, quick)
 
 
 __all__ = ["run", "measure", "build", "METHODS", "SIZES_MIB", "COUNTERS"]
