@@ -32,7 +32,8 @@
 extern char **environ;
 static char *const true_argv[] = {"true", NULL};
 
-/* One spawn of /bin/true by method m, waited for: its wait status, or -1. */
+/* One spawn of /bin/true by method m, waited for: its wait status, or -1. compare
+ * glibc's __spawni() (posix_spawn), and what fork(2)/vfork(2) + execve(2) callers do. */
 static int spawn_once(const char *m) {
   pid_t pid;
   int st = -1;
@@ -61,7 +62,7 @@ static int spawn_once(const char *m) {
   return st;
 }
 
-/* Tell the harness where we are and wait for its go. */
+/* Tell the harness where we are and wait for its go (a barrier over two pipes). */
 static void sync_point(const char *what, const char *m) {
   char c;
   printf("%s %s\n", what, m);

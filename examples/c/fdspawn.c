@@ -50,6 +50,8 @@ struct loaded {
   uint64_t bias, entry, phdr, phnum;
 };
 
+/* Read exactly n bytes at off: a short file is ENOEXEC, a directory EACCES, as execve says.
+ * compare elf_read() in binfmt_elf. */
 static int pread_all(int fd, void *buf, size_t n, off_t off) {
   ssize_t r = pread(fd, buf, n, off);
   if (r < 0)
@@ -98,10 +100,12 @@ static int elf_open(const char *path, struct elf_file *e) {
   return err;
 }
 
+/* PF_* to PROT_*. compare make_prot() in binfmt_elf. */
 static int prot_of(uint32_t f) {
   return (f & PF_R ? PROT_READ : 0) | (f & PF_W ? PROT_WRITE : 0) | (f & PF_X ? PROT_EXEC : 0);
 }
 
+/* Append one loader step to v. */
 static void step(struct spawnfd_mapv *v, int *n, int op, int rel, uint64_t addr, uint64_t len,
                  uint64_t off, int prot, int flags, int fd) {
   struct spawnfd_mapv s = {addr, len, off, op, rel, prot, flags, fd, 0, 0};
@@ -234,7 +238,9 @@ static int build_stack(int bfd, const char *execfn, char *const argv[], char *co
   return err;
 }
 
-/* Descriptors 0-2 of the caller that are open, then the ones asked for. */
+/* Descriptors 0-2 of the caller that are open, then the ones asked for: the embryo gets
+ * nothing else (where fork copies the table and exec closes the close-on-exec ones).
+ * compare posix_spawn_file_actions_adddup2(). */
 static int install_fds(int bfd, const struct fdspawn_attr *attr) {
   for (int fd = 0; fd < 3; fd++)
     if (fcntl(fd, F_GETFD) >= 0 && spawnfd_install_fd(bfd, fd, fd, 0) < 0)

@@ -63,7 +63,7 @@ static int copy_struct_in(struct cpu *c, void *dst, size_t ksize, size_t size0, 
 
 // The embryo behind the caller's builder fd bfd: -EBADF if it is no builder fd, -ESRCH once
 // its process was launched, killed or reaped (the checks of spawn.c's builder_embryo, made
-// before a call copies user memory for nothing).
+// before a call copies user memory for nothing). compare pidfd_get_task(): fd to task.
 static int builder_check(struct proc *p, struct kernel *k, int bfd) {
   struct file *f = fdt_get(&p->fds, bfd);
   if (!f || f->ino->kind != IK_BUILDER)
@@ -108,15 +108,18 @@ static int64_t sys_spawnfd_mmap(struct cpu *c, struct proc *p, const uint64_t *a
   return err ? err : (int64_t)out;
 }
 
+// spawnfd_munmap(bfd, addr, len). compare munmap(2), __vm_munmap().
 static int64_t sys_spawnfd_munmap(struct cpu *c, struct proc *p, const uint64_t *a) {
   return sfd_spawn_munmap(c->k, p->pid, (int)a[0], a[1], a[2]);
 }
 
+// spawnfd_mprotect(bfd, addr, len, prot). compare mprotect(2), do_mprotect_pkey().
 static int64_t sys_spawnfd_mprotect(struct cpu *c, struct proc *p, const uint64_t *a) {
   return sfd_spawn_mprotect(c->k, p->pid, (int)a[0], a[1], a[2], (int)a[3]);
 }
 
 // Read an iovec array of cnt entries from user memory; *total: the bytes it names.
+// compare import_iovec(): -EINVAL past SSIZE_MAX in all.
 static int iov_in(struct cpu *c, uint64_t uiov, uint64_t cnt, uint64_t *iov, uint64_t *total) {
   int err = copy_from_user(c, iov, uiov, cnt * 16);
   if (err)
@@ -196,7 +199,7 @@ static int64_t sys_spawnfd_install_fd(struct cpu *c, struct proc *p, const uint6
   return sfd_spawn_install_fd(c->k, p->pid, (int)a[0], (int)a[1], (int)a[2], (int)(uint32_t)a[3]);
 }
 
-// A path argument: -EFAULT, -ENAMETOOLONG.
+// A path argument: -EFAULT, -ENAMETOOLONG. compare getname().
 static int path_in(struct cpu *c, uint64_t upath, char **out) {
   if (!(*out = malloc(PATH_MAX)))
     return -ENOMEM;
@@ -264,7 +267,8 @@ static int64_t sys_spawnfd_map_cow(struct cpu *c, struct proc *p, const uint64_t
 
 // spawnfd_mmapv(bfd, struct spawnfd_mapv *v, unsigned n, struct spawnfd_mapv_result *res):
 // sfd_spawn_mmapv's steps in one call; each MMAP step's out is written back, res gets the
-// bias (and, on failure, the index of the failing step).
+// bias (and, on failure, the index of the failing step). compare the elf_map() / padzero()
+// / vm_brk_flags() calls of load_elf_binary(), made by the creator.
 static int64_t sys_spawnfd_mmapv(struct cpu *c, struct proc *p, const uint64_t *a) {
   uint32_t n = (uint32_t)a[2], failed = 0;
   uint64_t bias = 0;
@@ -298,24 +302,27 @@ static const syscall_fn spawnfd_table[SPAWNFD_NR_COUNT] = {
     sys_spawnfd_map_cow,    sys_spawnfd_mmapv,
 };
 
-// Whether nr is one of the private range's numbers.
+// Whether nr is one of the private range's numbers (compare the range check of
+// do_syscall_x64()).
 int spawnfd_syscall_nr(uint64_t nr) {
   return nr - SPAWNFD_NR_BASE < SPAWNFD_NR_COUNT;
 }
 
-// Run private call nr (spawnfd_syscall_nr(nr) is true).
+// Run private call nr (spawnfd_syscall_nr(nr) is true). compare x64_sys_call().
 int64_t sys_spawnfd(struct cpu *c, struct proc *p, uint64_t nr, const uint64_t *a) {
   return spawnfd_table[nr - SPAWNFD_NR_BASE](c, p, a);
 }
 
 // close(2) launched the embryo pid: the trio layer starts its first thread (CPU_LAUNCHED).
+// compare wake_up_new_task() at the end of kernel_clone().
 void spawnfd_launched(struct cpu *c, int pid) {
   c->stop = CPU_LAUNCHED;
   c->status = pid;
 }
 
 // The child a waitid(2) id names: -1 any; a pid; or through a wait handle. -ECHILD when the
-// handle's process is gone or is not the caller's child.
+// handle's process is gone or is not the caller's child. compare kernel_waitid()'s idtype
+// switch and pidfd_get_pid().
 static int waitid_target(struct cpu *c, struct proc *p, int type, uint64_t id, int *child) {
   switch (type) {
   case P_ALL_:
