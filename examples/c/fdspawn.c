@@ -112,20 +112,20 @@ static void step(struct spawnfd_mapv *v, int *n, int op, int rel, uint64_t addr,
   v[(*n)++] = s;
 }
 
-/* Map e's PT_LOAD segments into the embryo: at bias `fixed` (a PIE with an interpreter, or
- * 0 for ET_EXEC), or, relative (ld.so, a static PIE), wherever the kernel finds room for the
- * whole span top-down. The file part of each segment, padzero() of its last page, the
- * anonymous rest (bss): one spawnfd_mmapv call. compare elf_load() and load_elf_interp(). */
-static int elf_map(int bfd, const struct elf_file *e, int relative, uint64_t fixed,
-                   struct loaded *out) {
-  struct spawnfd_mapv v[MAX_STEPS];
+/* Append the steps that map e's PT_LOAD segments: at bias `fixed` (a PIE with an
+ * interpreter, or 0 for ET_EXEC), or, relative (ld.so, a static PIE), wherever the kernel
+ * finds room for the whole span top-down (then the first step must be the call's first).
+ * The file part of each segment, padzero() of its last page, the anonymous rest (bss).
+ * compare elf_load() and load_elf_interp(). */
+static int elf_steps(const struct elf_file *e, int relative, uint64_t fixed,
+                     struct spawnfd_mapv *v, int *n) {
   const Elf64_Phdr *load[MAX_PHDRS];
-  int n = 0, nl = 0, rel = relative ? SPAWNFD_MAPV_REL : SPAWNFD_MAPV_ABS;
+  int nl = 0, rel = relative ? SPAWNFD_MAPV_REL : SPAWNFD_MAPV_ABS;
   uint64_t bias = relative ? 0 : fixed;
   for (int i = 0; i < e->eh.e_phnum; i++)
     if (e->ph[i].p_type == PT_LOAD)
       load[nl++] = &e->ph[i];
-  if (!nl || (relative && !load[0]->p_filesz))
+  if (!nl || (relative && (!load[0]->p_filesz || *n)))
     return ENOEXEC;
   for (int i = 0; i < nl; i++) {
     const Elf64_Phdr *ph = load[i];
@@ -135,12 +135,12 @@ static int elf_map(int bfd, const struct elf_file *e, int relative, uint64_t fix
     if (ph->p_filesz) {
       if (relative && i == 0) { /* reserve the span, keep the first segment */
         uint64_t total = PAGE_UP(load[nl - 1]->p_vaddr + load[nl - 1]->p_memsz - at);
-        step(v, &n, SPAWNFD_MAPV_MMAP, SPAWNFD_MAPV_BIAS, at, total, ph->p_offset - pgoff, prot,
+        step(v, n, SPAWNFD_MAPV_MMAP, SPAWNFD_MAPV_BIAS, at, total, ph->p_offset - pgoff, prot,
              MAP_PRIVATE, e->fd);
         if (total > size)
-          step(v, &n, SPAWNFD_MAPV_MUNMAP, SPAWNFD_MAPV_REL, at + size, total - size, 0, 0, 0, 0);
+          step(v, n, SPAWNFD_MAPV_MUNMAP, SPAWNFD_MAPV_REL, at + size, total - size, 0, 0, 0, 0);
       } else {
-        step(v, &n, SPAWNFD_MAPV_MMAP, rel, at, size, ph->p_offset - pgoff, prot,
+        step(v, n, SPAWNFD_MAPV_MMAP, rel, at, size, ph->p_offset - pgoff, prot,
              MAP_PRIVATE | MAP_FIXED_NOREPLACE, e->fd);
       }
     }
@@ -148,24 +148,28 @@ static int elf_map(int bfd, const struct elf_file *e, int relative, uint64_t fix
       uint64_t zs = at + pgoff + ph->p_filesz, ze = at + pgoff + ph->p_memsz;
       uint64_t pad = PAGE_UP(zs) - zs;
       if (ph->p_filesz && pad && (prot & PROT_WRITE)) /* padzero() */
-        step(v, &n, SPAWNFD_MAPV_ZERO, rel, zs, pad, 0, 0, 0, 0);
+        step(v, n, SPAWNFD_MAPV_ZERO, rel, zs, pad, 0, 0, 0, 0);
       if (PAGE_UP(ze) > PAGE_UP(zs))
-        step(v, &n, SPAWNFD_MAPV_MMAP, rel, PAGE_UP(zs), PAGE_UP(ze) - PAGE_UP(zs), 0,
+        step(v, n, SPAWNFD_MAPV_MMAP, rel, PAGE_UP(zs), PAGE_UP(ze) - PAGE_UP(zs), 0,
              PROT_READ | PROT_WRITE | (prot & PROT_EXEC), MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
              -1);
     }
   }
-  struct spawnfd_mapv_result res;
-  if (spawnfd_mmapv(bfd, v, (unsigned)n, &res) < 0)
-    return errno;
-  out->bias = relative ? res.bias : fixed;
-  out->entry = out->bias + e->eh.e_entry;
+  return 0;
+}
+
+/* Where e is once its bias is known: entry point and program headers (AT_ENTRY, AT_PHDR). */
+static void elf_loaded(const struct elf_file *e, uint64_t bias, struct loaded *out) {
+  out->bias = bias;
+  out->entry = bias + e->eh.e_entry;
   out->phnum = e->eh.e_phnum;
   out->phdr = 0;
-  for (int i = 0; i < nl; i++)
-    if (load[i]->p_offset <= e->eh.e_phoff && e->eh.e_phoff < load[i]->p_offset + load[i]->p_filesz)
-      out->phdr = out->bias + e->eh.e_phoff - load[i]->p_offset + load[i]->p_vaddr;
-  return 0;
+  for (int i = 0; i < e->eh.e_phnum; i++) {
+    const Elf64_Phdr *ph = &e->ph[i];
+    if (ph->p_type == PT_LOAD && ph->p_offset <= e->eh.e_phoff &&
+        e->eh.e_phoff < ph->p_offset + ph->p_filesz)
+      out->phdr = bias + e->eh.e_phoff - ph->p_offset + ph->p_vaddr;
+  }
 }
 
 /* What the stack's auxiliary vector says. */
@@ -178,72 +182,86 @@ struct aux {
 /* The SysV x86-64 initial stack, laid out as the kernel's execve lays it out: the exec path
  * at the top, the argument and environment strings, "x86_64", 16 random bytes, then argc,
  * argv, envp and the auxiliary vector at a 16-byte aligned rsp; the stack vma below it grows
- * down. Written into the embryo with one spawnfd_vm_writev. compare create_elf_tables(). */
-static int build_stack(int bfd, const char *execfn, char *const argv[], char *const envp[],
-                       const struct aux *a, uint64_t *rsp) {
-  uint64_t argc = 0, envc = 0, slen = 0;
-  for (; argv && argv[argc]; argc++)
-    slen += strlen(argv[argc]) + 1;
-  for (; envp && envp[envc]; envc++)
-    slen += strlen(envp[envc]) + 1;
-  uint64_t flen = strlen(execfn) + 1;
-  if (slen + (argc + envc + 1) * 8 >= ARG_LIMIT || flen > MAX_ARG_STRLEN)
+ * down. compare create_elf_tables() and setup_arg_pages(). */
+struct stack {
+  const char *execfn;
+  char *const *argv, *const *envp;
+  uint64_t argc, envc, slen, flen, naux;
+  uint64_t fn_at, str_at, plat_at, rnd_at, sp, size, start;
+  uint64_t seed; /* AT_RANDOM's bytes come from it (the child's pid) */
+};
+#define NAUX 40
+
+/* The layout (E2BIG past execve's limits); stack_step() maps it, stack_write() fills it. */
+static int stack_plan(struct stack *st, const char *execfn, char *const argv[],
+                      char *const envp[]) {
+  st->execfn = execfn, st->argv = argv, st->envp = envp;
+  st->argc = st->envc = st->slen = 0;
+  for (; argv && argv[st->argc]; st->argc++)
+    st->slen += strlen(argv[st->argc]) + 1;
+  for (; envp && envp[st->envc]; st->envc++)
+    st->slen += strlen(envp[st->envc]) + 1;
+  st->flen = strlen(execfn) + 1;
+  if (st->slen + (st->argc + st->envc + 1) * 8 >= ARG_LIMIT || st->flen > MAX_ARG_STRLEN)
     return E2BIG;
-  uint64_t auxv[] = {
+  uint64_t words = st->argc + st->envc + 3 + NAUX;
+  /* Addresses, from the top down, as exec.c's copy_strings() and create_elf_tables(). */
+  st->fn_at = STACK_TOP - 8 - st->flen;
+  st->str_at = st->fn_at - st->slen;
+  st->plat_at = (st->str_at & ~15ULL) - 7;
+  st->rnd_at = st->plat_at - 16;
+  st->sp = (st->rnd_at - words * 8) & ~15ULL;
+  st->size = STACK_TOP - 8 - st->sp;
+  st->start = STACK_TOP -
+              PAGE_UP(st->slen + st->flen + 8 + 512 + (st->argc + st->envc) * 8 + 64 * 8) -
+              STACK_EXPAND;
+  return 0;
+}
+
+static void stack_step(const struct stack *st, struct spawnfd_mapv *v, int *n) {
+  step(v, n, SPAWNFD_MAPV_MMAP, SPAWNFD_MAPV_ABS, st->start, STACK_TOP - st->start, 0,
+       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | MAP_GROWSDOWN,
+       -1);
+}
+
+/* Fill the stack: one spawnfd_vm_writev of its whole image. */
+static int stack_write(int bfd, const struct stack *st, const struct aux *a) {
+  uint64_t auxv[NAUX] = {
       AT_MINSIGSTKSZ, 3632, AT_HWCAP, 0x178bfbff, AT_PAGESZ, PAGE, AT_CLKTCK, 100,
       AT_PHDR, a->phdr, AT_PHENT, sizeof(Elf64_Phdr), AT_PHNUM, a->phnum, AT_BASE, a->base,
       AT_FLAGS, 0, AT_ENTRY, a->entry, AT_UID, a->uid, AT_EUID, a->euid, AT_GID, a->gid,
-      AT_EGID, a->egid, AT_SECURE, a->uid != a->euid || a->gid != a->egid, AT_RANDOM, 0,
-      AT_HWCAP2, 2, AT_EXECFN, 0, AT_PLATFORM, 0, AT_NULL, 0};
-  uint64_t naux = sizeof(auxv) / 8, words = argc + envc + 3 + naux;
-  /* Addresses, from the top down, as exec.c's copy_strings() and create_elf_tables(). */
-  uint64_t fn_at = STACK_TOP - 8 - flen, str_at = fn_at - slen;
-  uint64_t plat_at = (str_at & ~15ULL) - 7, rnd_at = plat_at - 16;
-  uint64_t sp = (rnd_at - words * 8) & ~15ULL, size = STACK_TOP - 8 - sp;
-  uint64_t start = STACK_TOP - PAGE_UP(slen + flen + 8 + 512 + (argc + envc) * 8 + 64 * 8) -
-                   STACK_EXPAND;
-  if (spawnfd_mmap(bfd, (void *)start, STACK_TOP - start, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | MAP_GROWSDOWN, -1,
-                   0) == MAP_FAILED)
-    return errno;
-  uint8_t *img = calloc(1, size);
+      AT_EGID, a->egid, AT_SECURE, a->uid != a->euid || a->gid != a->egid,
+      AT_RANDOM, st->rnd_at, AT_HWCAP2, 2, AT_EXECFN, st->fn_at, AT_PLATFORM, st->plat_at,
+      AT_NULL, 0};
+  uint8_t *img = calloc(1, st->size);
   if (!img)
     return ENOMEM;
-  uint64_t *w = (uint64_t *)img, at = str_at;
-  memcpy(img + (fn_at - sp), execfn, flen);
-  w[0] = argc;
-  for (uint64_t i = 0; i < argc + envc; i++) {
-    const char *s = i < argc ? argv[i] : envp[i - argc];
+  uint64_t *w = (uint64_t *)img, at = st->str_at, sp = st->sp;
+  memcpy(img + (st->fn_at - sp), st->execfn, st->flen);
+  w[0] = st->argc;
+  for (uint64_t i = 0; i < st->argc + st->envc; i++) {
+    const char *s = i < st->argc ? st->argv[i] : st->envp[i - st->argc];
     size_t l = strlen(s) + 1;
     memcpy(img + (at - sp), s, l);
-    w[i < argc ? 1 + i : 2 + i] = at;
+    w[i < st->argc ? 1 + i : 2 + i] = at;
     at += l;
   }
-  memcpy(img + (plat_at - sp), "x86_64", 7);
-  uint64_t rnd[2] = {(uint64_t)getpid() * 0x9E3779B97F4A7C15ULL + 1, 0};
+  memcpy(img + (st->plat_at - sp), "x86_64", 7);
+  uint64_t rnd[2] = {st->seed * 0x9E3779B97F4A7C15ULL + 1, 0}; /* AT_RANDOM: as exec.c */
   rnd[1] = rnd[0] * 0xBF58476D1CE4E5B9ULL + 2;
-  memcpy(img + (rnd_at - sp), rnd, 16);
-  for (uint64_t i = 0; i < naux; i += 2) { /* the addresses only known now */
-    if (auxv[i] == AT_RANDOM)
-      auxv[i + 1] = rnd_at;
-    else if (auxv[i] == AT_EXECFN)
-      auxv[i + 1] = fn_at;
-    else if (auxv[i] == AT_PLATFORM)
-      auxv[i + 1] = plat_at;
-  }
-  memcpy(&w[argc + envc + 3], auxv, sizeof(auxv));
-  int err = spawnfd_write(bfd, (void *)sp, img, size) ? errno : 0;
+  memcpy(img + (st->rnd_at - sp), rnd, 16);
+  memcpy(&w[st->argc + st->envc + 3], auxv, sizeof(auxv));
+  int err = spawnfd_write(bfd, (void *)sp, img, st->size) ? errno : 0;
   free(img);
-  *rsp = sp;
   return err;
 }
 
-/* Descriptors 0-2 of the caller that are open, then the ones asked for: the embryo gets
- * nothing else (where fork copies the table and exec closes the close-on-exec ones).
+/* Descriptors 0-2 of the caller (those that are open), then the ones asked for: the embryo
+ * gets nothing else (where fork copies the table and exec closes the close-on-exec ones).
  * compare posix_spawn_file_actions_adddup2(). */
 static int install_fds(int bfd, const struct fdspawn_attr *attr) {
   for (int fd = 0; fd < 3; fd++)
-    if (fcntl(fd, F_GETFD) >= 0 && spawnfd_install_fd(bfd, fd, fd, 0) < 0)
+    if (spawnfd_install_fd(bfd, fd, fd, 0) < 0 && errno != EBADF)
       return errno;
   for (int i = 0; attr && i < attr->nfds; i++)
     if (spawnfd_install_fd(bfd, attr->fds[i].parent, attr->fds[i].child, 0) < 0)
@@ -274,7 +292,11 @@ int fdspawn(pid_t *pid, int *wait_fd, const char *path, const struct fdspawn_att
     err = errno;
   if (err)
     goto out;
-  struct aux a = {.uid = getuid(), .euid = geteuid(), .gid = getgid(), .egid = getegid()};
+  struct aux a = {0};
+  uid_t suid;
+  gid_t sgid;
+  getresuid(&a.uid, &a.euid, &suid); /* the embryo's ids are ours until dropped */
+  getresgid(&a.gid, &a.egid, &sgid);
   if (flags & FDSPAWN_SETIDS) {
     a.uid = a.euid = attr->uid;
     a.gid = a.egid = attr->gid;
@@ -282,36 +304,58 @@ int fdspawn(pid_t *pid, int *wait_fd, const char *path, const struct fdspawn_att
   const char *execfn = path;
   char *const *args = argv;
   char **ldargv = NULL;
-  if (flags & FDSPAWN_LDSO) { /* ld.so --argv0 argv[0] path argv[1]...: ld.so loads it */
-    size_t n = 0;
-    while (argv[n])
-      n++;
-    if (!(ldargv = calloc(n + 4, sizeof(char *)))) {
+  struct spawnfd_mapv *v = malloc((2 * MAX_STEPS + 1) * sizeof(*v)); /* not zeroed: 43 KiB */
+  struct stack st = {0};
+  int n = 0, dyn = prog->eh.e_type == ET_DYN;
+  uint64_t fixed = dyn && prog->interp[0] ? ELF_ET_DYN_BASE : 0;
+  if (!v)
+    err = ENOMEM;
+  if (!err && (flags & FDSPAWN_LDSO)) { /* ld.so --argv0 argv[0] path argv[1]...: ld.so loads it */
+    size_t na = 0;
+    while (argv[na])
+      na++;
+    if (!(ldargv = calloc(na + 4, sizeof(char *)))) {
       err = ENOMEM;
     } else {
       ldargv[0] = prog->interp;
       ldargv[1] = "--argv0";
-      ldargv[2] = n ? argv[0] : (char *)path;
+      ldargv[2] = na ? argv[0] : (char *)path;
       ldargv[3] = (char *)path;
-      for (size_t i = 1; i < n; i++)
+      for (size_t i = 1; i < na; i++)
         ldargv[3 + i] = argv[i];
       args = ldargv;
       execfn = prog->interp;
-      err = elf_map(h.builder_fd, interp, 1, 0, &li);
-      a.phdr = li.phdr, a.phnum = li.phnum, a.base = 0, a.entry = li.entry;
+      err = elf_steps(interp, 1, 0, v, &n);
     }
-  } else {
-    int dyn = prog->eh.e_type == ET_DYN;
-    err = elf_map(h.builder_fd, prog, dyn && !prog->interp[0],
-                  dyn && prog->interp[0] ? ELF_ET_DYN_BASE : 0, &lp);
-    if (!err && prog->interp[0])
-      err = elf_map(h.builder_fd, interp, 1, 0, &li);
-    a.phdr = lp.phdr, a.phnum = lp.phnum, a.base = li.bias, a.entry = lp.entry;
+  } else if (!err) { /* ld.so first: its span goes where the kernel finds room */
+    if (prog->interp[0])
+      err = elf_steps(interp, 1, 0, v, &n);
+    if (!err)
+      err = elf_steps(prog, dyn && !prog->interp[0], fixed, v, &n);
   }
-  uint64_t rsp = 0;
   if (!err)
-    err = build_stack(h.builder_fd, execfn, args, envp, &a, &rsp);
+    err = stack_plan(&st, execfn, args, envp);
+  st.seed = (uint64_t)child;
+  if (!err) { /* the objects and the stack vma: one call */
+    struct spawnfd_mapv_result res;
+    stack_step(&st, v, &n);
+    if (spawnfd_mmapv(h.builder_fd, v, (unsigned)n, &res) < 0) {
+      err = errno;
+    } else if (flags & FDSPAWN_LDSO) {
+      elf_loaded(interp, res.bias, &li);
+      a.phdr = li.phdr, a.phnum = li.phnum, a.base = 0, a.entry = li.entry;
+    } else {
+      if (prog->interp[0])
+        elf_loaded(interp, res.bias, &li);
+      elf_loaded(prog, prog->interp[0] || !dyn ? fixed : res.bias, &lp);
+      a.phdr = lp.phdr, a.phnum = lp.phnum, a.base = li.bias, a.entry = lp.entry;
+    }
+  }
+  uint64_t rsp = st.sp;
+  if (!err)
+    err = stack_write(h.builder_fd, &st, &a);
   free(ldargv);
+  free(v);
   if (!err)
     err = install_fds(h.builder_fd, attr);
   if (!err && attr && attr->cwd && spawnfd_chdir(h.builder_fd, attr->cwd))
