@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -671,7 +672,59 @@ static int fuzz(long n, unsigned seed) {
   return finish();
 }
 
+// What the program sees of its initial stack: argv and environ (addresses and strings),
+// the auxiliary vector, the depth of main's frame. A process built by fdspawn must see
+// exactly what one made by execve sees (AT_RANDOM's bytes aside: a seed of its own).
+static int stackdump(int argc, char **argv) {
+  int local = 0;
+  printf("argc %d argv %p environ %p local %p\n", argc, (void *)argv, (void *)environ,
+         (void *)&local);
+  for (int i = 0; i < argc; i++)
+    printf("argv[%d] %p %s\n", i, (void *)argv[i], argv[i]);
+  for (int i = 0; environ[i]; i++)
+    printf("env[%d] %p %s\n", i, (void *)environ[i], environ[i]);
+  static const struct {
+    unsigned long type;
+    const char *name;
+  } at[] = {{AT_PHDR, "PHDR"}, {AT_PHENT, "PHENT"}, {AT_PHNUM, "PHNUM"}, {AT_PAGESZ, "PAGESZ"},
+            {AT_BASE, "BASE"}, {AT_FLAGS, "FLAGS"}, {AT_ENTRY, "ENTRY"}, {AT_UID, "UID"},
+            {AT_EUID, "EUID"}, {AT_GID, "GID"}, {AT_EGID, "EGID"}, {AT_SECURE, "SECURE"},
+            {AT_RANDOM, "RANDOM"}, {AT_EXECFN, "EXECFN"}, {AT_PLATFORM, "PLATFORM"},
+            {AT_HWCAP, "HWCAP"}, {AT_HWCAP2, "HWCAP2"}, {AT_CLKTCK, "CLKTCK"},
+            {AT_MINSIGSTKSZ, "MINSIGSTKSZ"}};
+  for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
+    printf("AT_%s %#lx\n", at[i].name, getauxval(at[i].type));
+  printf("execfn %s platform %s\n", (char *)getauxval(AT_EXECFN), (char *)getauxval(AT_PLATFORM));
+  return 0;
+}
+
+// Start this program's stackdump by fork+execve or by fdspawn, with the same argv and env.
+static int spawnvia(const char *how, const char *self) {
+  char *args[] = {"abi_probe", "stackdump", "one", "two words", NULL};
+  char *env[] = {"A=1", "PATH=/usr/bin:/bin", "LONGER=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", NULL};
+  int st = -1;
+  if (!strcmp(how, "exec")) {
+    pid_t c = fork();
+    if (c == 0) {
+      execve(self, args, env);
+      _exit(127);
+    }
+    waitpid(c, &st, 0);
+  } else {
+    pid_t pid;
+    int wfd, err = fdspawn(&pid, &wfd, self, NULL, args, env);
+    if (err)
+      return 100 + err;
+    st = spawnfd_wait(wfd);
+  }
+  return st == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
+  if (argc >= 2 && !strcmp(argv[1], "stackdump"))
+    return stackdump(argc, argv);
+  if (argc >= 3 && !strcmp(argv[1], "spawnvia"))
+    return spawnvia(argv[2], argv[3] ? argv[3] : argv[0]);
   if (argc >= 2 && !strcmp(argv[1], "calls"))
     return calls();
   if (argc >= 2 && !strcmp(argv[1], "rules"))

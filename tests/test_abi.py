@@ -179,6 +179,21 @@ async def test_fuzzed_calls_from_c_leave_the_kernel_consistent(bins: dict[str, s
         k.check()
 
 
+async def test_fdspawn_builds_the_initial_stack_execve_builds(bins: dict[str, str]) -> None:
+    # The same program, argv and environment started by fork+execve and by fdspawn: it sees
+    # the same argv and environ addresses and strings, the same auxiliary vector (ld.so at
+    # the same base, AT_RANDOM/AT_EXECFN/AT_PLATFORM at the same places), main's frame at the
+    # same depth. The kernel's binfmt_elf and the parent's loader agree to the byte.
+    async with spawnfd.open_kernel("1G") as k:
+        await boot(k)
+        by_exec = await simulate(k, [bins["probe"], "spawnvia", "exec", bins["probe"]])
+        by_fd = await simulate(k, [bins["probe"], "spawnvia", "fdspawn", bins["probe"]])
+        assert by_exec.returncode == by_fd.returncode == 0
+        assert b"AT_BASE 0x7ff" in by_exec.stdout and b"argv[3] 0x7fff" in by_exec.stdout
+        assert by_fd.stdout == by_exec.stdout
+        k.check()
+
+
 # ---- the examples: on the simulator as natively ----
 
 FDSPAWN_LINES = [
