@@ -357,6 +357,21 @@ static void test_launch(void) {
   expect("fdspawn a missing program", fdspawn(&pid, &wfd, "/nonexistent", NULL, argv, environ) == ENOENT ? 0 : -1, 0);
   expect("fdspawn a text file", fdspawn(&pid, &wfd, "/etc/passwd", NULL, argv, environ) == EACCES ? 0 : -1, 0);
   expect("... nothing left behind", waitpid(-1, NULL, WNOHANG), ECHILD);
+  // built by hand: 12 bytes of code (exit_group(42)) and a stack of junk, which nothing
+  // reads: the code runs
+  static const unsigned char code[] = {0xbf, 42, 0, 0, 0, 0xb8, 231, 0, 0, 0, 0x0f, 0x05};
+  uint64_t junk[4] = {1000000, 8, 16, 0xdeadbeef};
+  struct spawnfd_handles hh;
+  embryo(&hh);
+  char *text = emmap(hh.builder_fd, NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  char *stk = emmap(hh.builder_fd, NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  expect("hand-built: code", spawnfd_write(hh.builder_fd, text, code, sizeof(code)), 0);
+  expect("hand-built: junk on the stack", spawnfd_write(hh.builder_fd, stk + 4096, junk, sizeof(junk)), 0);
+  expect("hand-built: r-x", spawnfd_mprotect(hh.builder_fd, text, 4096, PROT_READ | PROT_EXEC), 0);
+  expect("hand-built: registers", spawnfd_setregs(hh.builder_fd, (uintptr_t)text, (uintptr_t)stk + 4096), 0);
+  expect("hand-built: launch", close(hh.builder_fd), 0);
+  truth("... it ran its code: exit status 42", spawnfd_wait(hh.wait_fd) == 42 << 8);
+  close(hh.wait_fd);
   // launched with nothing mapped: the first thread faults
   struct spawnfd_handles h;
   embryo(&h);

@@ -653,9 +653,15 @@ def _program_step(sys: Sys) -> Callable[[], Awaitable[int]]:
     """What the first instruction at the start registers leads to: the simulated ld.so
     loads the program and its libraries, then the program's behaviour runs (none: SIGILL).
     With ``cpu=True`` a program without a stand-in runs as real code instead, from the real
-    ld.so the registers point at."""
-    if sys._rt.cpu and sys._rt.behaviour(ldso.program_path(sys.proc)) is None:
-        return lambda: _run_cpu(sys)
+    ld.so the registers point at; so does a process whose initial stack names no program (one
+    a C creator built by hand through the fd model's system calls: the CPU decides)."""
+    if sys._rt.cpu:
+        try:
+            path = ldso.program_path(sys.proc)
+        except OSError:
+            return lambda: _run_cpu(sys)
+        if sys._rt.behaviour(path) is None:
+            return lambda: _run_cpu(sys)
     stack, objects = ldso.load_program(sys.proc)
     behaviour = sys._rt.behaviour(_program_path(sys.proc, objects[0]))
     if behaviour is None:
