@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawnfd/abi.h>
 #include <stdint.h>
@@ -357,6 +358,30 @@ static void test_launch(void) {
   expect("fdspawn a missing program", fdspawn(&pid, &wfd, "/nonexistent", NULL, argv, environ) == ENOENT ? 0 : -1, 0);
   expect("fdspawn a text file", fdspawn(&pid, &wfd, "/etc/passwd", NULL, argv, environ) == EACCES ? 0 : -1, 0);
   expect("... nothing left behind", waitpid(-1, NULL, WNOHANG), ECHILD);
+  // poll(2) on the wait handle: readable once the child exited, hung up once reaped
+  struct pollfd pfd = {.events = POLLIN};
+  char *ex3[] = {"sh", "-c", "exit 3", NULL};
+  expect("fdspawn sh -c 'exit 3'", fdspawn(&pid, &wfd, "/bin/sh", NULL, ex3, environ) ? -1 : 0, 0);
+  pfd.fd = wfd;
+  truth("poll on its wait handle waits for its exit", poll(&pfd, 1, -1) == 1 && pfd.revents == POLLIN);
+  truth("... then waitid reaps it", spawnfd_wait(wfd) == 3 << 8);
+  truth("... and poll says hung up", poll(&pfd, 1, 0) == 1 && pfd.revents == (POLLIN | POLLHUP));
+  close(wfd);
+  struct spawnfd_handles hp;
+  embryo(&hp);
+  pfd.fd = hp.wait_fd;
+  truth("poll on an embryo's wait handle: not ready", poll(&pfd, 1, 0) == 0);
+  close(hp.builder_fd);  // launched with nothing mapped: it faults at once
+  truth("... ready once it died", poll(&pfd, 1, 1000) == 1 && pfd.revents == POLLIN);
+  truth("... of SIGSEGV", spawnfd_wait(hp.wait_fd) == SIGSEGV);
+  close(hp.wait_fd);
+  // a running child, signalled through its wait handle: as kill(2)
+  char *slp[] = {"sleep", "30", NULL};
+  expect("fdspawn /bin/sleep 30", fdspawn(&pid, &wfd, "/bin/sleep", NULL, slp, environ) ? -1 : 0, 0);
+  expect("pidfd_send_signal 0 to it, running", spawnfd_kill(wfd, 0), 0);
+  expect("pidfd_send_signal SIGTERM to it", spawnfd_kill(wfd, SIGTERM), 0);
+  truth("... it died of SIGTERM", spawnfd_wait(wfd) == SIGTERM);
+  close(wfd);
   // built by hand: 12 bytes of code (exit_group(42)) and a stack of junk, which nothing
   // reads: the code runs
   static const unsigned char code[] = {0xbf, 42, 0, 0, 0, 0xb8, 231, 0, 0, 0, 0x0f, 0x05};

@@ -165,6 +165,7 @@ class _Runtime:
         self.real.discard(proc.pid)
         self.waits.pop(proc.pid, None)  # a wait a kill cancelled from outside
         self.wake_pipes()
+        self.poll_lot.unpark_all()  # a poll on its wait handle (readable at exit)
         self.child_lot(ppid).unpark_all()
         if c.signal_pending(ppid):  # SIGCHLD for a handler
             self.interrupt(ppid)
