@@ -4,7 +4,7 @@ The header ``spawnfd/abi.h`` ships inside the package: its system-call numbers (
 range, ``SPAWNFD_NR_BASE`` = 1024), structures and ``static inline`` wrappers over
 ``syscall(2)``. ``docs/abi.md`` is the reference.
 
-    cc -I"$(python3 -c 'import spawnfd.abi as a; print(a.get_include())')" prog.c
+    cc -I"$(python3 -m spawnfd.abi)" prog.c
 """
 
 from __future__ import annotations
@@ -20,3 +20,7 @@ NR_COUNT = 14    #: SPAWNFD_NR_COUNT: calls in it (spawnfd_create ... spawnfd_mm
 def get_include() -> str:
     """The directory to pass to ``cc -I`` for ``#include <spawnfd/abi.h>``."""
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
+
+
+if __name__ == "__main__":  # python3 -m spawnfd.abi: the directory for cc -I
+    print(get_include())

@@ -9,7 +9,10 @@
  * On a real Linux kernel every call fails with ENOSYS, so a program can fall back to
  * posix_spawn(3).
  *
- *     cc -I"$(python3 -c 'import spawnfd.abi as a; print(a.get_include())')" prog.c
+ *     cc -I"$(python3 -m spawnfd.abi)" prog.c
+ *
+ * The wrappers use syscall(2): glibc declares it with _DEFAULT_SOURCE, which the default
+ * -std=gnu* gives (with -std=c99 and the like, define _GNU_SOURCE).
  *
  * The simulated kernel includes this header too (with SPAWNFD_ABI_KERNEL defined: numbers and
  * structs only), so the numbers and layouts cannot drift apart.
