@@ -271,7 +271,7 @@ def _c_blocks() -> list[tuple[int, str, str | None]]:
 
 
 def test_the_reference_has_programs() -> None:
-    assert len(_c_blocks()) >= 2
+    assert len(_c_blocks()) >= 3
 
 
 @needs_cc
