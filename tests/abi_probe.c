@@ -445,6 +445,11 @@ static int rules(void) {
   }
   waitpid(c, &st, 0);
   truth("a fork child has no builder fd, but the wait handle", WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  c = vfork();
+  if (c == 0)  // a vfork child (posix_spawn's way) neither
+    _exit(fcntl(b, F_GETFD) == -1 && fcntl(h.wait_fd, F_GETFD) >= 0 ? 0 : 1);
+  waitpid(c, &st, 0);
+  truth("a vfork child has no builder fd, but the wait handle", WIFEXITED(st) && WEXITSTATUS(st) == 0);
   kill_embryo(&h);
   (void)e;
   // released without close(2): dup2 over it, close_range of it -- the embryo dies
