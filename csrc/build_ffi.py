@@ -45,7 +45,9 @@ ffibuilder.set_source(
     "spawnfd.sim._kernel",
     '#include "api.h"\n',
     sources=[os.path.relpath(s, os.getcwd()) if s.startswith(os.getcwd()) else s for s in sources],
-    include_dirs=[HERE, _unicorn_include()],
+    # spawnfd/include: the fd model's system-call ABI header, shared with C programs
+    include_dirs=[HERE, os.path.join(os.path.dirname(HERE), "spawnfd", "include"),
+                  _unicorn_include()],
     extra_compile_args=cflags,
     extra_link_args=ldflags,
 )

@@ -62,7 +62,8 @@ def _run(argv: list[str] | None) -> int:
     demo_cmd.add_argument("--tour", action="store_true", help="also tour the memory manager")
     sub.add_parser("bench", add_help=False,
                    help="the comparison scenarios: system, host, fork, database, zygote, "
-                        "anchors, mm, cpu, realspawn (tables, --json, --plots, --markdown); see "
+                        "anchors, mm, cpu, realspawn, abi (tables, --json, --plots, --markdown); "
+                        "see "
                         "spawnfd bench --help")
     sub.add_parser("calibrate", add_help=False,
                    help="measure this host's kernel, fit and store a cost model "

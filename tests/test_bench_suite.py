@@ -24,7 +24,8 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
 
 def test_every_scenario_ran_with_a_plot(quick: tuple[dict, Path]) -> None:
     out, d = quick
-    assert set(out["scenarios"]) == set(suite.DEFAULT) == set(suite.SCENARIOS) - {"mm", "cpu", "realspawn"}
+    assert set(out["scenarios"]) == set(suite.DEFAULT) == set(suite.SCENARIOS) - {"mm", "cpu", "realspawn",
+                                                                        "abi"}
     assert out["quick"] is True and out["machine"]["cpus"] >= 1 and out["machine"]["kernel"]
     for name, sc in out["scenarios"].items():
         assert sc["rows"], name

@@ -19,6 +19,8 @@ Each scenario answers one question of the 2022 discussion with figures measured 
   realspawn the fork-to-exec window of real spawners (CPython, dash, bash) under each fork
             policy, beside the fd model, from parents of 0, 1 and 8 GiB (by name only;
             --sizes 0,1,8,64 sets the parents)
+  abi       a C parent spawning /bin/true by glibc posix_spawn, fork+execve, vfork+execve and the
+            fd model's system calls (examples/c/compare.c; by name only, needs a C compiler)
 
 Memory of this machine: a full run peaks at 8.0 GiB (the host scenario's parent touches 8 GiB
 of real memory; the database scenario's 256 processes hold 2 GiB of simulated page tables,
@@ -680,13 +682,63 @@ def scenario_realspawn(quick: bool, tick: Tick, sizes: list[float] | None = None
                   lead=realspawn.summary(rows))
 
 
+# ---- abi ----------------------------------------------------------------------------------
+
+def scenario_abi(quick: bool, tick: Tick) -> Result:
+    from . import abi
+
+    rows = trio.run(abi.run, quick, tick)
+    big = max(r["parent_mib"] for r in rows)
+    at = {(r["method"], r["parent_mib"]): r for r in rows}
+    notes = []
+    fork, fd, vf = at[("fork", big)], at[("fdspawn", big)], at[("vfork", big)]
+    notes.append(f"from {big:,} MiB: fork+execve copies {fork['ptes_copied']:,.0f} PTEs and "
+                 f"allocates {fork['tables_allocated']:,.0f} page tables per spawn; fdspawn "
+                 f"copies {fd['ptes_copied']:,.0f} and allocates {fd['tables_allocated']:,.0f} "
+                 f"(from 0 MiB: {at[('fdspawn', 0)]['tables_allocated']:,.0f})")
+    notes.append(f"the cost of the fd model: the parent runs the ELF loading execve does in the "
+                 f"kernel: {fd['parent_instructions']:,.0f} instructions and "
+                 f"{fd['parent_syscalls']:,.0f} system calls per spawn, against "
+                 f"{vf['parent_instructions']:,.0f} and {vf['parent_syscalls']:,.0f} for "
+                 f"vfork+execve (kernel work is not counted as instructions)")
+    return Result("abi", "the fd model's system calls from C against glibc's spawners "
+                  "(simulated CPU, per spawn of /bin/true)",
+                  [Column("method", "method", help="examples/c/compare.c: glibc posix_spawn, "
+                          "fork+execve, vfork+execve, fdspawn (ELF loading in the parent), "
+                          "fdspawn-ldso (ld.so loads the program)"),
+                   Column("parent_mib", "parent MiB", "{:,}",
+                          "anonymous memory the parent mapped and wrote first"),
+                   Column("parent_instructions", "parent insns", "{:,.0f}",
+                          "x86-64 instructions the parent ran per spawn (spawn and wait)"),
+                   Column("child_instructions", "child insns", "{:,.0f}",
+                          "instructions of the child, to its exit (ld.so, libc, true)"),
+                   Column("parent_syscalls", "parent calls", "{:,.0f}",
+                          "system calls the parent made per spawn"),
+                   Column("child_syscalls", "child calls", "{:,.0f}",
+                          "system calls the child made (execve included)"),
+                   Column("tables_allocated", "tables", "{:,.0f}",
+                          "page tables allocated per spawn"),
+                   Column("ptes_copied", "PTEs copied", "{:,.0f}", "entries fork copied"),
+                   Column("pages_copied", "pages copied", "{:,.0f}",
+                          "4 KiB pages copied by COW faults"),
+                   Column("faults_file", "file faults", "{:,.0f}", "faults on file pages"),
+                   Column("faults_anon", "anon faults", "{:,.0f}",
+                          "faults that allocated anonymous pages"),
+                   Column("faults_cow", "COW faults", "{:,.0f}", "copy-on-write faults")],
+                  rows, notes, {},
+                  PlotSpec(x="parent_mib", y="tables_allocated", series="method",
+                           xlabel="parent MiB", ylabel="page tables allocated per spawn",
+                           logy=True))
+
+
 SCENARIOS: dict[str, Callable[..., Result]] = {
     "system": scenario_system, "host": scenario_host, "fork": scenario_fork,
     "database": scenario_database, "zygote": scenario_zygote, "anchors": scenario_anchors,
-    "mm": scenario_mm, "cpu": scenario_cpu, "realspawn": scenario_realspawn}
+    "mm": scenario_mm, "cpu": scenario_cpu, "realspawn": scenario_realspawn,
+    "abi": scenario_abi}
 # What `spawnfd bench` runs without names: mm measures the tool, not a question; cpu and
-# realspawn run real programs on the simulated CPU (minutes): asked for by name.
-DEFAULT = [n for n in SCENARIOS if n not in ("mm", "cpu", "realspawn")]
+# realspawn and abi run real programs on the simulated CPU (minutes): asked for by name.
+DEFAULT = [n for n in SCENARIOS if n not in ("mm", "cpu", "realspawn", "abi")]
 # Scenarios that hold real memory on this machine, up to --max-gib GiB.
 HOLDS_MEMORY = ("host", "anchors", "database")
 # Scenarios whose parent sizes --sizes sets.
@@ -947,7 +999,7 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                     help="any of " + ", ".join(SCENARIOS)
-                    + " (default: all but mm, cpu and realspawn)")
+                    + " (default: all but mm, cpu, realspawn and abi)")
     ap.add_argument("--quick", action="store_true", help="small sizes: every scenario in "
                     "under a minute")
     ap.add_argument("--json", metavar="FILE", help="write every figure and the machine here")

@@ -229,6 +229,7 @@ class _Runtime:
         self.futex_lots.pop(proc.pid, None)
         self.waits.pop(proc.pid, None)  # a wait a kill cancelled from outside
         self.wake_pipes()
+        self.poll_lot.unpark_all()  # a poll on its wait handle (readable at exit)
         self.child_lot(ppid).unpark_all()
         if ppid in self.threads or c.signal_pending(ppid):  # SIGCHLD for a handler
             self.interrupt(ppid)
@@ -669,7 +670,7 @@ CPU_SLICE: Final = 1 << 20   # instructions a CPU runs before the task yields
 # Why a slice stopped (enum cpu_stop, csrc/arch/x86/arch.h).
 (_CPU_SLICE_OVER, _CPU_EXITED, _CPU_KILLED, _CPU_BLOCKED, _CPU_SLEEP, _CPU_FORKED, _CPU_VFORKED,
  _CPU_EXECED, _CPU_WAIT, _CPU_POLL, _CPU_SIGNAL, _CPU_CLONED, _CPU_FUTEX,
- _CPU_THREAD_EXITED) = range(1, 15)
+ _CPU_THREAD_EXITED, _CPU_LAUNCHED) = range(1, 16)
 _SIGQ_QUEUED, _SIGQ_IGNORED, _SIGQ_TERM = 0, 1, 2
 _NO_TIMEOUT: Final = 2**64 - 1
 
@@ -749,6 +750,8 @@ async def _run_cpu(sys: Sys, tid: int = 0) -> int:
                 await done.wait()
             else:  # the parent goes on first (Linux's default), so every run is the same
                 rt.start_thread(child, start)
+        elif reason == _CPU_LAUNCHED:  # close(2) of a builder fd (docs/abi.md)
+            rt.launch(sys.proc.kernel._process(status))
         elif reason == _CPU_EXECED:
             rt.end_threads(sys.pid)  # the kernel let go of the other threads
             ev = rt.vfork_done.pop(sys.pid, None)
@@ -769,9 +772,15 @@ def _program_step(sys: Sys) -> Callable[[], Awaitable[int]]:
     """What the first instruction at the start registers leads to: the simulated ld.so
     loads the program and its libraries, then the program's behaviour runs (none: SIGILL).
     With ``cpu=True`` a program without a stand-in runs as real code instead, from the real
-    ld.so the registers point at."""
-    if sys._rt.cpu and sys._rt.behaviour(ldso.program_path(sys.proc)) is None:
-        return lambda: _run_cpu(sys)
+    ld.so the registers point at; so does a process whose initial stack names no program (one
+    a C creator built by hand through the fd model's system calls: the CPU decides)."""
+    if sys._rt.cpu:
+        try:
+            path = ldso.program_path(sys.proc)
+        except OSError:
+            return lambda: _run_cpu(sys)
+        if sys._rt.behaviour(path) is None:
+            return lambda: _run_cpu(sys)
     stack, objects = ldso.load_program(sys.proc)
     behaviour = sys._rt.behaviour(_program_path(sys.proc, objects[0]))
     if behaviour is None:

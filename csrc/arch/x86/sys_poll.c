@@ -1,7 +1,8 @@
 // sys_poll.c — poll, ppoll, select, pselect6 over pipes and files. compare Linux fs/select.c:
 // every descriptor is asked what it is ready for (pipe_poll(), or always ready: a regular
 // file or a device); if none is and the timeout allows, the thread waits (CPU_POLL) until a
-// pipe moves or the timeout passes (the trio clock), and the call runs again.
+// pipe moves, a child exits (a wait handle is readable then: pidfd_poll()) or the timeout
+// passes (the trio clock), and the call runs again.
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +20,22 @@ struct pollfd_ {
   int16_t events, revents;
 };
 
+// A wait handle is readable once its process has exited, and hung up once it was reaped
+// (docs/abi.md). compare pidfd_poll().
+static unsigned wait_handle_poll(struct kernel *k, const struct file *f) {
+  struct proc *t = proc_by_handle(k, f->ino);
+  if (!t)
+    return POLLIN | POLLRDNORM | POLLHUP;
+  return t->state == PS_ZOMBIE ? POLLIN | POLLRDNORM : 0;
+}
+
 // What fd is ready for now; POLLNVAL for a descriptor that is not open. compare vfs_poll().
-static unsigned fd_poll(struct proc *p, int fd) {
+static unsigned fd_poll(struct kernel *k, struct proc *p, int fd) {
   struct file *f = fdt_get(&p->fds, fd);
   if (!f)
     return POLLNVAL;
+  if (f->ino->kind == IK_PIDFD)
+    return wait_handle_poll(k, f);
   return f->ino->kind == IK_PIPE ? pipe_poll(f) : DEFAULT_POLLMASK;
 }
 
@@ -53,7 +65,7 @@ static int64_t do_poll(struct cpu *c, struct proc *p, uint64_t ufds, uint64_t nf
     v[i].revents = 0;
     if (v[i].fd < 0)
       continue;
-    unsigned mask = fd_poll(p, v[i].fd);
+    unsigned mask = fd_poll(c->k, p, v[i].fd);
     v[i].revents = (int16_t)(mask & ((uint16_t)v[i].events | POLLERR | POLLHUP | POLLNVAL));
   }
   if (n) {
@@ -125,7 +137,7 @@ static int64_t do_select(struct cpu *c, struct proc *p, int64_t nfds, const uint
     int any = (in[0][fd / 64] | in[1][fd / 64] | in[2][fd / 64]) & bit ? 1 : 0;
     if (!any)
       continue;
-    unsigned mask = fd_poll(p, (int)fd);
+    unsigned mask = fd_poll(c->k, p, (int)fd);
     if (mask & POLLNVAL)
       return -EBADF;
     for (int s = 0; s < 3; s++)

@@ -214,6 +214,8 @@ static int64_t sys_open(struct cpu *c, struct proc *p, const uint64_t *a) {
 
 static int64_t sys_close(struct cpu *c, struct proc *p, const uint64_t *a) {
   int r = sfd_close(c->k, p->pid, (int)a[0]);
+  if (r > 0)
+    spawnfd_launched(c, r);  // a builder fd: its embryo was launched
   return r < 0 ? r : 0;
 }
 
@@ -705,7 +707,7 @@ static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [292] = sys_dup3,         [293] = sys_pipe2,         [302] = sys_prlimit64,
     [316] = sys_renameat2,    [318] = sys_getrandom,     [332] = sys_statx,
     [322] = sys_execveat,     [334] = sys_enosys,        [435] = sys_clone3,       [436] = sys_close_range,
-    [439] = sys_faccessat,
+    [424] = sys_pidfd_send_signal,                       [439] = sys_faccessat,
 };
 
 // The trace buffer (api.h sfd_trace_start): one finished call.
@@ -756,13 +758,14 @@ static int64_t syscall_do(struct cpu *c, uint64_t nr, const uint64_t *a) {
   struct proc *p = proc_get(c->k, c->pid);
   if (!p)
     return -ESRCH;
-  if (nr >= SFD_NR_SYSCALLS || !syscall_table[nr]) {
+  int spawnfd_nr = spawnfd_syscall_nr(nr);  // the fd model's private range (sys_spawnfd.c)
+  if (!spawnfd_nr && (nr >= SFD_NR_SYSCALLS || !syscall_table[nr])) {
     c->k->st.syscalls_unknown++;
     c->cnt->syscalls_unknown++;
     return -ENOSYS;
   }
   c->k->syscall_pid = p->pid;  // its own vfork does not stop it (ENTER)
-  int64_t r = syscall_table[nr](c, p, a);
+  int64_t r = spawnfd_nr ? sys_spawnfd(c, p, nr, a) : syscall_table[nr](c, p, a);
   c->k->syscall_pid = 0;
   return r;
 }

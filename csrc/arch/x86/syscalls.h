@@ -87,4 +87,10 @@ int64_t sys_sigaltstack(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_pause(struct cpu *c, struct proc *p, const uint64_t *a);
 int64_t sys_rt_sigsuspend(struct cpu *c, struct proc *p, const uint64_t *a);
 
+// ---- sys_spawnfd.c: the fd model's calls (a private range), pidfd_send_signal ----
+int spawnfd_syscall_nr(uint64_t nr);
+int64_t sys_spawnfd(struct cpu *c, struct proc *p, uint64_t nr, const uint64_t *a);
+void spawnfd_launched(struct cpu *c, int pid);
+int64_t sys_pidfd_send_signal(struct cpu *c, struct proc *p, const uint64_t *a);
+
 #endif
