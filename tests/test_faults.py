@@ -7,45 +7,28 @@ tests/fault_probe.c runs natively and on the simulator; stdout and status must b
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-from pathlib import Path
-from typing import Any
 
 import pytest
-import trio
 
 import spawnfd
 
-HERE = Path(__file__).parent
-ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LC_ALL": "C"}
-
+from .helpers import boot_real, build_probe
+from .helpers import run_native as native
+from .helpers import run_simulated as simulated
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> str:
-    assert shutil.which("gcc"), "gcc builds the probes (and the package)"
-    out = tmp_path_factory.mktemp("probe") / "fault_probe"
-    subprocess.run(["gcc", "-O1", "-pthread", "-o", str(out), str(HERE / "fault_probe.c")],
-                   check=True)
-    return str(out)
-
-
-async def simulated(k: Any, argv: list[str]) -> Any:
-    with trio.fail_after(60):
-        return await spawnfd.run_process(argv, stdin=b"", capture_stdout=True,
-                                         capture_stderr=True, check=False, env=ENV, kernel=k)
+    return build_probe(tmp_path_factory, "fault_probe", "-pthread")
 
 
 @pytest.mark.parametrize("scenario", ["all", "blocked", "ignored", "nested"])
 async def test_fault_probe_as_natively(probe: str, scenario: str) -> None:
     async with spawnfd.open_kernel("1G") as k:
-        for _ in range(3):
-            k.init.open("/dev/null", os.O_RDWR)
+        boot_real(k)
         argv = [probe, scenario]
         sim = await simulated(k, argv)
-        nat = subprocess.run(argv, input=b"", capture_output=True, env=ENV, cwd="/")
+        nat = native(argv)
         assert (sim.returncode, sim.stdout.decode()) == (nat.returncode, nat.stdout.decode())
         k.check()
 
@@ -56,11 +39,10 @@ async def test_python_faulthandler_as_natively() -> None:
     code = "import ctypes\nprint('before', flush=True)\nctypes.string_at(0)"
     argv = ["python3.11", "-X", "faulthandler", "-c", code]
     async with spawnfd.open_kernel("2G") as k:
-        for _ in range(3):
-            k.init.open("/dev/null", os.O_RDWR)
+        boot_real(k)
         sim = await simulated(k, argv)
         k.check()
-    nat = subprocess.run(argv, input=b"", capture_output=True, env=ENV, cwd="/")
+    nat = native(argv)
 
     def thread_id_out(err: bytes) -> bytes:  # the thread's address: ASLR natively
         return re.sub(rb"thread 0x[0-9a-f]+", b"thread 0x...", err)

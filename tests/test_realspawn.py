@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -16,8 +15,12 @@ import trio.testing
 
 import spawnfd
 
-HERE = Path(__file__).parent
-ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LC_ALL": "C"}
+from .helpers import REAL_ENV as ENV
+from .helpers import assert_same_run as same
+from .helpers import build_probe
+from .helpers import run_native as native
+from .helpers import run_simulated as simulated
+
 
 SHELL_LINES = [
     "echo hi | wc -c",
@@ -46,20 +49,6 @@ PYTHON = [
     " capture_output=True).stdout == b'x' * 200000)",
     "import select, os; r, w = os.pipe(); print(select.select([r], [], [], 0.05))",
 ]
-
-
-def native(argv: list[str]) -> Any:
-    return subprocess.run(argv, input=b"", capture_output=True, env=ENV, cwd="/")
-
-
-async def simulated(k: Any, argv: list[str]) -> Any:
-    with trio.fail_after(60):
-        return await spawnfd.run_process(argv, stdin=b"", capture_stdout=True,
-                                         capture_stderr=True, check=False, env=ENV, kernel=k)
-
-
-def same(sim: Any, nat: Any) -> None:
-    assert (sim.returncode, sim.stdout, sim.stderr) == (nat.returncode, nat.stdout, nat.stderr)
 
 
 @pytest.mark.parametrize("fork_mode", ["copy", "cow-pt", "cow-pt-eager"])
@@ -113,21 +102,14 @@ async def test_the_fork_exec_window_under_each_policy_is_exact() -> None:
     assert cow[1] >= 16 and cow[0] < copy[0] - 8000  # cow-pt shared those tables instead
 
 
-def build(tmp_path_factory: pytest.TempPathFactory, name: str) -> str:
-    assert shutil.which("gcc"), "gcc builds the probes (and the package)"
-    out = tmp_path_factory.mktemp("probe") / name
-    subprocess.run(["gcc", "-O1", "-o", str(out), str(HERE / f"{name}.c")], check=True)
-    return str(out)
-
-
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return build(tmp_path_factory, "process_probe")
+    return build_probe(tmp_path_factory, "process_probe")
 
 
 @pytest.fixture(scope="module")
 def signal_probe(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return build(tmp_path_factory, "signal_probe")
+    return build_probe(tmp_path_factory, "signal_probe")
 
 
 @pytest.mark.parametrize("fork_mode", ["copy", "cow-pt"])
@@ -234,7 +216,7 @@ async def test_a_handler_of_real_code_takes_a_signal_sent_from_python() -> None:
 
 @pytest.fixture(scope="module")
 def jobctl_probe(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return build(tmp_path_factory, "jobctl_probe")
+    return build_probe(tmp_path_factory, "jobctl_probe")
 
 
 @pytest.mark.parametrize("fork_mode", ["copy", "cow-pt"])

@@ -7,27 +7,22 @@ fault, or the parent's: Linux's OOM killer would pick a victim there)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import trio
 
 import spawnfd
 
-HERE = Path(__file__).parent
-ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+from .helpers import REAL_ENV as ENV
+from .helpers import boot_real, build_probe
+
 ENOMEM_LINE = "fork: Cannot allocate memory"
 
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> str:
-    assert shutil.which("gcc"), "gcc builds the probes (and the package)"
-    out = tmp_path_factory.mktemp("probe") / "pressure_probe"
-    subprocess.run(["gcc", "-O1", "-o", str(out), str(HERE / "pressure_probe.c")], check=True)
-    return str(out)
+    return build_probe(tmp_path_factory, "pressure_probe")
 
 
 async def _line(stream: trio.abc.ReceiveStream, buf: bytearray) -> str | None:
@@ -45,8 +40,7 @@ async def _attempt(probe: str, fork_mode: str, n: int) -> tuple[str | None, int]
     """One fork of an 8 MiB parent with the n-th allocation failing: the line the program
     printed for it; if that was ENOMEM, a second fork (nothing failing) must succeed."""
     async with spawnfd.open_kernel("256M", fork_mode=fork_mode) as k:
-        for _ in range(3):
-            k.init.open("/dev/null", os.O_RDWR)
+        boot_real(k)
         proc = await spawnfd.open_process([probe, "8"], kernel=k, stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, env=ENV)
         buf = bytearray()

@@ -4,11 +4,7 @@ program runs on the simulator and natively; stdout, stderr and exit status must 
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -16,32 +12,15 @@ import trio.testing
 
 import spawnfd
 
-HERE = Path(__file__).parent
-ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LC_ALL": "C"}
-
-
-def native(argv: list[str]) -> Any:
-    return subprocess.run(argv, input=b"", capture_output=True, env=ENV, cwd="/")
-
-
-async def simulated(k: Any, argv: list[str]) -> Any:
-    with trio.fail_after(60):
-        return await spawnfd.run_process(argv, stdin=b"", capture_stdout=True,
-                                         capture_stderr=True, check=False, env=ENV, kernel=k)
-
-
-def same(sim: Any, nat: Any) -> None:
-    assert (sim.returncode, sim.stdout.decode(), sim.stderr.decode()) == (
-        nat.returncode, nat.stdout.decode(), nat.stderr.decode())
-
+from .helpers import REAL_ENV as ENV
+from .helpers import assert_same_run as same
+from .helpers import boot_real, build_probe
+from .helpers import run_native as native
+from .helpers import run_simulated as simulated
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> str:
-    assert shutil.which("gcc"), "gcc builds the probes (and the package)"
-    out = tmp_path_factory.mktemp("probe") / "thread_probe"
-    subprocess.run(["gcc", "-O1", "-pthread", "-o", str(out), str(HERE / "thread_probe.c")],
-                   check=True)
-    return str(out)
+    return build_probe(tmp_path_factory, "thread_probe", "-pthread")
 
 
 @pytest.mark.parametrize("scenario", ["all", "mainexit", "groupexit", "exec", "segv"])
@@ -51,8 +30,7 @@ async def test_thread_probe_as_natively(probe: str, scenario: str) -> None:
     thread and one taken by the thread that does not block it; fork from a thread; the
     first thread exiting before the last; exit_group, execve and SIGSEGV from a thread."""
     async with spawnfd.open_kernel("1G") as k:
-        for _ in range(3):
-            k.init.open("/dev/null", os.O_RDWR)
+        boot_real(k)
         argv = [probe, scenario]
         sim = await simulated(k, argv)
         same(sim, native(argv))
@@ -91,8 +69,7 @@ PYTHON = [
 @pytest.mark.parametrize("code", PYTHON)
 async def test_python_threads_as_natively(code: str) -> None:
     async with spawnfd.open_kernel("2G") as k:
-        for _ in range(3):
-            k.init.open("/dev/null", os.O_RDWR)
+        boot_real(k)
         argv = ["python3.11", "-c", code]
         same(await simulated(k, argv), native(argv))
         assert k._runtime.threads == {}
@@ -114,8 +91,7 @@ async def test_a_signal_from_python_reaches_a_threaded_program(how: str) -> None
             "[t.start() for t in ts]\n"
             "print('ready', threading.active_count(), flush=True)\nsys.stdin.read()\n")
     async with spawnfd.open_kernel("1G") as k:
-        for _ in range(3):
-            k.init.open("/dev/null", os.O_RDWR)
+        boot_real(k)
         proc = await spawnfd.open_process(["python3.11", "-c", code, how], kernel=k,
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           env=ENV)
