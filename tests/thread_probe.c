@@ -365,6 +365,59 @@ static void altstacks(void) {
   sigaltstack(&ss, NULL);
 }
 
+// ---- robust mutexes: a lock whose owner dies is given to the next one with EOWNERDEAD ----
+static pthread_mutex_t robust;
+static _Atomic int robust_held;
+
+static void *die_holding(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&robust);
+  robust_held = 1;
+  sleep_ms(30);  // the main thread blocks on it meanwhile (FUTEX_WAITERS)
+  return NULL;   // exits holding it
+}
+
+static void robust_mutexes(void) {
+  pthread_mutexattr_t at;
+  pthread_mutexattr_init(&at);
+  pthread_mutexattr_setrobust(&at, PTHREAD_MUTEX_ROBUST);
+  pthread_mutex_init(&robust, &at);
+  pthread_t t;
+  pthread_create(&t, NULL, die_holding, NULL);
+  while (!robust_held)
+    sleep_ms(1);
+  int r = pthread_mutex_lock(&robust);  // waits, then its owner's death wakes it
+  printf("robust: a waiter gets %s\n", r == EOWNERDEAD ? "EOWNERDEAD" : strerror(r));
+  pthread_mutex_consistent(&robust);
+  pthread_mutex_unlock(&robust);
+  pthread_join(t, NULL);
+  printf("robust: then it locks %d\n", pthread_mutex_lock(&robust));
+  pthread_mutex_unlock(&robust);
+  void *head;
+  size_t len;
+  long got = syscall(SYS_get_robust_list, 0, &head, &len);
+  printf("robust: get_robust_list %ld len %zu head set %d\n", got, len, head != NULL);
+  printf("robust: set_robust_list of a wrong size %ld\n",
+         syscall(SYS_set_robust_list, head, len - 1) < 0 ? -(long)errno : 0L);
+  printf("robust: get_robust_list of nobody %ld\n",
+         syscall(SYS_get_robust_list, 0x7ffffff0, &head, &len) < 0 ? -(long)errno : 0L);
+  // process-shared, in shared memory: a child dies holding it
+  pthread_mutex_t *shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                                 -1, 0);
+  pthread_mutexattr_setpshared(&at, PTHREAD_PROCESS_SHARED);
+  pthread_mutex_init(shared, &at);
+  pid_t pid = fork();
+  if (pid == 0) {
+    pthread_mutex_lock(shared);
+    _exit(0);
+  }
+  int st;
+  waitpid(pid, &st, 0);
+  r = pthread_mutex_lock(shared);
+  printf("robust: a dead process's shared lock gives %s\n",
+         r == EOWNERDEAD ? "EOWNERDEAD" : strerror(r));
+}
+
 int main(int argc, char **argv) {
   const char *what = argc > 1 ? argv[1] : "all";
   pthread_t t;
@@ -379,6 +432,7 @@ int main(int argc, char **argv) {
     vfork_while_threads_run();
     shared_futex();
     altstacks();
+    robust_mutexes();
     clone_flags();
     return 0;
   }

@@ -76,6 +76,7 @@ struct cpu {
   struct sas own_sas;        // ... this for the others (a new thread has none)
   struct futex_q fq;         // its FUTEX_WAIT (kernel/futex.c)
   uint64_t futex_uaddr;      // ... the address it waits on
+  uint64_t robust_list;      // set_robust_list's head (0: none); walked when it dies
   uint64_t exec_gen;         // p->exec_gen its registers belong to (else: restart at p->rip)
   int restart;               // not started yet: the first run starts at p->rip, p->rsp
   uint64_t clear_child_tid;  // CLONE_CHILD_CLEARTID / set_tid_address (recorded)
@@ -129,6 +130,8 @@ int thread_signal_pending(const struct cpu *c);
 
 // ---- sys_futex.c ----
 int futex_key_of(struct cpu *c, uint64_t uaddr, int private_, struct futex_key *key);
+void futex_exit_robust(struct cpu *c);
+struct cpu *thread_find(struct kernel *k, int tgid, int tid, struct proc **pp);
 void spawn_window_mark(struct kernel *k, const struct cpu *running, struct spawn_window *w);
 void spawn_window_open(struct cpu *child, const struct spawn_window *mark);
 void spawn_window_close(struct cpu *c, int by_exit);

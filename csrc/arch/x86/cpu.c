@@ -333,6 +333,7 @@ static void thread_release(struct cpu *c) {
 static void cpu_thread_free(struct cpu *c) {
   while (c) {
     struct cpu *next = c->tnext;
+    futex_exit_robust(c);  // its mm is still there (proc_exit frees it after the threads)
     thread_release(c);
     c = next;
   }
@@ -374,7 +375,7 @@ void cpu_de_thread(struct cpu *c) {
   for (; t; t = next) {
     next = t->tnext;
     if (t != c)
-      thread_release(t);
+      thread_release(t);  // its mm is gone already: its robust list with it
   }
   if (c->tid != c->pid) {
     c->k->tids[c->tid] = NULL;

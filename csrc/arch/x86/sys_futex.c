@@ -3,7 +3,9 @@
 // signal; FUTEX_WAKE, FUTEX_WAKE_BITSET, FUTEX_WAKE_OP, FUTEX_REQUEUE and FUTEX_CMP_REQUEUE
 // find waiters by key. compare Linux kernel/futex/syscalls.c (do_futex()), waitwake.c
 // (futex_wait(), futex_wake(), futex_wake_op()), requeue.c and core.c (get_futex_key()).
-// The priority-inheritance operations are -ENOSYS (no scheduler priorities here).
+// The priority-inheritance operations are -ENOSYS (no scheduler priorities here). Robust
+// futexes: set_robust_list, get_robust_list, and the list walked when a thread dies
+// (futex_exit_robust).
 //
 // A wait never blocks the host: it stops the CPU (CPU_FUTEX) with its timeout, the trio
 // layer parks the thread until sfd_futex_woken names it or the time passes
@@ -218,4 +220,91 @@ int64_t sys_futex(struct cpu *c, struct proc *p, const uint64_t *a) {
     (void)FUTEX_LOCK_PI_;
     return -ENOSYS;
   }
+}
+
+// ---- robust futexes: the locks a thread holds when it dies (compare kernel/futex/core.c) ----
+#define FUTEX_WAITERS_ 0x80000000U
+#define FUTEX_OWNER_DIED_ 0x40000000U
+#define FUTEX_TID_MASK_ 0x3fffffffU
+#define ROBUST_LIST_LIMIT 2048
+#define ROBUST_HEAD_BYTES 24  // struct robust_list_head: list, futex_offset, list_op_pending
+
+// set_robust_list(head, len): where the thread's list of held robust locks starts.
+int64_t sys_set_robust_list(struct cpu *c, struct proc *p, const uint64_t *a) {
+  (void)p;
+  if (a[1] != ROBUST_HEAD_BYTES)
+    return -EINVAL;
+  c->robust_list = a[0];
+  return 0;
+}
+
+// get_robust_list(tid, head_ptr, len_ptr): the list head of thread tid (0: the caller). Of
+// another process's thread only for the same user or root (compare ptrace_may_access()).
+int64_t sys_get_robust_list(struct cpu *c, struct proc *p, const uint64_t *a) {
+  struct cpu *t = c;
+  struct proc *q = p;
+  if ((int)a[0]) {
+    t = (int)a[0] > 0 ? thread_find(c->k, 0, (int)a[0], &q) : NULL;
+    if ((int)a[0] < 0 || !q)
+      return -ESRCH;
+    if (q != p && p->cred.euid != 0 && p->cred.uid != q->cred.uid)
+      return -EPERM;
+  }
+  uint64_t head = t ? t->robust_list : 0, len = ROBUST_HEAD_BYTES;
+  int err = copy_to_user(c, a[2], &len, sizeof(len));
+  return err ? err : copy_to_user(c, a[1], &head, sizeof(head));
+}
+
+// One lock of the dying thread c at uaddr: if c owns it, mark it FUTEX_OWNER_DIED (keeping
+// FUTEX_WAITERS) and wake one waiter, who gets EOWNERDEAD from glibc; a pending unlock that
+// already cleared the word still wakes one. compare handle_futex_death().
+static void futex_death(struct cpu *c, uint64_t uaddr, int pi, int pending) {
+  uint32_t uval, nval;
+  struct futex_key key;
+  if ((uaddr & 3) || copy_from_user(c, &uval, uaddr, sizeof(uval)) ||
+      futex_key_of(c, uaddr, 0, &key))
+    return;
+  if (pending && !pi && !uval) {
+    futex_wake(c->k, &key, 1, FUTEX_BITSET_MATCH_ANY_);
+    return;
+  }
+  if ((uval & FUTEX_TID_MASK_) != (uint32_t)c->tid)
+    return;
+  nval = (uval & FUTEX_WAITERS_) | FUTEX_OWNER_DIED_;
+  if (copy_to_user(c, uaddr, &nval, sizeof(nval)))
+    return;
+  if (!pi && (uval & FUTEX_WAITERS_))
+    futex_wake(c->k, &key, 1, FUTEX_BITSET_MATCH_ANY_);
+}
+
+// Thread c dies: every robust lock on its list (bounded, as a list in user memory can be
+// anything), then the one whose lock or unlock was in progress. Entries carry the PI flag in
+// bit 0. A fault ends the walk. compare exit_robust_list().
+void futex_exit_robust(struct cpu *c) {
+  struct {
+    uint64_t next;
+    int64_t futex_offset;
+    uint64_t pending;
+  } h;
+  uint64_t head = c->robust_list, entry, next;
+  unsigned limit = ROBUST_LIST_LIMIT;
+  c->robust_list = 0;
+  if (!head || !c->mm || copy_from_user(c, &h, head, sizeof(h)))
+    return;
+  uint64_t pending = h.pending & ~1ULL;
+  int pi = h.next & 1, pending_pi = h.pending & 1;
+  entry = h.next & ~1ULL;
+  while (entry != head) {
+    int rc = copy_from_user(c, &next, entry, sizeof(next));
+    if (entry != pending)
+      futex_death(c, entry + (uint64_t)h.futex_offset, pi, 0);
+    if (rc)
+      return;
+    pi = next & 1;
+    entry = next & ~1ULL;
+    if (!--limit)
+      break;
+  }
+  if (pending)
+    futex_death(c, pending + (uint64_t)h.futex_offset, pending_pi, 1);
 }

@@ -467,7 +467,7 @@ int64_t sys_kill(struct cpu *c, struct proc *p, const uint64_t *a) {
 
 // The thread tid and its process (of process tgid; 0: any): a first thread by its pid
 // (NULL when that process never ran code), another by its tid. NULL *pp: none.
-static struct cpu *thread_find(struct kernel *k, int tgid, int tid, struct proc **pp) {
+struct cpu *thread_find(struct kernel *k, int tgid, int tid, struct proc **pp) {
   struct proc *q = proc_get(k, tid);
   struct cpu *t = NULL;
   *pp = NULL;

@@ -529,6 +529,7 @@ static void thread_clear_tid(struct cpu *c) {
 static int64_t sys_exit(struct cpu *c, struct proc *p, const uint64_t *a) {
   if (cpu_thread_alone(c))
     return sys_exit_group(c, p, a);
+  futex_exit_robust(c);  // compare exit_mm() -> mm_release(): robust locks, then the tid
   thread_clear_tid(c);
   c->stop = CPU_THREAD_EXITED;
   c->status = (int)(a[0] & 0xff);
@@ -577,13 +578,6 @@ static int64_t sys_close_range(struct cpu *c, struct proc *p, const uint64_t *a)
 static int64_t sys_getpeername(struct cpu *c, struct proc *p, const uint64_t *a) {
   (void)c;
   return fdt_get(&p->fds, (int)a[0]) ? -ENOTSOCK : -EBADF;
-}
-
-static int64_t sys_zero(struct cpu *c, struct proc *p, const uint64_t *a) {
-  (void)c;
-  (void)p;
-  (void)a;
-  return 0;
 }
 
 static int64_t sys_enosys(struct cpu *c, struct proc *p, const uint64_t *a) {
@@ -703,7 +697,7 @@ static const syscall_fn syscall_table[SFD_NR_SYSCALLS] = {
     [257] = sys_openat,       [258] = sys_mkdirat,
     [262] = sys_newfstatat,   [263] = sys_unlinkat,      [264] = sys_renameat,
     [267] = sys_readlinkat,   [269] = sys_faccessat,     [270] = sys_pselect6,
-    [271] = sys_ppoll,        [273] = sys_zero,
+    [271] = sys_ppoll,        [273] = sys_set_robust_list, [274] = sys_get_robust_list,
     [292] = sys_dup3,         [293] = sys_pipe2,         [302] = sys_prlimit64,
     [316] = sys_renameat2,    [318] = sys_getrandom,     [332] = sys_statx,
     [322] = sys_execveat,     [334] = sys_enosys,        [435] = sys_clone3,       [436] = sys_close_range,

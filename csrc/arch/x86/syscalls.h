@@ -23,6 +23,8 @@ int user_path_at(struct cpu *c, struct proc *p, int dirfd, uint64_t upath, char 
 
 // ---- sys_futex.c: futex ----
 int64_t sys_futex(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_set_robust_list(struct cpu *c, struct proc *p, const uint64_t *a);
+int64_t sys_get_robust_list(struct cpu *c, struct proc *p, const uint64_t *a);
 
 // ---- sys_poll.c: poll, ppoll, select, pselect6 ----
 int64_t sys_poll(struct cpu *c, struct proc *p, const uint64_t *a);
