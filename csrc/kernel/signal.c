@@ -146,7 +146,8 @@ int sfd_signal_outbox(struct kernel *k, int *pids, int *sigs, int n) {
     pids[i] = k->sigout[i].pid;
     sigs[i] = k->sigout[i].sig;
   }
-  memmove(k->sigout, k->sigout + m, (k->sigout_len - (uint32_t)m) * sizeof(*k->sigout));
+  if (m)  // an outbox never used has no array (memmove of NULL is undefined even for 0 bytes)
+    memmove(k->sigout, k->sigout + m, (k->sigout_len - (uint32_t)m) * sizeof(*k->sigout));
   k->sigout_len -= (uint32_t)m;
   return m;
 }
