@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -19,13 +20,32 @@ static sigjmp_buf env;
 static char *page;
 static int fix_once = 1;  // the first fault is fixed by the handler, the others jump out
 
+static char *filemap;  // the short file's mapping (SIGBUS is reported relative to it)
+
 static long page_of(void *a) { return (long)(((uintptr_t)a & ~4095UL) - (uintptr_t)page); }
+static long file_page_of(void *a) {
+  return (long)(((uintptr_t)a & ~4095UL) - (uintptr_t)filemap);
+}
+
+// A 2-page mapping of a 100-byte file in /tmp: its second page is past the end (SIGBUS).
+static char *map_short_file(void) {
+  char path[] = "/tmp/fault-probe-XXXXXX";
+  int fd = mkstemp(path);
+  char buf[100] = {1};
+  if (fd < 0 || write(fd, buf, sizeof(buf)) != (ssize_t)sizeof(buf))
+    exit(4);
+  char *m = mmap(NULL, 2 * 4096, PROT_READ, MAP_PRIVATE, fd, 0);
+  unlink(path);
+  close(fd);
+  return m;
+}
 
 static void on_fault(int sig, siginfo_t *si, void *uc_) {
   ucontext_t *uc = uc_;
   greg_t *g = uc->uc_mcontext.gregs;
   printf("%s: code %d page %+ld rip at si_addr %d trapno %lld err %lld\n", strsignal(sig),
-         si->si_code, sig == SIGSEGV ? page_of(si->si_addr) : 0L,
+         si->si_code, sig == SIGSEGV ? page_of(si->si_addr)
+                      : sig == SIGBUS ? file_page_of(si->si_addr) : 0L,
          (void *)g[REG_RIP] == si->si_addr, (long long)g[REG_TRAPNO], (long long)g[REG_ERR]);
   if (sig == SIGSEGV && fix_once) {
     fix_once = 0;
@@ -75,6 +95,7 @@ int main(int argc, char **argv) {
   sigaction(SIGSEGV, &sa, NULL);
   sigaction(SIGILL, &sa, NULL);
   sigaction(SIGFPE, &sa, NULL);
+  sigaction(SIGBUS, &sa, NULL);
   sa.sa_sigaction = on_trap;
   sigaction(SIGTRAP, &sa, NULL);
   page = mmap(NULL, 3 * 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -95,6 +116,10 @@ int main(int argc, char **argv) {
       ((void (*)(void))page)();  // a fetch from a page without PROT_EXEC
     if (!sigsetjmp(env, 1))
       __asm__ volatile("ud2");
+    char *file = filemap = map_short_file();
+    if (!sigsetjmp(env, 1))
+      printf("%d\n", file[4096 + 5]);  // past the end of the file: SIGBUS, BUS_ADRERR
+    printf("the file's first page reads %d\n", file[0]);
     volatile int zero = 0;
     if (!sigsetjmp(env, 1))
       printf("%d\n", 5 / zero);
@@ -124,6 +149,11 @@ int main(int argc, char **argv) {
   if (!strcmp(what, "ignored")) {  // SIG_IGN does not ignore a fault
     signal(SIGSEGV, SIG_IGN);
     *(volatile int *)(page + 4096) = 1;
+  }
+  if (!strcmp(what, "bus")) {  // SIGBUS's default action
+    signal(SIGBUS, SIG_DFL);
+    char *file = map_short_file();
+    printf("%d\n", file[4096]);
   }
   if (!strcmp(what, "nested")) {  // a fault in the handler of the same fault
     sa.sa_sigaction = (void (*)(int, siginfo_t *, void *))(uintptr_t)page;  // not executable

@@ -22,7 +22,7 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> str:
     return build_probe(tmp_path_factory, "fault_probe", "-pthread")
 
 
-@pytest.mark.parametrize("scenario", ["all", "blocked", "ignored", "nested"])
+@pytest.mark.parametrize("scenario", ["all", "blocked", "ignored", "nested", "bus"])
 async def test_fault_probe_as_natively(probe: str, scenario: str) -> None:
     async with spawnfd.open_kernel("1G") as k:
         boot_real(k)

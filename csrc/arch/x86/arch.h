@@ -115,6 +115,7 @@ struct cpu {
 // ---- sys_signal.c: delivery ----
 int signal_deliver(struct cpu *c, struct proc *p);
 int signal_force_fault(struct cpu *c, struct proc *p);
+void fault_classify(struct cpu *c);
 void signal_interrupt_call(struct cpu *c, struct proc *p);
 void signal_reload(struct cpu *c);
 

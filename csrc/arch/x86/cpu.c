@@ -562,7 +562,10 @@ int sfd_cpu_timeout(struct kernel *k, int tid) {
 // run goes on there; 0: the default action ends the process. compare the trap handlers'
 // force_sig_fault() (arch/x86/kernel/traps.c, mm/fault.c).
 static int fault_to_handler(struct cpu *c, struct proc *p) {
-  if (!c->faulted || !signal_force_fault(c, p))
+  if (!c->faulted)
+    return 0;
+  fault_classify(c);  // a page past the end of a mapped file: SIGBUS
+  if (!signal_force_fault(c, p))
     return 0;
   c->stop = CPU_RUNNING;
   c->faulted = 0;

@@ -260,6 +260,23 @@ static int setup_rt_frame(struct cpu *c, struct proc *p, int sig, const struct k
   return 0;
 }
 
+// A refused access the mapping allows, to a page of a file mapping past the end of the file:
+// SIGBUS (BUS_ADRERR), not SIGSEGV. compare do_user_addr_fault() -> do_sigbus() for
+// VM_FAULT_SIGBUS from filemap_fault().
+void fault_classify(struct cpu *c) {
+  if (c->status != SIGSEGV || !c->mm)
+    return;
+  struct vma *v = vma_find(&c->mm->vmas, c->fault_addr);
+  if (!v || c->fault_addr < v->start || !v->ino ||
+      (v->ino->kind != IK_HOST && v->ino->kind != IK_TMPFS))
+    return;
+  uint32_t need = c->fault_access == MM_WRITE ? VM_WRITE
+                  : c->fault_access == MM_FETCH ? VM_EXEC : VM_READ;
+  uint64_t off = (v->pgoff << PAGE_SHIFT) + (c->fault_addr - v->start);
+  if ((v->flags & need) && off >= PAGE_ROUND_UP(v->ino->size))
+    c->status = SIGBUS;
+}
+
 // The running thread faulted (c->status: the signal; c->fault_addr, c->fault_access): the
 // signal goes to this thread with the siginfo Linux gives — SIGSEGV's si_code SEGV_MAPERR
 // (no mapping) or SEGV_ACCERR (one that does not allow the access) and the address (known
@@ -280,14 +297,15 @@ int signal_force_fault(struct cpu *c, struct proc *p) {
   c->fault_trapno = 0;
   c->fault_err = 0;
   switch (sig) {
-  case SIGSEGV: {
+  case SIGSEGV:
+  case SIGBUS: {  // a #PF; its error code: user, write, fetch, a present page
     struct vma *v = c->mm ? vma_find(&c->mm->vmas, addr) : NULL;
-    int mapped = v && addr >= v->start, writable;
+    int writable;
     pfn_t table;
     pte_t *pte = c->mm ? pt_lookup(c->mm, addr, &table, &writable) : NULL;
     int present = (pte && (*pte & PTE_P)) || (c->mm && pt_lookup_huge(c->mm, addr, &table));
-    code = mapped ? 2 : 1;  // SEGV_ACCERR, SEGV_MAPERR
-    c->fault_trapno = 14;   // #PF; its error code: user, write, fetch, a present page
+    code = sig == SIGBUS ? 2 : (v && addr >= v->start) ? 2 : 1;  // BUS_ADRERR, SEGV_ACCERR,
+    c->fault_trapno = 14;                                          // SEGV_MAPERR
     c->fault_err = 4 | (c->fault_access == MM_WRITE ? 2 : 0) |
                    (c->fault_access == MM_FETCH ? 16 : 0) | (present ? 1 : 0);
     break;
