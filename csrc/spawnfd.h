@@ -309,6 +309,10 @@ struct proc {
   } sas;                    // by exec; another thread keeps its own (arch/x86 struct cpu)
   char cwd[4096];           // working directory
   struct sighand sig;       // signal dispositions and the blocked mask (rt_sigaction(2))
+  int stop_sig;             // group stop: the signal that stopped it (0: not stopped); its
+                            // threads do not run until SIGCONT (compare SIGNAL_STOP_STOPPED)
+  int stop_report;          // a stop (its signal) a wait with WUNTRACED has not reported yet
+  int cont_report;          // a continue a wait with WCONTINUED has not reported yet
   uint64_t sigpending;      // signals sent and not yet taken (never inherited by fork)
   struct {
     int code, pid, status;  // what the pending signal says (siginfo: si_code, si_pid, ...)

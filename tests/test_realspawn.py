@@ -264,7 +264,30 @@ JOB_LINES = [
     ["bash", "-c", "sleep 0 & wait; echo $?; (exit 3) & wait $!; echo $?"],
     # kill(0) in a job's own group: the subshell and its sleep die, the shell goes on
     ["bash", "-c", "set -m; (sleep 5 & kill -TERM 0; sleep 1); echo $?"],
+    # a job stopped and continued: bash sees both through waitpid(WUNTRACED | WCONTINUED)
+    ["bash", "-c", "set -m; sleep 5 & pid=$!; kill -STOP $pid; sleep 0.2; jobs;"
+     " kill -CONT $pid; sleep 0.2; jobs; kill $pid; wait $pid; echo $?"],
 ]
+
+
+@pytest.fixture(scope="module")
+def stop_probe(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_probe(tmp_path_factory, "stop_probe")
+
+
+@pytest.mark.parametrize("fork_mode", ["copy", "cow-pt"])
+async def test_stop_and_continue_as_linux(stop_probe: str, fork_mode: str) -> None:
+    """tests/stop_probe.c: SIGSTOP and SIGTSTP stop a child (its threads no longer run: the
+    pipe it counts into stays quiet), SIGCONT continues it; wait4's WUNTRACED and WCONTINUED
+    and waitid's WSTOPPED, WCONTINUED and WNOWAIT report each once; SIGCHLD says CLD_STOPPED
+    and CLD_CONTINUED unless SA_NOCLDSTOP; SIGKILL ends a stopped child; SIGCONT drops a
+    pending stop signal."""
+    async with spawnfd.open_kernel("1G", fork_mode=fork_mode) as k:
+        for _ in range(3):
+            k.init.open("/dev/null", os.O_RDWR)
+        same(await simulated(k, [stop_probe]), native([stop_probe]))
+        assert k._runtime.cont_lots == {}
+        k.check()
 
 
 async def test_shells_with_background_jobs_as_natively() -> None:

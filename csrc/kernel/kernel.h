@@ -91,8 +91,11 @@ int check_kernel(struct kernel *k, char *msg, size_t cap);
 #define LEAVE(k, rc) ((k)->panicked ? -KPANIC : (rc))
 
 // ---- signal.c: sending signals ----
-enum { SIGQ_QUEUED = 0, SIGQ_IGNORED = 1, SIGQ_TERM = 2 };
-int signal_send(struct proc *p, int sig, int code, int from, int status);
+enum { SIGQ_QUEUED = 0, SIGQ_IGNORED = 1, SIGQ_TERM = 2, SIGQ_CONTINUED = 3 };
+int sig_stop_kind(int sig);
+int pgrp_orphaned(struct kernel *k, int pgid);
+void signal_notify_parent_stop(struct kernel *k, struct proc *p, int why, int status);
+int signal_send(struct kernel *k, struct proc *p, int sig, int code, int from, int status);
 int signal_pending(const struct proc *p);
 int signal_kill(struct kernel *k, struct proc *sender, int pid, int sig, int *self);
 int signal_wake_later(struct kernel *k, int pid, int sig);

@@ -179,7 +179,7 @@ int proc_exit(struct kernel *k, struct proc *p, int wstatus) {
   if (parent && parent->state != PS_ZOMBIE) {  // compare do_notify_parent(): SIGCHLD
     struct wait_info w;
     wait_info_fill(p, &w);
-    signal_send(parent, SIGCHLD, w.code, pid, w.status);
+    signal_send(k, parent, SIGCHLD, w.code, pid, w.status);
   }
   for (int i = 1; i < k->pid_max; i++)
     if (k->procs[i] && k->procs[i]->ppid == pid)
@@ -304,10 +304,11 @@ static int wait_matches(const struct proc *c, int which, int id) {
 }
 
 // The wait of wait4(2) and waitid(2): a child of p that (which, id) names and that exited
-// (with WEXITED), reaped unless WNOWAIT. Returns its pid with *w filled, 0 when children
-// match but none is reportable (the caller blocks unless WNOHANG), -ECHILD when none matches.
-// A zombie is no candidate without WEXITED (there is no stop state: WSTOPPED and WCONTINUED
-// never report). compare do_wait() -> wait_consider_task().
+// (with WEXITED: reaped unless WNOWAIT), stopped (WSTOPPED, wait4's WUNTRACED) or continued
+// (WCONTINUED), each reported once unless WNOWAIT. Returns its pid with *w filled, 0 when
+// children match but none is reportable (the caller blocks unless WNOHANG), -ECHILD when
+// none matches. compare do_wait() -> wait_consider_task(), wait_task_stopped(),
+// wait_task_continued().
 int proc_wait(struct kernel *k, struct proc *p, int which, int id, int options,
               struct wait_info *w) {
   int any = 0;
@@ -320,6 +321,26 @@ int proc_wait(struct kernel *k, struct proc *p, int which, int id, int options,
       continue;
     if (c->state != PS_ZOMBIE) {
       any = 1;  // a live child (or embryo) may still exit
+      if ((options & WSTOPPED) && c->stop_report) {
+        w->pid = c->pid;
+        w->uid = (int)c->cred.uid;
+        w->code = CLD_STOPPED;
+        w->status = c->stop_report;
+        w->wstatus = (c->stop_report << 8) | 0x7f;
+        if (!(options & WNOWAIT))
+          c->stop_report = 0;
+        return i;
+      }
+      if ((options & WCONTINUED) && c->cont_report) {
+        w->pid = c->pid;
+        w->uid = (int)c->cred.uid;
+        w->code = CLD_CONTINUED;
+        w->status = SIGCONT;
+        w->wstatus = 0xffff;
+        if (!(options & WNOWAIT))
+          c->cont_report = 0;
+        return i;
+      }
       continue;
     }
     if (!(options & WEXITED))

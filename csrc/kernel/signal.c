@@ -1,5 +1,6 @@
 // signal.c — signals sent to processes: queued for a handler, ignored, or a default action
-// that terminates (which the caller carries out: only the trio layer ends a task). The
+// that terminates (which the caller carries out: only the trio layer ends a task); the stop
+// signals stop the process when a thread takes them (arch/x86), SIGCONT continues it at once. The
 // pending set and what each pending signal says (siginfo) live in struct proc; a thread on
 // the CPU takes them at its next return to user mode (arch/x86 sys_signal.c). compare Linux
 // kernel/signal.c: send_signal_locked(), sig_ignored(), do_notify_parent().
@@ -17,19 +18,66 @@ static int sig_default_ignored(int sig) {
   return sig == SIGCHLD || sig == SIGURG || sig == SIGWINCH || sig == SIGCONT;
 }
 
+#define SIG_STOP_MASK (SIG_BIT(SIGSTOP) | SIG_BIT(SIGTSTP) | SIG_BIT(SIGTTIN) | SIG_BIT(SIGTTOU))
+
+// Whether sig's default action is to stop (compare sig_kernel_stop()).
+int sig_stop_kind(int sig) { return sig > 0 && sig <= SIG_NSIG && (SIG_STOP_MASK & SIG_BIT(sig)); }
+
+// Whether group pgid is orphaned: no member has a parent in another group of the same
+// session (a job control shell would not be there to continue it): SIGTSTP, SIGTTIN and
+// SIGTTOU do not stop it. compare will_become_orphaned_pgrp().
+int pgrp_orphaned(struct kernel *k, int pgid) {
+  for (int i = 1; i < k->pid_max; i++) {
+    struct proc *t = k->procs[i], *parent;
+    if (!t || t->pgid != pgid || t->state == PS_ZOMBIE)
+      continue;
+    parent = proc_get_any(k, t->ppid);
+    if (parent && parent->pgid != pgid && parent->sid == t->sid)
+      return 0;
+  }
+  return 1;
+}
+
+// p stopped (CLD_STOPPED, status its stop signal) or continued (CLD_CONTINUED, SIGCONT): its
+// parent gets SIGCHLD unless it ignores it or asked SA_NOCLDSTOP. compare
+// do_notify_parent_cldstop().
+void signal_notify_parent_stop(struct kernel *k, struct proc *p, int why, int status) {
+  struct proc *parent = proc_get_any(k, p->ppid);
+  if (!parent || parent->state == PS_ZOMBIE)
+    return;
+  const struct k_sigaction *act = &parent->sig.action[SIGCHLD - 1];
+  if (act->handler != 1 && !(act->flags & SA_NOCLDSTOP))
+    signal_send(k, parent, SIGCHLD, why, p->pid, status);
+}
+
 // Send sig to p with its siginfo (code, sender pid, status). SIGQ_QUEUED: pending for a
-// handler, or blocked until unblocked; SIGQ_IGNORED: dropped; SIGQ_TERM: its default action
-// ends p now. compare send_signal_locked() after prepare_signal()'s ignore check.
-int signal_send(struct proc *p, int sig, int code, int from, int status) {
+// handler, or blocked until unblocked, or a stop signal for the thread that takes it;
+// SIGQ_IGNORED: dropped; SIGQ_TERM: its default action ends p now; SIGQ_CONTINUED: SIGCONT
+// continued a stopped p (its threads are to be woken) and nothing is queued. A stop signal
+// drops a pending SIGCONT and SIGCONT the pending stop signals, whatever their actions.
+// compare send_signal_locked() after prepare_signal().
+int signal_send(struct kernel *k, struct proc *p, int sig, int code, int from, int status) {
   const struct k_sigaction *act = &p->sig.action[sig - 1];
-  int blocked = (p->sig.blocked & SIG_BIT(sig)) != 0;
+  int blocked = (p->sig.blocked & SIG_BIT(sig)) != 0, continued = 0;
   if (p->pid == 1 && act->handler == 0)
     return SIGQ_IGNORED;  // init gets only the signals it handles (SIGNAL_UNKILLABLE)
   if (sig == SIGKILL)
     return SIGQ_TERM;
+  if (sig_stop_kind(sig)) {
+    p->sigpending &= ~SIG_BIT(SIGCONT);
+  } else if (sig == SIGCONT) {
+    p->sigpending &= ~SIG_STOP_MASK;
+    if (p->stop_sig && p->state == PS_RUNNING) {
+      p->stop_sig = 0;
+      p->stop_report = 0;
+      p->cont_report = 1;
+      continued = 1;
+      signal_notify_parent_stop(k, p, CLD_CONTINUED, SIGCONT);
+    }
+  }
   if (act->handler == 1 || (act->handler == 0 && sig_default_ignored(sig) && !blocked))
-    return SIGQ_IGNORED;  // SIG_IGN, or a default that ignores (blocked: kept till unblocked)
-  if (act->handler == 0 && !blocked)
+    return continued ? SIGQ_CONTINUED : SIGQ_IGNORED;  // SIG_IGN, or a default that ignores
+  if (act->handler == 0 && !blocked && !sig_stop_kind(sig))
     return SIGQ_TERM;
   p->sigpending |= SIG_BIT(sig);
   p->siginfo[sig - 1].code = code;
@@ -52,7 +100,7 @@ int sfd_signal_send(struct kernel *k, int sender, int pid, int sig) {
     return -ESRCH;
   if (sig < 0 || sig > SIG_NSIG)
     return -EINVAL;
-  return sig ? signal_send(p, sig, SI_USER, sender, 0) : SIGQ_IGNORED;
+  return sig ? signal_send(k, p, sig, SI_USER, sender, 0) : SIGQ_IGNORED;
 }
 
 // Whether sender may signal t: privilege (effective uid 0 stands for CAP_KILL), a real or
@@ -94,7 +142,7 @@ static int kill_one(struct kernel *k, struct proc *s, struct proc *t, int sig, i
     return -EPERM;
   if (!sig || t->state == PS_ZOMBIE)
     return 0;
-  int r = signal_send(t, sig, SI_USER, s->pid, 0);
+  int r = signal_send(k, t, sig, SI_USER, s->pid, 0);
   if (t == s)
     *self = r;
   else if (r != SIGQ_IGNORED)

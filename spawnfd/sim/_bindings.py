@@ -170,8 +170,9 @@ class CKernel:
         return out
 
     def signal_send(self, sender: int, pid: int, sig: int) -> int:
-        """Send sig to pid: 0 queued (a handler, or blocked), 1 ignored, 2 its default action
-        ends pid (the caller carries it out)."""
+        """Send sig to pid: 0 queued (a handler, blocked, or a stop signal), 1 ignored, 2 its
+        default action ends pid (the caller carries it out), 3 SIGCONT continued a stopped
+        pid (the caller wakes its threads)."""
         return int(self._call(lib.sfd_signal_send(self.ptr, sender, pid, sig)))
 
     def signal_outbox(self) -> list[tuple[int, int]]:

@@ -67,6 +67,7 @@ class _Runtime:
         # pid -> its threads other than the first: tid -> the scope of the task running it
         self.threads: dict[int, dict[int, trio.CancelScope]] = {}
         self.futex_lots: dict[int, trio.lowlevel.ParkingLot] = {}  # tid -> its FUTEX_WAIT
+        self.cont_lots: dict[int, trio.lowlevel.ParkingLot] = {}  # pid -> threads stopped
         self.exec_takeover: set[int] = set()     # pids a thread other than the first exec'd
         self.children: dict[int, trio.lowlevel.ParkingLot] = {}  # parent pid -> wait()ers
         self.scopes: dict[int, trio.CancelScope] = {}
@@ -101,7 +102,12 @@ class _Runtime:
     def interrupt(self, pid: int) -> None:
         """pid has a signal to take: end the wait of the thread that takes it, if it waits.
         With threads, the first one that may take it, the first thread first (compare
-        Linux's complete_signal()); one that runs takes it itself."""
+        Linux's complete_signal()); one that runs takes it itself. A stopped pid that SIGCONT
+        continued: its threads run again (they stop again if it is still stopped)."""
+        stopped = self.cont_lots.pop(pid, None)
+        if stopped is not None and stopped:
+            stopped.unpark_all()
+            self.wake_parent(pid)  # WCONTINUED, and SIGCHLD's CLD_CONTINUED
         others = self.threads.get(pid)
         if not others:
             scope = self.waits.get(pid)
@@ -115,6 +121,20 @@ class _Runtime:
                 if scope is not None:
                     scope.cancel()
                 return
+
+    def cont_lot(self, pid: int) -> trio.lowlevel.ParkingLot:
+        return self.cont_lots.setdefault(pid, trio.lowlevel.ParkingLot())
+
+    def wake_parent(self, pid: int) -> None:
+        """pid stopped or continued: its parent's wait sees it, its SIGCHLD handler runs."""
+        c = self.kernel._c
+        try:
+            ppid = c.ppid(pid)
+        except OSError:
+            return
+        self.child_lot(ppid).unpark_all()
+        if ppid in self.threads or c.signal_pending(ppid):
+            self.interrupt(ppid)
 
     def futex_lot(self, tid: int) -> trio.lowlevel.ParkingLot:
         return self.futex_lots.setdefault(tid, trio.lowlevel.ParkingLot())
@@ -227,6 +247,7 @@ class _Runtime:
         self.end_threads(proc.pid)
         self.exec_takeover.discard(proc.pid)
         self.futex_lots.pop(proc.pid, None)
+        self.cont_lots.pop(proc.pid, None)
         self.waits.pop(proc.pid, None)  # a wait a kill cancelled from outside
         self.wake_pipes()
         self.poll_lot.unpark_all()  # a poll on its wait handle (readable at exit)
@@ -249,12 +270,12 @@ class _Runtime:
             raise ProcessLookupError(errno.ESRCH, os.strerror(errno.ESRCH))
         if pid in self.real:  # its dispositions are the kernel's (rt_sigaction)
             how = self.kernel._c.signal_send(0, pid, sig)
-            if how == _SIGQ_QUEUED:
+            if how in (_SIGQ_QUEUED, _SIGQ_CONTINUED):
                 self.interrupt(pid)
             if how != _SIGQ_TERM:
                 return
-        elif sig == signal.SIGCHLD or sig in self.ignored.get(pid, ()):
-            return  # SIGCHLD's default action is to ignore it
+        elif sig in _STANDIN_NO_EFFECT or sig in self.ignored.get(pid, ()):
+            return  # ignored by default; a stand-in (Python) program cannot stop
         self.pending_signal[pid] = sig
         scope.cancel()
 
@@ -670,8 +691,13 @@ CPU_SLICE: Final = 1 << 20   # instructions a CPU runs before the task yields
 # Why a slice stopped (enum cpu_stop, csrc/arch/x86/arch.h).
 (_CPU_SLICE_OVER, _CPU_EXITED, _CPU_KILLED, _CPU_BLOCKED, _CPU_SLEEP, _CPU_FORKED, _CPU_VFORKED,
  _CPU_EXECED, _CPU_WAIT, _CPU_POLL, _CPU_SIGNAL, _CPU_CLONED, _CPU_FUTEX,
- _CPU_THREAD_EXITED, _CPU_LAUNCHED) = range(1, 16)
-_SIGQ_QUEUED, _SIGQ_IGNORED, _SIGQ_TERM = 0, 1, 2
+ _CPU_THREAD_EXITED, _CPU_LAUNCHED, _CPU_STOPPED) = range(1, 17)
+_SIGQ_QUEUED, _SIGQ_IGNORED, _SIGQ_TERM, _SIGQ_CONTINUED = 0, 1, 2, 3
+# Signals that do nothing to a stand-in program: those whose default action is to ignore
+# them, and the stop signals (only a thread on the CPU stops).
+_STANDIN_NO_EFFECT: Final = frozenset({
+    signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH,
+    signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 _NO_TIMEOUT: Final = 2**64 - 1
 
 
@@ -737,6 +763,12 @@ async def _run_cpu(sys: Sys, tid: int = 0) -> int:
             rt.waits.pop(tid, None)
         elif reason == _CPU_SIGNAL:  # delivered above
             pass
+        elif reason == _CPU_STOPPED:  # a stop signal: no thread runs until SIGCONT
+            if status:  # it stopped just now: the parent may wait for that (WUNTRACED)
+                rt.wake_parent(sys.pid)
+            with trio.CancelScope() as rt.waits[tid]:
+                await rt.cont_lot(sys.pid).park()
+            rt.waits.pop(tid, None)
         elif reason == _CPU_CLONED:
             rt.start_cpu_thread(sys, status)
             await trio.lowlevel.checkpoint()

@@ -22,10 +22,12 @@
 // wait again). CPU_THREAD_EXITED: this thread is gone (exit(2)), its process lives on in
 // its other threads. CPU_EXITED from any thread: the whole process exits (exit_group, or
 // the last thread's exit). CPU_LAUNCHED: close(2) of a builder fd launched an embryo
-// (status: its pid; its first thread starts).
+// (status: its pid; its first thread starts). CPU_STOPPED: the process is stopped (a stop
+// signal; status 1: it stopped just now, its parent is to be woken) until SIGCONT.
 enum cpu_stop { CPU_RUNNING = 0, CPU_SLICE, CPU_EXITED, CPU_KILLED, CPU_BLOCKED,
                 CPU_SLEEP, CPU_FORKED, CPU_VFORKED, CPU_EXECED, CPU_WAIT, CPU_POLL,
-                CPU_SIGNAL, CPU_CLONED, CPU_FUTEX, CPU_THREAD_EXITED, CPU_LAUNCHED };
+                CPU_SIGNAL, CPU_CLONED, CPU_FUTEX, CPU_THREAD_EXITED, CPU_LAUNCHED,
+                CPU_STOPPED };
 
 #define CPU_SIGDEPTH 8  // nested handlers whose full CPU state is kept for rt_sigreturn
 #define CPU_ICACHE_BITS 16

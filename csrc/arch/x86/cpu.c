@@ -603,6 +603,10 @@ int sfd_cpu_run(struct kernel *k, int tid, uint64_t max_insns, struct sfd_cpu_ex
     return LEAVE(k, err);
   if (!c && !(c = p->thread = cpu_thread_new(e, p)))
     return LEAVE(k, -ENOMEM);
+  if (p->stop_sig) {  // a stopped process's threads do not run (compare do_signal_stop())
+    out->reason = CPU_STOPPED;
+    return 0;
+  }
   if ((err = cpu_switch_to(e, c)))
     return LEAVE(k, err);
   uint64_t rip;

@@ -348,6 +348,16 @@ int signal_deliver(struct cpu *c, struct proc *p) {
     if (act.handler == 0) {
       if (sig == SIGCHLD || sig == SIGURG || sig == SIGWINCH || sig == SIGCONT)
         continue;
+      if (sig_stop_kind(sig)) {  // compare do_signal_stop(): the group stops
+        if (sig != SIGSTOP && pgrp_orphaned(c->k, p->pgid))
+          continue;  // an orphaned group does not stop for the terminal's signals
+        p->stop_sig = p->stop_report = sig;
+        p->cont_report = 0;
+        signal_notify_parent_stop(c->k, p, CLD_STOPPED, sig);
+        c->stop = CPU_STOPPED;
+        c->status = 1;  // a new stop: the trio layer wakes the parent
+        return 1;
+      }
       c->stop = CPU_KILLED;
       c->status = sig;
       return 1;
@@ -404,11 +414,13 @@ void signal_interrupt_call(struct cpu *c, struct proc *p) {
   int restartable = c->pnr == 0 || c->pnr == 1 || c->pnr == 19 || c->pnr == 20 ||
                     c->pnr == 17 || c->pnr == 61 ||  // read write readv writev pread64 wait4
                     (c->pnr == 202 && !c->pargs[3]);  // futex wait without a timeout
+  if (act->handler == 0)  // no handler runs (a stop): every parked call goes on after it,
+    restartable = 1;      // as Linux restarts -ERESTART* when no handler is set up
   uint64_t rax = (uint64_t)-EINTR, rip;
   futex_unqueue(c->k, &c->fq);  // compare futex_wait(): -ERESTARTSYS, off the queue
   c->pending = 0;
   c->slept = c->timed_out = 0;
-  if (act->handler > 1 && (act->flags & SA_RESTART_) && restartable) {
+  if ((act->handler == 0 || (act->flags & SA_RESTART_)) && act->handler != 1 && restartable) {
     rax = c->pnr;  // the syscall instruction runs again after the handler
     uc_reg_read(c->uc, UC_X86_REG_RIP, &rip);
     rip -= 2;

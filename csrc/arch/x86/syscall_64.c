@@ -135,7 +135,7 @@ static int64_t do_write(struct cpu *c, struct proc *p, int fd, uint64_t buf, uin
     r = sfd_write(c->k, p->pid, fd, b, n);
   if (r == -EAGAIN && would_block(c, p, fd)) {
     r = 0;
-  } else if (r == -EPIPE && signal_send(p, SIGPIPE, SI_USER, 0, 0) == SIGQ_TERM) {
+  } else if (r == -EPIPE && signal_send(c->k, p, SIGPIPE, SI_USER, 0, 0) == SIGQ_TERM) {
     c->stop = CPU_KILLED;  // compare pipe_write(): send_sig(SIGPIPE, current, 0)
     c->status = SIGPIPE;
   }
