@@ -13,6 +13,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -77,6 +78,42 @@ __attribute__((noinline)) static int recurse(int n) {
 
 static char *none;  // a PROT_NONE page
 
+// The FPU state in the frame: a handler reads xmm1 from uc_mcontext.fpregs and changes it;
+// rt_sigreturn loads the changed value.
+static void on_usr1(int sig, siginfo_t *si, void *uc_) {
+  ucontext_t *uc = uc_;
+  fpregset_t fp = uc->uc_mcontext.fpregs;
+  (void)sig;
+  (void)si;
+  printf("fpu: fpregs %s, cwd %#x, mxcsr %#x, xmm1 %#x %#x\n", fp ? "set" : "NULL",
+         fp ? fp->cwd : 0, fp ? fp->mxcsr : 0, fp ? fp->_xmm[1].element[0] : 0,
+         fp ? fp->_xmm[1].element[1] : 0);
+  if (fp) {
+    fp->_xmm[1].element[0] = 0x12345678;
+    fp->_xmm[1].element[1] = 0x9abcdef0;
+  }
+}
+
+static void fpu_frame(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_sigaction = on_usr1;
+  sa.sa_flags = SA_SIGINFO;
+  sigaction(SIGUSR1, &sa, NULL);
+  uint64_t out, pattern = 0x1111222233334444ULL;
+  long rax = SYS_tgkill;
+  // xmm1 set, the signal sent and xmm1 read back in one asm: no call in between clobbers it
+  __asm__ volatile("movq %[in], %%xmm1\n\tsyscall\n\tmovq %%xmm1, %[out]"
+                   : [out] "=r"(out), "+a"(rax)
+                   : [in] "r"(pattern), "D"((long)getpid()), "S"((long)gettid()),
+                     "d"((long)SIGUSR1)
+                   : "rcx", "r11", "memory", "xmm1");
+  printf("fpu: xmm1 after the handler %#llx\n", (unsigned long long)out);
+  // a program starts with Linux's x87 control word: double extended precision
+  volatile long double one = 1, three = 3;
+  printf("fpu: 1/3 in long double %.21Lg\n", one / three);
+}
+
 static void *thread_fault(void *arg) {
   (void)arg;
   if (!sigsetjmp(env, 1))
@@ -125,6 +162,7 @@ int main(int argc, char **argv) {
       printf("%d\n", 5 / zero);
     __asm__ volatile("int3");
     printf("after int3\n");
+    fpu_frame();
     pthread_t t;
     pthread_create(&t, NULL, thread_fault, NULL);
     pthread_join(t, NULL);

@@ -91,6 +91,8 @@ struct cpu {
   uint64_t saved_mask;       // ... the mask before it (compare current->saved_sigmask)
   int resched;               // a system call stopped the CPU to come back to the run loop
   uint64_t reload_regs[18];
+  int reload_fp;             // ... and the FPU state from the frame (an FXSAVE area)
+  _Alignas(16) uint8_t reload_fx[512];
   struct spawn_window window;
   struct cpu_counters *cnt;  // ... and its counters (struct proc outlives its mm)
   uint64_t budget;           // instructions allowed in this slice

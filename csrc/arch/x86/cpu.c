@@ -246,10 +246,17 @@ static int engine_get(struct kernel *k, struct cpu_engine **out) {
 // reset CPU with rip, rsp and rflags set; the program break and any parked call forgotten.
 static int cpu_thread_restart(struct cpu_engine *e, struct cpu *c) {
   uint64_t rip = c->p->rip, rsp = c->p->rsp, rflags = 0x202;
+  // The FPU as Linux starts a program (compare fpstate_init_user()): x87 control word 0x37f
+  // (all exceptions masked, double extended precision), every register empty, MXCSR 0x1f80.
+  // Unicorn's reset leaves zeroes there (single precision, SSE exceptions unmasked).
+  uint64_t fpcw = 0x37f, fptag = 0xffff, mxcsr = 0x1f80;
   if (uc_context_restore(e->uc, e->boot) != UC_ERR_OK ||
       uc_reg_write(e->uc, UC_X86_REG_RIP, &rip) != UC_ERR_OK ||
       uc_reg_write(e->uc, UC_X86_REG_RSP, &rsp) != UC_ERR_OK ||
-      uc_reg_write(e->uc, UC_X86_REG_EFLAGS, &rflags) != UC_ERR_OK)
+      uc_reg_write(e->uc, UC_X86_REG_EFLAGS, &rflags) != UC_ERR_OK ||
+      uc_reg_write(e->uc, UC_X86_REG_FPCW, &fpcw) != UC_ERR_OK ||
+      uc_reg_write(e->uc, UC_X86_REG_FPTAG, &fptag) != UC_ERR_OK ||
+      uc_reg_write(e->uc, UC_X86_REG_MXCSR, &mxcsr) != UC_ERR_OK)
     return -EINVAL;
   c->exec_gen = c->p->exec_gen;
   c->restart = 0;

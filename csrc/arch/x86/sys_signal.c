@@ -67,7 +67,7 @@ int64_t sys_rt_sigprocmask(struct cpu *c, struct proc *p, const uint64_t *a) {
 #define SIGCONTEXT_REGS 18  // r8-r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, eflags
 
 // struct rt_sigframe as user space sees it: the return address (sa_restorer), the ucontext,
-// the siginfo. The FPU state is kept by the kernel (fpstate NULL in the frame).
+// the siginfo; above it the FPU state in FXSAVE format (uc_mcontext.fpstate points at it).
 struct ucontext_ {
   uint64_t uc_flags, uc_link;
   uint64_t ss_sp;
@@ -188,6 +188,56 @@ int64_t sys_sigaltstack(struct cpu *c, struct proc *p, const uint64_t *a) {
   return err;
 }
 
+// The FPU and SSE state as FXSAVE lays it out (512 bytes, 16-byte aligned): what a handler
+// finds at uc_mcontext.fpregs. compare struct fxregs_state, copy_fpstate_to_sigframe() on
+// a CPU without XSAVE (no FP_XSTATE_MAGIC1 in sw_reserved: the legacy frame).
+struct fxregs_ {
+  uint16_t cwd, swd;
+  uint8_t twd, pad0;
+  uint16_t fop;
+  uint64_t rip, rdp;
+  uint32_t mxcsr, mxcsr_mask;
+  uint8_t st[8][16];
+  uint8_t xmm[16][16];
+  uint8_t reserved[48], sw_reserved[48];
+};
+_Static_assert(sizeof(struct fxregs_) == 512, "FXSAVE area");
+
+// Read (write 0) or load (write 1) the FPU and SSE registers of the CPU as an FXSAVE area.
+// compare copy_fxregs_to_kernel() / restore_fpregs_from_user().
+static void fxregs_io(struct cpu *c, struct fxregs_ *fx, int write) {
+  uint64_t cwd = fx->cwd, swd = fx->swd, tag = 0, mxcsr = fx->mxcsr;
+  if (!write) {
+    memset(fx, 0, sizeof(*fx));
+    uc_reg_read(c->uc, UC_X86_REG_FPCW, &cwd);
+    uc_reg_read(c->uc, UC_X86_REG_FPSW, &swd);
+    uc_reg_read(c->uc, UC_X86_REG_FPTAG, &tag);
+    uc_reg_read(c->uc, UC_X86_REG_MXCSR, &mxcsr);
+    fx->cwd = (uint16_t)cwd;
+    fx->swd = (uint16_t)swd;
+    for (int i = 0; i < 8; i++)  // the abridged tag: a bit per register that is not empty
+      fx->twd |= (uint8_t)((((tag >> (2 * i)) & 3) != 3) << i);
+    fx->mxcsr = (uint32_t)mxcsr;
+    fx->mxcsr_mask = 0xffff;
+    for (int i = 0; i < 8; i++)
+      uc_reg_read(c->uc, UC_X86_REG_ST0 + i, fx->st[i]);
+    for (int i = 0; i < 16; i++)
+      uc_reg_read(c->uc, UC_X86_REG_XMM0 + i, fx->xmm[i]);
+    return;
+  }
+  for (int i = 0; i < 8; i++)  // the full tag from the abridged one: valid or empty
+    tag |= (uint64_t)((fx->twd >> i) & 1 ? 0 : 3) << (2 * i);
+  mxcsr &= 0xffff;  // compare fpu__clear_user_states()'s check: reserved bits stay clear
+  uc_reg_write(c->uc, UC_X86_REG_FPCW, &cwd);
+  uc_reg_write(c->uc, UC_X86_REG_FPSW, &swd);
+  uc_reg_write(c->uc, UC_X86_REG_FPTAG, &tag);
+  uc_reg_write(c->uc, UC_X86_REG_MXCSR, &mxcsr);
+  for (int i = 0; i < 8; i++)
+    uc_reg_write(c->uc, UC_X86_REG_ST0 + i, fx->st[i]);
+  for (int i = 0; i < 16; i++)
+    uc_reg_write(c->uc, UC_X86_REG_XMM0 + i, fx->xmm[i]);
+}
+
 // Build the frame for sig below the user stack, or at the top of the alternate stack for an
 // SA_ONSTACK handler not on it yet, and point the registers at the handler. -EFAULT if the
 // stack cannot take it, or the frame would leave the alternate stack it is on.
@@ -203,7 +253,8 @@ static int setup_rt_frame(struct cpu *c, struct proc *p, int sig, const struct k
     sp = s->sp + s->size;
     entering_alt = 1;
   }
-  uint64_t frame = ((sp - sizeof(f)) & ~15ULL) - 8;
+  uint64_t fpstate = (sp - sizeof(struct fxregs_)) & ~63ULL;  // compare fpu__alloc_mathframe()
+  uint64_t frame = ((fpstate - sizeof(f)) & ~15ULL) - 8;
   if ((nested_alt || entering_alt) && !sas_contains(s, frame))
     return -EFAULT;  // it would overflow the alternate stack: SIGSEGV
   if (!(act->flags & SA_RESTORER_))
@@ -215,6 +266,7 @@ static int setup_rt_frame(struct cpu *c, struct proc *p, int sig, const struct k
   f.uc.ss_size = s->size;
   f.uc.cs = 0x33;
   f.uc.ss = 0x2b;
+  f.uc.fpstate = fpstate;
   f.uc.oldmask = f.uc.sigmask = c->sigsuspended ? c->saved_mask : *c->blocked;
   f.info.signo = sig;
   f.info.code = p->siginfo[sig - 1].code;
@@ -233,7 +285,11 @@ static int setup_rt_frame(struct cpu *c, struct proc *p, int sig, const struct k
     uc_context_save(c->uc, c->sigctx[c->sigdepth]);
   }
   c->sigdepth++;
-  int err = copy_to_user(c, frame, &f, sizeof(f));
+  struct fxregs_ fx;
+  fxregs_io(c, &fx, 0);
+  int err = copy_to_user(c, fpstate, &fx, sizeof(fx));
+  if (!err)
+    err = copy_to_user(c, frame, &f, sizeof(f));
   if (err) {
     c->sigdepth--;
     return err;
@@ -454,6 +510,8 @@ int64_t sys_rt_sigreturn(struct cpu *c, struct proc *p, const uint64_t *a) {
   struct stack_ ss = {.ss_sp = uc.ss_sp, .ss_flags = uc.ss_flags, .ss_size = uc.ss_size};
   do_sigaltstack(c->sas, &ss, NULL, sp);  // compare restore_altstack(): errors ignored
   memcpy(c->reload_regs, uc.regs, sizeof(c->reload_regs));
+  c->reload_fp = uc.fpstate && !copy_from_user(c, &c->reload_fx, uc.fpstate,
+                                               sizeof(c->reload_fx));
   c->reload = 1;
   c->resched = 1;  // syscall_dispatch stops the CPU: the registers load before it goes on
   *c->blocked = uc.sigmask & ~UNBLOCKABLE;
@@ -468,6 +526,8 @@ void signal_reload(struct cpu *c) {
   if (c->sigret_ctx)
     uc_context_restore(c->uc, c->sigret_ctx);
   regs_io(c, c->reload_regs, 1);
+  if (c->reload_fp)  // the FPU state from the frame, as the handler may have changed it
+    fxregs_io(c, (struct fxregs_ *)c->reload_fx, 1);
 }
 
 // kill(2): to a process, the caller's group (0), a group (< -1) or everyone but init and
